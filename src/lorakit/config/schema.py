@@ -1,0 +1,136 @@
+"""The one typed config model. Every field is documented and defaulted; names follow kohya sd-scripts' where one exists.
+
+`extra="forbid"` everywhere: an unknown key is an error (the loader names the file and the nearest valid key).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..data.settings import DataSection
+
+CONFIG_VERSION = 1
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(Section):
+    """The base model the LoRA is trained against."""
+
+    pretrained_model_name_or_path: str = Field(
+        "tiny-sd1",
+        description="Diffusers folder, single-file .safetensors checkpoint, or a built-in tiny model "
+        "(tiny-sd1, tiny-sd2-v, tiny-sdxl).",
+    )
+    family: Literal["auto", "sd1", "sd2", "sdxl"] = Field(
+        "auto", description="Model family; 'auto' detects it from the folder or checkpoint."
+    )
+    v_parameterization: bool | None = Field(
+        None, description="Force v-prediction on/off (SD 2.x 768 models); unset = read it from the model."
+    )
+    vae: str | None = Field(None, description="Optional VAE override: a diffusers folder or a .safetensors file.")
+    allow_pickle: bool = Field(
+        False, description="Allow loading a .ckpt/.pt pickle checkpoint (it can run arbitrary code; only trust your own)."
+    )
+
+
+class NetworkSection(Section):
+    """The adapter: what is trained and its shape."""
+
+    network_module: Literal["lora"] = Field("lora", description="Adapter type.")
+    network_dim: int = Field(16, ge=1, le=1024, description="LoRA rank (dim).")
+    network_alpha: float = Field(8.0, gt=0, description="LoRA alpha; the update is scaled by alpha / dim.")
+    network_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA path during training.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"],
+        description="UNet module names (suffixes) that receive a LoRA.",
+    )
+    train_text_encoder: bool = Field(False, description="Also train LoRA on the text encoder(s).")
+    text_encoder_target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"],
+        description="Text-encoder module names (suffixes) that receive a LoRA when train_text_encoder is on.",
+    )
+
+
+class TrainSection(Section):
+    """Optimisation: steps, learning rates, precision, tricks."""
+
+    learning_rate: float = Field(1e-4, ge=0, description="Learning rate of the UNet LoRA.")
+    text_encoder_lr: float | None = Field(
+        None, ge=0, description="Learning rate of the text-encoder LoRA; unset = learning_rate."
+    )
+    optimizer_type: Literal["AdamW", "AdamW8bit", "Adafactor"] = Field("AdamW", description="Optimizer.")
+    optimizer_args: list[str] = Field(
+        default_factory=list, description="Extra optimizer arguments as key=value strings, e.g. 'weight_decay=0.01'."
+    )
+    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts"] = Field(
+        "constant", description="Learning-rate schedule (warm-up applies to all)."
+    )
+    lr_warmup_steps: int = Field(0, ge=0, description="Steps of linear warm-up from 0 to the learning rate.")
+    lr_scheduler_num_cycles: int = Field(1, ge=1, description="Restarts for cosine_with_restarts.")
+    max_train_steps: int | None = Field(
+        None, ge=1, description="Total optimizer steps; unset = max_train_epochs × steps per epoch."
+    )
+    max_train_epochs: int = Field(1, ge=1, description="Epochs, used when max_train_steps is unset.")
+    train_batch_size: int = Field(1, ge=1, description="Images per batch.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Batches accumulated per optimizer step.")
+    mixed_precision: Literal["no", "fp16", "bf16"] = Field("no", description="Autocast precision of the forward pass.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory (slower).")
+    sdpa: bool = Field(True, description="Use PyTorch scaled-dot-product attention.")
+    min_snr_gamma: float | None = Field(None, gt=0, description="Min-SNR loss weighting gamma (5 is typical).")
+    noise_offset: float = Field(0.0, ge=0, le=1, description="Noise offset (0 = off; 0.05–0.1 brightens range).")
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 = off).")
+    seed: int = Field(42, description="Random seed; the same seed and data give the same LoRA.")
+    cache_latents: bool = Field(True, description="Encode each image with the VAE once and reuse the latents.")
+    cache_text_encoder_outputs: bool = Field(
+        True, description="Encode each caption once (ignored while the text encoder is trained)."
+    )
+    log_every_n_steps: int = Field(1, ge=1, description="How often the loss is read back and logged.")
+
+
+class OutputSection(Section):
+    """Where and how results are written. A run never overwrites another."""
+
+    output_dir: str = Field("runs", description="Folder that holds one sub-folder per run.")
+    output_name: str = Field("lora", min_length=1, description="File name (without extension) of the LoRA.")
+    run_id: str | None = Field(None, description="Run folder name; unset = a timestamp.")
+    save_precision: Literal["fp32", "fp16", "bf16"] = Field("fp16", description="Precision of the saved weights.")
+    save_every_n_steps: int | None = Field(None, ge=1, description="Also save a checkpoint every N steps.")
+    save_format: Literal["kohya", "peft", "both"] = Field(
+        "kohya", description="kohya (A1111/ComfyUI/diffusers), peft (diffusers adapter folder), or both."
+    )
+
+
+class SampleSection(Section):
+    """Images rendered with the LoRA (the demo's before/after pair, `lorakit generate`)."""
+
+    prompt: str = Field("", description="Prompt for sample images; unset = the first training caption.")
+    negative_prompt: str = Field("", description="Negative prompt for sample images.")
+    steps: int = Field(20, ge=1, description="Inference steps.")
+    guidance_scale: float = Field(7.0, ge=0, description="Classifier-free guidance scale.")
+    seed: int = Field(1, description="Seed of sample images.")
+
+
+class LorakitConfig(Section):
+    """A whole lorakit run."""
+
+    version: int = Field(CONFIG_VERSION, description="Config file format version.")
+    model: ModelSection = Field(default_factory=ModelSection)
+    network: NetworkSection = Field(default_factory=NetworkSection)
+    data: DataSection = Field(default_factory=DataSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    output: OutputSection = Field(default_factory=OutputSection)
+    sample: SampleSection = Field(default_factory=SampleSection)
+
+    @model_validator(mode="after")
+    def _some_learning_rate(self) -> "LorakitConfig":
+        te_lr = self.train.text_encoder_lr if self.train.text_encoder_lr is not None else self.train.learning_rate
+        if self.train.learning_rate == 0 and (not self.network.train_text_encoder or te_lr == 0):
+            raise ValueError("every learning rate is 0: nothing would train; set train.learning_rate")
+        return self

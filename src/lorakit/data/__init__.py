@@ -1,0 +1,1 @@
+"""Model-agnostic data: scanning, captions, buckets, sampling, transforms. Pure: paths and numbers in, plain data out."""

@@ -1,0 +1,56 @@
+"""The dataset interface the engine consumes.
+
+A dataset is a list of `Example`s (pure data: which file, which caption, which target size, flipped or not) plus a
+sampler that groups them into batches of one size. The engine only needs `Example.key` for caching and
+`load_pixels` to turn an example into a tensor; everything upstream (scanning, repeats, buckets) is plain Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Protocol
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training image as the engine sees it.
+
+    `size` is the (width, height) the image is resized and centre-cropped to; all examples in one batch share it.
+    `original_size` and `crop_top_left` are (height, width)-ordered like SDXL's micro-conditioning expects.
+    """
+
+    image: Path
+    caption: str
+    size: tuple[int, int]
+    flip: bool = False
+    is_reg: bool = False
+    original_size: tuple[int, int] | None = None
+    crop_top_left: tuple[int, int] = (0, 0)
+    fingerprint: str = field(default="", compare=False)
+
+    @property
+    def key(self) -> str:
+        """Stable identity of the pixels this example produces (file content, size, flip)."""
+        h = hashlib.sha1()
+        h.update((self.fingerprint or str(self.image)).encode())
+        h.update(f"|{self.size[0]}x{self.size[1]}|{int(self.flip)}".encode())
+        return h.hexdigest()
+
+
+class BatchSampler(Protocol):
+    """Yields lists of examples of one size; deterministic for a given epoch and seed."""
+
+    def batches(self, epoch: int) -> Iterator[list[Example]]: ...
+
+    def __len__(self) -> int: ...
+
+
+def file_fingerprint(path: Path) -> str:
+    """Content hash of a file, so a changed image invalidates its cached latents."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
