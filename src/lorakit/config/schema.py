@@ -56,6 +56,11 @@ class NetworkSection(Section):
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"],
         description="Text-encoder module names (suffixes) that receive a LoRA when train_text_encoder is on.",
     )
+    network_weights: str | None = Field(
+        None,
+        description="Start from an existing LoRA .safetensors file (or a run folder holding one); its rank must "
+        "match network_dim.",
+    )
 
 
 class TrainSection(Section):
@@ -72,7 +77,21 @@ class TrainSection(Section):
     lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts"] = Field(
         "constant", description="Learning-rate schedule (warm-up applies to all)."
     )
+    lr_scheduler_args: list[str] = Field(
+        default_factory=list,
+        description="Extra scheduler arguments as key=value strings, checked against the scheduler's parameters.",
+    )
     lr_warmup_steps: int = Field(0, ge=0, description="Steps of linear warm-up from 0 to the learning rate.")
+    lr_warmup_ratio: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="Warm-up as a fraction of the total steps (kohya's lr_warmup_steps < 1); "
+        "excludes lr_warmup_steps.",
+    )
+    stop_text_encoder_training: int | None = Field(
+        None, ge=0, description="Freeze the text encoder after this many steps; unset = train it to the end."
+    )
     lr_scheduler_num_cycles: int = Field(1, ge=1, description="Restarts for cosine_with_restarts.")
     max_train_steps: int | None = Field(
         None, ge=1, description="Total optimizer steps; unset = max_train_epochs × steps per epoch."
@@ -117,16 +136,85 @@ class SampleSection(Section):
     seed: int = Field(1, description="Seed of sample images.")
 
 
+class ModeSection(Section):
+    """Which training strategy runs over the one engine. Mode-specific settings are placeholders for later issues."""
+
+    type: Literal["lora", "ileco", "difference", "dreambooth"] = Field(
+        "lora",
+        description="lora: captioned images; ileco: erase/replace a concept from prompts; difference: two-image "
+        "slider; dreambooth: lora with regularisation (class) images.",
+    )
+    target_prompt: str = Field("", description="ileco: the concept to erase or replace (later issue).")
+    replacement_prompt: str = Field(
+        "", description="ileco: what the target becomes; empty = erase it (later issue)."
+    )
+    original_image: str | None = Field(None, description="difference: the 'before' image (later issue).")
+    target_image: str | None = Field(None, description="difference: the 'after' image (later issue).")
+    class_prompt: str = Field("", description="dreambooth: caption of the regularisation images (later issue).")
+    prior_loss_weight: float = Field(
+        1.0, ge=0, description="dreambooth: loss weight of regularisation images (kohya's prior_loss_weight)."
+    )
+
+
+class BenchSection(Section):
+    """The benchmark sweep: every LoRA weight × every seed × every prompt, rendered into comparison grids."""
+
+    weights: list[float] = Field(
+        default_factory=lambda: [0.0, 0.5, 1.0], description="LoRA weights (strengths) to sweep; 0 = the base model."
+    )
+    seeds: list[int] = Field(default_factory=lambda: [1, 2], description="Seeds to sweep.")
+    prompts: list[str] = Field(
+        default_factory=list, description="Prompts to render; empty = sample.prompt (or the first caption)."
+    )
+    steps: int = Field(20, ge=1, description="Inference steps per image.")
+
+
+class BatchSection(Section):
+    """Unattended batches (`lorakit batch`): one run per training folder pulled from remote storage."""
+
+    working_dir: str = Field("batch", description="Local folder the training folders are downloaded into.")
+    stage_dir: str | None = Field(
+        None, description="Fast local disk the base model is copied to for the run; unset = use it in place."
+    )
+    add: list[str] = Field(
+        default_factory=list,
+        description="Extra TOML layers applied to every run (like --add); each appends its stem to output_name.",
+    )
+    oom_retries: int = Field(1, ge=0, le=10, description="Retries with the out-of-memory layer after a GPU OOM.")
+    oom_file: str | None = Field(
+        None, description="TOML layer used for out-of-memory retries; unset = the shipped oom-fallback preset."
+    )
+    cleanup_on_success: bool = Field(
+        True, description="Delete the local training folder after a successful upload (failures are always kept)."
+    )
+
+
+class StorageSection(Section):
+    """Remote storage through rclone (batch downloads and result uploads)."""
+
+    rclone_remote: str = Field("", description="rclone remote name with colon, e.g. 'gdrive:'; empty = no remote.")
+    remote_path: str = Field("lorakit", description="Base folder on the remote.")
+    training_subdir: str = Field("training", description="Sub-folder of remote_path the training folders come from.")
+    output_subdir: str = Field("output", description="Sub-folder of remote_path the results are uploaded to.")
+    empty_trash: bool = Field(False, description="Run `rclone cleanup` after uploads (empties e.g. Google Drive's trash).")
+
+
 class LorakitConfig(Section):
     """A whole lorakit run."""
 
-    version: int = Field(CONFIG_VERSION, description="Config file format version.")
+    version: int = Field(
+        CONFIG_VERSION, ge=1, le=CONFIG_VERSION, description="Config file format version (older files are migrated)."
+    )
     model: ModelSection = Field(default_factory=ModelSection)
     network: NetworkSection = Field(default_factory=NetworkSection)
     data: DataSection = Field(default_factory=DataSection)
     train: TrainSection = Field(default_factory=TrainSection)
     output: OutputSection = Field(default_factory=OutputSection)
     sample: SampleSection = Field(default_factory=SampleSection)
+    mode: ModeSection = Field(default_factory=ModeSection)
+    bench: BenchSection = Field(default_factory=BenchSection)
+    batch: BatchSection = Field(default_factory=BatchSection)
+    storage: StorageSection = Field(default_factory=StorageSection)
 
     @model_validator(mode="after")
     def _some_learning_rate(self) -> "LorakitConfig":
