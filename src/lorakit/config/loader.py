@@ -1,20 +1,26 @@
 """Read TOML layers, merge them (later wins), apply `--set a.b=c`, validate into `LorakitConfig`.
 
-Every problem is collected and reported at once with the file, the key path and, for unknown keys, the nearest
-valid key.
+Layers, in order: a preset → the user's TOML files → `--add` files (each appends its stem to output_name) → the
+out-of-memory fallback layer (retries only) → `--set`. Every problem is collected and reported at once with the
+layer it came from, the key path, the value and what is allowed; an unknown key gets the nearest valid key.
 """
 
 from __future__ import annotations
 
 import difflib
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+import annotated_types
 from pydantic import BaseModel, ValidationError
 
 from ..errors import ConfigError
+from .migrate import migrate
+from .presets import OOM_PRESET, preset_path
+from .provenance import origins as compute_origins
 from .schema import LorakitConfig
 
 
@@ -24,17 +30,52 @@ class Layer:
 
     name: str
     values: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
-def read_toml(path: Path) -> Layer:
-    """A TOML file as a layer; a missing or malformed file is a ConfigError naming it."""
+@dataclass
+class ResolvedConfig:
+    """A validated config with where each value came from.
+
+    `origins` maps every dotted key ("train.learning_rate") to the name of the layer that set it ("default" when
+    none did); `notes` are migration messages; `warnings` are semantic findings that do not stop a run.
+    """
+
+    config: LorakitConfig
+    origins: dict[str, str]
+    layers: list[Layer]
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def read_toml(path: Path, name: str | None = None) -> Layer:
+    """A TOML file as a migrated layer; a missing or malformed file is a ConfigError naming it."""
+    label = name or str(path)
     try:
         with open(path, "rb") as f:
-            return Layer(str(path), tomllib.load(f))
+            raw = tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError([f"{path}: file not found"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{path}: is a folder, expected a .toml file"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    values, notes = migrate(raw, label)
+    return Layer(label, values, notes)
+
+
+def read_layer_arg(arg: str | Path, kind: str = "") -> Layer:
+    """A layer named on the command line: an existing TOML file, else a shipped preset of that name."""
+    path = Path(arg)
+    prefix = f"{kind} " if kind else ""
+    if path.exists() or len(path.parts) > 1:
+        return read_toml(path, f"{prefix}{path}")
+    try:
+        return read_toml(preset_path(path.stem if path.suffix == ".toml" else str(arg)), f"{prefix}preset:{path.stem}")
+    except ConfigError as exc:
+        if path.suffix == ".toml":
+            raise ConfigError([f"{path}: file not found (and no shipped preset '{path.stem}')"]) from None
+        raise exc
 
 
 def parse_value(text: str) -> Any:
@@ -45,7 +86,7 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def set_layer(assignments: list[str]) -> Layer:
+def set_layer(assignments: Sequence[str]) -> Layer:
     """`["train.learning_rate=1e-4", ...]` as a layer."""
     values: dict[str, Any] = {}
     problems = []
@@ -57,8 +98,13 @@ def set_layer(assignments: list[str]) -> Layer:
         node = values
         *parents, leaf = key.strip().split(".")
         for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = parse_value(raw.strip())
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                problems.append(f"--set {item!r}: '{p}' was already set to a value")
+                break
+            node = child
+        else:
+            node[leaf] = parse_value(raw.strip())
     if problems:
         raise ConfigError(problems)
     return Layer("--set", values)
@@ -97,6 +143,47 @@ def _owner(dotted: str, layers: list[Layer]) -> str:
     return "defaults"
 
 
+def allowed(loc: tuple[Any, ...]) -> str:
+    """What a field accepts, e.g. 'an integer, 1 ≤ value ≤ 1024' or "one of 'AdamW', 'Adafactor'"."""
+    parent = _model_at(loc[:-1])
+    info = parent.model_fields.get(str(loc[-1])) if parent else None
+    if info is None:
+        return ""
+    ann = info.annotation
+    args = [a for a in typing.get_args(ann) if a is not type(None)]
+    literal = next((a for a in [ann, *args] if typing.get_origin(a) is typing.Literal), None)
+    if literal is not None:
+        return "one of " + ", ".join(repr(v) for v in typing.get_args(literal))
+    base = args[0] if len(args) == 1 else ann
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    kind = names.get(base, getattr(base, "__name__", str(base)).replace("list", "a list"))
+    bounds = []
+    for meta in info.metadata:
+        for attr, sym in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<"), ("min_length", "length ≥")):
+            if isinstance(meta, getattr(annotated_types, attr.capitalize() if attr != "min_length" else "MinLen")):
+                bounds.append(f"{sym} {getattr(meta, attr)}")
+    optional = " (or unset)" if type(None) in typing.get_args(ann) else ""
+    return f"{kind}{optional}" + (f", {' and '.join(bounds)}" if bounds else "")
+
+
+def _suggest(loc: tuple[Any, ...]) -> str | None:
+    """Nearest valid dotted key for an unknown key: in the same section first, then the same name elsewhere."""
+    parent = _model_at(loc[:-1])
+    leaf = str(loc[-1])
+    near = difflib.get_close_matches(leaf, list(parent.model_fields) if parent else [], n=1, cutoff=0.5)
+    if near:
+        return ".".join([*map(str, loc[:-1]), near[0]])
+    best: tuple[float, str] | None = None
+    for section, info in LorakitConfig.model_fields.items():
+        model = info.annotation
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            for name in model.model_fields:
+                score = difflib.SequenceMatcher(None, leaf, name).ratio()
+                if score >= 0.75 and (best is None or score > best[0]):
+                    best = (score, f"{section}.{name}")
+    return best[1] if best else None
+
+
 def describe(exc: ValidationError, layers: list[Layer]) -> list[str]:
     """One actionable line per pydantic error: source, key path, value, what is allowed."""
     lines = []
@@ -105,32 +192,128 @@ def describe(exc: ValidationError, layers: list[Layer]) -> list[str]:
         dotted = ".".join(str(p) for p in loc) or "(config)"
         source = _owner(dotted, layers)
         if err["type"] == "extra_forbidden":
-            parent = _model_at(loc[:-1])
-            valid = list(parent.model_fields) if parent else []
-            near = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
-            hint = f"; did you mean '{'.'.join([*map(str, loc[:-1]), near[0]])}'?" if near else ""
-            lines.append(f"{source}: unknown key '{dotted}'{hint}")
+            near = _suggest(loc)
+            lines.append(f"{source}: unknown key '{dotted}'" + (f"; did you mean '{near}'?" if near else ""))
         elif "input" in err and loc:
-            lines.append(f"{source}: {dotted} = {err['input']!r}: {err['msg']}")
+            rule = allowed(loc) if err["type"] != "literal_error" else ""
+            lines.append(
+                f"{source}: {dotted} = {err['input']!r}: {err['msg']}" + (f" (allowed: {rule})" if rule else "")
+            )
         else:
             lines.append(f"{source}: {err['msg'].removeprefix('Value error, ')}")
     return lines
 
 
-def resolve(layers: list[Layer]) -> LorakitConfig:
-    """Merge the layers in order and validate; raises ConfigError listing every problem."""
+def merged_values(layers: list[Layer]) -> dict[str, Any]:
+    """All layers merged in order, before validation."""
     merged: dict[str, Any] = {}
     for layer in layers:
         merged = merge(merged, layer.values)
+    return merged
+
+
+def resolve(layers: list[Layer]) -> LorakitConfig:
+    """Merge the layers in order and validate; raises ConfigError listing every problem."""
     try:
-        return LorakitConfig.model_validate(merged)
+        return LorakitConfig.model_validate(merged_values(layers))
     except ValidationError as exc:
         raise ConfigError(describe(exc, layers)) from None
 
 
+def _suffix_layer(layers: list[Layer], adds: list[Layer]) -> Layer | None:
+    """The output_name with each `--add` file's stem appended (`x` + `lowlr.toml` → `x_lowlr`), as a layer."""
+    if not adds:
+        return None
+    output = merged_values(layers).get("output", {})
+    name = output.get("output_name", "lora") if isinstance(output, dict) else "lora"
+    stems = [Path(a.name.split(" ", 1)[-1].removeprefix("preset:")).stem for a in adds]
+    return Layer("--add suffix", {"output": {"output_name": "_".join([str(name), *stems])}})
+
+
+def build_layers(
+    preset: str | None = None,
+    files: Sequence[str | Path] = (),
+    adds: Sequence[str | Path] = (),
+    oom: bool = False,
+    sets: Sequence[str] = (),
+) -> list[Layer]:
+    """The ordered layers of a run; reading problems of every file are reported together."""
+    layers: list[Layer] = []
+    problems: list[str] = []
+
+    def read(arg: str | Path, kind: str = "") -> Layer | None:
+        try:
+            return read_layer_arg(arg, kind)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            return None
+
+    if preset:
+        layers += [x for x in [read(preset, "")] if x]
+    layers += [x for x in (read_toml_arg(f, problems) for f in files) if x]
+    add_layers = [x for x in (read(a, "--add") for a in adds) if x]
+    layers += add_layers
+    suffix = _suffix_layer(layers, add_layers)
+    if suffix:
+        layers.append(suffix)
+    if oom and not problems:
+        layers += [x for x in [read(_oom_source(layers), "oom")] if x]
+    if sets:
+        try:
+            layers.append(set_layer(sets))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems)
+    return layers
+
+
+def read_toml_arg(path: str | Path, problems: list[str]) -> Layer | None:
+    """A user TOML file as a layer, recording a reading problem instead of raising."""
+    try:
+        return read_toml(Path(path))
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+        return None
+
+
+def _oom_source(layers: list[Layer]) -> str:
+    """Where the out-of-memory layer comes from: batch.oom_file, else the shipped preset."""
+    batch = merged_values(layers).get("batch", {})
+    oom_file = batch.get("oom_file") if isinstance(batch, dict) else None
+    return str(oom_file or OOM_PRESET)
+
+
+def resolve_layers(
+    preset: str | None = None,
+    files: Sequence[str | Path] = (),
+    adds: Sequence[str | Path] = (),
+    oom: bool = False,
+    sets: Sequence[str] = (),
+    *,
+    check_paths: bool = False,
+) -> ResolvedConfig:
+    """Resolve a run's config from its layers, validate it, and record where each value came from.
+
+    preset: a shipped preset name or a TOML path (lowest layer). files: the user's TOMLs (`--config`, later wins).
+    adds: `--add` TOMLs or preset names, each appending its stem to output.output_name. oom: apply the
+    out-of-memory fallback layer (batch.oom_file or the shipped `oom-fallback`). sets: `--set a.b=c` overrides.
+    check_paths: also check that input paths exist and outputs are writable (do it before training).
+    Raises ConfigError with every problem found; warnings come back in `.warnings`.
+    """
+    from .validate import check
+
+    layers = build_layers(preset, files, adds, oom, sets)
+    config = resolve(layers)
+    origin = compute_origins(config.model_dump(), [(x.name, x.values) for x in layers])
+    errors, warnings = check(config, paths=check_paths)
+    if errors:
+        raise ConfigError([f"{origin.get(f.key, 'config')}: {f.key}: {f.message}" for f in errors])
+    notes = [n for layer in layers for n in layer.notes]
+    shown = [f"{origin.get(f.key, 'config')}: {f.key}: {f.message}" for f in warnings]
+    return ResolvedConfig(config, origin, layers, notes, shown)
+
+
 def load_config(files: list[Path] | None = None, sets: list[str] | None = None) -> LorakitConfig:
     """The config from TOML files (later wins) and `--set` overrides."""
-    layers = [read_toml(Path(f)) for f in files or []]
-    if sets:
-        layers.append(set_layer(sets))
-    return resolve(layers)
+    return resolve_layers(files=files or [], sets=sets or []).config

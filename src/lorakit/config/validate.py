@@ -1,0 +1,279 @@
+"""Semantic checks the schema cannot express: argument lists against real signatures, cross-field rules, paths.
+
+`check(config)` returns (errors, warnings). Errors stop a run; warnings are shown by `config validate`, `plan`
+and at the start of a run. Decision: a text-encoder learning rate with a frozen text encoder is a *warning*, not
+an error, because a TOML layer cannot unset a key: a preset that sets `text_encoder_lr` must stay usable with
+`--set network.train_text_encoder=false`. The warning names both keys, so the value is never silently ignored.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import importlib
+import inspect
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .schema import LorakitConfig
+
+# Optimizer name → (module, class) whose signature lists the accepted optimizer_args.
+OPTIMIZERS: dict[str, tuple[str, str]] = {
+    "AdamW": ("torch.optim", "AdamW"),
+    "AdamW8bit": ("bitsandbytes.optim", "AdamW8bit"),
+    "Adafactor": ("transformers.optimization", "Adafactor"),
+}
+# Arguments lorakit fills in itself, with the setting to use instead.
+RESERVED_OPTIMIZER = {"params": "the LoRA parameters", "lr": "train.learning_rate"}
+RESERVED_SCHEDULER = {
+    "optimizer": "the optimizer",
+    "num_warmup_steps": "train.lr_warmup_steps or train.lr_warmup_ratio",
+    "num_training_steps": "train.max_train_steps or train.max_train_epochs",
+    "num_cycles": "train.lr_scheduler_num_cycles",
+    "last_epoch": "resuming",
+}
+BUILTIN_FAMILIES = {"tiny-sd1": "sd1", "tiny-sd2-v": "sd2", "tiny-sdxl": "sdxl"}
+
+
+@dataclass
+class Finding:
+    """One problem: the dotted key it is about and what to do."""
+
+    key: str
+    message: str
+    error: bool = True
+
+
+def parse_args_list(items: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """`["weight_decay=0.01", "betas=(0.9,0.99)"]` → ({"weight_decay": 0.01, ...}, problems).
+
+    Values are Python literals (as kohya reads them); a value that is not one stays a string.
+    """
+    out: dict[str, Any] = {}
+    problems = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            problems.append(f"{item!r} is not key=value (e.g. 'weight_decay=0.01')")
+            continue
+        try:
+            out[key] = ast.literal_eval(raw.strip())
+        except (ValueError, SyntaxError):
+            out[key] = raw.strip()
+    return out, problems
+
+
+@functools.lru_cache(maxsize=None)
+def optimizer_parameters(name: str) -> dict[str, Any] | None:
+    """Keyword parameters (name → default) of an optimizer's constructor; None when it cannot be imported."""
+    if name not in OPTIMIZERS:
+        return None
+    module, attr = OPTIMIZERS[name]
+    try:
+        cls = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError):
+        return None
+    return {p.name: p.default for p in inspect.signature(cls).parameters.values()}
+
+
+@functools.lru_cache(maxsize=None)
+def scheduler_parameters(name: str) -> dict[str, Any] | None:
+    """Keyword parameters of diffusers' schedule function for `name`; None when it cannot be imported."""
+    try:
+        from diffusers.optimization import TYPE_TO_SCHEDULER_FUNCTION, SchedulerType
+
+        fn = TYPE_TO_SCHEDULER_FUNCTION[SchedulerType(name)]
+    except (ImportError, KeyError, ValueError):
+        return None
+    return {p.name: p.default for p in inspect.signature(fn).parameters.values()}
+
+
+def _check_args(key: str, items: list[str], params: dict[str, Any] | None, owner: str, reserved: dict) -> list:
+    """Findings for one key=value list against the parameters of `owner`."""
+    values, problems = parse_args_list(items)
+    found = [Finding(key, p) for p in problems]
+    if params is None:
+        return found + ([Finding(key, f"cannot check arguments: {owner} is not installed", False)] if values else [])
+    for name, value in values.items():
+        if name in reserved:
+            found.append(Finding(key, f"'{name}' is set by lorakit from {reserved[name]}; remove it here"))
+        elif name not in params:
+            valid = sorted(k for k in params if k not in reserved and not k.startswith("_"))
+            found.append(Finding(key, f"{owner} has no parameter '{name}' (it accepts: {', '.join(valid)})"))
+        else:
+            default = params[name]
+            numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+            if numeric and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+                found.append(Finding(key, f"'{name}={value!r}' should be a number like {default!r}"))
+            elif isinstance(default, bool) and not isinstance(value, bool):
+                found.append(Finding(key, f"'{name}={value!r}' should be True or False"))
+    return found
+
+
+def check_arguments(cfg: LorakitConfig) -> list[Finding]:
+    """optimizer_args and lr_scheduler_args against the chosen optimizer's and scheduler's real parameters."""
+    t = cfg.train
+    found = []
+    if t.optimizer_args:
+        params = optimizer_parameters(t.optimizer_type)
+        found += _check_args("train.optimizer_args", t.optimizer_args, params, t.optimizer_type, RESERVED_OPTIMIZER)
+    if t.lr_scheduler_args:
+        params = scheduler_parameters(t.lr_scheduler)
+        owner = f"scheduler '{t.lr_scheduler}'"
+        found += _check_args("train.lr_scheduler_args", t.lr_scheduler_args, params, owner, RESERVED_SCHEDULER)
+    return found
+
+
+def check_training(cfg: LorakitConfig) -> list[Finding]:
+    """Cross-field rules of the training settings."""
+    t, n = cfg.train, cfg.network
+    found = []
+    if t.lr_warmup_ratio is not None and t.lr_warmup_steps > 0:
+        found.append(Finding("train.lr_warmup_ratio", "set either lr_warmup_steps or lr_warmup_ratio, not both"))
+    if not n.train_text_encoder:
+        if t.text_encoder_lr is not None:
+            found.append(Finding("train.text_encoder_lr", "is set but network.train_text_encoder is false: "
+                                 "the text encoder stays frozen and this value is not used", False))
+        if t.stop_text_encoder_training is not None:
+            found.append(Finding("train.stop_text_encoder_training", "is set but network.train_text_encoder is "
+                                 "false: the text encoder is frozen from the start", False))
+    if t.max_train_steps is not None and cfg.output.save_every_n_steps and cfg.output.save_every_n_steps > t.max_train_steps:
+        found.append(Finding("output.save_every_n_steps", f"{cfg.output.save_every_n_steps} is more than "
+                             f"max_train_steps ({t.max_train_steps}): no intermediate checkpoint", False))
+    bucket_step = getattr(cfg.data, "bucket_reso_steps", getattr(cfg.data, "bucket_step", 1))
+    if bucket_step is not None and bucket_step < 1:
+        found.append(Finding("data.bucket_reso_steps", f"{bucket_step}: the bucket step must be ≥ 1"))
+    if not 0 <= t.noise_offset <= 1:
+        found.append(Finding("train.noise_offset", f"{t.noise_offset}: must be in [0, 1]"))
+    if cfg.mode.type == "dreambooth" and not getattr(cfg.data, "reg_data_dir", None):
+        found.append(Finding("mode.type", "dreambooth without data.reg_data_dir trains like plain lora", False))
+    return found
+
+
+def check_family(cfg: LorakitConfig) -> list[Finding]:
+    """Model family against the chosen model, the network and the resolution."""
+    m = cfg.model
+    found = []
+    known = BUILTIN_FAMILIES.get(m.pretrained_model_name_or_path)
+    family = m.family if m.family != "auto" else known
+    if known and m.family not in ("auto", known):
+        found.append(Finding("model.family", f"'{m.family}' but {m.pretrained_model_name_or_path} is {known}"))
+    if family == "sd1" and m.v_parameterization:
+        found.append(Finding("model.v_parameterization", "SD 1.x models predict noise, not v", False))
+    res = cfg.data.resolution
+    if family == "sdxl" and res < 768 and not known:
+        found.append(Finding("data.resolution", f"{res} is low for SDXL (trained at 1024)", False))
+    if family == "sd1" and res > 768 and not known:
+        found.append(Finding("data.resolution", f"{res} is high for SD 1.x (trained at 512)", False))
+    return found
+
+
+def _safetensors_shapes(path: Path) -> dict[str, list[int]]:
+    """Tensor name → shape from a .safetensors header (reads only the header)."""
+    with open(path, "rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(size))
+    return {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
+
+
+def _weights_file(path: Path) -> Path | None:
+    """A LoRA file: the path itself, or the newest .safetensors in a folder (a run or checkpoint folder)."""
+    if path.is_file():
+        return path
+    files = sorted(path.rglob("*.safetensors"), key=lambda p: p.stat().st_mtime) if path.is_dir() else []
+    return files[-1] if files else None
+
+
+def check_resume(cfg: LorakitConfig, key: str, value: str) -> list[Finding]:
+    """A LoRA to start from must have the configured rank and fit the model family."""
+    file = _weights_file(Path(value))
+    if file is None:
+        return [Finding(key, f"{value}: no .safetensors LoRA file found there")]
+    try:
+        shapes = _safetensors_shapes(file)
+    except (OSError, ValueError, struct.error) as exc:
+        return [Finding(key, f"{file}: not a readable .safetensors file ({exc})")]
+    found = []
+    ranks = {s[0] for k, s in shapes.items() if k.endswith((".lora_down.weight", ".lora_A.weight"))}
+    if ranks and ranks != {cfg.network.network_dim}:
+        found.append(Finding(key, f"{file} has rank {sorted(ranks)} but network.network_dim is "
+                                  f"{cfg.network.network_dim}; set network.network_dim to match"))
+    sdxl = any(k.startswith(("lora_te1_", "lora_te2_")) or "input_blocks" in k for k in shapes)
+    family = cfg.model.family if cfg.model.family != "auto" else BUILTIN_FAMILIES.get(
+        cfg.model.pretrained_model_name_or_path)
+    if family and sdxl != (family == "sdxl"):
+        found.append(Finding(key, f"{file} is an {'SDXL' if sdxl else 'SD 1/2'} LoRA but model.family is {family}"))
+    return found
+
+
+def _writable(path: Path) -> bool:
+    """True if `path` exists as a writable folder or could be created (checked without creating anything)."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            return False
+        probe = probe.parent
+    return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
+
+
+def _looks_like_hub_id(value: str) -> bool:
+    """'org/name' with no file extension: a Hugging Face model id rather than a local path."""
+    parts = value.split("/")
+    return len(parts) == 2 and all(parts) and "\\" not in value and not Path(value).suffix
+
+
+def check_paths(cfg: LorakitConfig) -> list[Finding]:
+    """Every input path exists and is readable; every output folder exists writable or is creatable."""
+    found = []
+
+    def need(key: str, value: str | None, folder: bool | None) -> None:
+        if not value:
+            return
+        p = Path(value)
+        if not p.exists():
+            found.append(Finding(key, f"{value}: not found"))
+        elif folder is True and not p.is_dir():
+            found.append(Finding(key, f"{value}: is a file, expected a folder"))
+        elif folder is False and not p.is_file():
+            found.append(Finding(key, f"{value}: is a folder, expected a file"))
+        elif not os.access(p, os.R_OK):
+            found.append(Finding(key, f"{value}: not readable"))
+
+    model = cfg.model.pretrained_model_name_or_path
+    if model not in BUILTIN_FAMILIES and not (_looks_like_hub_id(model) and not Path(model).exists()):
+        need("model.pretrained_model_name_or_path", model, None)
+    if cfg.model.vae and not _looks_like_hub_id(cfg.model.vae):
+        need("model.vae", cfg.model.vae, None)
+    if cfg.mode.type in ("lora", "dreambooth") and not cfg.data.train_data_dir:
+        found.append(Finding("data.train_data_dir", "is empty: set it to your image folder"))
+    for name in type(cfg.data).model_fields:
+        value = getattr(cfg.data, name)
+        if name.endswith("_dir") and isinstance(value, str):
+            need(f"data.{name}", value, True)
+    need("network.network_weights", cfg.network.network_weights, None)
+    if cfg.mode.type == "difference":
+        need("mode.original_image", cfg.mode.original_image, False)
+        need("mode.target_image", cfg.mode.target_image, False)
+    need("batch.oom_file", cfg.batch.oom_file, False)
+    for key, value in (("output.output_dir", cfg.output.output_dir), ("batch.stage_dir", cfg.batch.stage_dir)):
+        if value and not _writable(Path(value)):
+            found.append(Finding(key, f"{value}: cannot be created or written (check the folder's permissions)"))
+    return found
+
+
+def check(cfg: LorakitConfig, paths: bool = False) -> tuple[list[Finding], list[Finding]]:
+    """All semantic checks; returns (errors, warnings). `paths` adds the file-system checks."""
+    found = check_training(cfg) + check_family(cfg) + check_arguments(cfg)
+    if paths:
+        found += check_paths(cfg)
+        resume_keys = [("network.network_weights", cfg.network.network_weights),
+                       ("train.resume", getattr(cfg.train, "resume", None))]
+        for key, value in resume_keys:
+            if value and Path(value).exists():
+                found += check_resume(cfg, key, value)
+    return [f for f in found if f.error], [f for f in found if not f.error]
