@@ -111,6 +111,9 @@ class TrainSection(Section):
         True, description="Encode each caption once (ignored while the text encoder is trained)."
     )
     log_every_n_steps: int = Field(1, ge=1, description="How often the loss is read back and logged.")
+    validate_every_n_steps: int = Field(
+        50, ge=1, description="Validation loss on the held-out images every N steps (when there are any)."
+    )
 
 
 class OutputSection(Section):

@@ -1,1 +1,1 @@
-"""networks"""
+"""Adapters (built on peft) and their file formats."""

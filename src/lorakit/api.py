@@ -1,0 +1,51 @@
+"""The one surface the CLI, the UI and the job runner call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import tomli_w
+
+from .config.schema import LorakitConfig
+from .engine.events import Callback, Commands, CsvLog
+from .engine.trainer import TrainResult
+from .io import write_text_atomic
+from .runs import new_run_dir
+
+
+def train(cfg: LorakitConfig, callbacks: list[Callback] | None = None, commands: Commands | None = None) -> TrainResult:
+    """Train a LoRA: claim a run folder, snapshot the config, train, save. Returns where everything is."""
+    from .engine import trainer
+
+    run_dir = new_run_dir(Path(cfg.output.output_dir), cfg.output.run_id)
+    snapshot = cfg.model_dump(mode="json", exclude_none=True)
+    snapshot["output"]["run_id"] = run_dir.name
+    write_text_atomic(run_dir / "config.toml", tomli_w.dumps(snapshot))
+    return trainer.train(cfg, run_dir, [*(callbacks or []), CsvLog(run_dir / "train" / "log.csv")], commands)
+
+
+@dataclass
+class GenerateRequest:
+    """One `generate` call: base model, optional LoRA and weight, prompt and sampling settings."""
+
+    model: str
+    prompt: str
+    out_dir: Path
+    lora: Path | None = None
+    weight: float = 1.0
+    seeds: tuple[int, ...] = (1,)
+    negative_prompt: str = ""
+    steps: int = 20
+    guidance_scale: float = 7.0
+    width: int | None = None
+    height: int | None = None
+    family: str = "auto"
+    name: str = "image"
+
+
+def generate(req: GenerateRequest) -> list[Path]:
+    """Render one image per seed, with or without a LoRA; files are written atomically, never overwritten."""
+    from .generate import render
+
+    return render(req)

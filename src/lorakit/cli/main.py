@@ -1,0 +1,36 @@
+"""The `lorakit` command. Thin: parse arguments, call `lorakit.api`, print. Errors exit 2 without a traceback."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+from rich.console import Console
+
+from ..errors import LorakitError
+
+app = typer.Typer(
+    name="lorakit",
+    help="Train LoRA adapters for Stable Diffusion models that ComfyUI, A1111/Forge and diffusers load as they are.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err_console = Console(stderr=True)
+
+
+def _register() -> None:
+    """Each command group lives in its own module and adds itself to `app`."""
+    from . import train  # noqa: F401
+
+
+def main() -> None:
+    """Console-script entry point."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _register()
+    try:
+        app()
+    except LorakitError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)

@@ -1,0 +1,1 @@
+"""`lorakit train`, `lorakit generate`, `lorakit demo`."""

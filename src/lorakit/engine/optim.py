@@ -1,0 +1,84 @@
+"""Optimizers by name, with `key=value` extra arguments checked against the optimizer's real signature."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import inspect
+from typing import Any, Callable
+
+import torch
+
+from ..errors import ConfigError
+
+
+def parse_args(items: list[str], key: str) -> dict[str, Any]:
+    """`["weight_decay=0.01", "betas=(0.9,0.99)"]` → a dict; values are Python literals or plain strings."""
+    out, problems = {}, []
+    for item in items:
+        name, sep, raw = item.partition("=")
+        if not sep or not name.strip():
+            problems.append(f"{key}: {item!r} is not key=value (e.g. weight_decay=0.01)")
+            continue
+        try:
+            out[name.strip()] = ast.literal_eval(raw.strip())
+        except (ValueError, SyntaxError):
+            out[name.strip()] = raw.strip()
+    if problems:
+        raise ConfigError(problems)
+    return out
+
+
+def _adamw8bit() -> Callable[..., torch.optim.Optimizer]:
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError(["train.optimizer_type = 'AdamW8bit' needs the bitsandbytes package"],
+                          "pip install bitsandbytes (CUDA only), or use AdamW")
+    import bitsandbytes as bnb
+
+    return bnb.optim.AdamW8bit
+
+
+def _adafactor() -> Callable[..., torch.optim.Optimizer]:
+    from transformers.optimization import Adafactor
+
+    def make(params: Any, lr: float, **kw: Any) -> torch.optim.Optimizer:
+        kw.setdefault("relative_step", False)
+        kw.setdefault("scale_parameter", False)
+        kw.setdefault("warmup_init", False)
+        return Adafactor(params, lr=lr, **kw)
+
+    make.__wrapped__ = Adafactor  # type: ignore[attr-defined]  # so the signature check sees Adafactor's
+    return make
+
+
+OPTIMIZERS: dict[str, Callable[[], Callable[..., torch.optim.Optimizer]]] = {
+    "AdamW": lambda: torch.optim.AdamW,
+    "AdamW8bit": _adamw8bit,
+    "Adafactor": _adafactor,
+}
+
+
+def optimizer_class(name: str) -> Callable[..., torch.optim.Optimizer]:
+    """The optimizer constructor for a config name (a clear error when its package is missing)."""
+    return OPTIMIZERS[name]()
+
+
+def check_args(name: str, ctor: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    """Every extra argument must be a real parameter of the optimizer."""
+    params = set(inspect.signature(inspect.unwrap(ctor)).parameters) - {"self", "params", "lr"}
+    unknown = sorted(set(kwargs) - params)
+    if unknown:
+        raise ConfigError([f"train.optimizer_args: {name} has no parameter {u!r}; valid: {', '.join(sorted(params))}"
+                           for u in unknown])
+
+
+def build_optimizer(name: str, groups: list[dict[str, Any]], lr: float, args: list[str]) -> torch.optim.Optimizer:
+    """An optimizer over parameter groups; AdamW is fused on CUDA (one kernel per step instead of per tensor)."""
+    ctor = optimizer_class(name)
+    kwargs = parse_args(args, "train.optimizer_args")
+    check_args(name, ctor, kwargs)
+    if name == "AdamW" and "fused" not in kwargs:
+        on_cuda = all(p.is_cuda for g in groups for p in g["params"])
+        kwargs["fused"] = True if on_cuda else None
+        kwargs["foreach"] = None if on_cuda else True
+    return ctor(groups, lr=lr, **kwargs)

@@ -1,0 +1,154 @@
+"""Set up a run from the config (data, model, adapter, optimizer), run the loop, save the LoRA."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+
+from ..config.schema import LorakitConfig
+from ..data.pipeline import DatasetPlan, build_dataset
+from ..errors import ConfigError
+from ..families import ModelParts, load_model
+from ..modes import MODES
+from ..networks import formats
+from .checkpoint import save_lora
+from .encode import BatchEncoder
+from .events import Callback, CallbackList, Commands
+from .loop import LoopSettings, train_loop
+from .optim import build_optimizer
+from .schedule import build_scheduler
+from .validation import held_out_loss
+
+WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or stopped) run produced."""
+
+    run_dir: Path
+    lora_path: Path
+    steps: int
+    stopped: bool
+    checkpoints: list[Path] = field(default_factory=list)
+    peft_dir: Path | None = None
+    validation_losses: list[tuple[int, float]] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch so a run is reproducible."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def total_steps(cfg: LorakitConfig, batches_per_epoch: int) -> int:
+    """max_train_steps if set, else epochs × optimizer steps per epoch."""
+    t = cfg.train
+    if t.max_train_steps:
+        return t.max_train_steps
+    return max(1, t.max_train_epochs * math.ceil(batches_per_epoch / t.gradient_accumulation_steps))
+
+
+def make_accelerator(cfg: LorakitConfig) -> Accelerator:
+    """An Accelerator for the chosen precision; fp16 needs CUDA."""
+    mp = cfg.train.mixed_precision
+    if mp == "fp16" and not torch.cuda.is_available():
+        raise ConfigError(["train.mixed_precision = 'fp16' needs a CUDA GPU"], "use 'bf16' or 'no' on this machine")
+    return Accelerator(mixed_precision=mp)
+
+
+def prepare_model(cfg: LorakitConfig, accelerator: Accelerator) -> ModelParts:
+    """Load the base model, cast the frozen parts to the compute precision, move it to the device."""
+    dtype = WEIGHT_DTYPES[cfg.train.mixed_precision]
+    parts = load_model(cfg.model, dtype)
+    parts.pipeline.to(accelerator.device)
+    if not cfg.train.sdpa:
+        from diffusers.models.attention_processor import AttnProcessor
+
+        parts.unet.set_attn_processor(AttnProcessor())
+    if cfg.train.gradient_checkpointing:
+        parts.unet.enable_gradient_checkpointing()
+        if cfg.network.train_text_encoder:
+            for te in parts.text_encoders:
+                te.gradient_checkpointing_enable()
+    return parts
+
+
+def train(
+    cfg: LorakitConfig,
+    run_dir: Path,
+    callbacks: list[Callback] | None = None,
+    commands: Commands | None = None,
+    dataset: DatasetPlan | None = None,
+) -> TrainResult:
+    """Train a LoRA as configured, writing results into `run_dir/train/`."""
+    t, out = cfg.train, cfg.output
+    seed_everything(t.seed)
+    dataset = dataset or build_dataset(cfg.data, t.train_batch_size, t.seed)
+    accelerator = make_accelerator(cfg)
+    parts = prepare_model(cfg, accelerator)
+    cache_text = t.cache_text_encoder_outputs and not cfg.network.train_text_encoder
+    encoder = BatchEncoder(parts, accelerator.device, WEIGHT_DTYPES[t.mixed_precision], t.cache_latents, cache_text,
+                           t.seed)
+    torch.manual_seed(t.seed)  # the adapter's initial weights
+    mode = MODES["lora"](parts, cfg, encoder)
+    groups = mode.param_groups()
+    for g in groups:  # trainable weights stay fp32 whatever the compute precision
+        for p in g["params"]:
+            p.data = p.data.float()
+    steps = total_steps(cfg, len(dataset.sampler))
+    optimizer = build_optimizer(t.optimizer_type, groups, t.learning_rate, t.optimizer_args)
+    scheduler = build_scheduler(t.lr_scheduler, optimizer, t.lr_warmup_steps, steps, t.lr_scheduler_num_cycles)
+    optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
+    encoder.prefill(dataset.train, t.train_batch_size)
+
+    train_dir = run_dir / "train"
+    events = CallbackList(list(callbacks or []))
+    result = TrainResult(run_dir, train_dir / f"{out.output_name}.safetensors", 0, False)
+    tag_freq, started = dataset.tag_frequency, datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    def save(step: int, final: bool = False) -> Path:
+        name = out.output_name if final else f"{out.output_name}-step{step:08d}"
+        meta = formats.kohya_metadata(
+            parts, name=name, dim=cfg.network.network_dim, alpha=cfg.network.network_alpha,
+            resolution=dataset.train[0].size, steps=step, epochs=t.max_train_epochs, learning_rate=t.learning_rate,
+            te_trained=cfg.network.train_text_encoder, seed=t.seed, tag_frequency=tag_freq,
+            num_images=len(dataset.train), created=started,
+        )
+        path, peft_dir = save_lora(parts, cfg, train_dir, name, meta)
+        if final:
+            result.peft_dir = peft_dir
+        else:
+            result.checkpoints.append(path)
+        events.on_save(step, path)
+        return path
+
+    def validate(step: int) -> None:
+        loss = held_out_loss(mode, dataset.validation, t.train_batch_size)
+        result.validation_losses.append((step, loss))
+        events.on_validation(step, loss)
+
+    settings = LoopSettings(
+        total_steps=steps, accumulation=t.gradient_accumulation_steps, max_grad_norm=t.max_grad_norm,
+        log_every=t.log_every_n_steps, save_every=out.save_every_n_steps,
+        validate_every=t.validate_every_n_steps if dataset.validation else None,
+    )
+    gen = torch.Generator(device=accelerator.device).manual_seed(t.seed)
+    events.on_start(steps, {"run_dir": str(run_dir), "images": len(dataset.train)})
+    try:
+        result.steps, result.stopped = train_loop(
+            mode, dataset.sampler, optimizer, scheduler, accelerator, settings, gen, events, commands or Commands(),
+            lambda s: save(s), validate,
+        )
+        result.lora_path = save(result.steps, final=True)
+    finally:
+        events.on_end(result.steps, result.stopped)
+    return result

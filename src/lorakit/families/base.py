@@ -1,0 +1,188 @@
+"""The family contract: everything model-specific (loading, prompt encoding, conditioning, LoRA key names).
+
+A family is a small stateless object; `ModelParts` holds one loaded model. Nothing outside `families/` asks which
+family it has: it calls these methods.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler, DiffusionPipeline
+
+from ..config.schema import ModelSection
+from ..errors import ModelError
+
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+
+
+@dataclass
+class ModelParts:
+    """A loaded base model: its pipeline (for sampling) and the pieces training touches."""
+
+    family: "Family"
+    pipeline: DiffusionPipeline
+    noise_scheduler: DDPMScheduler
+    identity: str
+
+    @property
+    def unet(self) -> torch.nn.Module:
+        return self.pipeline.unet
+
+    @property
+    def vae(self) -> AutoencoderKL:
+        return self.pipeline.vae
+
+    @property
+    def text_encoders(self) -> list[torch.nn.Module]:
+        return [getattr(self.pipeline, n) for n in self.family.text_encoder_attrs]
+
+    @property
+    def tokenizers(self) -> list[Any]:
+        return [getattr(self.pipeline, n) for n in self.family.tokenizer_attrs]
+
+    @property
+    def prediction_type(self) -> str:
+        return self.noise_scheduler.config.prediction_type
+
+    @property
+    def resolution(self) -> int:
+        """The UNet's native image size in pixels."""
+        return int(self.unet.config.sample_size) * self.vae_scale_factor
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+
+class Family(ABC):
+    """One model family. Subclasses set the class variables and implement the abstract methods."""
+
+    name: ClassVar[str]
+    pipeline_class: ClassVar[type[DiffusionPipeline]]
+    tiny_name: ClassVar[str]
+    text_encoder_attrs: ClassVar[tuple[str, ...]] = ("text_encoder",)
+    tokenizer_attrs: ClassVar[tuple[str, ...]] = ("tokenizer",)
+    kohya_te_prefixes: ClassVar[tuple[str, ...]] = ("lora_te",)
+
+    # -- loading -------------------------------------------------------------------------------------------------
+    @abstractmethod
+    def build_tiny(self, seed: int = 0) -> DiffusionPipeline:
+        """A tiny random pipeline of this architecture (offline, deterministic for a seed)."""
+
+    def load(self, cfg: ModelSection, dtype: torch.dtype = torch.float32) -> ModelParts:
+        """Load the base model named by `cfg` (tiny name, diffusers folder or hub id, or a single file)."""
+        source = cfg.pretrained_model_name_or_path
+        path = Path(source).expanduser()
+        if source == self.tiny_name:
+            pipe = self.build_tiny()
+            identity = f"{self.tiny_name}:seed0"
+        elif path.is_dir():
+            pipe = self._from_folder(path, dtype)
+            identity = _folder_identity(path)
+        elif path.is_file():
+            from .single_file import load_single_file
+
+            pipe = load_single_file(path, self.name, cfg.v_parameterization, dtype, allow_pickle=cfg.allow_pickle)
+            identity = _file_identity(path)
+        else:
+            raise ModelError(
+                f"model not found: {source}",
+                "set model.pretrained_model_name_or_path to a diffusers folder, a .safetensors checkpoint "
+                "or a built-in tiny model (tiny-sd1, tiny-sd2-v, tiny-sdxl)",
+            )
+        if cfg.vae:
+            pipe.vae = load_vae(Path(cfg.vae), dtype)
+            identity += f"+vae:{_file_identity(Path(cfg.vae)) if Path(cfg.vae).is_file() else cfg.vae}"
+        if cfg.v_parameterization is not None:
+            pred = "v_prediction" if cfg.v_parameterization else "epsilon"
+            pipe.scheduler.register_to_config(prediction_type=pred)
+        pipe.set_progress_bar_config(disable=True)
+        noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        return ModelParts(self, pipe, noise_scheduler, identity)
+
+    def _from_folder(self, path: Path, dtype: torch.dtype) -> DiffusionPipeline:
+        try:
+            return self.pipeline_class.from_pretrained(path, torch_dtype=dtype, safety_checker=None)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot load diffusers folder {path}: {exc}", "check it has model_index.json") from exc
+
+    # -- conditioning ----------------------------------------------------------------------------------------
+    def tokenize(self, parts: ModelParts, captions: list[str]) -> list[torch.Tensor]:
+        """Token ids per tokenizer, padded to each tokenizer's max length."""
+        return [
+            tok(captions, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt")
+            .input_ids
+            for tok in parts.tokenizers
+        ]
+
+    @abstractmethod
+    def encode_prompts(self, parts: ModelParts, captions: list[str]) -> dict[str, torch.Tensor]:
+        """Text-encoder outputs for a batch of captions: tensors with the batch as first dimension."""
+
+    def unet_kwargs(self, cond: dict[str, torch.Tensor], sizes: list[dict[str, tuple[int, int]]]) -> dict[str, Any]:
+        """Keyword arguments of the UNet's forward besides sample and timestep."""
+        return {"encoder_hidden_states": cond["encoder_hidden_states"]}
+
+    # -- LoRA names --------------------------------------------------------------------------------------------
+    def kohya_unet_name(self, module_path: str, unet: torch.nn.Module) -> str:
+        """kohya/A1111 name of a UNet module given its diffusers path (SD1/SD2: the diffusers path)."""
+        return "lora_unet_" + module_path.replace(".", "_")
+
+    def kohya_te_name(self, index: int, module_path: str) -> str:
+        """kohya name of a text-encoder module: always with the `text_model` level ComfyUI expects."""
+        path = module_path.removeprefix("text_model.")
+        return f"{self.kohya_te_prefixes[index]}_text_model_{path.replace('.', '_')}"
+
+    # -- metadata ---------------------------------------------------------------------------------------------
+    @abstractmethod
+    def base_model_version(self, parts: ModelParts) -> str:
+        """`ss_base_model_version` as kohya writes it (sd_v1, sd_v2, sd_v2_v, sdxl_base_v1-0)."""
+
+    @abstractmethod
+    def modelspec_architecture(self, parts: ModelParts) -> str:
+        """`modelspec.architecture` of a LoRA for this model."""
+
+
+def load_vae(path: Path, dtype: torch.dtype) -> AutoencoderKL:
+    """A VAE override from a diffusers folder or a single .safetensors file."""
+    if path.is_dir():
+        return AutoencoderKL.from_pretrained(path, torch_dtype=dtype)
+    if path.is_file():
+        if path.suffix.lower() in PICKLE_SUFFIXES:
+            raise ModelError(f"refusing to load pickle VAE {path}", "convert it to .safetensors")
+        return AutoencoderKL.from_single_file(path, torch_dtype=dtype)
+    raise ModelError(f"VAE not found: {path}", "set model.vae to a folder or .safetensors file, or remove it")
+
+
+def _file_identity(path: Path) -> str:
+    """Cheap identity of a large file: name, size and the hash of its first and last MiB."""
+    h = hashlib.sha1(f"{path.name}|{path.stat().st_size}".encode())
+    with open(path, "rb") as f:
+        h.update(f.read(1 << 20))
+        f.seek(max(0, path.stat().st_size - (1 << 20)))
+        h.update(f.read())
+    return h.hexdigest()[:16]
+
+
+def _folder_identity(path: Path) -> str:
+    """Identity of a diffusers folder: its configs and weight-file sizes."""
+    h = hashlib.sha1()
+    for f in sorted(path.rglob("*")):
+        if f.is_file():
+            h.update(f"{f.relative_to(path)}|{f.stat().st_size}".encode())
+            if f.suffix == ".json":
+                h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def read_model_index(path: Path) -> dict[str, Any]:
+    """The `model_index.json` of a diffusers folder (empty if absent)."""
+    index = path / "model_index.json"
+    return json.loads(index.read_text()) if index.is_file() else {}

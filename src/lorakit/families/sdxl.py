@@ -1,0 +1,99 @@
+"""SDXL: two text encoders (CLIP-L + OpenCLIP-bigG), pooled embeddings and size/crop micro-conditioning.
+
+kohya/A1111/ComfyUI name SDXL UNet modules by the original (SGM) layout: `input_blocks.N.1`, `middle_block.1`,
+`output_blocks.N.1`, so diffusers paths are translated here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, StableDiffusionXLPipeline
+from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+from ..errors import ModelError
+from .base import Family, ModelParts
+from .sd1 import tiny_scheduler, tiny_unet
+from .tiny import seeded, tiny_text_config, tiny_tokenizer, tiny_vae_config
+
+_BLOCK = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.attentions\.(\d+)\.(.+)$")
+
+
+class SDXL(Family):
+    name = "sdxl"
+    pipeline_class = StableDiffusionXLPipeline
+    tiny_name = "tiny-sdxl"
+    text_encoder_attrs = ("text_encoder", "text_encoder_2")
+    tokenizer_attrs = ("tokenizer", "tokenizer_2")
+    kohya_te_prefixes = ("lora_te1", "lora_te2")
+
+    def build_tiny(self, seed: int = 0) -> StableDiffusionXLPipeline:
+        with seeded(seed):
+            unet = tiny_unet(
+                cross_attention_dim=64,
+                attention_head_dim=(2, 4),
+                use_linear_projection=True,
+                addition_embed_type="text_time",
+                addition_time_embed_dim=8,
+                transformer_layers_per_block=(1, 2),
+                projection_class_embeddings_input_dim=6 * 8 + 32,
+            )
+            vae = AutoencoderKL(**tiny_vae_config())
+            te1 = CLIPTextModel(tiny_text_config())
+            te2 = CLIPTextModelWithProjection(tiny_text_config())
+        return StableDiffusionXLPipeline(
+            vae=vae,
+            text_encoder=te1,
+            text_encoder_2=te2,
+            tokenizer=tiny_tokenizer(),
+            tokenizer_2=tiny_tokenizer(pad_token="!"),
+            unet=unet,
+            scheduler=tiny_scheduler(),
+        )
+
+    def encode_prompts(self, parts: ModelParts, captions: list[str]) -> dict[str, torch.Tensor]:
+        ids1, ids2 = self.tokenize(parts, captions)
+        te1, te2 = parts.text_encoders
+        hidden1 = te1(ids1.to(te1.device), output_hidden_states=True).hidden_states[-2]
+        out2 = te2(ids2.to(te2.device), output_hidden_states=True)
+        return {
+            "encoder_hidden_states": torch.cat([hidden1, out2.hidden_states[-2]], dim=-1),
+            "text_embeds": out2.text_embeds,
+        }
+
+    def unet_kwargs(self, cond: dict[str, torch.Tensor], sizes: list[dict[str, tuple[int, int]]]) -> dict[str, Any]:
+        time_ids = torch.tensor(
+            [[*s["original_size"], *s["crop_top_left"], *s["target_size"]] for s in sizes],
+            dtype=cond["text_embeds"].dtype,
+            device=cond["text_embeds"].device,
+        )
+        return {
+            "encoder_hidden_states": cond["encoder_hidden_states"],
+            "added_cond_kwargs": {"text_embeds": cond["text_embeds"], "time_ids": time_ids},
+        }
+
+    def kohya_unet_name(self, module_path: str, unet: torch.nn.Module) -> str:
+        step = unet.config.layers_per_block + 1
+        if module_path.startswith("mid_block.attentions.0."):
+            sgm = "middle_block.1." + module_path.removeprefix("mid_block.attentions.0.")
+        elif m := _BLOCK.match(module_path):
+            kind, block, layer, rest = m.group(1), int(m.group(2)), int(m.group(3)), m.group(4)
+            sgm = (
+                f"input_blocks.{1 + block * step + layer}.1.{rest}"
+                if kind == "down_blocks"
+                else f"output_blocks.{block * step + layer}.1.{rest}"
+            )
+        else:
+            raise ModelError(
+                f"SDXL module {module_path} has no kohya name (only attention blocks are mapped)",
+                "limit network.target_modules to attention projections for SDXL",
+            )
+        return "lora_unet_" + sgm.replace(".", "_")
+
+    def base_model_version(self, parts: ModelParts) -> str:
+        return "sdxl_base_v1-0"
+
+    def modelspec_architecture(self, parts: ModelParts) -> str:
+        return "stable-diffusion-xl-v1-base/lora"

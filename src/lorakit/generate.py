@@ -1,0 +1,72 @@
+"""Inference with or without a LoRA (kohya file or PEFT folder), as the floor-plan guide's inference script."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from .config.schema import ModelSection
+from .errors import LorakitError
+from .families import ModelParts, load_model
+from .io import atomic_path
+
+if TYPE_CHECKING:
+    from .api import GenerateRequest
+
+LORA_ADAPTER = "lora"
+
+
+def apply_lora(parts: ModelParts, lora: Path, weight: float) -> None:
+    """Load a LoRA into the pipeline with diffusers' own loader and set its weight."""
+    if not lora.exists():
+        raise LorakitError(f"LoRA not found: {lora}", "pass a .safetensors file or a PEFT folder from runs/<id>/train/")
+    pipe = parts.pipeline
+    if lora.is_dir():
+        from peft import PeftModel  # noqa: F401  (diffusers needs peft for adapters)
+
+        pipe.unet.load_lora_adapter(str(lora / "unet"), adapter_name=LORA_ADAPTER, prefix=None)
+    else:
+        pipe.load_lora_weights(str(lora), adapter_name=LORA_ADAPTER)
+    pipe.set_adapters([LORA_ADAPTER], adapter_weights=[weight])
+
+
+def render_images(parts: ModelParts, prompt: str, seeds: tuple[int, ...], negative_prompt: str = "", steps: int = 20,
+                  guidance_scale: float = 7.0, width: int | None = None, height: int | None = None) -> list:
+    """PIL images, one per seed, from an already-loaded pipeline."""
+    images = []
+    for seed in seeds:
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        out = parts.pipeline(
+            prompt=prompt, negative_prompt=negative_prompt or None, num_inference_steps=steps,
+            guidance_scale=guidance_scale, generator=gen, width=width or parts.resolution,
+            height=height or parts.resolution,
+        )
+        images.append(out.images[0])
+    return images
+
+
+def unique_path(folder: Path, stem: str, suffix: str = ".png") -> Path:
+    """`folder/stem.png`, or `stem_2.png`, … so nothing is overwritten."""
+    path, n = folder / f"{stem}{suffix}", 2
+    while path.exists():
+        path, n = folder / f"{stem}_{n}{suffix}", n + 1
+    return path
+
+
+def render(req: "GenerateRequest") -> list[Path]:
+    """Load the model (and LoRA), render, save PNGs into `req.out_dir`."""
+    parts = load_model(ModelSection(pretrained_model_name_or_path=req.model, family=req.family))
+    if req.lora:
+        apply_lora(parts, Path(req.lora), req.weight)
+    req.out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    images = render_images(parts, req.prompt, req.seeds, req.negative_prompt, req.steps, req.guidance_scale,
+                           req.width, req.height)
+    for seed, image in zip(req.seeds, images):
+        path = unique_path(req.out_dir, f"{req.name}_seed{seed}" + (f"_w{req.weight:g}" if req.lora else ""))
+        with atomic_path(path) as tmp:
+            image.save(tmp, format="PNG")
+        paths.append(path)
+    return paths

@@ -1,0 +1,44 @@
+"""Plain LoRA: denoising loss on captioned images, adapter on the UNet (and optionally the text encoders)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..config.schema import LorakitConfig
+from ..data.example import Example
+from ..engine.encode import BatchEncoder, size_conditioning
+from ..engine.loss import add_noise, diffusion_loss, target_for
+from ..families import ModelParts
+from ..networks.lora import attach_lora, lora_parameters
+
+
+class LoraMode:
+    """The standard LoRA mode (kohya's train_network)."""
+
+    def __init__(self, parts: ModelParts, cfg: LorakitConfig, encoder: BatchEncoder) -> None:
+        self.parts, self.cfg, self.encoder = parts, cfg, encoder
+        attach_lora(parts, cfg.network)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        t = self.cfg.train
+        groups = [{"params": lora_parameters(self.parts.unet), "lr": t.learning_rate}]
+        if self.cfg.network.train_text_encoder:
+            te_lr = t.text_encoder_lr if t.text_encoder_lr is not None else t.learning_rate
+            params = [p for te in self.parts.text_encoders for p in lora_parameters(te)]
+            groups.append({"params": params, "lr": te_lr})
+        return [g for g in groups if g["params"] and g["lr"] > 0]
+
+    def train(self, on: bool) -> None:
+        for m in [self.parts.unet, *self.parts.text_encoders]:
+            m.train(on)
+
+    def loss(self, examples: list[Example], gen: torch.Generator) -> torch.Tensor:
+        t, fam = self.cfg.train, self.parts.family
+        latents = self.encoder.image_latents(examples)
+        cond = self.encoder.text_conditioning([e.caption for e in examples])
+        sched = self.parts.noise_scheduler
+        noisy, noise, timesteps = add_noise(latents, sched, gen, t.noise_offset)
+        pred = self.parts.unet(noisy, timesteps, **fam.unet_kwargs(cond, size_conditioning(examples))).sample
+        return diffusion_loss(pred, target_for(sched, latents, noise, timesteps), sched, timesteps, t.min_snr_gamma)

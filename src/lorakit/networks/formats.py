@@ -1,0 +1,159 @@
+"""LoRA file formats: peft/diffusers module state ⇄ kohya/A1111/ComfyUI keys, metadata, and safe saving.
+
+kohya layout: `<name>.lora_down.weight` (peft lora_A), `<name>.lora_up.weight` (peft lora_B), `<name>.alpha`;
+names come from the family (`lora_unet_…`, `lora_te_text_model_…`, SDXL `lora_te1_`/`lora_te2_`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import get_peft_model_state_dict
+from safetensors.torch import save, save_file
+
+from ..errors import LorakitError
+from ..families import ModelParts
+from ..io import atomic_path
+from .lora import ADAPTER
+
+SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_SUFFIXES = {"lora_A": "lora_down", "lora_B": "lora_up"}
+
+
+def _adapter_modules(module: torch.nn.Module) -> dict[str, dict[str, torch.Tensor]]:
+    """{module path: {"lora_A": tensor, "lora_B": tensor}} of a module's LoRA adapter."""
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in get_peft_model_state_dict(module, adapter_name=ADAPTER).items():
+        path, _, rest = key.rpartition(".lora_")
+        out.setdefault(path, {})["lora_" + rest.split(".")[0]] = tensor
+    return out
+
+
+def _components(parts: ModelParts) -> list[tuple[torch.nn.Module, Any]]:
+    """Each adapted module with its function from module path to kohya name."""
+    fam = parts.family
+    comps: list[tuple[torch.nn.Module, Any]] = [(parts.unet, lambda p: fam.kohya_unet_name(p, parts.unet))]
+    for i, te in enumerate(parts.text_encoders):
+        if getattr(te, "peft_config", None) and ADAPTER in te.peft_config:
+            comps.append((te, lambda p, i=i: fam.kohya_te_name(i, p)))
+    return comps
+
+
+def to_kohya(parts: ModelParts, alpha: float, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """The trained adapter as a kohya state dict, checked against the model's module names."""
+    sd: dict[str, torch.Tensor] = {}
+    for module, name_of in _components(parts):
+        for path, pair in _adapter_modules(module).items():
+            name = name_of(path)
+            sd[f"{name}.lora_down.weight"] = pair["lora_A"].detach().to("cpu", dtype).contiguous()
+            sd[f"{name}.lora_up.weight"] = pair["lora_B"].detach().to("cpu", dtype).contiguous()
+            sd[f"{name}.alpha"] = torch.tensor(float(alpha), dtype=dtype)
+    check_kohya_keys(sd, parts)
+    return sd
+
+
+def kohya_module_names(parts: ModelParts) -> set[str]:
+    """Every kohya name a loader could match in this model (Linear and Conv modules of UNet and text encoders)."""
+    fam, names = parts.family, set()
+    layers = (torch.nn.Linear, torch.nn.Conv2d)
+    named = [(parts.unet, lambda p: fam.kohya_unet_name(p, parts.unet))]
+    named += [(te, lambda p, i=i: fam.kohya_te_name(i, p)) for i, te in enumerate(parts.text_encoders)]
+    for module, name_of in named:
+        for path, mod in module.named_modules():
+            if isinstance(mod, layers) and ".lora_" not in path:
+                try:
+                    names.add(name_of(path.replace(".base_layer", "")))
+                except LorakitError:  # SDXL modules outside the mapped attention blocks
+                    pass
+    return names
+
+
+def check_kohya_keys(sd: dict[str, torch.Tensor], parts: ModelParts) -> None:
+    """Every key must name a module of the model: an unmatched key would be silently ignored by a UI."""
+    valid = kohya_module_names(parts)
+    bad = sorted({k.split(".")[0] for k in sd} - valid)
+    if bad:
+        raise LorakitError(
+            f"{len(bad)} LoRA key(s) match no module of the {parts.family.name} model, e.g. {bad[0]}",
+            "this is a lorakit bug in the key mapping; please report it with the model and target modules",
+        )
+
+
+def safetensors_hashes(sd: dict[str, torch.Tensor]) -> tuple[str, str]:
+    """(`sshs_model_hash`, `sshs_legacy_hash`): sha256 of the tensor data as A1111's additional-networks computes."""
+    blob = save(sd)
+    (header_len,) = struct.unpack("<Q", blob[:8])
+    model_hash = hashlib.sha256(blob[8 + header_len :]).hexdigest()
+    legacy = hashlib.sha256(blob[0x100000 : 0x100000 + 0x10000]).hexdigest()[:8]
+    return model_hash, legacy
+
+
+def save_kohya(path: Path, sd: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """Write a kohya LoRA atomically, adding the content hashes to the metadata."""
+    model_hash, legacy = safetensors_hashes(sd)
+    meta = {**metadata, "sshs_model_hash": model_hash, "sshs_legacy_hash": legacy}
+    with atomic_path(path) as tmp:
+        save_file(sd, str(tmp), metadata=meta)
+    return path
+
+
+def save_peft(folder: Path, parts: ModelParts, dtype: torch.dtype) -> Path:
+    """Write the adapter in diffusers/PEFT layout: `<folder>/<component>/adapter_config.json` + weights."""
+    for module, _ in _components(parts):
+        attr = _attr_name(parts, module)
+        sub = folder / attr
+        sub.mkdir(parents=True, exist_ok=True)
+        cfg = module.peft_config[ADAPTER]
+        with atomic_path(sub / "adapter_config.json") as tmp:
+            tmp.write_text(json.dumps(cfg.to_dict(), indent=2, default=list), encoding="utf-8")
+        state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in
+                 get_peft_model_state_dict(module, adapter_name=ADAPTER).items()}
+        with atomic_path(sub / "adapter_model.safetensors") as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt"})
+    return folder
+
+
+def _attr_name(parts: ModelParts, module: torch.nn.Module) -> str:
+    for attr in ("unet", *parts.family.text_encoder_attrs):
+        if getattr(parts.pipeline, attr) is module:
+            return attr
+    raise AssertionError("module is not part of the pipeline")
+
+
+def kohya_metadata(parts: ModelParts, *, name: str, dim: int, alpha: float, resolution: tuple[int, int],
+                   steps: int, epochs: int, learning_rate: float, te_trained: bool, seed: int,
+                   tag_frequency: dict[str, dict[str, int]], num_images: int, created: str) -> dict[str, str]:
+    """String metadata: the `ss_*` keys A1111/kohya tools read and the `modelspec.*` keys."""
+    fam, (w, h) = parts.family, resolution
+    meta = {
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": str(dim),
+        "ss_network_alpha": str(alpha),
+        "ss_base_model_version": fam.base_model_version(parts),
+        "ss_v2": str(fam.name == "sd2"),
+        "ss_v_parameterization": str(parts.prediction_type == "v_prediction"),
+        "ss_resolution": f"({w}, {h})",
+        "ss_steps": str(steps),
+        "ss_epoch": str(epochs),
+        "ss_learning_rate": str(learning_rate),
+        "ss_seed": str(seed),
+        "ss_num_train_images": str(num_images),
+        "ss_output_name": name,
+        "ss_network_train_unet_only": str(not te_trained),
+        "ss_training_comment": "trained with lorakit",
+        "ss_tag_frequency": json.dumps(tag_frequency),
+        "modelspec.sai_model_spec": "1.0.0",
+        "modelspec.architecture": fam.modelspec_architecture(parts),
+        "modelspec.implementation": "https://github.com/Stability-AI/generative-models"
+        if fam.name == "sdxl" else "diffusers",
+        "modelspec.title": name,
+        "modelspec.resolution": f"{w}x{h}",
+        "modelspec.date": created,
+        "modelspec.prediction_type": "v" if parts.prediction_type == "v_prediction" else "epsilon",
+    }
+    return meta
