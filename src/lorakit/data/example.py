@@ -19,6 +19,8 @@ class Example:
 
     `size` is the (width, height) the image is resized and centre-cropped to; all examples in one batch share it.
     `original_size` and `crop_top_left` are (height, width)-ordered like SDXL's micro-conditioning expects.
+    `repeats` is how many times the example is used per epoch (its folder's `N_` prefix); `folder` names the
+    folder it came from (for tag frequency and `dataset inspect`).
     """
 
     image: Path
@@ -29,6 +31,8 @@ class Example:
     original_size: tuple[int, int] | None = None
     crop_top_left: tuple[int, int] = (0, 0)
     fingerprint: str = field(default="", compare=False)
+    repeats: int = field(default=1, compare=False)
+    folder: str = field(default="", compare=False)
 
     @property
     def key(self) -> str:

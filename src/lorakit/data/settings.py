@@ -1,16 +1,173 @@
-"""The `[data]` config section: where the images are and how they become training examples."""
+"""The `[data]` config section: where the images are and how they become training examples.
+
+Names follow kohya sd-scripts where it has one (`bucket_reso_steps`, `min_bucket_reso`, `flip_aug`, …); the bucket
+rules themselves are TrainTrain's (`image_size`, `sub_image_num`, mirroring) unless `bucket_mode = "kohya"`.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class DataSection(BaseModel):
-    """Training images, captions and resolution."""
+    """Training images, captions, buckets, validation split and caching."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    train_data_dir: str = Field("", description="Folder of training images (searched recursively) with .txt captions.")
-    caption_extension: str = Field(".txt", description="Caption file extension; '.caption' is the fallback.")
-    trigger_word: str = Field("", description="Prepended to every caption (and used alone when an image has none).")
-    resolution: int = Field(512, ge=64, le=4096, description="Training resolution in pixels (square, for now).")
+    # -- folders -------------------------------------------------------------------------------------------------
+    train_data_dir: str = Field(
+        "",
+        description="Folder of training images, searched recursively; a subfolder named 'N_name' repeats its "
+        "images N times (kohya convention). Dot-files and dot-folders are skipped.",
+    )
+    reg_data_dir: str = Field(
+        "",
+        description="Optional folder of regularisation (class) images, with its own 'N_name' repeat folders; "
+        "each epoch uses as many regularisation images as training images.",
+    )
+    num_repeats: int = Field(1, ge=1, description="Repeats for folders whose name has no 'N_' prefix.")
+    validation_data_dir: str = Field(
+        "", description="Optional folder of validation images (overrides validation_split)."
+    )
+    validation_split: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Fraction of training images held out for the validation loss (e.g. 0.1)."
+    )
+    validation_seed: int | None = Field(
+        None, description="Seed of the validation split; unset = the training seed."
+    )
+
+    # -- captions ------------------------------------------------------------------------------------------------
+    caption_extension: str = Field(
+        ".txt", description="Caption file extension; the other of '.txt'/'.caption' is the fallback."
+    )
+    trigger_word: str = Field(
+        "", description="Prepended to every caption (and used alone when an image has none); never shuffled."
+    )
+    class_tokens_from_folder: bool = Field(
+        False,
+        description="When an image has no caption, use its folder's name after 'N_' (e.g. '10_sks dog' → "
+        "'sks dog') as kohya's DreamBooth layout does.",
+    )
+    caption_metadata: str = Field(
+        "",
+        description="Optional CSV, JSON or JSONL file with one row per image (column 'file_name', 'file' or "
+        "'image'); its columns fill caption_template, or its 'caption'/'text' column is the caption.",
+    )
+    caption_template: str = Field(
+        "",
+        description="Caption built from the metadata row, e.g. 'floor plan, {floor_type}, {grid_size} grid'; "
+        "{caption} is the caption file's text, {stem} the file name, {folder} the folder name.",
+    )
+    caption_separator: str = Field(",", description="Separator between tags in a caption.")
+    shuffle_caption: bool = Field(False, description="Shuffle the tags of each caption every time it is used.")
+    keep_tokens: int = Field(
+        0, ge=0, description="Number of leading tags (after the trigger word) that shuffling and tag dropout keep."
+    )
+    caption_dropout_rate: float = Field(
+        0.0, ge=0.0, le=1.0, description="Probability that a caption is replaced by an empty one (unconditional)."
+    )
+    caption_tag_dropout_rate: float = Field(
+        0.0, ge=0.0, le=1.0, description="Probability that each tag (beyond keep_tokens) is dropped."
+    )
+
+    # -- buckets -------------------------------------------------------------------------------------------------
+    resolution: int = Field(
+        512, ge=64, le=4096, description="Training resolution: the square bucket side when image_size is unset."
+    )
+    image_size: tuple[int, int] | None = Field(
+        None,
+        description="Largest bucket as (width, height) in either order: its long side is the longest bucket side "
+        "and its area the largest bucket area (TrainTrain's 'image size'). Unset = resolution × resolution.",
+    )
+    enable_bucket: bool = Field(
+        True, description="Sort images into aspect-ratio buckets; off = every image is cropped to image_size."
+    )
+    bucket_mode: Literal["traintrain", "kohya"] = Field(
+        "traintrain",
+        description="'traintrain': a fixed set of buckets, with sub_image_num and mirroring; 'kohya': each image "
+        "gets its own size scaled down to the maximum area and rounded down to bucket_reso_steps (never upscaled).",
+    )
+    bucket_reso_steps: int = Field(
+        64, ge=8, le=1024, description="Bucket sides are multiples of this (TrainTrain's 'image buckets step')."
+    )
+    min_bucket_reso: int = Field(
+        256, ge=8, le=4096, description="Shortest bucket side (TrainTrain's 'image min length'); capped at the "
+        "short side of image_size."
+    )
+    max_bucket_reso: int | None = Field(
+        None, ge=64, le=8192, description="Longest bucket side; unset = the long side of image_size."
+    )
+    max_aspect_ratio: float = Field(
+        2.0, ge=1.0, le=16.0, description="Largest long/short side ratio of a bucket (TrainTrain's 'image max ratio')."
+    )
+    bucket_no_upscale: bool = Field(
+        False,
+        description="traintrain mode: never enlarge an image to fill a bucket (buckets larger than the image are "
+        "skipped). kohya mode never upscales.",
+    )
+    sub_image_num: int = Field(
+        0,
+        ge=0,
+        le=32,
+        description="Also train N downscaled copies of each image in smaller buckets of similar aspect "
+        "(TrainTrain's 'sub image num'; traintrain mode only).",
+    )
+    flip_aug: bool = Field(
+        False, description="Also train a left-right mirrored copy of every image (TrainTrain's 'image mirroring')."
+    )
+    alpha_background: str = Field(
+        "#ffffff", description="Colour transparent pixels are composited onto (a name or #rrggbb)."
+    )
+
+    # -- caching -------------------------------------------------------------------------------------------------
+    cache_latents: bool = Field(True, description="Encode every image with the VAE once and reuse the latents.")
+    cache_latents_to_disk: bool = Field(
+        True, description="Keep cached latents on disk (keyed by file content, transform and model) across runs."
+    )
+    cache_text_encoder_outputs: bool = Field(
+        False,
+        description="Also cache text-encoder outputs on disk (only when the text encoder is frozen and captions "
+        "are not shuffled or dropped).",
+    )
+    cache_folder: str = Field(
+        "", description="Where the disk cache lives; unset = $XDG_CACHE_HOME/lorakit (~/.cache/lorakit)."
+    )
+
+    @field_validator("caption_extension")
+    @classmethod
+    def _dot_extension(cls, value: str) -> str:
+        value = value.strip()
+        if not value.startswith("."):
+            value = "." + value
+        return value
+
+    @field_validator("image_size")
+    @classmethod
+    def _image_size(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and (min(value) < 64 or max(value) > 8192):
+            raise ValueError(f"{value}: each side must be between 64 and 8192 pixels")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DataSection:
+        w, h = self.max_size
+        step = self.bucket_reso_steps
+        if self.bucket_mode == "kohya" and self.sub_image_num:
+            raise ValueError("sub_image_num needs bucket_mode = 'traintrain' (kohya mode has no sub buckets)")
+        if step % 8:
+            raise ValueError(f"bucket_reso_steps = {step}: must be a multiple of 8 (the VAE downsamples by 8)")
+        if self.enable_bucket and (w % step or h % step):
+            raise ValueError(
+                f"image size {w}x{h} is not a multiple of bucket_reso_steps = {step}: "
+                f"use {w - w % step or step}x{h - h % step or step} or a smaller step"
+            )
+        if not self.enable_bucket and (w % 8 or h % 8):
+            raise ValueError(f"image size {w}x{h}: each side must be a multiple of 8")
+        return self
+
+    @property
+    def max_size(self) -> tuple[int, int]:
+        """The largest bucket as (width, height): image_size if set, else resolution × resolution."""
+        return tuple(self.image_size) if self.image_size else (self.resolution, self.resolution)  # type: ignore[return-value]
