@@ -25,9 +25,22 @@ def _register() -> None:
     from . import train  # noqa: F401
 
 
+def _quiet_libraries() -> None:
+    """Library chatter (deprecations, optional backends) is not for lorakit's users."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+
+
 def main() -> None:
     """Console-script entry point."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _quiet_libraries()
     _register()
     try:
         app()

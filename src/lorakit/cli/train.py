@@ -1,1 +1,71 @@
 """`lorakit train`, `lorakit generate`, `lorakit demo`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from .. import api
+from ..engine.events import RichProgress
+from .main import app
+
+console = Console()
+
+
+@app.command()
+def train(
+    config: list[Path] = typer.Option([], "--config", "-c", help="Config TOML file(s); later files win."),
+    set_: list[str] = typer.Option([], "--set", help="Override a value: --set train.learning_rate=1e-4 (repeatable)."),
+) -> None:
+    """Train a LoRA as the config says; the result goes to runs/<run_id>/train/."""
+    from ..config.loader import load_config
+
+    cfg = load_config(list(config), list(set_))
+    result = api.train(cfg, [RichProgress(console)])
+    console.print(f"[green]done[/] {result.steps} steps → {result.lora_path}")
+
+
+@app.command()
+def generate(
+    model: str = typer.Option(..., "--model", "-m", help="Base model: folder, .safetensors file or tiny-sd1 / …"),
+    prompt: str = typer.Option(..., "--prompt", "-p", help="Prompt."),
+    lora: Optional[Path] = typer.Option(None, "--lora", help="LoRA .safetensors file or PEFT folder."),
+    weight: float = typer.Option(1.0, "--weight", "-w", help="LoRA weight (strength)."),
+    seed: list[int] = typer.Option([1], "--seed", "-s", help="Seed (repeatable: one image per seed)."),
+    negative: str = typer.Option("", "--negative", help="Negative prompt."),
+    steps: int = typer.Option(20, "--steps", help="Inference steps."),
+    guidance: float = typer.Option(7.0, "--guidance", help="Classifier-free guidance scale."),
+    width: Optional[int] = typer.Option(None, "--width", help="Width in pixels (default: the model's)."),
+    height: Optional[int] = typer.Option(None, "--height", help="Height in pixels (default: the model's)."),
+    family: str = typer.Option("auto", "--family", help="sd1, sd2, sdxl, or auto."),
+    out: Path = typer.Option(Path("outputs"), "--out", "-o", help="Folder for the PNGs (never overwritten)."),
+) -> None:
+    """Render images with or without a LoRA."""
+    from ..config.loader import ConfigError
+
+    if family not in ("auto", "sd1", "sd2", "sdxl"):
+        raise ConfigError([f"--family {family!r}: use auto, sd1, sd2 or sdxl"])
+    req = api.GenerateRequest(model=model, prompt=prompt, out_dir=out, lora=lora, weight=weight, seeds=tuple(seed),
+                              negative_prompt=negative, steps=steps, guidance_scale=guidance, width=width,
+                              height=height, family=family)
+    for path in api.generate(req):
+        console.print(f"wrote {path}")
+
+
+@app.command()
+def demo(
+    workdir: Path = typer.Option(Path("lorakit-demo"), "--workdir", help="Folder for the demo's images and runs."),
+    steps: int = typer.Option(40, "--steps", help="Training steps."),
+) -> None:
+    """Train a LoRA on the built-in tiny model and sample images: no checkpoint or download needed."""
+    from ..demo import run_demo
+
+    result = run_demo(workdir, [RichProgress(console)], steps)
+    console.print(f"images        {result.data_dir}")
+    console.print(f"run           {result.train.run_dir}")
+    console.print(f"LoRA          {result.train.lora_path}")
+    console.print(f"training log  {result.train.run_dir / 'train' / 'log.csv'}")
+    console.print(f"before/after  {result.before_after}")
