@@ -301,9 +301,13 @@ def resolve_layers(
     check_paths: also check that input paths exist and outputs are writable (do it before training).
     Raises ConfigError with every problem found; warnings come back in `.warnings`.
     """
+    return resolve_checked(build_layers(preset, files, adds, oom, sets), check_paths=check_paths)
+
+
+def resolve_checked(layers: list[Layer], check_paths: bool = False) -> ResolvedConfig:
+    """Validate ordered layers (schema, then semantic checks) into a ResolvedConfig with origins."""
     from .validate import check
 
-    layers = build_layers(preset, files, adds, oom, sets)
     config = resolve(layers)
     origin = compute_origins(config.model_dump(), [(x.name, x.values) for x in layers])
     errors, warnings = check(config, paths=check_paths)

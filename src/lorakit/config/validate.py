@@ -255,12 +255,17 @@ def check_paths(cfg: LorakitConfig) -> list[Finding]:
         value = getattr(cfg.data, name)
         if name.endswith("_dir") and isinstance(value, str):
             need(f"data.{name}", value, True)
+    metadata = getattr(cfg.data, "caption_metadata", "")
+    if metadata and not (Path(cfg.data.train_data_dir) / metadata).is_file():  # relative to the images is fine
+        need("data.caption_metadata", metadata, False)
     need("network.network_weights", cfg.network.network_weights, None)
     if cfg.mode.type == "difference":
         need("mode.original_image", cfg.mode.original_image, False)
         need("mode.target_image", cfg.mode.target_image, False)
     need("batch.oom_file", cfg.batch.oom_file, False)
-    for key, value in (("output.output_dir", cfg.output.output_dir), ("batch.stage_dir", cfg.batch.stage_dir)):
+    outputs = [("output.output_dir", cfg.output.output_dir), ("batch.stage_dir", cfg.batch.stage_dir),
+               ("data.cache_folder", getattr(cfg.data, "cache_folder", ""))]
+    for key, value in outputs:
         if value and not _writable(Path(value)):
             found.append(Finding(key, f"{value}: cannot be created or written (check the folder's permissions)"))
     return found

@@ -1,0 +1,387 @@
+"""Convert kohya_ss GUI JSON and sd-scripts TOML (+ dataset TOML) configs into a lorakit config.
+
+Every key of the source is accounted for: mapped to a lorakit key (directly, renamed, or converted), or listed
+as unmapped with the reason. Keys with an empty/off value and no lorakit equivalent are listed separately, so the
+interesting unmapped keys stand out.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import tomli_w
+from pydantic import BaseModel
+
+from ..errors import ConfigError
+from .migrate import section_of
+from .schema import LorakitConfig
+
+NETWORK_TYPES = {  # kohya_ss LoRA_type / sd-scripts network_module → lorakit network_module
+    "Standard": "lora", "networks.lora": "lora", "LoCon": "locon", "Kohya LoCon": "locon",
+    "LyCORIS/LoCon": "locon", "LyCORIS/LoHa": "loha", "LyCORIS/LoKr": "lokr", "LyCORIS/DoRA": "dora",
+}
+PRECISIONS = {"float": "fp32", "fp32": "fp32", "fp16": "fp16", "bf16": "bf16"}
+REASONS = {
+    "logging_dir": "lorakit logs into the run folder (runs/<run_id>/)",
+    "log_prefix": "lorakit logs into the run folder (runs/<run_id>/)",
+    "log_with": "lorakit writes its own CSV log; trackers are not supported yet",
+    "clip_skip": "not supported yet",
+    "xformers": "lorakit uses PyTorch SDPA attention (train.sdpa)",
+    "mem_eff_attn": "lorakit uses PyTorch SDPA attention (train.sdpa)",
+    "save_model_as": "lorakit always saves .safetensors (output.save_format picks kohya/peft)",
+    "save_state": "training-state saving is not supported yet",
+    "resume": "resuming training state is not supported yet; network.network_weights starts from a LoRA file",
+    "network_args": "network arguments (conv_dim, algo, block weights, …) are not supported yet",
+    "network_train_text_encoder_only": "lorakit cannot train only the text encoder",
+    "stop_text_encoder_training_pct": "",
+    "full_fp16": "lorakit keeps LoRA weights in fp32 and autocasts (train.mixed_precision)",
+    "full_bf16": "lorakit keeps LoRA weights in fp32 and autocasts (train.mixed_precision)",
+    "sample_prompts": "sample prompts come from sample.prompt / bench.prompts",
+    "sample_sampler": "lorakit samples with the model's own scheduler",
+    "additional_parameters": "free-form command-line arguments cannot be mapped; set the keys individually",
+}
+GUI_ONLY = {
+    "file_path", "save_as", "headless", "print_only", "model_list", "LyCORIS_preset", "dataset_config",
+    "log_tracker_config", "log_tracker_name", "wandb_api_key", "wandb_run_name", "huggingface_repo_id",
+    "huggingface_token", "huggingface_repo_type", "huggingface_repo_visibility", "huggingface_path_in_repo",
+    "save_state_to_huggingface", "resume_from_huggingface", "async_upload", "extra_accelerate_launch_args",
+    "num_processes", "num_machines", "multi_gpu", "gpu_ids", "main_process_port", "dynamo_backend",
+    "dynamo_mode", "dynamo_use_fullgraph", "dynamo_use_dynamic", "use_wandb", "training_comment",
+    "metadata_author", "metadata_description", "metadata_license", "metadata_tags", "metadata_title",
+}
+
+
+@dataclass
+class ImportResult:
+    """The lorakit values, and every source key that did not become one (with why)."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    mapped: dict[str, str] = field(default_factory=dict)
+    unmapped: list[tuple[str, Any, str]] = field(default_factory=list)
+    empty: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def put(self, source: str, dotted: str, value: Any) -> None:
+        """Set lorakit key `dotted` from source key `source`, or record it unmapped if lorakit has no such key."""
+        if not has_field(dotted):
+            self.skip(source, value, f"no lorakit setting {dotted} yet")
+            return
+        node = self.values
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+        self.mapped[source] = dotted
+
+    def skip(self, source: str, value: Any, reason: str) -> None:
+        """Record a source key that is not mapped; empty/off values go to the short list."""
+        if _is_empty(value):
+            self.empty.append(source)
+        else:
+            self.unmapped.append((source, value, reason))
+
+    def to_toml(self, source: str) -> str:
+        """The lorakit TOML, with the unmapped keys listed in comments at the top."""
+        head = [f"# Imported by `lorakit config import` from {source}."]
+        if self.unmapped:
+            head.append("# Not mapped (set these by hand if you need them):")
+            head += [f"#   {k} = {v!r}: {why}" for k, v, why in self.unmapped]
+        head += [f"# Note: {n}" for n in self.notes]
+        return "\n".join(head) + "\n\n" + tomli_w.dumps({"version": 1, **self.values})
+
+
+def _is_empty(value: Any) -> bool:
+    """'' / None / False / 0 / [] — a key that was left off."""
+    return value in ("", None, False, 0, [], {}) and not (value is True)
+
+
+def has_field(dotted: str) -> bool:
+    """True if `dotted` (e.g. 'data.reg_data_dir') is a key of the lorakit schema."""
+    model: type[BaseModel] = LorakitConfig
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        ann = model.model_fields[p].annotation if p in model.model_fields else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return False
+        model = ann
+    return leaf in model.model_fields
+
+
+def literal_values(dotted: str) -> tuple[Any, ...]:
+    """The allowed values of a Literal field (empty if it is not one)."""
+    section, name = dotted.split(".")
+    ann = LorakitConfig.model_fields[section].annotation.model_fields[name].annotation  # type: ignore[union-attr]
+    return typing.get_args(ann) if typing.get_origin(ann) is typing.Literal else ()
+
+
+def _number(value: Any) -> float | None:
+    """A float from a number or numeric string ('' and None → None)."""
+    try:
+        return float(value) if value not in ("", None) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _args_list(value: Any) -> list[str]:
+    """GUI 'a=1 b=2' strings or sd-scripts lists as a list of key=value strings."""
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return shlex.split(str(value)) if value else []
+
+
+def _resolution(r: ImportResult, key: str, value: Any) -> None:
+    """'512,512' / '512' / 512 → data.resolution (square; the larger side when not)."""
+    sides = [int(float(s)) for s in str(value).replace("x", ",").split(",") if s.strip()]
+    if not sides:
+        r.skip(key, value, "empty resolution")
+        return
+    if len(set(sides)) > 1:
+        r.notes.append(f"{key} {value!r} is not square: lorakit trains at {max(sides)} with aspect buckets")
+    r.put(key, "data.resolution", max(sides))
+
+
+def _choice(r: ImportResult, key: str, value: Any, dotted: str, table: dict[str, str] | None = None) -> None:
+    """Map a named choice (optionally renamed through `table`) if lorakit offers it."""
+    name = table.get(str(value), str(value)) if table else str(value)
+    options = literal_values(dotted)
+    if name in options:
+        r.put(key, dotted, name)
+    else:
+        r.skip(key, value, f"lorakit's {dotted} offers {', '.join(map(str, options))}")
+
+
+def _learning_rates(r: ImportResult, src: dict[str, Any], gui: bool) -> None:
+    """learning_rate / unet_lr / text_encoder_lr and whether the text encoder trains.
+
+    kohya: unet_lr (when set and non-zero) wins over learning_rate for the UNet; sd-scripts trains the text encoder
+    unless network_train_unet_only; the kohya_ss GUI passes unet-only when text_encoder_lr is 0 and unet_lr is
+    not (both 0: both train at learning_rate).
+    """
+    lr, unet_lr, te_lr = (_number(src.get(k)) for k in ("learning_rate", "unet_lr", "text_encoder_lr"))
+    if unet_lr:
+        r.put("unet_lr", "train.learning_rate", unet_lr)
+        if "learning_rate" in src:
+            r.mapped["learning_rate"] = "train.learning_rate (unet_lr wins)"
+    elif lr is not None:
+        r.put("learning_rate", "train.learning_rate", lr)
+        if "unet_lr" in src:
+            r.mapped["unet_lr"] = "train.learning_rate (0 or empty = learning_rate)"
+    if "network_train_unet_only" in src:
+        train_te = not bool(src["network_train_unet_only"])
+        r.mapped["network_train_unet_only"] = "network.train_text_encoder"
+    else:
+        train_te = not (gui and not te_lr and bool(unet_lr))
+        if gui and te_lr and "unet_lr" in src and not unet_lr:
+            r.notes.append("kohya_ss trains only the text encoder when unet_lr is 0 and text_encoder_lr is not; "
+                           "lorakit always trains the UNet (at train.learning_rate)")
+    r.values.setdefault("network", {})["train_text_encoder"] = train_te
+    if te_lr and train_te:
+        r.put("text_encoder_lr", "train.text_encoder_lr", te_lr)
+    elif "text_encoder_lr" in src:
+        r.mapped["text_encoder_lr"] = "network.train_text_encoder (0 = text encoder not trained)"
+
+
+def _warmup(r: ImportResult, src: dict[str, Any]) -> None:
+    """GUI lr_warmup (percent) or sd-scripts lr_warmup_steps (a count, or a ratio when < 1)."""
+    if "lr_warmup" in src:
+        pct = _number(src["lr_warmup"]) or 0
+        if pct:
+            r.put("lr_warmup", "train.lr_warmup_ratio", pct / 100)
+        else:
+            r.skip("lr_warmup", None, "")
+    steps = _number(src.get("lr_warmup_steps"))
+    if "lr_warmup_steps" in src:
+        if steps and steps < 1:
+            r.put("lr_warmup_steps", "train.lr_warmup_ratio", steps)
+        elif steps:
+            r.put("lr_warmup_steps", "train.lr_warmup_steps", int(steps))
+        else:
+            r.skip("lr_warmup_steps", None, "")
+
+
+def _family(r: ImportResult, src: dict[str, Any]) -> None:
+    """sdxl / v2 checkboxes → model.family (both off: left to auto-detection)."""
+    if src.get("sdxl"):
+        r.put("sdxl", "model.family", "sdxl")
+    elif src.get("v2"):
+        r.put("v2", "model.family", "sd2")
+    for key in ("sdxl", "v2"):
+        if key in src and key not in r.mapped:
+            r.mapped[key] = "model.family (auto)"
+
+
+def _conversions(gui: bool) -> dict[str, Callable[[ImportResult, str, Any], None]]:
+    """Source keys that need more than a copy."""
+
+    def lr_args(dotted: str) -> Callable[[ImportResult, str, Any], None]:
+        return lambda r, k, v: r.put(k, dotted, _args_list(v)) if _args_list(v) else r.skip(k, None, "")
+
+    def number(dotted: str, cast: type = float, zero_is_unset: bool = True) -> Callable:
+        def convert(r: ImportResult, k: str, v: Any) -> None:
+            n = _number(v)
+            if n is None or (zero_is_unset and n == 0):
+                r.skip(k, None, "")
+            else:
+                r.put(k, dotted, cast(n))
+        return convert
+
+    table: dict[str, Callable[[ImportResult, str, Any], None]] = {
+        "epoch": number("train.max_train_epochs", int),
+        "max_train_epochs": number("train.max_train_epochs", int),
+        "max_train_steps": number("train.max_train_steps", int),
+        "max_resolution": _resolution,
+        "resolution": _resolution,
+        "optimizer": lambda r, k, v: _choice(r, k, v, "train.optimizer_type"),
+        "optimizer_type": lambda r, k, v: _choice(r, k, v, "train.optimizer_type"),
+        "optimizer_args": lr_args("train.optimizer_args"),
+        "lr_scheduler_args": lr_args("train.lr_scheduler_args"),
+        "lr_scheduler": lambda r, k, v: _choice(r, k, v, "train.lr_scheduler"),
+        "lr_scheduler_num_cycles": number("train.lr_scheduler_num_cycles", int),
+        "mixed_precision": lambda r, k, v: _choice(r, k, v, "train.mixed_precision"),
+        "save_precision": lambda r, k, v: _choice(r, k, v, "output.save_precision", PRECISIONS),
+        "LoRA_type": lambda r, k, v: _choice(r, k, v, "network.network_module", NETWORK_TYPES),
+        "network_module": lambda r, k, v: _choice(r, k, v, "network.network_module", NETWORK_TYPES),
+        "min_snr_gamma": number("train.min_snr_gamma"),
+        "save_every_n_steps": number("output.save_every_n_steps", int),
+        "network_weights": lambda r, k, v: r.put(k, "network.network_weights", v) if v else r.skip(k, v, ""),
+        "vae": lambda r, k, v: r.put(k, "model.vae", v) if v else r.skip(k, v, ""),
+        "prior_loss_weight": number("mode.prior_loss_weight", float, zero_is_unset=False),
+        "sdpa": lambda r, k, v: r.put(k, "train.sdpa", bool(v)),
+    }
+    if gui:
+        table["stop_text_encoder_training"] = lambda r, k, v: r.skip(
+            k, v, "the GUI gives a percentage; lorakit takes a step count: run `lorakit plan` and set "
+            "train.stop_text_encoder_training")
+        table["xformers"] = lambda r, k, v: r.put(k, "train.sdpa", v in ("sdpa", "xformers", True))
+    else:
+        table["stop_text_encoder_training"] = number("train.stop_text_encoder_training", int)
+    return table
+
+
+HANDLED = {"learning_rate", "unet_lr", "text_encoder_lr", "network_train_unet_only", "lr_warmup",
+           "lr_warmup_steps", "sdxl", "v2"}
+
+
+def convert(src: dict[str, Any], gui: bool) -> ImportResult:
+    """Map flat kohya keys (GUI or sd-scripts) onto lorakit's schema."""
+    r = ImportResult()
+    _learning_rates(r, src, gui)
+    _warmup(r, src)
+    _family(r, src)
+    table = _conversions(gui)
+    for key, value in src.items():
+        if key in HANDLED or key in r.mapped:
+            continue
+        if value in ("", None):
+            r.empty.append(key)
+            continue
+        if key in table:
+            table[key](r, key, value)
+        elif key in GUI_ONLY:
+            r.skip(key, value, "kohya_ss GUI setting, not a training parameter")
+        elif key in REASONS:
+            r.skip(key, value, REASONS[key] or "not supported")
+        elif (section := section_of(key)) is not None:
+            r.put(key, f"{section}.{key}", value)
+        else:
+            r.skip(key, value, "unknown to lorakit")
+    return r
+
+
+def _flatten_tables(values: dict[str, Any]) -> dict[str, Any]:
+    """sd-scripts reads every table of its config TOML as one flat namespace; do the same."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten_tables(value))
+        else:
+            flat[key] = value
+    return flat
+
+
+def apply_dataset_toml(r: ImportResult, dataset: dict[str, Any]) -> None:
+    """sd-scripts dataset TOML: [general], [[datasets]] and their [[datasets.subsets]]."""
+    general = dict(dataset.get("general", {}))
+    datasets = dataset.get("datasets", [])
+    if len(datasets) > 1:
+        r.notes.append(f"the dataset TOML has {len(datasets)} datasets; only the first was imported")
+    first = dict(datasets[0]) if datasets else {}
+    subsets = first.pop("subsets", [])
+    settings = {**general, **first}
+    for key, value in settings.items():
+        if key == "resolution":
+            _resolution(r, f"dataset.{key}", value)
+        elif key == "batch_size":
+            r.put(f"dataset.{key}", "train.train_batch_size", int(value))
+        elif key == "class_tokens":
+            r.put(f"dataset.{key}", "data.trigger_word", value)
+        elif (section := section_of(key)) is not None:
+            r.put(f"dataset.{key}", f"{section}.{key}", value)
+        else:
+            r.skip(f"dataset.{key}", value, "not supported by lorakit's data settings yet")
+    train = [s for s in subsets if not s.get("is_reg")]
+    reg = [s for s in subsets if s.get("is_reg")]
+    for kind, group, target in (("train", train, "data.train_data_dir"), ("reg", reg, "data.reg_data_dir")):
+        for i, subset in enumerate(group):
+            _subset(r, f"dataset.subsets[{kind} {i}]", subset, target if i == 0 else None, len(group))
+
+
+def _subset(r: ImportResult, label: str, subset: dict[str, Any], target: str | None, count: int) -> None:
+    """One [[datasets.subsets]] entry: its folder, repeats and class tokens."""
+    image_dir = subset.get("image_dir", "")
+    if target is None:
+        r.skip(f"{label}.image_dir", image_dir, f"lorakit takes one folder; put all {count} under one parent "
+               "with N_name sub-folders and point the folder setting at it")
+    else:
+        r.put(f"{label}.image_dir", target, image_dir)
+    for key, value in subset.items():
+        if key in ("image_dir", "is_reg"):
+            continue
+        if key == "num_repeats":
+            name = Path(str(image_dir)).name
+            if has_field("data.num_repeats") and target:
+                r.put(f"{label}.{key}", "data.num_repeats", value)
+            else:
+                r.skip(f"{label}.{key}", value, f"lorakit reads repeats from the folder name: name it "
+                       f"'{value}_{name}' inside the training folder")
+        elif key == "class_tokens" and target == "data.train_data_dir":
+            r.put(f"{label}.{key}", "data.trigger_word", value)
+        elif (section := section_of(key)) == "data" and target:
+            r.put(f"{label}.{key}", f"data.{key}", value)
+        else:
+            r.skip(f"{label}.{key}", value, "per-folder settings are not supported yet")
+
+
+def import_file(path: Path, dataset_toml: Path | None = None) -> ImportResult:
+    """Read a kohya_ss GUI .json or sd-scripts .toml (and optional dataset .toml) into an ImportResult."""
+    try:
+        if path.suffix.lower() == ".json":
+            src, gui = json.loads(path.read_text(encoding="utf-8")), True
+        else:
+            src, gui = _flatten_tables(tomllib.loads(path.read_text(encoding="utf-8"))), False
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: file not found"]) from None
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read it as kohya_ss JSON or sd-scripts TOML: {exc}"]) from None
+    if not isinstance(src, dict):
+        raise ConfigError([f"{path}: expected a JSON object of settings"])
+    result = convert(src, gui)
+    if dataset_toml is None and src.get("dataset_config"):
+        candidate = Path(str(src["dataset_config"]))
+        if candidate.is_file():
+            dataset_toml = candidate
+        else:
+            result.notes.append(f"dataset_config {candidate} not found; pass it with --dataset-toml")
+    if dataset_toml is not None:
+        try:
+            dataset = tomllib.loads(Path(dataset_toml).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError([f"{dataset_toml}: cannot read the dataset TOML: {exc}"]) from None
+        apply_dataset_toml(result, dataset)
+    return result

@@ -1,0 +1,191 @@
+"""The plan before the run: images, repeats, steps, warm-up, text-encoder stop, saves, samples, output path.
+
+`compute_steps` is the pure step math (kohya's rules); `build_plan` feeds it from the data side's scan;
+`render_plan` turns a plan into lines for the console. The same plan is printed by `lorakit plan` and at the start
+of every run.
+
+Step rules (what sd-scripts' trainer actually runs, which is what lorakit's engine runs):
+  samples/epoch  = Σ(images × repeats) × reg factor       (reg factor 2 with regularisation folders, else 1)
+  batches/epoch  = ceil(samples / batch)                  (with buckets: Σ ceil(bucket samples / batch))
+  steps/epoch    = ceil(batches / gradient accumulation)
+  total          = max_train_steps, else steps/epoch × epochs
+  warm-up        = lr_warmup_steps, or int(lr_warmup_ratio × total)
+The kohya_ss GUI's *estimate* ceil(Σ(images × repeats) ÷ batch ÷ accumulation × epochs × reg) ceils once over all
+epochs instead of per epoch; `kohya_gui_estimate` gives it for comparison (it can be lower by up to epochs − 1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .schema import LorakitConfig
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """The step arithmetic of one run."""
+
+    samples_per_epoch: int
+    batches_per_epoch: int
+    steps_per_epoch: int
+    epochs: int
+    total_steps: int
+    warmup_steps: int
+    text_encoder_stop: int | None
+    save_steps: tuple[int, ...]
+    sample_steps: tuple[int, ...]
+
+
+def reg_factor(folders: list[tuple[int, int, bool]]) -> int:
+    """2 when any folder holds regularisation images (each training image is paired with one), else 1."""
+    return 2 if any(is_reg for _, _, is_reg in folders) else 1
+
+
+def _every(n: int | None, total: int) -> tuple[int, ...]:
+    """Steps n, 2n, … strictly before `total` (the final step is always saved separately)."""
+    return tuple(range(n, total, n)) if n else ()
+
+
+def compute_steps(
+    folders: list[tuple[int, int, bool]],
+    batch_size: int,
+    accumulation: int = 1,
+    epochs: int = 1,
+    max_train_steps: int | None = None,
+    *,
+    batches_per_epoch: int | None = None,
+    warmup_steps: int = 0,
+    warmup_ratio: float | None = None,
+    text_encoder_stop: int | None = None,
+    save_every: int | None = None,
+    sample_every: int | None = None,
+) -> StepPlan:
+    """Steps of a run from (images, repeats, is_reg) per folder and the batch settings.
+
+    batches_per_epoch: the sampler's count when buckets split batches (overrides ceil(samples / batch)).
+    Regularisation folders' own sizes do not count: they only double the samples (kohya's reg factor).
+    """
+    train_samples = sum(images * repeats for images, repeats, is_reg in folders if not is_reg)
+    samples = train_samples * reg_factor(folders)
+    batches = batches_per_epoch if batches_per_epoch is not None else math.ceil(samples / batch_size)
+    per_epoch = math.ceil(batches / accumulation)
+    if max_train_steps is not None:
+        total = max_train_steps
+        epochs = math.ceil(total / per_epoch) if per_epoch else 0
+    else:
+        total = per_epoch * epochs
+    warmup = int(warmup_ratio * total) if warmup_ratio is not None else min(warmup_steps, total)
+    te_stop = min(text_encoder_stop, total) if text_encoder_stop is not None else None
+    return StepPlan(
+        samples_per_epoch=samples,
+        batches_per_epoch=batches,
+        steps_per_epoch=per_epoch,
+        epochs=epochs,
+        total_steps=total,
+        warmup_steps=warmup,
+        text_encoder_stop=te_stop,
+        save_steps=_every(save_every, total),
+        sample_steps=_every(sample_every, total),
+    )
+
+
+def kohya_gui_estimate(folders: list[tuple[int, int, bool]], batch: int, accumulation: int, epochs: int) -> int:
+    """The kohya_ss GUI's max_train_steps: ceil(Σ images×repeats ÷ batch ÷ accumulation × epochs × reg factor)."""
+    total = sum(images * repeats for images, repeats, is_reg in folders if not is_reg)
+    return math.ceil(total / batch / accumulation * epochs * reg_factor(folders))
+
+
+@dataclass
+class Plan:
+    """Everything `lorakit plan` shows."""
+
+    folders: list[tuple[str, int, int, bool]]
+    steps: StepPlan
+    buckets: dict[str, int] = field(default_factory=dict)
+    output_path: str = ""
+    text_encoder: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def output_path(cfg: LorakitConfig) -> Path:
+    """Where the final LoRA is written: <output_dir>/<run_id>/train/<output_name>.safetensors."""
+    run_id = cfg.output.run_id or "<timestamp>"
+    return Path(cfg.output.output_dir) / run_id / "train" / f"{cfg.output.output_name}.safetensors"
+
+
+def _buckets(dataset: object) -> dict[str, int]:
+    """Training examples per bucket size, read from the dataset's examples."""
+    counts: dict[str, int] = {}
+    for ex in getattr(dataset, "train", []):
+        w, h = ex.size
+        counts[f"{w}x{h}"] = counts.get(f"{w}x{h}", 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def build_plan(cfg: LorakitConfig) -> Plan:
+    """Scan the data (no images decoded beyond what the data side does) and plan the run."""
+    from ..data.pipeline import build_dataset
+
+    t = cfg.train
+    dataset = build_dataset(cfg.data, t.train_batch_size, t.seed, fingerprints=False)
+    folders = [(str(f.path), f.images, f.repeats, f.is_reg) for f in dataset.folders]
+    counts = [(images, repeats, is_reg) for _, images, repeats, is_reg in folders]
+    sample_every = getattr(cfg.sample, "sample_every_n_steps", None)
+    steps = compute_steps(
+        counts,
+        t.train_batch_size,
+        t.gradient_accumulation_steps,
+        t.max_train_epochs,
+        t.max_train_steps,
+        batches_per_epoch=len(dataset.sampler),
+        warmup_steps=t.lr_warmup_steps,
+        warmup_ratio=t.lr_warmup_ratio,
+        text_encoder_stop=t.stop_text_encoder_training if cfg.network.train_text_encoder else None,
+        save_every=cfg.output.save_every_n_steps,
+        sample_every=sample_every,
+    )
+    plan = Plan(folders, steps, _buckets(dataset), str(output_path(cfg)))
+    plain = compute_steps(counts, t.train_batch_size, t.gradient_accumulation_steps, t.max_train_epochs)
+    if plain.batches_per_epoch != steps.batches_per_epoch:
+        plan.notes.append(f"buckets split the data into {steps.batches_per_epoch} batches per epoch "
+                          f"({plain.batches_per_epoch} without buckets)")
+    if not cfg.network.train_text_encoder:
+        plan.text_encoder = "frozen"
+    elif steps.text_encoder_stop is None:
+        plan.text_encoder = "trained to the end"
+    else:
+        plan.text_encoder = f"trained until step {steps.text_encoder_stop}"
+    return plan
+
+
+def _schedule(steps: tuple[int, ...], total: int) -> str:
+    """'100, 200, … (4) + final at 500'."""
+    shown = ", ".join(map(str, steps[:5])) + (", …" if len(steps) > 5 else "")
+    return f"{shown} ({len(steps)}) + final at {total}" if steps else f"final at {total}"
+
+
+def render_plan(plan: Plan) -> list[str]:
+    """The plan as console lines."""
+    s = plan.steps
+    lines = ["images per folder:"]
+    for path, images, repeats, is_reg in plan.folders:
+        kind = "reg" if is_reg else "train"
+        lines.append(f"  {path}: {images} images × {repeats} repeats = {images * repeats} ({kind})")
+    factor = reg_factor([(i, r, g) for _, i, r, g in plan.folders])
+    lines += [
+        f"regularisation factor: {factor}",
+        f"buckets: " + (", ".join(f"{k} ({v})" for k, v in plan.buckets.items()) or "none"),
+        f"samples per epoch: {s.samples_per_epoch}",
+        f"batches per epoch: {s.batches_per_epoch}",
+        f"steps per epoch: {s.steps_per_epoch}",
+        f"epochs: {s.epochs}",
+        f"total steps: {s.total_steps}",
+        f"warm-up steps: {s.warmup_steps}",
+        f"text encoder: {plan.text_encoder}",
+        f"saves: {_schedule(s.save_steps, s.total_steps)}",
+        f"samples: {_schedule(s.sample_steps, s.total_steps) if s.sample_steps else 'none during training'}",
+        f"output: {plan.output_path}",
+    ]
+    return lines + [f"note: {n}" for n in plan.notes]
