@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import tomli_w
 
@@ -12,6 +13,11 @@ from .engine.events import Callback, Commands, CsvLog
 from .engine.trainer import TrainResult
 from .io import write_text_atomic
 from .runs import new_run_dir
+
+if TYPE_CHECKING:
+    from .data.pipeline import DatasetPlan
+    from .data.preprocess import PrepareOptions, PrepareReport
+    from .data.settings import DataSection
 
 
 def train(cfg: LorakitConfig, callbacks: list[Callback] | None = None, commands: Commands | None = None) -> TrainResult:
@@ -49,3 +55,18 @@ def generate(req: GenerateRequest) -> list[Path]:
     from .generate import render
 
     return render(req)
+
+
+def prepare(raw_dir: Path, out_dir: Path, options: "PrepareOptions | None" = None,
+            on_progress: "Callable[[int, int, str], None] | None" = None) -> "PrepareReport":
+    """Normalize a raw image folder into `out_dir` (upright RGB PNGs + captions, rejected files set aside, a log)."""
+    from .data.preprocess import prepare as run_prepare
+
+    return run_prepare(Path(raw_dir), Path(out_dir), options, on_progress)
+
+
+def inspect_dataset(data: "DataSection", batch_size: int = 1, seed: int = 0) -> "DatasetPlan":
+    """Scan a dataset as training would (buckets, repeats, captions) without hashing file contents."""
+    from .data.pipeline import build_dataset
+
+    return build_dataset(data, batch_size, seed, fingerprints=False)

@@ -122,14 +122,9 @@ class DataSection(BaseModel):
     )
 
     # -- caching -------------------------------------------------------------------------------------------------
-    cache_latents: bool = Field(True, description="Encode every image with the VAE once and reuse the latents.")
     cache_latents_to_disk: bool = Field(
-        True, description="Keep cached latents on disk (keyed by file content, transform and model) across runs."
-    )
-    cache_text_encoder_outputs: bool = Field(
-        False,
-        description="Also cache text-encoder outputs on disk (only when the text encoder is frozen and captions "
-        "are not shuffled or dropped).",
+        True, description="Keep cached latents (and text-encoder outputs) on disk, keyed by file content, transform and "
+        "model, so later runs reuse them (train.cache_latents turns caching on).",
     )
     cache_folder: str = Field(
         "", description="Where the disk cache lives; unset = $XDG_CACHE_HOME/lorakit (~/.cache/lorakit)."
