@@ -166,10 +166,21 @@ def allowed(loc: tuple[Any, ...]) -> str:
     return f"{kind}{optional}" + (f", {' and '.join(bounds)}" if bounds else "")
 
 
+# Names users bring from other tools → lorakit's key.
+ALIASES = {
+    "lr": "train.learning_rate", "unet_lr": "train.learning_rate", "epochs": "train.max_train_epochs",
+    "epoch": "train.max_train_epochs", "batch_size": "train.train_batch_size", "rank": "network.network_dim",
+    "dim": "network.network_dim", "alpha": "network.network_alpha", "optimizer": "train.optimizer_type",
+    "steps": "train.max_train_steps", "max_resolution": "data.resolution", "model": "model.pretrained_model_name_or_path",
+}
+
+
 def _suggest(loc: tuple[Any, ...]) -> str | None:
-    """Nearest valid dotted key for an unknown key: in the same section first, then the same name elsewhere."""
+    """Nearest valid dotted key for an unknown key: an alias, the same section, then the same name elsewhere."""
     parent = _model_at(loc[:-1])
     leaf = str(loc[-1])
+    if leaf in ALIASES:
+        return ALIASES[leaf]
     near = difflib.get_close_matches(leaf, list(parent.model_fields) if parent else [], n=1, cutoff=0.5)
     if near:
         return ".".join([*map(str, loc[:-1]), near[0]])

@@ -1,0 +1,161 @@
+"""`lorakit config show|validate|schema|import|presets|migrate` and `lorakit plan`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import tomli_w
+import typer
+
+from ..config.loader import ResolvedConfig, read_toml
+from ..config.plan import build_plan, render_plan
+from ..config.provenance import DEFAULT_ORIGIN
+from ..config.schema import LorakitConfig
+from ..errors import ConfigError
+from .main import app
+from .options import AddFiles, ConfigFiles, OomLayer, PresetName, SetValues, err_console, resolve_options
+
+config_app = typer.Typer(help="Inspect, validate, import and convert configs.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+Files = Annotated[list[Path], typer.Argument(help="Config TOML files (same as --config; later files win).")]
+
+
+def _toml_value(value: Any) -> str:
+    """One value as inline TOML text (lists stay on one line)."""
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return tomli_w.dumps({"v": value}).split("=", 1)[1].strip()
+
+
+def render_with_origins(resolved: ResolvedConfig) -> str:
+    """The resolved config as TOML with `# from <layer>` after each value (still valid TOML)."""
+    data = resolved.config.model_dump(mode="json")
+    lines = [f"version = {data.pop('version')}"]
+    for section, values in data.items():
+        lines += ["", f"[{section}]"]
+        for key, value in values.items():
+            origin = resolved.origins.get(f"{section}.{key}", DEFAULT_ORIGIN)
+            if value is None:
+                lines.append(f"# {key} is unset  # from {origin}")
+            else:
+                lines.append(f"{key} = {_toml_value(value)}  # from {origin}")
+    return "\n".join(lines) + "\n"
+
+
+@config_app.command("show")
+def show(
+    files: Files = [],
+    config: ConfigFiles = [],
+    add: AddFiles = [],
+    preset: PresetName = None,
+    set_: SetValues = [],
+    oom: OomLayer = False,
+    origin: Annotated[bool, typer.Option("--origin", help="Show which layer set each value.")] = False,
+) -> None:
+    """Print the resolved config (TOML); with --origin, which layer set each value."""
+    from ..config.snapshot import config_toml
+
+    resolved = resolve_options([*files, *config], add, preset, set_, oom)
+    typer.echo(render_with_origins(resolved) if origin else config_toml(resolved.config), nl=False)
+
+
+@config_app.command("validate")
+def validate(
+    files: Files = [],
+    add: AddFiles = [],
+    preset: PresetName = None,
+    set_: SetValues = [],
+    paths: Annotated[bool, typer.Option("--paths/--no-paths", help="Also check files and folders.")] = True,
+    strict: Annotated[bool, typer.Option("--strict", help="Treat warnings as errors.")] = False,
+) -> None:
+    """Check config files (layered in order) without running anything; exit 2 listing every problem."""
+    if not files and not preset:
+        raise ConfigError(["nothing to validate: name one or more TOML files (or --preset)"])
+    resolved = resolve_options(files, add, preset, set_, check_paths=paths)
+    if strict and resolved.warnings:
+        raise ConfigError(resolved.warnings, "--strict treats warnings as errors")
+    typer.echo(f"ok: {', '.join(x.name for x in resolved.layers) or 'defaults'} ({len(resolved.warnings)} warnings)")
+
+
+@config_app.command("schema")
+def schema() -> None:
+    """Print the JSON Schema of lorakit config files."""
+    typer.echo(json.dumps(LorakitConfig.model_json_schema(), indent=2))
+
+
+@config_app.command("presets")
+def presets() -> None:
+    """List the shipped presets."""
+    from ..config.presets import list_presets
+
+    for name, description in list_presets().items():
+        typer.echo(f"{name:16} {description}")
+
+
+def _write_new(path: Path, text: str, force: bool) -> None:
+    """Write `text` to `path`, refusing to overwrite an existing file unless forced."""
+    if path.exists() and not force:
+        raise ConfigError([f"{path}: already exists"], "choose another --out or pass --force")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+@config_app.command("import")
+def import_(
+    file: Annotated[Path, typer.Argument(help="kohya_ss GUI .json or sd-scripts .toml config.")],
+    dataset_toml: Annotated[Optional[Path], typer.Option("--dataset-toml", help="sd-scripts dataset TOML.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the lorakit TOML here.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+) -> None:
+    """Convert a kohya_ss / sd-scripts config to a lorakit TOML and list what could not be mapped."""
+    from ..config.importers import import_file
+    from ..config.loader import Layer, resolve
+
+    result = import_file(file, dataset_toml)
+    text = result.to_toml(str(file))
+    if out:
+        _write_new(out, text, force)
+        err_console.print(f"wrote {out}: {len(result.mapped)} keys mapped")
+    else:
+        typer.echo(text, nl=False)
+    for key, value, reason in result.unmapped:
+        err_console.print(f"[yellow]not mapped:[/] {key} = {value!r}: {reason}")
+    if result.empty:
+        err_console.print(f"skipped {len(result.empty)} empty/off keys: {', '.join(result.empty)}")
+    for note in result.notes:
+        err_console.print(f"[cyan]note:[/] {note}")
+    resolve([Layer(str(out or file), result.values)])  # a value lorakit rejects is reported (exit 2)
+
+
+@config_app.command("migrate")
+def migrate(
+    file: Annotated[Path, typer.Argument(help="A lorakit TOML of an older version.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write here instead of printing.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+) -> None:
+    """Rewrite a config file in the current format."""
+    layer = read_toml(file)
+    text = tomli_w.dumps(layer.values)
+    for note in layer.notes:
+        err_console.print(f"[cyan]note:[/] {note}")
+    if out:
+        _write_new(out, text, force)
+    else:
+        typer.echo(text, nl=False)
+
+
+@app.command("plan")
+def plan(
+    files: Files = [],
+    config: ConfigFiles = [],
+    add: AddFiles = [],
+    preset: PresetName = None,
+    set_: SetValues = [],
+) -> None:
+    """Show what a run will do: images, repeats, steps, warm-up, saves, output path (nothing is trained)."""
+    resolved = resolve_options([*files, *config], add, preset, set_, check_paths=True)
+    for line in render_plan(build_plan(resolved.config)):
+        typer.echo(line)
