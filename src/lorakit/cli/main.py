@@ -23,6 +23,7 @@ err_console = Console(stderr=True)
 def _register() -> None:
     """Each command group lives in its own module and adds itself to `app`."""
     from . import train  # noqa: F401
+    from . import config  # noqa: F401
     from . import data  # noqa: F401
 
 
