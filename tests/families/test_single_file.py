@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -166,6 +167,48 @@ def test_sd2_and_sdxl_single_files_load_every_tensor_exactly(family, tmp_path):
         assert_same_weights(getattr(loaded, name), getattr(pipe, name))
     if family == "sdxl":
         assert loaded.tokenizer_2.pad_token == "!" and loaded.tokenizer.pad_token == "<|endoftext|>"
+
+
+@pytest.mark.parametrize(
+    ("arch", "family", "scheduler", "prediction"),
+    [
+        ("sd15", "sd1", "PNDMScheduler", "epsilon"),
+        ("sd21-v", "sd2", "DDIMScheduler", "v_prediction"),
+        ("sdxl-base", "sdxl", "EulerDiscreteScheduler", "epsilon"),
+    ],
+)
+def test_shipped_config_folder_drives_the_load(arch, family, scheduler, prediction, tmp_path):
+    """The shipped folder with only the model sizes swapped for tiny ones: its model_index, scheduler and
+    tokenizers (shared CLIP vocabulary, per-folder pad token) are what the pipeline ends up with."""
+    pipe = tiny_sdxl_pipeline() if family == "sdxl" else tiny_sd_pipeline(family)
+    tiny = save_configs_only(pipe, tmp_path / "tiny")
+    config_dir = shutil.copytree(sf.shipped_config(arch), tmp_path / arch)
+    models = ["unet", "vae", "text_encoder", *(["text_encoder_2"] if family == "sdxl" else [])]
+    for name in models:
+        shutil.copy(tiny / name / "config.json", config_dir / name / "config.json")
+    ckpt = write_single_file(pipe, family, tmp_path / "model.safetensors")
+    loaded = sf.load_single_file(ckpt, family, None, config_dir=config_dir)
+    for name in models:
+        assert_same_weights(getattr(loaded, name), getattr(pipe, name))
+    assert type(loaded.scheduler).__name__ == scheduler and loaded.scheduler.config.prediction_type == prediction
+    tokenizers = [loaded.tokenizer, *([loaded.tokenizer_2] if family == "sdxl" else [])]
+    expected_pads = {"sd1": ["<|endoftext|>"], "sd2": ["!"], "sdxl": ["<|endoftext|>", "!"]}[family]
+    assert [t.pad_token for t in tokenizers] == expected_pads
+    assert all(len(t) == 49408 and t.model_max_length == 77 for t in tokenizers)
+    if family != "sdxl":
+        assert loaded.safety_checker is None and loaded.feature_extractor is None
+
+
+def test_zero_terminal_snr_marker_rescales_the_betas(sd1_files, tmp_path):
+    pipe, config_dir, _ = sd1_files
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(sd1_files[2]))
+    ckpt = tmp_path / "vpred-ztsnr.safetensors"
+    save_file({**tensors, "v_pred": torch.tensor([]), "ztsnr": torch.tensor([])}, str(ckpt))
+    scheduler = sf.load_single_file(ckpt, "sd1", None, config_dir=config_dir).scheduler
+    assert scheduler.config.prediction_type == "v_prediction" and scheduler.config.rescale_betas_zero_snr
+    assert float(scheduler.alphas_cumprod[-1]) < 1e-6  # zero SNR at the last timestep
 
 
 def test_v_prediction_flag_and_file_metadata_set_the_prediction_type(sd1_files, tmp_path):

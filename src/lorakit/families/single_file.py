@@ -221,13 +221,16 @@ def _tokenizers_for(config_dir: Path) -> dict[str, Any]:
 
 
 # -- loading ------------------------------------------------------------------------------------------------------
-def _scheduler_for(config_dir: Path, v_prediction: bool | None) -> Any:
-    """The config folder's scheduler, with prediction_type forced when `v_prediction` is set."""
+def _scheduler_for(config_dir: Path, v_prediction: bool | None, zero_snr: bool = False) -> Any:
+    """The config folder's scheduler, with prediction_type forced when `v_prediction` is set and the betas
+    rescaled to zero terminal SNR when the checkpoint was trained that way (`ztsnr` marker)."""
     import diffusers
 
     cfg = json.loads((config_dir / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
     cls = getattr(diffusers, cfg.get("_class_name", "DDIMScheduler"))
-    extra = {} if v_prediction is None else {"prediction_type": "v_prediction" if v_prediction else "epsilon"}
+    extra: dict[str, Any] = {} if v_prediction is None else {"prediction_type": "v_prediction" if v_prediction else "epsilon"}
+    if zero_snr:
+        extra["rescale_betas_zero_snr"] = True
     return cls.from_pretrained(str(config_dir), subfolder="scheduler", **extra)
 
 
@@ -301,7 +304,13 @@ def load_single_file(
                 path,
             )
         config_dir = Path(config_dir) if config_dir is not None else shipped_config(default_arch(family, v_prediction))
-        pipe = _from_single_file(source, path, family, config_dir, v_prediction, torch_dtype, vae)
+        if not (config_dir / "model_index.json").is_file() or not (config_dir / "scheduler").is_dir():
+            raise ModelError(
+                f"config folder {config_dir} is not a diffusers pipeline layout (model_index.json, scheduler/, ...)",
+                "pass a diffusers model folder, or leave config_dir unset to use the shipped configs",
+            )
+        scheduler = _scheduler_for(config_dir, v_prediction, zero_snr="ztsnr" in names)
+        pipe = _from_single_file(source, path, family, config_dir, scheduler, torch_dtype, vae)
     _check_complete(pipe, path, config_dir)
     return pipe
 
@@ -311,17 +320,15 @@ def _from_single_file(
     path: Path,
     family: str,
     config_dir: Path,
-    v_prediction: bool | None,
+    scheduler: Any,
     torch_dtype: torch.dtype | None,
     vae: Path | None,
 ) -> Any:
     """diffusers' `from_single_file` with a local config folder and our tokenizers/scheduler passed in."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-    if not (config_dir / "model_index.json").is_file():
-        raise ModelError(f"config folder {config_dir} has no model_index.json", "pass a diffusers-layout folder")
     pipeline_class = StableDiffusionXLPipeline if family == "sdxl" else StableDiffusionPipeline
-    components: dict[str, Any] = {**_tokenizers_for(config_dir), "scheduler": _scheduler_for(config_dir, v_prediction)}
+    components: dict[str, Any] = {**_tokenizers_for(config_dir), "scheduler": scheduler}
     if vae is not None:
         components["vae"] = load_vae(Path(vae), config_dir, torch_dtype)
     try:
