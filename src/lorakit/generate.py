@@ -24,12 +24,24 @@ def apply_lora(parts: ModelParts, lora: Path, weight: float) -> None:
         raise LorakitError(f"LoRA not found: {lora}", "pass a .safetensors file or a PEFT folder from runs/<id>/train/")
     pipe = parts.pipeline
     if lora.is_dir():
-        from peft import PeftModel  # noqa: F401  (diffusers needs peft for adapters)
+        from .networks.formats import load_peft_folder
 
-        pipe.unet.load_lora_adapter(str(lora / "unet"), adapter_name=LORA_ADAPTER, prefix=None)
+        for component, state in load_peft_folder(lora).items():
+            if component == "unet":
+                pipe.unet.load_lora_adapter(state, adapter_name=LORA_ADAPTER, prefix=None)
+            else:
+                getattr(pipe, component).load_adapter(
+                    adapter_state_dict=state, adapter_name=LORA_ADAPTER,
+                    peft_config=_peft_config(lora / component))
     else:
         pipe.load_lora_weights(str(lora), adapter_name=LORA_ADAPTER)
     pipe.set_adapters([LORA_ADAPTER], adapter_weights=[weight])
+
+
+def _peft_config(folder: Path):
+    from peft import LoraConfig
+
+    return LoraConfig.from_pretrained(str(folder))
 
 
 def render_images(parts: ModelParts, prompt: str, seeds: tuple[int, ...], negative_prompt: str = "", steps: int = 20,

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
 
 from ..config.schema import LorakitConfig
 from ..data.pipeline import DatasetPlan, build_dataset
@@ -62,6 +63,9 @@ def make_accelerator(cfg: LorakitConfig) -> Accelerator:
     mp = cfg.train.mixed_precision
     if mp == "fp16" and not torch.cuda.is_available():
         raise ConfigError(["train.mixed_precision = 'fp16' needs a CUDA GPU"], "use 'bf16' or 'no' on this machine")
+    # Accelerate keeps process-wide state; a new run in the same process (tests, a notebook) starts afresh.
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
     return Accelerator(mixed_precision=mp)
 
 

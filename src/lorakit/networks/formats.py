@@ -22,7 +22,7 @@ from ..io import atomic_path
 from .lora import ADAPTER
 
 SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-_SUFFIXES = {"lora_A": "lora_down", "lora_B": "lora_up"}
+PEFT_PREFIX = "base_model.model."  # PeftModel.save_pretrained's key prefix, which PeftModel.from_pretrained expects
 
 
 def _adapter_modules(module: torch.nn.Module) -> dict[str, dict[str, torch.Tensor]]:
@@ -111,11 +111,22 @@ def save_peft(folder: Path, parts: ModelParts, dtype: torch.dtype) -> Path:
         cfg = module.peft_config[ADAPTER]
         with atomic_path(sub / "adapter_config.json") as tmp:
             tmp.write_text(json.dumps(cfg.to_dict(), indent=2, default=list), encoding="utf-8")
-        state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in
+        state = {PEFT_PREFIX + k: v.detach().to("cpu", dtype).contiguous() for k, v in
                  get_peft_model_state_dict(module, adapter_name=ADAPTER).items()}
         with atomic_path(sub / "adapter_model.safetensors") as tmp:
             save_file(state, str(tmp), metadata={"format": "pt"})
     return folder
+
+
+def load_peft_folder(folder: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """{component: state dict without the PEFT prefix} of a folder written by `save_peft`."""
+    from safetensors.torch import load_file
+
+    out = {}
+    for sub in sorted(p for p in folder.iterdir() if (p / "adapter_model.safetensors").is_file()):
+        sd = load_file(sub / "adapter_model.safetensors")
+        out[sub.name] = {k.removeprefix(PEFT_PREFIX): v for k, v in sd.items()}
+    return out
 
 
 def _attr_name(parts: ModelParts, module: torch.nn.Module) -> str:

@@ -1,0 +1,33 @@
+"""Test-wide setup: offline, quiet, tiny models only."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def write_images(folder: Path, count: int = 4, size: tuple[int, int] = (96, 96), seed: int = 0) -> Path:
+    """Solid-ish coloured images with `.txt` captions."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        arr = np.full((size[1], size[0], 3), rng.integers(0, 255, 3), dtype=np.uint8)
+        arr[: size[1] // 2] = rng.integers(0, 255, 3)
+        Image.fromarray(arr).save(folder / f"img{i}.png")
+        (folder / f"img{i}.txt").write_text(f"colour block {i}", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def image_dir(tmp_path: Path) -> Path:
+    return write_images(tmp_path / "images")

@@ -1,0 +1,95 @@
+"""Training on the tiny model: it learns, it is reproducible, it writes what it promises."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from peft import PeftModel
+from safetensors.torch import load_file
+
+from lorakit import api
+from lorakit.config.loader import load_config
+from lorakit.config.schema import ModelSection
+from lorakit.data.pipeline import build_dataset
+from lorakit.engine import trainer
+from lorakit.engine.encode import BatchEncoder
+from lorakit.engine.validation import held_out_loss
+from lorakit.families import load_model
+from lorakit.modes import LoraMode
+
+
+def config(tmp_path: Path, image_dir: Path, *extra: str):
+    return load_config(sets=[
+        f'data.train_data_dir="{image_dir}"', f'output.output_dir="{tmp_path / "runs"}"', "data.resolution=64",
+        "train.learning_rate=2e-3", "train.max_train_steps=30", "network.network_dim=4", *extra,
+    ])
+
+
+def test_held_out_loss_goes_down(tmp_path: Path, image_dir: Path) -> None:
+    cfg = config(tmp_path, image_dir)
+    dataset = build_dataset(cfg.data, 1, 0)
+
+    def loss_with(lora: Path | None) -> float:
+        parts = load_model(cfg.model)
+        enc = BatchEncoder(parts, torch.device("cpu"), torch.float32, True, True, seed=0)
+        mode = LoraMode(parts, cfg, enc)
+        if lora:
+            parts.pipeline.unet.delete_adapters("lorakit")
+            parts.pipeline.load_lora_weights(str(lora), adapter_name="lorakit")
+        return held_out_loss(mode, dataset.train, 4)
+
+    result = api.train(cfg)
+    before, after = loss_with(None), loss_with(result.lora_path)
+    assert after < before * 0.95, (before, after)
+
+
+def test_same_seed_same_lora(tmp_path: Path, image_dir: Path) -> None:
+    a = api.train(config(tmp_path, image_dir, "train.max_train_steps=5"))
+    b = api.train(config(tmp_path, image_dir, "train.max_train_steps=5"))
+    c = api.train(config(tmp_path, image_dir, "train.max_train_steps=5", "train.seed=7"))
+    ta, tb, tc = (load_file(r.lora_path) for r in (a, b, c))
+    assert a.run_dir != b.run_dir and ta.keys() == tb.keys()
+    assert all(torch.equal(ta[k], tb[k]) for k in ta)
+    assert any(not torch.equal(ta[k], tc[k]) for k in ta if k.endswith("lora_up.weight"))
+
+
+def test_run_writes_log_checkpoints_and_config(tmp_path: Path, image_dir: Path) -> None:
+    cfg = config(tmp_path, image_dir, "train.max_train_steps=6", "output.save_every_n_steps=2",
+                 "output.save_format='both'", "train.gradient_accumulation_steps=2", "train.min_snr_gamma=5.0",
+                 "train.noise_offset=0.05", "train.lr_scheduler='cosine'", "train.lr_warmup_steps=2")
+    result = api.train(cfg)
+    train_dir = result.run_dir / "train"
+    assert sorted(p.name for p in train_dir.glob("*.safetensors")) == [
+        "lora-step00000002.safetensors", "lora-step00000004.safetensors", "lora.safetensors"]
+    rows = list(csv.DictReader(open(train_dir / "log.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    lrs = [float(r["lr"]) for r in rows]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[1] == pytest.approx(2e-3) and lrs[-1] < lrs[2]
+    assert all(float(r["loss"]) > 0 for r in rows)
+    reloaded = load_config([result.run_dir / "config.toml"])
+    assert reloaded.train == cfg.train and reloaded.output.run_id == result.run_dir.name
+    # the PEFT folder loads with peft into a fresh UNet and gives the kohya file's weights
+    fresh = load_model(ModelSection(pretrained_model_name_or_path="tiny-sd1"))
+    peft_unet = PeftModel.from_pretrained(fresh.unet, str(result.peft_dir / "unet"))
+    kohya = load_file(result.lora_path)
+    down = peft_unet.base_model.model.down_blocks[0].attentions[0].transformer_blocks[0].attn1.to_q.lora_A["default"]
+    assert torch.allclose(down.weight.half(), kohya[
+        "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight"])
+
+
+@pytest.mark.parametrize("model", ["tiny-sd2-v", "tiny-sdxl"])
+def test_other_families_train(tmp_path: Path, image_dir: Path, model: str) -> None:
+    result = api.train(config(tmp_path, image_dir, f"model.pretrained_model_name_or_path='{model}'",
+                              "train.max_train_steps=3", "network.train_text_encoder=true",
+                              "train.text_encoder_lr=1e-4", "train.mixed_precision='bf16'"))
+    keys = load_file(result.lora_path).keys()
+    te_prefix = "lora_te1_" if model == "tiny-sdxl" else "lora_te_"
+    assert any(k.startswith(te_prefix) for k in keys) and any(k.startswith("lora_unet_") for k in keys)
+
+
+def test_total_steps_from_epochs(tmp_path: Path, image_dir: Path) -> None:
+    cfg = load_config(sets=["train.max_train_epochs=3", "train.gradient_accumulation_steps=2"])
+    assert trainer.total_steps(cfg, batches_per_epoch=5) == 9  # ceil(5/2)=3 per epoch

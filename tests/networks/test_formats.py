@@ -1,0 +1,122 @@
+"""The saved kohya file is the product: diffusers' own loader must reproduce the trained model exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from peft.tuners.tuners_utils import BaseTunerLayer
+from safetensors import safe_open
+
+from lorakit.config.schema import ModelSection, NetworkSection
+from lorakit.errors import LorakitError
+from lorakit.families import FAMILIES, load_model
+from lorakit.networks import formats
+from lorakit.networks.lora import ADAPTER, attach_lora
+
+TINY = [f.tiny_name for f in FAMILIES.values()]
+
+
+def trained_parts(name: str, train_te: bool):
+    """A tiny model with a LoRA whose weights are random (as if trained: up weights non-zero)."""
+    parts = load_model(ModelSection(pretrained_model_name_or_path=name))
+    torch.manual_seed(0)
+    params = attach_lora(parts, NetworkSection(network_dim=4, network_alpha=2, train_text_encoder=train_te))
+    with torch.no_grad():
+        for p in params:
+            p.add_(torch.randn_like(p) * 0.2)
+    return parts
+
+
+@torch.no_grad()
+def unet_output(parts) -> torch.Tensor:
+    """UNet output on fixed latents, timesteps and prompts (through the text encoders)."""
+    fam = parts.family
+    cond = fam.encode_prompts(parts, ["a red cat", "blue dog"])
+    sizes = [{"original_size": (64, 64), "crop_top_left": (0, 0), "target_size": (64, 64)}] * 2
+    gen = torch.Generator().manual_seed(3)
+    latents = torch.randn((2, 4, 8, 8), generator=gen)
+    return parts.unet(latents, torch.tensor([10, 600]), **fam.unet_kwargs(cond, sizes)).sample
+
+
+def scale_in_memory(parts, weight: float) -> None:
+    parts.unet.set_adapters([ADAPTER], [weight])
+    for te in parts.text_encoders:
+        for m in te.modules():
+            if isinstance(m, BaseTunerLayer) and ADAPTER in m.scaling:
+                m.set_scale(ADAPTER, weight)
+
+
+@pytest.mark.parametrize("train_te", [False, True], ids=["unet", "unet+te"])
+@pytest.mark.parametrize("name", TINY)
+def test_kohya_file_loads_in_diffusers_with_same_output(name: str, train_te: bool, tmp_path: Path) -> None:
+    parts = trained_parts(name, train_te)
+    base = unet_output(load_model(ModelSection(pretrained_model_name_or_path=name)))
+    expected = unet_output(parts)
+    assert (expected - base).abs().max() > 1e-3  # the adapter really changes the output
+
+    path = formats.save_kohya(tmp_path / "x.safetensors", formats.to_kohya(parts, 2.0), {"ss_network_dim": "4"})
+    fresh = load_model(ModelSection(pretrained_model_name_or_path=name))
+    fresh.pipeline.load_lora_weights(str(path), adapter_name="loaded")
+    assert (unet_output(fresh) - expected).abs().max() <= 1e-5
+
+    scale_in_memory(parts, 0.5)
+    fresh.pipeline.set_adapters(["loaded"], adapter_weights=[0.5])
+    half = unet_output(parts)
+    assert (half - expected).abs().max() > 1e-4  # scaling matters
+    assert (unet_output(fresh) - half).abs().max() <= 1e-5
+
+
+def test_key_names_follow_kohya(tmp_path: Path) -> None:
+    sd1 = formats.to_kohya(trained_parts("tiny-sd1", True), 2.0)
+    assert "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight" in sd1
+    assert "lora_unet_up_blocks_1_attentions_2_transformer_blocks_0_attn2_to_out_0.lora_up.weight" in sd1
+    assert "lora_te_text_model_encoder_layers_0_self_attn_q_proj.alpha" in sd1
+    assert sd1["lora_te_text_model_encoder_layers_0_self_attn_q_proj.alpha"].item() == 2.0
+
+    xl = formats.to_kohya(trained_parts("tiny-sdxl", True), 2.0)
+    names = {k.split(".")[0] for k in xl}
+    # layers_per_block=2: down block 1 layer 0 is input_blocks.4; up block 0 layer 0 is output_blocks.0
+    assert "lora_unet_input_blocks_4_1_transformer_blocks_1_attn2_to_k" in names
+    assert "lora_unet_middle_block_1_transformer_blocks_0_attn1_to_v" in names
+    assert "lora_unet_output_blocks_0_1_transformer_blocks_0_attn1_to_q" in names
+    assert any(n.startswith("lora_te1_text_model_encoder_layers_") for n in names)
+    assert any(n.startswith("lora_te2_text_model_encoder_layers_") for n in names)
+    assert not any("down_blocks" in n or "up_blocks" in n for n in names)
+
+
+def test_unmatched_key_is_an_error() -> None:
+    parts = trained_parts("tiny-sd1", False)
+    sd = formats.to_kohya(parts, 2.0)
+    sd["lora_unet_down_blocks_9_attentions_0_proj_in.lora_down.weight"] = torch.zeros(4, 4)
+    with pytest.raises(LorakitError, match="lora_unet_down_blocks_9_attentions_0_proj_in"):
+        formats.check_kohya_keys(sd, parts)
+
+
+@pytest.mark.parametrize("name,version,arch", [
+    ("tiny-sd1", "sd_v1", "stable-diffusion-v1/lora"),
+    ("tiny-sd2-v", "sd_v2_v", "stable-diffusion-v2-768-v/lora"),
+    ("tiny-sdxl", "sdxl_base_v1-0", "stable-diffusion-xl-v1-base/lora"),
+])
+def test_metadata_and_hash(name: str, version: str, arch: str, tmp_path: Path) -> None:
+    parts = trained_parts(name, False)
+    meta = formats.kohya_metadata(parts, name="x", dim=4, alpha=2.0, resolution=(64, 64), steps=10, epochs=1,
+                                  learning_rate=1e-4, te_trained=False, seed=1, tag_frequency={"a": {"cat": 2}},
+                                  num_images=3, created="2026-01-01T00:00:00+00:00")
+    sd = formats.to_kohya(parts, 2.0, torch.float16)
+    path = formats.save_kohya(tmp_path / "x.safetensors", sd, meta)
+    with safe_open(str(path), "pt") as f:
+        saved = f.metadata()
+        assert f.get_tensor(next(iter(f.keys()))).dtype == torch.float16
+    assert saved["ss_base_model_version"] == version
+    assert saved["modelspec.architecture"] == arch
+    assert saved["ss_network_dim"] == "4" and saved["ss_network_alpha"] == "2.0"
+    assert saved["ss_tag_frequency"] == '{"a": {"cat": 2}}'
+    # sshs_model_hash is the sha256 of the tensor bytes after the header, recomputable from the file
+    import hashlib
+    import struct
+
+    blob = path.read_bytes()
+    (n,) = struct.unpack("<Q", blob[:8])
+    assert saved["sshs_model_hash"] == hashlib.sha256(blob[8 + n :]).hexdigest()
