@@ -1,0 +1,263 @@
+"""`prepare` on a generated folder with every awkward case: right pixels out, right reasons, raw bytes untouched."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lorakit.data.preprocess import PrepareOptions, laplacian_variance, prepare
+
+RED, GREEN, BLUE = (220, 30, 30), (30, 200, 40), (30, 40, 210)
+
+
+def textured(w: int, h: int, seed: int, grey: bool = False) -> np.ndarray:
+    """A blocky random picture (distinct perceptual hash per seed), HxWx3 uint8 (or HxW when grey)."""
+    rng = np.random.default_rng(seed)
+    cells = rng.integers(0, 256, (8, 8) if grey else (8, 8, 3), dtype=np.uint8)
+    big = np.kron(cells, np.ones((h // 8 + 1, w // 8 + 1) + (() if grey else (1,)), dtype=np.uint8))
+    return np.ascontiguousarray(big[:h, :w])
+
+
+def centre(arr: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    """Mean colour of a region."""
+    return arr[y0:y1, x0:x1].reshape(-1, arr.shape[-1]).mean(axis=0)
+
+
+def build_raw(raw: Path) -> None:
+    """The awkward folder."""
+    chars = raw / "10_mychar"
+    chars.mkdir(parents=True)
+    # EXIF-rotated JPEG: upright it is 320 wide × 480 tall with a red top-left corner
+    upright = textured(320, 480, 1)
+    upright[:120, :120] = RED
+    stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)  # orientation 6 turns it back
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(chars / "phone.jpg", quality=95, exif=exif)
+    (chars / "phone.txt").write_text("mychar, standing", encoding="utf-8")
+    # RGBA PNG: left half transparent, right half green
+    rgba = np.zeros((300, 400, 4), dtype=np.uint8)
+    rgba[..., :3] = textured(400, 300, 2)
+    rgba[..., 3] = 255
+    rgba[:, :200, 3] = 0
+    rgba[100:200, 250:350, :3] = GREEN
+    Image.fromarray(rgba, "RGBA").save(chars / "sticker.png")
+    (chars / "sticker.txt").write_text("from txt", encoding="utf-8")
+    (chars / "sticker.caption").write_text("from caption", encoding="utf-8")
+    # CMYK JPEG with a pure red block (C=0 M=255 Y=255 K=0)
+    cmyk = Image.fromarray(textured(360, 300, 3)).convert("CMYK")
+    cmyk.paste((0, 255, 255, 0), (100, 100, 260, 200))
+    cmyk.save(raw / "print.jpg", quality=95)
+    (raw / "print.caption").write_text("only a caption file", encoding="utf-8")
+    # 16-bit greyscale TIFF and PNG with a mid-grey centre (32768/65535 → 128)
+    for i, ext in enumerate(("tif", "png")):
+        grey = textured(300, 300, 4 + i, grey=True).astype(np.uint16) * 257
+        grey[100:200, 100:200] = 32768
+        Image.fromarray(grey).save(raw / f"scan16.{ext}")
+    # other formats: BMP, WebP (lossless), PCX, ICO (256 max), animated GIF (first frame blue)
+    Image.fromarray(textured(300, 260, 6)).save(raw / "paint.bmp")
+    Image.fromarray(textured(300, 260, 7)).save(raw / "web.webp", lossless=True)
+    Image.fromarray(textured(300, 260, 8)).save(raw / "old.pcx")
+    Image.fromarray(textured(256, 256, 9)).save(raw / "icon.ico", sizes=[(256, 256)])
+    frames = [Image.fromarray(textured(300, 300, 10 + k)) for k in range(3)]
+    frames[0].paste(BLUE, (100, 100, 200, 200))
+    frames[0].save(raw / "anim.gif", save_all=True, append_images=frames[1:], duration=100)
+    # bad ones
+    good = (chars / "phone.jpg").read_bytes()
+    (raw / "truncated.jpg").write_bytes(good[: len(good) // 3])
+    Image.fromarray(textured(40, 40, 11)).save(raw / "thumb.png")
+    (raw / "notes.pdf").write_bytes(b"%PDF-1.4 not an image")
+    (raw / "fake.png").write_text("this is text, not a PNG", encoding="utf-8")
+    Image.open(raw / "paint.bmp").save(raw / "paint_copy.png")  # same picture, other format
+    # hidden things are skipped entirely
+    (raw / ".DS_Store").write_bytes(b"\x00\x01")
+    (raw / ".cache").mkdir()
+    Image.fromarray(textured(300, 300, 12)).save(raw / ".cache" / "x.png")
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict, object]:
+    base = tmp_path_factory.mktemp("prep")
+    raw, out = base / "raw", base / "out"
+    build_raw(raw)
+    before = tree_hashes(raw)
+    report = prepare(raw, out, PrepareOptions(workers=4))
+    return raw, out, before, report
+
+
+def rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.mode == "RGB", (path, im.format, im.mode)
+        return np.asarray(im, dtype=np.float64)
+
+
+def test_raw_folder_is_never_modified(prepared) -> None:
+    raw, _, before, _ = prepared
+    assert tree_hashes(raw) == before
+
+
+def test_bad_files_are_rejected_with_reasons(prepared) -> None:
+    _, out, _, report = prepared
+    reasons = {r.source: r.reason.split(":")[0] for r in report.rejected}
+    assert reasons == {
+        "truncated.jpg": "corrupt",
+        "fake.png": "corrupt",
+        "thumb.png": "too_small",
+        "notes.pdf": "unsupported",
+        "paint_copy.png": "duplicate",
+    }
+    assert "paint.bmp" in next(r.reason for r in report.rejected if r.source == "paint_copy.png")
+    for source in reasons:
+        assert (out / "rejected" / source).read_bytes() == (prepared[0] / source).read_bytes()
+        assert not (out / source).with_suffix(".png").exists()
+
+
+def test_hidden_files_are_skipped(prepared) -> None:
+    _, out, _, report = prepared
+    assert not any(r.source.startswith(".") or "/." in r.source for r in report.rows)
+    assert not (out / ".cache").exists()
+
+
+def test_orientation_is_applied(prepared) -> None:
+    _, out, _, _ = prepared
+    arr = rgb(out / "10_mychar" / "phone.png")
+    assert arr.shape == (480, 320, 3)
+    assert np.abs(centre(arr, 20, 100, 20, 100) - RED).max() < 12
+
+
+def test_alpha_is_composited_on_the_background(prepared) -> None:
+    _, out, _, _ = prepared
+    arr = rgb(out / "10_mychar" / "sticker.png")
+    assert np.abs(centre(arr, 0, 300, 0, 200) - 255).max() < 1
+    assert np.abs(centre(arr, 110, 190, 260, 340) - GREEN).max() < 1
+
+
+def test_cmyk_becomes_the_right_rgb(prepared) -> None:
+    _, out, _, _ = prepared
+    arr = rgb(out / "print.png")
+    assert np.abs(centre(arr, 120, 180, 120, 240) - (255, 0, 0)).max() < 12
+
+
+@pytest.mark.parametrize("output", ["scan16.png", "scan16_tif.png"])  # a.png and a.tif: the later one is renamed
+def test_sixteen_bit_is_scaled_not_clipped(prepared, output: str) -> None:
+    _, out, _, _ = prepared
+    arr = rgb(out / output)
+    assert np.abs(centre(arr, 110, 190, 110, 190) - 128).max() <= 1
+
+
+def test_other_formats_and_first_frame(prepared) -> None:
+    _, out, _, report = prepared
+    for name in ("paint.png", "web.png", "old.png", "icon.png"):
+        assert rgb(out / name).shape[2] == 3
+    assert np.abs(centre(rgb(out / "anim.png"), 120, 180, 120, 180) - BLUE).max() < 20
+    assert report.ok == 10
+
+
+def test_captions_are_copied(prepared) -> None:
+    _, out, _, _ = prepared
+    assert (out / "10_mychar" / "phone.txt").read_text(encoding="utf-8") == "mychar, standing"
+    assert (out / "10_mychar" / "sticker.txt").read_text(encoding="utf-8") == "from txt"
+    assert (out / "10_mychar" / "sticker.caption").read_text(encoding="utf-8") == "from caption"
+    assert (out / "print.caption").read_text(encoding="utf-8") == "only a caption file"
+
+
+def test_log_has_one_row_per_file(prepared) -> None:
+    _, out, _, report = prepared
+    with open(out / "preprocess_log.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 15
+    phone = next(r for r in rows if r["source"] == "10_mychar/phone.jpg")
+    assert (phone["status"], phone["ok"], phone["output"]) == ("ok", "1", "10_mychar/phone.png")
+    assert (phone["width_before"], phone["height_before"]) == ("480", "320")  # as stored, before rotation
+    assert (phone["width_after"], phone["height_after"]) == ("320", "480")
+    thumb = next(r for r in rows if r["source"] == "thumb.png")
+    assert thumb["status"] == "rejected" and thumb["ok"] == "0" and "40x40" in thumb["reason"]
+
+
+def test_prepared_folder_trains(prepared) -> None:
+    from lorakit.data.pipeline import build_dataset
+    from lorakit.data.settings import DataSection
+
+    _, out, _, _ = prepared
+    plan = build_dataset(DataSection(train_data_dir=str(out)), batch_size=2, seed=0)
+    assert len(plan.train) == 10  # rejected/ is not scanned
+    by_name = {ex.image.name: ex for ex in plan.train}
+    assert by_name["sticker.png"].caption == "from txt" and by_name["phone.png"].repeats == 10
+
+
+def test_rerun_skips_unchanged_and_redoes_changed(tmp_path: Path) -> None:
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    (raw / "sub").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(textured(300, 300, 20 + i)).save(raw / "sub" / f"{i}.png")
+    Image.fromarray(textured(30, 30, 30)).save(raw / "small.png")
+    first = prepare(raw, out)
+    assert (first.written, first.unchanged, len(first.rejected)) == (3, 0, 1)
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
+    second = prepare(raw, out)
+    assert (second.written, second.unchanged, len(second.rejected)) == (0, 4, 1)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.png")} == stamps
+    Image.fromarray(textured(300, 300, 40)).save(raw / "sub" / "1.png")
+    (raw / "sub" / "2.png").unlink()
+    third = prepare(raw, out)
+    assert (third.written, third.unchanged, third.removed) == (1, 2, 1)
+    assert not (out / "sub" / "2.png").exists()
+    assert np.array_equal(rgb(out / "sub" / "1.png"), textured(300, 300, 40).astype(np.float64))
+
+
+def test_duplicate_returns_when_its_twin_is_removed(tmp_path: Path) -> None:
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    Image.fromarray(textured(300, 300, 50)).save(raw / "a.png")
+    shutil.copy(raw / "a.png", raw / "b.png")
+    assert [r.source for r in prepare(raw, out).rejected] == ["b.png"]
+    (raw / "a.png").unlink()
+    report = prepare(raw, out)
+    assert not report.rejected and (out / "b.png").is_file() and not (out / "a.png").exists()
+
+
+def test_options_background_and_max_side(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    rgba = np.zeros((400, 800, 4), dtype=np.uint8)
+    rgba[..., :3] = textured(800, 400, 60)
+    rgba[..., 3] = 255
+    rgba[:, :100, 3] = 0
+    Image.fromarray(rgba, "RGBA").save(raw / "wide.png")
+    prepare(raw, tmp_path / "out", PrepareOptions(background=(0, 0, 0), max_side=400))
+    arr = rgb(tmp_path / "out" / "wide.png")
+    assert arr.shape == (200, 400, 3)
+    assert centre(arr, 0, 200, 0, 45).max() < 1
+
+
+def test_blur_is_a_warning_not_a_rejection(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    ramp = np.tile(np.linspace(0, 255, 300, dtype=np.uint8)[None, :, None], (300, 1, 3))
+    Image.fromarray(ramp).save(raw / "soft.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8)).save(raw / "sharp.png")
+    report = prepare(raw, tmp_path / "out")
+    assert report.ok == 2
+    assert [w.split(":")[0] for w in report.warnings] == ["soft.png"]
+    assert laplacian_variance(Image.fromarray(ramp)) < 1 < laplacian_variance(Image.open(raw / "sharp.png"))
+
+
+def test_output_inside_raw_is_refused(tmp_path: Path) -> None:
+    from lorakit.errors import DataError
+
+    (tmp_path / "raw").mkdir()
+    with pytest.raises(DataError, match="overlaps"):
+        prepare(tmp_path / "raw", tmp_path / "raw" / "out")
+    with pytest.raises(DataError, match="not found"):
+        prepare(tmp_path / "missing", tmp_path / "out")
