@@ -47,7 +47,7 @@ REASONS = {
     "additional_parameters": "free-form command-line arguments cannot be mapped; set the keys individually",
 }
 GUI_ONLY = {
-    "file_path", "save_as", "headless", "print_only", "model_list", "LyCORIS_preset", "dataset_config",
+    "file_path", "save_as", "headless", "print_only", "model_list", "LyCORIS_preset",
     "log_tracker_config", "log_tracker_name", "wandb_api_key", "wandb_run_name", "huggingface_repo_id",
     "huggingface_token", "huggingface_repo_type", "huggingface_repo_visibility", "huggingface_path_in_repo",
     "save_state_to_huggingface", "resume_from_huggingface", "async_upload", "extra_accelerate_launch_args",
@@ -265,7 +265,7 @@ def _conversions(gui: bool) -> dict[str, Callable[[ImportResult, str, Any], None
 
 
 HANDLED = {"learning_rate", "unet_lr", "text_encoder_lr", "network_train_unet_only", "lr_warmup",
-           "lr_warmup_steps", "sdxl", "v2"}
+           "lr_warmup_steps", "sdxl", "v2", "dataset_config"}
 
 
 def convert(src: dict[str, Any], gui: bool) -> ImportResult:
@@ -345,7 +345,7 @@ def _subset(r: ImportResult, label: str, subset: dict[str, Any], target: str | N
             continue
         if key == "num_repeats":
             name = Path(str(image_dir)).name
-            if has_field("data.num_repeats") and target:
+            if has_field("data.num_repeats") and target == "data.train_data_dir":
                 r.put(f"{label}.{key}", "data.num_repeats", value)
             else:
                 r.skip(f"{label}.{key}", value, f"lorakit reads repeats from the folder name: name it "
@@ -372,6 +372,10 @@ def import_file(path: Path, dataset_toml: Path | None = None) -> ImportResult:
     if not isinstance(src, dict):
         raise ConfigError([f"{path}: expected a JSON object of settings"])
     result = convert(src, gui)
+    if src.get("dataset_config"):
+        result.mapped["dataset_config"] = "(the dataset TOML, read with it)"
+    elif "dataset_config" in src:
+        result.empty.append("dataset_config")
     if dataset_toml is None and src.get("dataset_config"):
         candidate = Path(str(src["dataset_config"]))
         if candidate.is_file():

@@ -1,0 +1,89 @@
+"""The step math against a table of cases, and the plan built from real folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lorakit.config.loader import resolve_layers
+from lorakit.config.plan import build_plan, compute_steps, kohya_gui_estimate, render_plan, reg_factor
+
+F, R = False, True  # is_reg
+
+# folders (images, repeats, is_reg), batch, accumulation, epochs, max_train_steps →
+#   samples/epoch, batches/epoch, steps/epoch, epochs run, total steps, kohya_ss GUI estimate
+CASES = [
+    ([(10, 10, F)], 1, 1, 1, None, 100, 100, 100, 1, 100, 100),
+    ([(10, 10, F)], 4, 1, 1, None, 100, 25, 25, 1, 25, 25),
+    ([(10, 3, F)], 4, 1, 3, None, 30, 8, 8, 3, 24, 23),  # per-epoch ceil: the GUI's estimate is one short
+    ([(10, 3, F)], 4, 2, 3, None, 30, 8, 4, 3, 12, 12),
+    ([(20, 5, F), (100, 1, R)], 2, 1, 2, None, 200, 100, 100, 2, 200, 200),  # reg factor 2; reg size irrelevant
+    ([(10, 10, F)], 4, 1, 10, 60, 100, 25, 25, 3, 60, 250),  # max_train_steps wins; epochs follow from it
+    ([(3, 10, F), (2, 5, F)], 2, 3, 2, None, 40, 20, 7, 2, 14, 14),
+    ([(7, 1, F)], 3, 1, 5, None, 7, 3, 3, 5, 15, 12),
+    ([(80, 1, F)], 1, 1, 5, None, 80, 80, 80, 5, 400, 400),  # 003's floor plans: 80 images, 5 epochs, batch 1
+]
+
+
+@pytest.mark.parametrize("folders,batch,accum,epochs,max_steps,samples,batches,per_epoch,run_epochs,total,gui", CASES)
+def test_step_table(folders, batch, accum, epochs, max_steps, samples, batches, per_epoch, run_epochs, total, gui):
+    s = compute_steps(folders, batch, accum, epochs, max_steps)
+    assert (s.samples_per_epoch, s.batches_per_epoch, s.steps_per_epoch, s.epochs, s.total_steps) == (
+        samples, batches, per_epoch, run_epochs, total)
+    assert kohya_gui_estimate(folders, batch, accum, epochs) == gui
+
+
+def test_reg_factor() -> None:
+    assert reg_factor([(1, 1, F)]) == 1
+    assert reg_factor([(1, 1, F), (5, 2, R)]) == 2
+
+
+def test_buckets_override_batches_per_epoch() -> None:
+    s = compute_steps([(10, 1, F)], 4, 1, 2, batches_per_epoch=4)  # e.g. buckets of 6 and 4 images → 2 + 1 + 1
+    assert (s.batches_per_epoch, s.steps_per_epoch, s.total_steps) == (4, 4, 8)
+
+
+@pytest.mark.parametrize("steps,ratio,total,expected", [(0, 0.1, 123, 12), (50, None, 40, 40), (5, None, 40, 5),
+                                                        (0, 0.05, 400, 20), (0, None, 10, 0)])
+def test_warmup_from_count_or_ratio(steps: int, ratio: float | None, total: int, expected: int) -> None:
+    s = compute_steps([(total, 1, F)], 1, 1, 1, warmup_steps=steps, warmup_ratio=ratio)
+    assert s.total_steps == total and s.warmup_steps == expected
+
+
+def test_text_encoder_stop_saves_and_samples() -> None:
+    s = compute_steps([(350, 1, F)], 1, 1, 1, text_encoder_stop=30, save_every=100, sample_every=150)
+    assert (s.text_encoder_stop, s.save_steps, s.sample_steps) == (30, (100, 200, 300), (150, 300))
+    s = compute_steps([(300, 1, F)], 1, 1, 1, text_encoder_stop=500, save_every=100)
+    assert (s.text_encoder_stop, s.save_steps, s.sample_steps) == (300, (100, 200), ())
+
+
+def write_images(folder: Path, count: int, size: tuple[int, int]) -> None:
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for i in range(count):
+        Image.new("RGB", size, (i * 40, 0, 0)).save(folder / f"{i}.png")
+
+
+def test_plan_from_folders(tmp_path: Path) -> None:
+    write_images(tmp_path / "img" / "10_cat", 3, (64, 64))
+    write_images(tmp_path / "img" / "5_dog", 2, (64, 64))
+    write_images(tmp_path / "reg" / "1_animal", 4, (64, 64))
+    r = resolve_layers(sets=[f'data.train_data_dir="{tmp_path / "img"}"', f'data.reg_data_dir="{tmp_path / "reg"}"',
+                             "data.resolution=64", "data.min_bucket_reso=32", "data.bucket_reso_steps=32",
+                             "train.train_batch_size=2", "train.max_train_epochs=3", "output.save_every_n_steps=50",
+                             "train.lr_warmup_ratio=0.1", "network.train_text_encoder=true",
+                             "train.stop_text_encoder_training=20", "output.run_id=r1"])
+    plan = build_plan(r.config)
+    assert plan.steps.samples_per_epoch == (3 * 10 + 2 * 5) * 2
+    assert (plan.steps.batches_per_epoch, plan.steps.total_steps, plan.steps.warmup_steps) == (40, 120, 12)
+    lines = render_plan(plan)
+    assert f"  {tmp_path / 'img' / '10_cat'}: 3 images × 10 repeats = 30 (train)" in lines
+    assert f"  {tmp_path / 'reg' / '1_animal'}: 4 images × 1 repeats = 4 (reg)" in lines
+    assert "regularisation factor: 2" in lines
+    assert "buckets: 64x64 (5)" in lines
+    assert "total steps: 120" in lines
+    assert "text encoder: trained until step 20" in lines
+    assert "saves: 50, 100 (2) + final at 120" in lines
+    assert f"output: {Path('runs') / 'r1' / 'train' / 'lora.safetensors'}" in lines

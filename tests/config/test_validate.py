@@ -1,0 +1,129 @@
+"""Semantic checks: argument lists against real signatures, cross-field rules, paths, resume shape."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import pytest
+
+from lorakit.config.schema import LorakitConfig
+from lorakit.config.validate import check, optimizer_parameters, parse_args_list
+
+
+def cfg(**sections: dict) -> LorakitConfig:
+    return LorakitConfig.model_validate(sections)
+
+
+def messages(config: LorakitConfig, paths: bool = False) -> tuple[list[str], list[str]]:
+    errors, warnings = check(config, paths=paths)
+    return [f"{f.key}: {f.message}" for f in errors], [f"{f.key}: {f.message}" for f in warnings]
+
+
+def test_parse_args_list_reads_literals() -> None:
+    values, problems = parse_args_list(["weight_decay=0.01", "betas=(0.9, 0.99)", "amsgrad=True", "mode=fast", "x"])
+    assert values == {"weight_decay": 0.01, "betas": (0.9, 0.99), "amsgrad": True, "mode": "fast"}
+    assert problems == ["'x' is not key=value (e.g. 'weight_decay=0.01')"]
+
+
+def test_optimizer_args_checked_against_adamw_signature() -> None:
+    good = cfg(train={"optimizer_args": ["weight_decay=0.01", "betas=(0.9,0.99)", "amsgrad=True"]})
+    assert messages(good) == ([], [])
+    bad = cfg(train={"optimizer_args": ["weight_decy=0.01", "lr=1", "eps=tiny", "amsgrad=1"]})
+    errors, _ = messages(bad)
+    assert errors[0].startswith("train.optimizer_args: AdamW has no parameter 'weight_decy' (it accepts: amsgrad, "
+                                "betas, capturable, differentiable, eps")
+    assert "weight_decay" in errors[0]
+    assert errors[1] == "train.optimizer_args: 'lr' is set by lorakit from train.learning_rate; remove it here"
+    assert errors[2] == "train.optimizer_args: 'eps='tiny'' should be a number like 1e-08"
+    assert errors[3] == "train.optimizer_args: 'amsgrad=1' should be True or False"
+    assert "weight_decay" in optimizer_parameters("AdamW")
+
+
+def test_scheduler_args_checked_against_diffusers_function() -> None:
+    errors, _ = messages(cfg(train={"lr_scheduler": "cosine", "lr_scheduler_args": ["power=2", "num_cycles=3"]}))
+    assert errors[0].startswith("train.lr_scheduler_args: scheduler 'cosine' has no parameter 'power'")
+    assert errors[1] == ("train.lr_scheduler_args: 'num_cycles' is set by lorakit from "
+                         "train.lr_scheduler_num_cycles; remove it here")
+
+
+def test_cross_field_rules() -> None:
+    errors, warnings = messages(cfg(train={"lr_warmup_steps": 10, "lr_warmup_ratio": 0.1, "text_encoder_lr": 1e-5,
+                                           "stop_text_encoder_training": 5, "max_train_steps": 10},
+                                    output={"save_every_n_steps": 20}, mode={"type": "dreambooth"}))
+    assert errors == ["train.lr_warmup_ratio: set either lr_warmup_steps or lr_warmup_ratio, not both"]
+    assert [w.split(":")[0] for w in warnings] == [
+        "train.text_encoder_lr", "train.stop_text_encoder_training", "output.save_every_n_steps", "mode.type"]
+    # the same settings with the text encoder trained raise no text-encoder warning
+    _, warnings = messages(cfg(network={"train_text_encoder": True}, train={"text_encoder_lr": 1e-5}))
+    assert warnings == []
+
+
+def test_family_checks() -> None:
+    errors, _ = messages(cfg(model={"pretrained_model_name_or_path": "tiny-sdxl", "family": "sd1"}))
+    assert errors == ["model.family: 'sd1' but tiny-sdxl is sdxl"]
+    _, warnings = messages(cfg(model={"pretrained_model_name_or_path": "a/b", "family": "sdxl"}))
+    assert warnings == ["data.resolution: 512 is low for SDXL (trained at 1024)"]
+    _, warnings = messages(cfg(model={"pretrained_model_name_or_path": "a/b", "family": "sd1",
+                                      "v_parameterization": True}))
+    assert warnings == ["model.v_parameterization: SD 1.x models predict noise, not v"]
+
+
+def test_paths_inputs_exist_and_outputs_are_creatable(tmp_path: Path) -> None:
+    images = tmp_path / "imgs"
+    images.mkdir()
+    c = cfg(data={"train_data_dir": str(images), "reg_data_dir": str(tmp_path / "nope")},
+            model={"pretrained_model_name_or_path": str(tmp_path / "model.safetensors"), "vae": "org/vae"},
+            output={"output_dir": str(tmp_path / "new" / "runs")}, batch={"oom_file": str(images)})
+    errors, _ = messages(c, paths=True)
+    assert errors == [
+        f"model.pretrained_model_name_or_path: {tmp_path / 'model.safetensors'}: not found",
+        f"data.reg_data_dir: {tmp_path / 'nope'}: not found",
+        f"batch.oom_file: {images}: is a folder, expected a file",
+    ]
+    assert not (tmp_path / "new").exists()  # checked without creating it
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_output(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    errors, _ = messages(cfg(output={"output_dir": str(locked / "runs")}), paths=True)
+    assert any(e.startswith("output.output_dir:") for e in errors)
+
+
+def test_output_under_a_file_is_not_creatable(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    errors, _ = messages(cfg(output={"output_dir": str(blocker / "runs")}, data={"train_data_dir": str(tmp_path)}),
+                         paths=True)
+    assert errors == [f"output.output_dir: {blocker / 'runs'}: cannot be created or written (check the folder's "
+                      "permissions)"]
+
+
+def fake_lora(path: Path, rank: int, prefix: str = "lora_unet_down_blocks_0_attentions_0_proj_in") -> Path:
+    header = {f"{prefix}.lora_down.weight": {"dtype": "F32", "shape": [rank, 8], "data_offsets": [0, rank * 32]},
+              f"{prefix}.lora_up.weight": {"dtype": "F32", "shape": [8, rank], "data_offsets": [rank * 32, rank * 64]}}
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + bytes(rank * 64))
+    return path
+
+
+def test_resume_weights_must_match_rank_and_family(tmp_path: Path) -> None:
+    data = {"train_data_dir": str(tmp_path)}
+    run = tmp_path / "run"
+    run.mkdir()
+    fake_lora(run / "lora.safetensors", 8)
+    ok = cfg(network={"network_dim": 8, "network_weights": str(run)}, model={"pretrained_model_name_or_path": "tiny-sd1"}, data=data)
+    assert messages(ok, paths=True) == ([], [])
+    wrong = cfg(network={"network_dim": 16, "network_weights": str(run / "lora.safetensors")},
+                model={"pretrained_model_name_or_path": "tiny-sd1"}, data=data)
+    errors, _ = messages(wrong, paths=True)
+    assert errors == [f"network.network_weights: {run / 'lora.safetensors'} has rank [8] but network.network_dim is "
+                      "16; set network.network_dim to match"]
+    xl = fake_lora(tmp_path / "xl.safetensors", 8, "lora_te1_text_model_encoder_layers_0_self_attn_q_proj")
+    errors, _ = messages(cfg(network={"network_dim": 8, "network_weights": str(xl)},
+                             model={"pretrained_model_name_or_path": "tiny-sd1"}, data=data), paths=True)
+    assert errors == [f"network.network_weights: {xl} is an SDXL LoRA but model.family is sd1"]
