@@ -137,7 +137,8 @@ def base_caption(record: ImageRecord, rules: CaptionRules, meta: Metadata | None
         )
     if rules.template:
         values = {**(row or {}), "caption": text, "stem": record.path.stem, "folder": record.folder_name}
-        return fill_template(rules.template, values, record.path), side is not None
+        filled = fill_template(rules.template, values, record.path)
+        return rules.join(rules.split(filled)), side is not None  # empty placeholders leave no stray commas
     if not text and row:
         text = (row.get("caption") or row.get("text") or "").strip()
     if not text and rules.class_tokens:
