@@ -28,8 +28,9 @@ def type_name(ann: object) -> str:
         return " \\| ".join(f"`{a!r}`" for a in args)
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         return " \\| ".join(type_name(a) for a in args)
-    if origin is list:
-        return f"list[{type_name(args[0])}]" if args else "list"
+    if origin in (list, tuple):
+        inner = ", ".join(type_name(a) for a in args)
+        return f"{origin.__name__}[{inner}]" if args else origin.__name__
     if ann is type(None):
         return "None"
     return getattr(ann, "__name__", str(ann))

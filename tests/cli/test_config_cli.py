@@ -1,0 +1,126 @@
+"""`lorakit config …` and `lorakit plan` through the real entry point (in-process): output and exit status."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from lorakit.cli.main import main
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """Run `lorakit ARGS…` as the console script does; returns (exit status, stdout, stderr)."""
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["lorakit", *args])
+        with pytest.raises(SystemExit) as exc:
+            main()
+        out = capsys.readouterr()
+        return exc.value.code or 0, out.out, " ".join(out.err.split())  # rich wraps long lines
+
+    return run
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_show_with_origins_is_loadable_toml(cli, tmp_path: Path) -> None:
+    user = write(tmp_path / "mine.toml", '[output]\noutput_name = "x"\n')
+    code, out, _ = cli("config", "show", str(user), "--preset", "sd21-floorplan", "--add", "lowvram-8gb",
+                       "--set", "train.seed=9", "--origin")
+    assert code == 0
+    assert 'output_name = "x_lowvram-8gb"  # from --add suffix' in out
+    assert "network_dim = 4  # from preset:sd21-floorplan" in out
+    assert "seed = 9  # from --set" in out
+    assert 'optimizer_type = "AdamW8bit"  # from --add preset:lowvram-8gb' in out
+    assert "# vae is unset  # from default" in out
+    assert tomllib.loads(out)["network"]["target_modules"] == ["to_k", "to_q", "to_v", "to_out.0"]
+    code, plain, _ = cli("config", "show", "--preset", "sd21-floorplan")
+    assert code == 0 and tomllib.loads(plain)["train"]["learning_rate"] == 5e-5
+
+
+def test_validate_reports_every_error_with_exit_2_and_no_traceback(cli, tmp_path: Path) -> None:
+    bad = write(tmp_path / "bad.toml", '[train]\nlearning_rat = 1e-4\n[network]\nnetwork_dim = 0\n'
+                                       '[data]\ntrain_data_dir = "imgs"\n')
+    code, out, err = cli("config", "validate", str(bad))
+    assert code == 2
+    assert f"{bad}: unknown key 'train.learning_rat'; did you mean 'train.learning_rate'?" in err
+    assert f"{bad}: network.network_dim = 0: Input should be greater than or equal to 1 (allowed: an integer, " \
+           "≥ 1 and ≤ 1024)" in err
+    assert "Traceback" not in err and out == ""
+
+
+def test_validate_checks_paths_and_strict_warnings(cli, tmp_path: Path) -> None:
+    f = write(tmp_path / "run.toml", f'[data]\ntrain_data_dir = "{tmp_path / "missing"}"\n')
+    code, _, err = cli("config", "validate", str(f))
+    assert code == 2 and f"data.train_data_dir: {tmp_path / 'missing'}: not found" in err
+    code, out, _ = cli("config", "validate", str(f), "--no-paths")
+    assert code == 0 and out.startswith(f"ok: {f} (0 warnings)")
+    warn = write(tmp_path / "warn.toml", "[train]\ntext_encoder_lr = 1e-5\n")
+    code, out, err = cli("config", "validate", str(warn), "--no-paths")
+    assert code == 0 and "warning:" in err and "train.text_encoder_lr" in err
+    code, _, err = cli("config", "validate", str(warn), "--no-paths", "--strict")
+    assert code == 2 and "--strict treats warnings as errors" in err
+
+
+def test_schema_is_json_schema(cli) -> None:
+    code, out, _ = cli("config", "schema")
+    schema = json.loads(out)
+    assert code == 0 and schema["title"] == "LorakitConfig"
+    assert schema["$defs"]["NetworkSection"]["properties"]["network_dim"]["maximum"] == 1024
+
+
+def test_presets_lists_them(cli) -> None:
+    code, out, _ = cli("config", "presets")
+    assert code == 0 and out.splitlines()[0].startswith("lowvram-8gb") and "sd21-floorplan" in out
+
+
+def test_import_writes_toml_and_lists_unmapped(cli, tmp_path: Path) -> None:
+    src = write(tmp_path / "kohya.json", json.dumps({"learning_rate": 1e-4, "network_dim": 8, "clip_skip": 2,
+                                                    "logging_dir": "", "epoch": 3}))
+    out_file = tmp_path / "lk.toml"
+    code, _, err = cli("config", "import", str(src), "--out", str(out_file))
+    assert code == 0
+    assert "not mapped: clip_skip = 2: not supported yet" in err
+    assert "skipped 1 empty/off keys: logging_dir" in err
+    values = tomllib.loads(out_file.read_text())
+    assert values["network"]["network_dim"] == 8 and values["train"]["max_train_epochs"] == 3
+    code, _, err = cli("config", "import", str(src), "--out", str(out_file))
+    assert code == 2 and "already exists" in err  # never overwritten without --force
+    code, out, _ = cli("config", "validate", str(out_file), "--no-paths")
+    assert code == 0
+
+
+def test_migrate_prints_the_new_form(cli, tmp_path: Path) -> None:
+    old = write(tmp_path / "old.toml", "learning_rate = 2e-4\n")
+    code, out, err = cli("config", "migrate", str(old))
+    assert code == 0 and tomllib.loads(out) == {"version": 1, "train": {"learning_rate": 2e-4}}
+    assert "migrated config version 0 → 1" in err
+
+
+def test_plan_prints_steps(cli, tmp_path: Path) -> None:
+    from PIL import Image
+
+    folder = tmp_path / "img" / "4_toy"
+    folder.mkdir(parents=True)
+    for i in range(5):
+        Image.new("RGB", (64, 64), (i * 50, 0, 0)).save(folder / f"{i}.png")
+    f = write(tmp_path / "run.toml", f'[data]\ntrain_data_dir = "{(tmp_path / "img").as_posix()}"\nresolution = 64\n'
+                                     'min_bucket_reso = 64\n[train]\ntrain_batch_size = 2\nmax_train_epochs = 3\n'
+                                     'lr_warmup_ratio = 0.1\n[output]\nsave_every_n_steps = 10\n'
+                                     f'output_dir = "{(tmp_path / "runs").as_posix()}"\n')
+    code, out, _ = cli("plan", str(f))
+    assert code == 0
+    lines = out.splitlines()
+    assert f"  {folder}: 5 images × 4 repeats = 20 (train)" in lines
+    assert "steps per epoch: 10" in lines and "total steps: 30" in lines and "warm-up steps: 3" in lines
+    assert "saves: 10, 20 (2) + final at 30" in lines
+    code, _, err = cli("plan", str(f), "--set", "data.train_data_dir=nowhere")
+    assert code == 2 and "data.train_data_dir: nowhere: not found" in err
