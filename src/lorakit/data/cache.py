@@ -102,7 +102,7 @@ class TensorCache:
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {_SINGLE: value} if isinstance(value, torch.Tensor) else dict(value)
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+        tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in tensors.items()}  # no shared storage
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         try:
             save_file(tensors, str(tmp))

@@ -1,0 +1,62 @@
+"""`lorakit prepare` and `lorakit dataset inspect` through the real command-line entry point."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lorakit.cli.main import main
+
+
+def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """Run `lorakit ARGS` in-process; returns (exit code, stdout + stderr)."""
+    monkeypatch.setattr(sys, "argv", ["lorakit", *args])
+    monkeypatch.setenv("COLUMNS", "200")
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def raw_folder(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        folder = root / "5_thing"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (256 + 64 * i, 320, 3), dtype=np.uint8)).save(folder / f"{i}.jpg")
+    (root / "5_thing" / "0.txt").write_text("thing, red", encoding="utf-8")
+    Image.new("RGB", (40, 40)).save(root / "tiny.png")
+    return root
+
+
+def test_prepare_then_inspect(tmp_path: Path, monkeypatch, capsys) -> None:
+    raw, out = raw_folder(tmp_path / "raw"), tmp_path / "out"
+    code, text = run(monkeypatch, capsys, "prepare", str(raw), "--out", str(out))
+    assert code == 0, text
+    assert "images kept" in text and "tiny.png" in text and "too_small" in text
+    assert sorted(p.name for p in (out / "5_thing").iterdir()) == ["0.png", "0.txt", "1.png", "2.png"]
+    code, text = run(monkeypatch, capsys, "prepare", str(raw), "--out", str(out))
+    assert code == 0 and "unchanged (skipped)" in text
+    assert (out / "preprocess_log.csv").is_file()
+
+    code, text = run(monkeypatch, capsys, "dataset", "inspect", str(out), "-b", "2",
+                     "--set", "data.resolution=256", "--set", "data.flip_aug=true")
+    assert code == 0, text
+    # 3 images × 2 (mirrored) × 5 repeats = 30 uses, all in the one 256×256 bucket → 15 batches of 2
+    assert "steps per epoch: 15" in text
+    assert "5_thing" in text and "256×256" in text
+
+
+def test_errors_exit_2_with_a_message(tmp_path: Path, monkeypatch, capsys) -> None:
+    code, text = run(monkeypatch, capsys, "prepare", str(tmp_path / "missing"), "--out", str(tmp_path / "o"))
+    assert code == 2 and "raw image folder not found" in text and "Traceback" not in text
+    (tmp_path / "empty").mkdir()
+    code, text = run(monkeypatch, capsys, "dataset", "inspect", str(tmp_path / "empty"))
+    assert code == 2 and "no images" in text
