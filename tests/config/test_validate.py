@@ -127,3 +127,28 @@ def test_resume_weights_must_match_rank_and_family(tmp_path: Path) -> None:
     errors, _ = messages(cfg(network={"network_dim": 8, "network_weights": str(xl)},
                              model={"pretrained_model_name_or_path": "tiny-sd1"}, data=data), paths=True)
     assert errors == [f"network.network_weights: {xl} is an SDXL LoRA but model.family is sd1"]
+
+
+def test_network_type_of_a_resume_file_must_match(tmp_path: Path) -> None:
+    loha = fake_lora(tmp_path / "loha.safetensors", 8, "lora_unet_x.hada_w1_a")
+    errors, _ = messages(cfg(network={"network_dim": 8, "network_weights": str(loha)},
+                             data={"train_data_dir": str(tmp_path)}), paths=True)
+    assert errors[0] == f"network.network_weights: {loha} is a loha network but network.network_module is 'lora'"
+
+
+def test_local_model_family_is_read_from_the_model(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model_index.json").write_text('{"_class_name": "StableDiffusionXLPipeline"}')
+    data = {"train_data_dir": str(tmp_path)}
+    errors, _ = messages(cfg(model={"pretrained_model_name_or_path": str(model), "family": "sd1"}, data=data), True)
+    assert errors == [f"model.family: 'sd1' but {model} is an sdxl model; set model.family = 'auto' or the right "
+                      "family"]
+    assert messages(cfg(model={"pretrained_model_name_or_path": str(model), "family": "sdxl"}, data=data), True)[0] == []
+
+
+def test_builtin_family_table_matches_the_families() -> None:
+    from lorakit.config.validate import BUILTIN_FAMILIES
+    from lorakit.families import TINY_MODELS
+
+    assert BUILTIN_FAMILIES == TINY_MODELS

@@ -155,6 +155,8 @@ def allowed(loc: tuple[Any, ...]) -> str:
     if literal is not None:
         return "one of " + ", ".join(repr(v) for v in typing.get_args(literal))
     base = args[0] if len(args) == 1 else ann
+    if isinstance(base, type) and issubclass(base, BaseModel):
+        return f"a table [{'.'.join(map(str, loc))}] of settings"
     names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
     kind = names.get(base, getattr(base, "__name__", str(base)).replace("list", "a list"))
     bounds = []
@@ -205,13 +207,15 @@ def describe(exc: ValidationError, layers: list[Layer]) -> list[str]:
         if err["type"] == "extra_forbidden":
             near = _suggest(loc)
             lines.append(f"{source}: unknown key '{dotted}'" + (f"; did you mean '{near}'?" if near else ""))
-        elif "input" in err and loc:
+        elif not loc:  # a rule across sections: no single layer to blame
+            lines.append(f"config: {err['msg'].removeprefix('Value error, ')}")
+        elif isinstance(err.get("input"), dict) or "input" not in err:  # a rule across one section's keys
+            lines.append(f"{source}: {dotted}: {err['msg'].removeprefix('Value error, ')}")
+        else:
             rule = allowed(loc) if err["type"] != "literal_error" else ""
             lines.append(
                 f"{source}: {dotted} = {err['input']!r}: {err['msg']}" + (f" (allowed: {rule})" if rule else "")
             )
-        else:
-            lines.append(f"{source}: {err['msg'].removeprefix('Value error, ')}")
     return lines
 
 

@@ -189,6 +189,33 @@ def _weights_file(path: Path) -> Path | None:
     return files[-1] if files else None
 
 
+def network_type_of(names: list[str]) -> str | None:
+    """The adapter type a file's tensor names show: loha (hada_*), lokr (lokr_*), dora (dora_scale), lora."""
+    for marker, kind in (("hada_w1", "loha"), ("lokr_w1", "lokr"), ("dora_scale", "dora"),
+                         ("lora_down", "lora"), ("lora_A", "lora")):
+        if any(marker in n for n in names):
+            return kind
+    return None
+
+
+def check_model(cfg: LorakitConfig) -> list[Finding]:
+    """A local model's real family (read from its folder or file header) against model.family."""
+    m = cfg.model
+    if m.family == "auto" or not Path(m.pretrained_model_name_or_path).exists():
+        return []
+    from ..errors import LorakitError
+    from ..families import detect_family
+
+    try:
+        detected = detect_family(m.model_copy(update={"family": "auto"}))
+    except LorakitError as exc:
+        return [Finding("model.pretrained_model_name_or_path", exc.message)]
+    if detected != m.family:
+        return [Finding("model.family", f"'{m.family}' but {m.pretrained_model_name_or_path} is an {detected} "
+                                        "model; set model.family = 'auto' or the right family")]
+    return []
+
+
 def check_resume(cfg: LorakitConfig, key: str, value: str) -> list[Finding]:
     """A LoRA to start from must have the configured rank and fit the model family."""
     file = _weights_file(Path(value))
@@ -199,6 +226,10 @@ def check_resume(cfg: LorakitConfig, key: str, value: str) -> list[Finding]:
     except (OSError, ValueError, struct.error) as exc:
         return [Finding(key, f"{file}: not a readable .safetensors file ({exc})")]
     found = []
+    kind = network_type_of(list(shapes))
+    if kind and kind != cfg.network.network_module:
+        found.append(Finding(key, f"{file} is a {kind} network but network.network_module is "
+                                  f"'{cfg.network.network_module}'"))
     ranks = {s[0] for k, s in shapes.items() if k.endswith((".lora_down.weight", ".lora_A.weight"))}
     if ranks and ranks != {cfg.network.network_dim}:
         found.append(Finding(key, f"{file} has rank {sorted(ranks)} but network.network_dim is "
@@ -275,7 +306,7 @@ def check(cfg: LorakitConfig, paths: bool = False) -> tuple[list[Finding], list[
     """All semantic checks; returns (errors, warnings). `paths` adds the file-system checks."""
     found = check_training(cfg) + check_family(cfg) + check_arguments(cfg)
     if paths:
-        found += check_paths(cfg)
+        found += check_paths(cfg) + check_model(cfg)
         resume_keys = [("network.network_weights", cfg.network.network_weights),
                        ("train.resume", getattr(cfg.train, "resume", None))]
         for key, value in resume_keys:
