@@ -12,7 +12,7 @@ from .. import api
 from ..engine.events import RichProgress
 from .main import app
 
-console = Console()
+console = Console(soft_wrap=True)  # paths are printed whole, never wrapped
 
 
 @app.command()

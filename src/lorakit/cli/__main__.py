@@ -1,0 +1,5 @@
+"""`python -m lorakit.cli`."""
+
+from .main import main
+
+main()

@@ -1,0 +1,116 @@
+"""The real `lorakit` entry point: results on disk, and bad input → a clear message and exit status 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from safetensors import safe_open
+
+from lorakit.cli.main import main
+
+
+def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
+    """Run `lorakit ARGS` in-process through the console-script entry point; (exit code, stdout+stderr)."""
+    monkeypatch.setattr(sys, "argv", ["lorakit", *map(str, args)])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    out = capsys.readouterr()
+    return int(exc.value.code or 0), out.out + out.err
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    return lambda *args: run_cli(monkeypatch, capsys, *args)
+
+
+def test_train_then_generate_with_the_lora(cli, tmp_path: Path, image_dir: Path) -> None:
+    cfg = write_config(tmp_path / "my.toml", f"""
+[data]
+train_data_dir = "{image_dir}"
+resolution = 64
+trigger_word = "zzt"
+[train]
+max_train_steps = 4
+[output]
+output_dir = "{tmp_path / 'runs'}"
+output_name = "mylora"
+""")
+    code, out = cli("train", "--config", cfg, "--set", "train.learning_rate=5e-4")
+    assert code == 0, out
+    (lora,) = (tmp_path / "runs").glob("*/train/mylora.safetensors")
+    with safe_open(str(lora), "pt") as f:
+        meta = f.metadata()
+    assert meta["ss_learning_rate"] == "0.0005" and meta["ss_steps"] == "4"
+    assert '"zzt": 4' in meta["ss_tag_frequency"]
+
+    code, out = cli("generate", "--model", "tiny-sd1", "--lora", lora, "--weight", "0.8", "--seed", "1", "--seed",
+                    "2", "--prompt", "zzt", "--steps", "2", "--out", tmp_path / "gen")
+    assert code == 0, out
+    images = sorted((tmp_path / "gen").glob("*.png"))
+    assert [p.name for p in images] == ["image_seed1_w0.8.png", "image_seed2_w0.8.png"]
+    assert Image.open(images[0]).size == (64, 64)
+
+
+@pytest.mark.parametrize("toml,expected", [
+    ('[train]\nlearnig_rate = 1e-4\n', "unknown key 'train.learnig_rate'; did you mean 'train.learning_rate'?"),
+    ('[train]\ntrain_batch_size = "four"\n', "train.train_batch_size = 'four'"),
+    ('[model]\nfamily = "sd5"\n', "model.family = 'sd5'"),
+    ('[network]\nnetwork_dim = 0\n', "network.network_dim = 0: Input should be greater than or equal to 1"),
+])
+def test_config_errors_name_file_and_key(cli, tmp_path: Path, toml: str, expected: str) -> None:
+    cfg = write_config(tmp_path / "bad.toml", toml)
+    code, out = cli("train", "--config", cfg)
+    assert code == 2
+    assert expected in " ".join(out.split())
+    assert str(cfg.name) in out and "Traceback" not in out
+
+
+def test_several_config_errors_reported_at_once(cli, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "bad.toml", '[train]\nlearnig_rate = 1\nseed = "x"\n[netwrk]\n')
+    code, out = cli("train", "--config", cfg)
+    assert code == 2
+    assert "learnig_rate" in out and "train.seed" in out and "netwrk" in out
+
+
+def test_missing_model_path(cli, tmp_path: Path, image_dir: Path) -> None:
+    code, out = cli("train", "--set", f"data.train_data_dir='{image_dir}'", "--set",
+                    f"model.pretrained_model_name_or_path='{tmp_path / 'nope'}'", "--set",
+                    f"output.output_dir='{tmp_path / 'runs'}'")
+    assert code == 2 and "model not found" in out and "nope" in out and "Traceback" not in out
+
+
+def test_folder_without_images(cli, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("hi")
+    code, out = cli("train", "--set", f"data.train_data_dir='{tmp_path / 'empty'}'", "--set",
+                    f"output.output_dir='{tmp_path / 'runs'}'")
+    assert code == 2 and "no images" in out and "empty" in out
+
+
+def test_unreadable_image_is_named(cli, tmp_path: Path, image_dir: Path) -> None:
+    (image_dir / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    code, out = cli("train", "--set", f"data.train_data_dir='{image_dir}'", "--set", "data.resolution=64",
+                    "--set", f"output.output_dir='{tmp_path / 'runs'}'", "--set", "train.max_train_steps=1")
+    assert code == 2 and "broken.png" in out and "Traceback" not in out
+
+
+def test_demo_end_to_end(tmp_path: Path) -> None:
+    """`lorakit demo` as a user runs it: a separate process, files where it says."""
+    proc = subprocess.run([sys.executable, "-m", "lorakit.cli", "demo", "--workdir", str(tmp_path / "demo"),
+                           "--steps", "6"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    (run,) = (tmp_path / "demo" / "runs").iterdir()
+    assert (run / "train" / "demo_lora.safetensors").is_file()
+    assert len((run / "train" / "log.csv").read_text().splitlines()) == 7
+    pair = Image.open(run / "samples" / "before_after.png")
+    assert pair.size == (2 * 256 + 4, 256)
+    assert str(run / "samples" / "before_after.png") in " ".join(proc.stdout.split())
