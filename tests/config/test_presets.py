@@ -40,3 +40,14 @@ def test_floorplan_is_the_003_recipe() -> None:
     assert (c.train.learning_rate, c.train.max_train_epochs, c.train.train_batch_size) == (5e-5, 5, 1)
     assert (c.output.save_every_n_steps, c.data.resolution, c.data.validation_split) == (100, 512, 0.1)
     assert c.output.save_format == "both"  # adapter_config.json (PEFT) as in 003, plus the kohya file
+
+
+def test_presets_are_package_data() -> None:
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    patterns = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-data"]["lorakit"]
+    for path in preset_dir().glob("*.toml"):
+        assert any(fnmatch.fnmatch(f"presets/{path.name}", p) for p in patterns), path
