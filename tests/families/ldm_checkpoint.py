@@ -53,7 +53,8 @@ def unet_to_ldm(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
             i = 1 + b * (per_block + 1) + j
             prefixes[f"down_blocks.{b}.resnets.{j}"] = (f"input_blocks.{i}.0", RESNET_NAMES)
             prefixes[f"down_blocks.{b}.attentions.{j}"] = (f"input_blocks.{i}.1", None)
-        prefixes[f"down_blocks.{b}.downsamplers.0.conv"] = (f"input_blocks.{1 + b * (per_block + 1) + per_block}.0.op", None)
+        after_last = 1 + b * (per_block + 1) + per_block
+        prefixes[f"down_blocks.{b}.downsamplers.0.conv"] = (f"input_blocks.{after_last}.0.op", None)
     prefixes["mid_block.resnets.0"] = ("middle_block.0", RESNET_NAMES)
     prefixes["mid_block.attentions.0"] = ("middle_block.1", None)
     prefixes["mid_block.resnets.1"] = ("middle_block.2", RESNET_NAMES)

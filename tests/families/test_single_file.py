@@ -73,6 +73,12 @@ def randomize(*modules: torch.nn.Module) -> None:
                 p.copy_(torch.randn_like(p))
 
 
+def tiny_scheduler() -> DDIMScheduler:
+    return DDIMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False, steps_offset=1
+    )
+
+
 def tiny_sd_pipeline(family: str, seed: int = 0) -> StableDiffusionPipeline:
     torch.manual_seed(seed)
     if family == "sd1":
@@ -82,7 +88,7 @@ def tiny_sd_pipeline(family: str, seed: int = 0) -> StableDiffusionPipeline:
         text_encoder, pad = CLIPTextModel(tiny_text_config(32, act="gelu")), "!"
     vae = tiny_vae(seed)
     randomize(unet, vae, text_encoder)
-    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False, steps_offset=1)
+    scheduler = tiny_scheduler()
     return StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tiny_tokenizer(pad=pad), unet=unet, scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
@@ -102,7 +108,7 @@ def tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
     )  # fmt: skip
     vae = tiny_vae(seed)
     randomize(unet, vae, text_encoder, text_encoder_2)
-    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False, steps_offset=1)
+    scheduler = tiny_scheduler()
     return StableDiffusionXLPipeline(
         vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tiny_tokenizer(),
         tokenizer_2=tiny_tokenizer(pad="!"), unet=unet, scheduler=scheduler,
@@ -311,6 +317,10 @@ def test_unknown_lora_missing_and_folder_are_model_errors(tmp_path):
         sf.load_single_file(missing, "sd1", None)
     with pytest.raises(ModelError, match="is a folder"):
         sf.detect_family(tmp_path)
+    other = tmp_path / "model.gguf"
+    other.write_bytes(b"GGUF")
+    with pytest.raises(ModelError, match="model.gguf is neither a .safetensors nor a .ckpt"):
+        sf.load_single_file(other, "sd1", None)
     garbage = tmp_path / "broken.safetensors"
     garbage.write_bytes(b"not a safetensors file at all")
     with pytest.raises(ModelError, match="cannot read .*broken.safetensors"):

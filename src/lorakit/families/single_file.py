@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import struct
 import tempfile
 import warnings
 from pathlib import Path
@@ -54,7 +53,9 @@ def _require_file(path: Path) -> Path:
     if not path.exists():
         raise ModelError(f"model file not found: {path}", "check model.pretrained_model_name_or_path")
     if path.is_dir():
-        raise ModelError(f"{path} is a folder, not a single-file checkpoint", "a diffusers folder is loaded as a folder")
+        raise ModelError(
+            f"{path} is a folder, not a single-file checkpoint", "a diffusers folder is loaded as a folder"
+        )
     return path
 
 
@@ -64,7 +65,7 @@ def _is_pickle(path: Path) -> bool:
 
 def _refuse_pickle(path: Path) -> None:
     raise ModelError(
-        f"refusing to load {path}: .ckpt/.pt/.pth files are Python pickles and can run arbitrary code when loaded",
+        f"refusing to load {path}: .ckpt/.pt/.pth/.bin files are Python pickles and can run arbitrary code when loaded",
         "use a .safetensors version of the model, or set model.allow_pickle = true if you trust this file",
     )
 
@@ -78,7 +79,9 @@ def read_header(path: Path) -> tuple[list[str], dict[str, str]]:
         with safe_open(str(path), framework="pt") as f:
             return list(f.keys()), dict(f.metadata() or {})
     except Exception as exc:  # safetensors raises its own SafetensorError, OSError, ...
-        raise ModelError(f"cannot read {path} as .safetensors: {exc}", "the file may be truncated or not a model") from exc
+        raise ModelError(
+            f"cannot read {path} as .safetensors: {exc}", "the file may be truncated or not a model"
+        ) from exc
 
 
 def _load_pickle_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -100,22 +103,23 @@ def _load_pickle_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
 
 
-def _tensor_names(path: Path, allow_pickle: bool) -> tuple[list[str], dict[str, str]]:
-    path = _require_file(path)
+def _check_format(path: Path, allow_pickle: bool) -> None:
+    """Accept `.safetensors`, and pickles only when the user opted in."""
     if _is_pickle(path):
         if not allow_pickle:
             _refuse_pickle(path)
-        return list(_load_pickle_state_dict(path)), {}
-    if path.suffix.lower() != SAFETENSORS_SUFFIX and not _looks_like_safetensors(path):
-        raise ModelError(f"{path} is neither .safetensors nor a .ckpt checkpoint", "use a .safetensors model file")
-    return read_header(path)
+    elif path.suffix.lower() != SAFETENSORS_SUFFIX:
+        raise ModelError(
+            f"{path} is neither a .safetensors nor a .ckpt/.pt/.pth checkpoint",
+            "use the model's .safetensors file (rename it if it is one under another extension)",
+        )
 
 
-def _looks_like_safetensors(path: Path) -> bool:
-    """True if the file starts with a safetensors header (8-byte length, then a JSON object)."""
-    with open(path, "rb") as f:
-        head = f.read(9)
-    return len(head) == 9 and struct.unpack("<Q", head[:8])[0] < 100_000_000 and head[8:9] == b"{"
+def _tensor_names(path: Path, allow_pickle: bool) -> tuple[list[str], dict[str, str]]:
+    """Names and metadata of a checkpoint: the header of a `.safetensors`, or an opted-in pickle's keys."""
+    path = _require_file(path)
+    _check_format(path, allow_pickle)
+    return (list(_load_pickle_state_dict(path)), {}) if _is_pickle(path) else read_header(path)
 
 
 # -- detection ----------------------------------------------------------------------------------------------------
@@ -170,7 +174,8 @@ def _prediction_from_header(names: list[str], meta: dict[str, str]) -> str | Non
 
 
 def default_arch(family: str, v_prediction: bool | None) -> str:
-    """The shipped config folder for a family: sd1 → sd15, sdxl → sdxl-base, sd2 → sd21-v unless v_prediction is False."""
+    """The shipped config folder for a family: sd1 → sd15, sdxl → sdxl-base, sd2 → sd21-v (768, v-prediction)
+    unless `v_prediction` is False (→ sd21-base, 512, epsilon)."""
     if family == "sd1":
         return "sd15"
     if family == "sdxl":
@@ -194,14 +199,16 @@ def load_clip_tokenizer(folder: Path | None = None) -> Any:
     from transformers import CLIPTokenizer
 
     own_vocab = folder is not None and (
-        (folder / "tokenizer.json").is_file() or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file())
+        (folder / "tokenizer.json").is_file()
+        or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file())
     )
     if own_vocab:
         return CLIPTokenizer.from_pretrained(str(folder))
     overrides: dict[str, Any] = {}
     if folder is not None and (folder / "tokenizer_config.json").is_file():
         cfg = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
-        overrides = {k: cfg[k] for k in ("pad_token", "model_max_length", "bos_token", "eos_token", "unk_token") if k in cfg}
+        keys = ("pad_token", "model_max_length", "bos_token", "eos_token", "unk_token")
+        overrides = {k: cfg[k] for k in keys if k in cfg}
     if not (CLIP_VOCAB_DIR / "vocab.json").is_file():
         raise ModelError(
             f"the CLIP vocabulary shipped with lorakit is missing ({CLIP_VOCAB_DIR})",
@@ -228,7 +235,9 @@ def _scheduler_for(config_dir: Path, v_prediction: bool | None, zero_snr: bool =
 
     cfg = json.loads((config_dir / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
     cls = getattr(diffusers, cfg.get("_class_name", "DDIMScheduler"))
-    extra: dict[str, Any] = {} if v_prediction is None else {"prediction_type": "v_prediction" if v_prediction else "epsilon"}
+    extra: dict[str, Any] = {}
+    if v_prediction is not None:
+        extra["prediction_type"] = "v_prediction" if v_prediction else "epsilon"
     if zero_snr:
         extra["rescale_betas_zero_snr"] = True
     return cls.from_pretrained(str(config_dir), subfolder="scheduler", **extra)
@@ -284,8 +293,7 @@ def load_single_file(
     Pickle files need `allow_pickle=True`. Raises `ModelError` for anything the user can fix.
     """
     path = _require_file(path)
-    if _is_pickle(path) and not allow_pickle:
-        _refuse_pickle(path)
+    _check_format(path, allow_pickle)
     with tempfile.TemporaryDirectory(prefix="lorakit-ckpt-", ignore_cleanup_errors=True) as tmp:
         source = _pickle_as_safetensors(path, Path(tmp)) if _is_pickle(path) else path
         names, meta = read_header(source)
