@@ -124,3 +124,14 @@ def test_plan_prints_steps(cli, tmp_path: Path) -> None:
     assert "saves: 10, 20 (2) + final at 30" in lines
     code, _, err = cli("plan", str(f), "--set", "data.train_data_dir=nowhere")
     assert code == 2 and "data.train_data_dir: nowhere: not found" in err
+
+
+def test_messages_with_brackets_print_verbatim(cli, tmp_path: Path) -> None:
+    odd = tmp_path / "[bold]"
+    odd.mkdir()
+    f = write(odd / "run.toml", "[data]\nimage_size = [500, 500]\n")
+    code, _, err = cli("config", "validate", str(f), "--no-paths")
+    assert code == 2 and "Traceback" not in err
+    assert f"{f}: data: image size 500x500 is not a multiple of bucket_reso_steps = 64" in err
+    code, _, err = cli("config", "validate", str(f), "--no-paths", "--set", "data=3")
+    assert "(allowed: a table [data] of settings)" in err

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Optional
 
 import tomli_w
 import typer
+from rich.markup import escape
 
 from ..config.loader import ResolvedConfig, read_toml
 from ..config.plan import build_plan, render_plan
@@ -118,15 +119,15 @@ def import_(
     text = result.to_toml(str(file))
     if out:
         _write_new(out, text, force)
-        err_console.print(f"wrote {out}: {len(result.mapped)} keys mapped")
+        err_console.print(escape(f"wrote {out}: {len(result.mapped)} keys mapped"))
     else:
         typer.echo(text, nl=False)
     for key, value, reason in result.unmapped:
-        err_console.print(f"[yellow]not mapped:[/] {key} = {value!r}: {reason}")
+        err_console.print(f"[yellow]not mapped:[/] {escape(f'{key} = {value!r}: {reason}')}")
     if result.empty:
-        err_console.print(f"skipped {len(result.empty)} empty/off keys: {', '.join(result.empty)}")
+        err_console.print(escape(f"skipped {len(result.empty)} empty/off keys: {', '.join(result.empty)}"))
     for note in result.notes:
-        err_console.print(f"[cyan]note:[/] {note}")
+        err_console.print(f"[cyan]note:[/] {escape(note)}")
     resolve([Layer(str(out or file), result.values)])  # a value lorakit rejects is reported (exit 2)
 
 
@@ -140,7 +141,7 @@ def migrate(
     layer = read_toml(file)
     text = tomli_w.dumps(layer.values)
     for note in layer.notes:
-        err_console.print(f"[cyan]note:[/] {note}")
+        err_console.print(f"[cyan]note:[/] {escape(note)}")
     if out:
         _write_new(out, text, force)
     else:

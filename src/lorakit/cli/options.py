@@ -14,6 +14,7 @@ from typing import Annotated, Optional, Sequence
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..config.loader import ResolvedConfig, resolve_layers
 
@@ -52,6 +53,6 @@ def resolve_options(
 def print_notes(resolved: ResolvedConfig) -> None:
     """Migration notes and semantic warnings, on stderr."""
     for note in resolved.notes:
-        err_console.print(f"[cyan]note:[/] {note}")
+        err_console.print(f"[cyan]note:[/] {escape(note)}")
     for warning in resolved.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}")
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}")
