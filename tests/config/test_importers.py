@@ -184,3 +184,11 @@ def test_unsupported_network_type_is_listed(tmp_path: Path) -> None:
     r = import_file(f)
     assert r.unmapped == [("LoRA_type", "LyCORIS/LoHa", "lorakit's network.network_module offers lora")] or \
         r.values["network"]["network_module"] == "loha"
+
+
+def test_non_square_resolution_becomes_image_size(tmp_path: Path) -> None:
+    f = tmp_path / "k.json"
+    f.write_text(json.dumps({"max_resolution": "768,512", "learning_rate": 1e-4}), encoding="utf-8")
+    r = import_file(f)
+    assert r.values["data"] == {"image_size": [768, 512]}
+    assert resolve([Layer("imported", r.values)]).data.max_size == (768, 512)

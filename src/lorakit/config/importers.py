@@ -136,14 +136,18 @@ def _args_list(value: Any) -> list[str]:
 
 
 def _resolution(r: ImportResult, key: str, value: Any) -> None:
-    """'512,512' / '512' / 512 → data.resolution (square; the larger side when not)."""
+    """'512,512' / '512' / 512 → data.resolution; '768,512' → data.image_size (the largest bucket)."""
     sides = [int(float(s)) for s in str(value).replace("x", ",").split(",") if s.strip()]
     if not sides:
         r.skip(key, value, "empty resolution")
         return
-    if len(set(sides)) > 1:
+    if len(set(sides)) > 1 and len(sides) == 2 and has_field("data.image_size"):
+        r.put(key, "data.image_size", sides)  # the largest bucket, (width, height)
+    elif len(set(sides)) > 1:
         r.notes.append(f"{key} {value!r} is not square: lorakit trains at {max(sides)} with aspect buckets")
-    r.put(key, "data.resolution", max(sides))
+        r.put(key, "data.resolution", max(sides))
+    else:
+        r.put(key, "data.resolution", sides[0])
 
 
 def _choice(r: ImportResult, key: str, value: Any, dotted: str, table: dict[str, str] | None = None) -> None:
