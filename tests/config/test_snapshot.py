@@ -33,3 +33,19 @@ def test_snapshot_of_defaults_has_no_unset_values(tmp_path: Path) -> None:
     text = (tmp_path / "config.toml").read_text()
     assert "vae" not in text and "max_train_steps" not in text  # unset stays unset
     assert resolve_layers(files=[tmp_path / "config.toml"]).config == r.config
+
+
+def test_every_optional_field_defaults_to_unset() -> None:
+    """TOML has no null: config.toml leaves None out, which only round-trips if None is the default."""
+    import typing
+
+    from pydantic import BaseModel
+
+    from lorakit.config.schema import LorakitConfig
+
+    for section, info in LorakitConfig.model_fields.items():
+        model = info.annotation
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            for name, field in model.model_fields.items():
+                if type(None) in typing.get_args(field.annotation):
+                    assert field.default is None, f"{section}.{name} can be None but defaults to {field.default!r}"
