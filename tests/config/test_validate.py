@@ -116,7 +116,8 @@ def test_resume_weights_must_match_rank_and_family(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
     fake_lora(run / "lora.safetensors", 8)
-    ok = cfg(network={"network_dim": 8, "network_weights": str(run)}, model={"pretrained_model_name_or_path": "tiny-sd1"}, data=data)
+    ok = cfg(network={"network_dim": 8, "network_weights": str(run)},
+             model={"pretrained_model_name_or_path": "tiny-sd1"}, data=data)
     assert messages(ok, paths=True) == ([], [])
     wrong = cfg(network={"network_dim": 16, "network_weights": str(run / "lora.safetensors")},
                 model={"pretrained_model_name_or_path": "tiny-sd1"}, data=data)
@@ -144,7 +145,8 @@ def test_local_model_family_is_read_from_the_model(tmp_path: Path) -> None:
     errors, _ = messages(cfg(model={"pretrained_model_name_or_path": str(model), "family": "sd1"}, data=data), True)
     assert errors == [f"model.family: 'sd1' but {model} is an sdxl model; set model.family = 'auto' or the right "
                       "family"]
-    assert messages(cfg(model={"pretrained_model_name_or_path": str(model), "family": "sdxl"}, data=data), True)[0] == []
+    right = cfg(model={"pretrained_model_name_or_path": str(model), "family": "sdxl"}, data=data)
+    assert messages(right, True)[0] == []
 
 
 def test_builtin_family_table_matches_the_families() -> None:

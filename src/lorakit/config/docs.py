@@ -78,7 +78,8 @@ def render() -> str:
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             continue
         doc = (model.__doc__ or "").strip().splitlines()[0]
-        lines += ["", f"## [{section}]", "", doc, "", "| key | type | default | description |", "| --- | --- | --- | --- |"]
+        lines += ["", f"## [{section}]", "", doc, ""]
+        lines += ["| key | type | default | description |", "| --- | --- | --- | --- |"]
         for name, field in model.model_fields.items():
             desc = (field.description or "").replace("|", "\\|")
             lines.append(f"| `{name}` | {type_name(field.annotation)}{_bounds(field)} | {_default(field)} | {desc} |")

@@ -98,7 +98,7 @@ class ImportResult:
 
 def _is_empty(value: Any) -> bool:
     """'' / None / False / 0 / [] — a key that was left off."""
-    return value in ("", None, False, 0, [], {}) and not (value is True)
+    return value in ("", None, False, 0, [], {})
 
 
 def has_field(dotted: str) -> bool:

@@ -173,7 +173,8 @@ ALIASES = {
     "lr": "train.learning_rate", "unet_lr": "train.learning_rate", "epochs": "train.max_train_epochs",
     "epoch": "train.max_train_epochs", "batch_size": "train.train_batch_size", "rank": "network.network_dim",
     "dim": "network.network_dim", "alpha": "network.network_alpha", "optimizer": "train.optimizer_type",
-    "steps": "train.max_train_steps", "max_resolution": "data.resolution", "model": "model.pretrained_model_name_or_path",
+    "steps": "train.max_train_steps", "max_resolution": "data.resolution",
+    "model": "model.pretrained_model_name_or_path",
 }
 
 

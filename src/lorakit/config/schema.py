@@ -199,7 +199,9 @@ class StorageSection(Section):
     remote_path: str = Field("lorakit", description="Base folder on the remote.")
     training_subdir: str = Field("training", description="Sub-folder of remote_path the training folders come from.")
     output_subdir: str = Field("output", description="Sub-folder of remote_path the results are uploaded to.")
-    empty_trash: bool = Field(False, description="Run `rclone cleanup` after uploads (empties e.g. Google Drive's trash).")
+    empty_trash: bool = Field(
+        False, description="Run `rclone cleanup` after uploads (empties e.g. Google Drive's trash)."
+    )
 
 
 class LorakitConfig(Section):

@@ -142,9 +142,10 @@ def check_training(cfg: LorakitConfig) -> list[Finding]:
         if t.stop_text_encoder_training is not None:
             found.append(Finding("train.stop_text_encoder_training", "is set but network.train_text_encoder is "
                                  "false: the text encoder is frozen from the start", False))
-    if t.max_train_steps is not None and cfg.output.save_every_n_steps and cfg.output.save_every_n_steps > t.max_train_steps:
-        found.append(Finding("output.save_every_n_steps", f"{cfg.output.save_every_n_steps} is more than "
-                             f"max_train_steps ({t.max_train_steps}): no intermediate checkpoint", False))
+    every = cfg.output.save_every_n_steps
+    if t.max_train_steps is not None and every and every > t.max_train_steps:
+        found.append(Finding("output.save_every_n_steps", f"{every} is more than max_train_steps "
+                             f"({t.max_train_steps}): no intermediate checkpoint", False))
     bucket_step = getattr(cfg.data, "bucket_reso_steps", getattr(cfg.data, "bucket_step", 1))
     if bucket_step is not None and bucket_step < 1:
         found.append(Finding("data.bucket_reso_steps", f"{bucket_step}: the bucket step must be ≥ 1"))
