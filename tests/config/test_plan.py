@@ -87,3 +87,13 @@ def test_plan_from_folders(tmp_path: Path) -> None:
     assert "text encoder: trained until step 20" in lines
     assert "saves: 50, 100 (2) + final at 120" in lines
     assert f"output: {Path('runs') / 'r1' / 'train' / 'lora.safetensors'}" in lines
+
+
+def test_plan_notes_the_kohya_gui_estimate(tmp_path: Path) -> None:
+    write_images(tmp_path / "img" / "1_x", 7, (64, 64))
+    r = resolve_layers(sets=[f'data.train_data_dir="{tmp_path / "img"}"', "data.resolution=64",
+                             "data.min_bucket_reso=64", "train.train_batch_size=3", "train.max_train_epochs=5"])
+    plan = build_plan(r.config)
+    assert plan.steps.total_steps == 15
+    assert plan.notes == ["the kohya_ss GUI would estimate 12 steps (it rounds once over all epochs, not per epoch)"]
+    assert plan.text_encoder == "frozen"

@@ -151,6 +151,10 @@ def build_plan(cfg: LorakitConfig) -> Plan:
     if plain.batches_per_epoch != steps.batches_per_epoch:
         plan.notes.append(f"buckets split the data into {steps.batches_per_epoch} batches per epoch "
                           f"({plain.batches_per_epoch} without buckets)")
+    gui = kohya_gui_estimate(counts, t.train_batch_size, t.gradient_accumulation_steps, t.max_train_epochs)
+    if t.max_train_steps is None and gui != steps.total_steps:
+        plan.notes.append(f"the kohya_ss GUI would estimate {gui} steps (it rounds once over all epochs, "
+                          "not per epoch)")
     if not cfg.network.train_text_encoder:
         plan.text_encoder = "frozen"
     elif steps.text_encoder_stop is None:
