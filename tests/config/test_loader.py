@@ -111,3 +111,12 @@ def test_every_learning_rate_zero_is_an_error() -> None:
     with pytest.raises(ConfigError) as exc:
         resolve_layers(sets=["train.learning_rate=0"])
     assert "every learning rate is 0" in exc.value.problems[0]
+
+
+def test_argument_errors_come_with_schema_errors(tmp_path: Path) -> None:
+    f = write(tmp_path / "run.toml", '[train]\noptimizer_args = ["weight_decy=0.1"]\n[network]\nnetwork_dim = 0\n')
+    with pytest.raises(ConfigError) as exc:
+        resolve_layers(files=[f])
+    assert len(exc.value.problems) == 2
+    assert exc.value.problems[0].startswith(f"{f}: network.network_dim = 0")
+    assert exc.value.problems[1].startswith(f"{f}: train.optimizer_args: AdamW has no parameter 'weight_decy'")

@@ -324,7 +324,10 @@ def resolve_checked(layers: list[Layer], check_paths: bool = False) -> ResolvedC
     """Validate ordered layers (schema, then semantic checks) into a ResolvedConfig with origins."""
     from .validate import check
 
-    config = resolve(layers)
+    try:
+        config = resolve(layers)
+    except ConfigError as exc:
+        raise ConfigError(exc.problems + _argument_problems(layers)) from None
     origin = compute_origins(config.model_dump(), [(x.name, x.values) for x in layers])
     errors, warnings = check(config, paths=check_paths)
     if errors:
@@ -332,6 +335,20 @@ def resolve_checked(layers: list[Layer], check_paths: bool = False) -> ResolvedC
     notes = [n for layer in layers for n in layer.notes]
     shown = [f"{origin.get(f.key, 'config')}: {f.key}: {f.message}" for f in warnings]
     return ResolvedConfig(config, origin, layers, notes, shown)
+
+
+def _argument_problems(layers: list[Layer]) -> list[str]:
+    """optimizer/scheduler argument problems even when another part of the config is invalid (all errors at once)."""
+    from .schema import TrainSection
+    from .validate import check_arguments
+
+    train = merged_values(layers).get("train", {})
+    try:
+        section = TrainSection.model_validate(train if isinstance(train, dict) else {})
+    except ValidationError:
+        return []  # the train section's own errors are already listed
+    found = check_arguments(LorakitConfig.model_construct(train=section))
+    return [f"{_owner(f.key, layers)}: {f.key}: {f.message}" for f in found if f.error]
 
 
 def load_config(files: list[Path] | None = None, sets: list[str] | None = None) -> LorakitConfig:
