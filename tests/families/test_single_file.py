@@ -231,6 +231,26 @@ def test_v_prediction_flag_and_file_metadata_set_the_prediction_type(sd1_files, 
     )
 
 
+def test_sd1_file_without_the_text_model_level_loads(sd1_files, tmp_path):
+    """Older merges store CLIP as `cond_stage_model.transformer.encoder.*`; A1111 and ComfyUI load them."""
+    pipe, config_dir, ckpt = sd1_files
+    from safetensors.torch import load_file
+
+    old_style = {k.replace("transformer.text_model.", "transformer."): v for k, v in load_file(str(ckpt)).items()}
+    assert "cond_stage_model.transformer.encoder.layers.0.mlp.fc1.weight" in old_style
+    path = tmp_path / "old-merge.safetensors"
+    save_file(old_style, str(path))
+    assert sf.detect_family(path) == "sd1"
+    loaded = sf.load_single_file(path, "sd1", None, torch.float16, config_dir=config_dir)
+    assert loaded.text_encoder.dtype == torch.float16 and loaded.unet.dtype == torch.float16
+    got, want = loaded.text_encoder.state_dict(), pipe.text_encoder.state_dict()
+    assert sorted(got) == sorted(want) and all(torch.equal(got[k], want[k].half()) for k in want)
+    del old_style["cond_stage_model.transformer.final_layer_norm.bias"]
+    save_file(old_style, str(path))
+    with pytest.raises(ModelError, match=r"no weights for 1 tensors of the text_encoder \(e.g. final_layer_norm.bias"):
+        sf.load_single_file(path, "sd1", None, config_dir=config_dir)
+
+
 def test_vae_override_from_a_standalone_ldm_vae_file(sd1_files, tmp_path):
     _, config_dir, ckpt = sd1_files
     other = tiny_vae(seed=7)

@@ -28,6 +28,8 @@ PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 SAFETENSORS_SUFFIX = ".safetensors"
 
 UNET_PREFIX = "model.diffusion_model."
+LEGACY_SD1_TE_PREFIX = "cond_stage_model.transformer."
+LEGACY_SD1_TE_MARKER = "cond_stage_model.transformer.encoder."  # no `text_model.` level
 # Tensor-name prefixes that identify each family's text encoder, most specific first.
 FAMILY_MARKERS: tuple[tuple[str, str, str], ...] = (
     ("sdxl", "conditioner.embedders.1.", "SDXL (conditioner.embedders.1.* OpenCLIP bigG)"),
@@ -261,6 +263,35 @@ def _check_complete(pipe: Any, path: Path, config_dir: Path) -> None:
                 )
 
 
+def _legacy_sd1_text_encoder(source: Path, names: list[str], config_dir: Path, torch_dtype: Any) -> Any:
+    """The CLIP text encoder of an SD1 file written without the `text_model.` level
+    (`cond_stage_model.transformer.encoder.*`, as some older merges are; A1111 and ComfyUI accept them,
+    diffusers does not). Only the text encoder's tensors are read."""
+    from accelerate import init_empty_weights
+    from safetensors import safe_open
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    with init_empty_weights():
+        model = CLIPTextModel(CLIPTextConfig.from_pretrained(str(config_dir / "text_encoder")))
+    expected = set(model.state_dict())
+    level = "text_model." if any(k.startswith("text_model.") for k in expected) else ""
+    state = {}
+    with safe_open(str(source), framework="pt") as f:
+        for name in names:
+            if name.startswith(LEGACY_SD1_TE_PREFIX):
+                key = level + name[len(LEGACY_SD1_TE_PREFIX) :].removeprefix("text_model.")
+                if key in expected:
+                    state[key] = f.get_tensor(name)
+    missing = sorted(expected - set(state))
+    if missing:
+        raise ModelError(
+            f"{source} has no weights for {len(missing)} tensors of the text_encoder (e.g. {', '.join(missing[:3])})",
+            f"the file is incomplete, or its architecture differs from the config in {config_dir}",
+        )
+    model.load_state_dict(state, assign=True)
+    return model.to(torch_dtype).eval() if torch_dtype is not None else model.eval()
+
+
 def _pickle_as_safetensors(path: Path, tmp: Path) -> Path:
     """Write a pickle checkpoint's tensors to a temporary `.safetensors` so one loader handles both formats."""
     from safetensors.torch import save_file
@@ -317,8 +348,15 @@ def load_single_file(
                 f"config folder {config_dir} is not a diffusers pipeline layout (model_index.json, scheduler/, ...)",
                 "pass a diffusers model folder, or leave config_dir unset to use the shipped configs",
             )
-        scheduler = _scheduler_for(config_dir, v_prediction, zero_snr="ztsnr" in names)
-        pipe = _from_single_file(source, path, family, config_dir, scheduler, torch_dtype, vae)
+        components: dict[str, Any] = {
+            **_tokenizers_for(config_dir),
+            "scheduler": _scheduler_for(config_dir, v_prediction, zero_snr="ztsnr" in names),
+        }
+        if vae is not None:
+            components["vae"] = load_vae(Path(vae), config_dir, torch_dtype)
+        if family == "sd1" and any(n.startswith(LEGACY_SD1_TE_MARKER) for n in names):
+            components["text_encoder"] = _legacy_sd1_text_encoder(source, names, config_dir, torch_dtype)
+        pipe = _from_single_file(source, path, family, config_dir, components, torch_dtype)
     _check_complete(pipe, path, config_dir)
     return pipe
 
@@ -328,17 +366,14 @@ def _from_single_file(
     path: Path,
     family: str,
     config_dir: Path,
-    scheduler: Any,
+    components: dict[str, Any],
     torch_dtype: torch.dtype | None,
-    vae: Path | None,
 ) -> Any:
-    """diffusers' `from_single_file` with a local config folder and our tokenizers/scheduler passed in."""
+    """diffusers' `from_single_file` with a local config folder; `components` (tokenizers, scheduler, ...) are
+    passed in ready-made and not loaded again."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     pipeline_class = StableDiffusionXLPipeline if family == "sdxl" else StableDiffusionPipeline
-    components: dict[str, Any] = {**_tokenizers_for(config_dir), "scheduler": scheduler}
-    if vae is not None:
-        components["vae"] = load_vae(Path(vae), config_dir, torch_dtype)
     try:
         return pipeline_class.from_single_file(
             str(source), config=str(config_dir), local_files_only=True, torch_dtype=torch_dtype, **components
