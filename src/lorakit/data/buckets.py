@@ -54,7 +54,7 @@ class BucketSpec:
         """Shortest bucket side: min_length rounded up to the step, capped at the short side of max_size."""
         short = min(self.max_size) - min(self.max_size) % self.step
         wanted = -(-self.min_length // self.step) * self.step
-        return max(self.step, min(wanted, short))
+        return max(self.step, min(wanted, short, self.longest))
 
     def ratio_ok(self, size: Size) -> bool:
         """Whether a bucket's long/short ratio is within max_ratio."""

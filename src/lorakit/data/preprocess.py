@@ -41,7 +41,7 @@ class PrepareOptions:
     dedupe_distance: int = 4
     blur_threshold: float = 60.0
     workers: int = 4
-    png_compress_level: int = 3
+    png_compress_level: int = 1
 
     def fingerprint(self) -> str:
         """What changes the output pixels or the verdicts; a change re-processes every file."""
@@ -137,10 +137,16 @@ def write_log(path: Path, rows: list[LogRow]) -> None:
     os.replace(tmp, path)
 
 
+def grey_thumbnail(im: Image.Image, side: int = 512) -> Image.Image:
+    """Greyscale copy with the long side at most `side` (what the sharpness and hash checks look at)."""
+    grey = im.convert("L")
+    grey.thumbnail((side, side))
+    return grey
+
+
 def laplacian_variance(im: Image.Image) -> float:
     """Sharpness: variance of the 4-neighbour Laplacian of the greyscale image (long side ≤ 512)."""
-    grey = im.convert("L")
-    grey.thumbnail((512, 512))
+    grey = im if im.mode == "L" and max(im.size) <= 512 else grey_thumbnail(im)
     a = np.asarray(grey, dtype=np.float32)
     if a.shape[0] < 3 or a.shape[1] < 3:
         return 0.0
@@ -195,8 +201,9 @@ def process_one(raw: Path, out: Path, row: LogRow, opts: PrepareOptions) -> _Res
         size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
         im = im.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
     row.width_after, row.height_after = im.size
-    row.phash = str(imagehash.phash(im))
-    sharpness = laplacian_variance(im)
+    thumb = grey_thumbnail(im)
+    row.phash = str(imagehash.phash(thumb))
+    sharpness = laplacian_variance(thumb)
     if opts.blur_threshold and sharpness < opts.blur_threshold:
         row.warning = f"blurry: sharpness {sharpness:.1f} below {opts.blur_threshold:g}"
     target = out / row.output

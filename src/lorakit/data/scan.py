@@ -47,12 +47,25 @@ def is_hidden(rel_parts: tuple[str, ...]) -> bool:
     return any(part.startswith(".") for part in rel_parts)
 
 
+def _orientation(im: Image.Image) -> int:
+    """EXIF orientation from the header. A PNG's EXIF is read only when it comes before the pixel data (Pillow
+    would otherwise decode the whole image to find it); `prepare` writes PNGs without any."""
+    if im.format == "PNG":
+        raw = im.info.get("exif")
+        if not raw:
+            return 1
+        exif = Image.Exif()
+        exif.load(raw)
+        return int(exif.get(0x0112, 1))
+    return int(im.getexif().get(0x0112, 1))
+
+
 def upright_size(path: Path) -> tuple[int, int]:
     """(width, height) of an image as it will be shown: EXIF orientations 5–8 swap the sides. Reads the header only."""
     try:
         with Image.open(path) as im:
             w, h = im.size
-            orientation = im.getexif().get(0x0112, 1)
+            orientation = _orientation(im)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise DataError(
             f"cannot read image {path}: {exc}",

@@ -117,14 +117,12 @@ class DataSection(BaseModel):
     flip_aug: bool = Field(
         False, description="Also train a left-right mirrored copy of every image (TrainTrain's 'image mirroring')."
     )
-    alpha_background: str = Field(
-        "#ffffff", description="Colour transparent pixels are composited onto (a name or #rrggbb)."
-    )
 
     # -- caching -------------------------------------------------------------------------------------------------
     cache_latents_to_disk: bool = Field(
-        True, description="Keep cached latents (and text-encoder outputs) on disk, keyed by file content, transform and "
-        "model, so later runs reuse them (train.cache_latents turns caching on).",
+        True,
+        description="Keep cached latents (and text-encoder outputs) on disk, keyed by file content, transform "
+        "and model, so later runs reuse them (train.cache_latents turns caching on).",
     )
     cache_folder: str = Field(
         "", description="Where the disk cache lives; unset = $XDG_CACHE_HOME/lorakit (~/.cache/lorakit)."
