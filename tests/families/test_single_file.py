@@ -295,6 +295,13 @@ def test_incomplete_or_mismatched_checkpoints_are_model_errors(sd1_files, tmp_pa
         sf.load_single_file(partial, "sd1", None, config_dir=config_dir)
     with pytest.raises(ModelError, match="is an sd1 checkpoint, but family 'sdxl'"):
         sf.load_single_file(ckpt, "sdxl", None)
+    tensors = load_file(str(ckpt))
+    conv_in = tensors["model.diffusion_model.input_blocks.0.0.weight"]
+    tensors["model.diffusion_model.input_blocks.0.0.weight"] = torch.cat([conv_in, conv_in, conv_in[:, :1]], dim=1)
+    inpainting = tmp_path / "inpainting.safetensors"
+    save_file(tensors, str(inpainting))
+    with pytest.raises(ModelError, match=r"takes 9 input channels \(an inpainting model\).* expects 4"):
+        sf.load_single_file(inpainting, "sd1", None, config_dir=config_dir)
     # The real SD 1.5 config does not fit the tiny weights: a shape error, reported as a ModelError.
     with pytest.raises(ModelError, match="cannot load .*tiny-sd1.safetensors as sd1"):
         sf.load_single_file(ckpt, "sd1", None)

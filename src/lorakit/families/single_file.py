@@ -263,6 +263,25 @@ def _check_complete(pipe: Any, path: Path, config_dir: Path) -> None:
                 )
 
 
+def _check_unet_inputs(source: Path, path: Path, config_dir: Path) -> None:
+    """Refuse, with a clear reason, a UNet whose input width differs from the config's (inpainting: 9 channels,
+    instruct-pix2pix: 8) before diffusers fails on the shape. Reads one shape from the header."""
+    from safetensors import safe_open
+
+    name = UNET_PREFIX + "input_blocks.0.0.weight"
+    with safe_open(str(source), framework="pt") as f:
+        if name not in f.keys():
+            return
+        got = f.get_slice(name).get_shape()[1]
+    want = json.loads((config_dir / "unet" / "config.json").read_text(encoding="utf-8")).get("in_channels", 4)
+    if got != want:
+        kind = {9: " (an inpainting model)", 8: " (an instruct-pix2pix model)"}.get(got, "")
+        raise ModelError(
+            f"{path}'s UNet takes {got} input channels{kind}; the config in {config_dir} expects {want}",
+            "lorakit trains LoRAs on text-to-image base models; use the non-inpainting version of this model",
+        )
+
+
 def _legacy_sd1_text_encoder(source: Path, names: list[str], config_dir: Path, torch_dtype: Any) -> Any:
     """The CLIP text encoder of an SD1 file written without the `text_model.` level
     (`cond_stage_model.transformer.encoder.*`, as some older merges are; A1111 and ComfyUI accept them,
@@ -348,6 +367,7 @@ def load_single_file(
                 f"config folder {config_dir} is not a diffusers pipeline layout (model_index.json, scheduler/, ...)",
                 "pass a diffusers model folder, or leave config_dir unset to use the shipped configs",
             )
+        _check_unet_inputs(source, path, config_dir)
         components: dict[str, Any] = {
             **_tokenizers_for(config_dir),
             "scheduler": _scheduler_for(config_dir, v_prediction, zero_snr="ztsnr" in names),
