@@ -261,3 +261,15 @@ def test_output_inside_raw_is_refused(tmp_path: Path) -> None:
         prepare(tmp_path / "raw", tmp_path / "raw" / "out")
     with pytest.raises(DataError, match="not found"):
         prepare(tmp_path / "missing", tmp_path / "out")
+
+
+def test_leftovers_of_an_interrupted_run_are_cleaned(tmp_path: Path) -> None:
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    Image.fromarray(textured(300, 300, 70)).save(raw / "a.png")
+    (out / "sub").mkdir(parents=True)
+    leftover = out / "sub" / ".a.png.0123456789abcdef0123456789abcdef.tmp"
+    leftover.write_bytes(b"half")
+    (out / ".keep.tmp").write_bytes(b"not ours")
+    prepare(raw, out)
+    assert not leftover.exists() and (out / ".keep.tmp").exists() and (out / "a.png").is_file()

@@ -11,6 +11,7 @@ import csv
 import hashlib
 import io
 import os
+import re
 import shutil
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ from ..errors import DataError
 from .scan import CAPTION_EXTENSIONS, IMAGE_EXTENSIONS, PREPARE_LOG, REJECTED_DIR, is_hidden
 from .transforms import RGB, WHITE, decode
 
+_TEMP = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
 DATA_EXTENSIONS = frozenset({".csv", ".json", ".jsonl"})
 Progress = Callable[[int, int, str], None]
 
@@ -305,6 +307,14 @@ def _remove_output(out: Path, output: str) -> bool:
     return removed
 
 
+def remove_stale_temps(out: Path) -> int:
+    """Delete temporary files an interrupted run left behind (only names this module creates)."""
+    stale = [p for p in out.rglob(".*.tmp") if _TEMP.match(p.name)]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
+
+
 def prepare(raw: Path, out: Path, opts: PrepareOptions | None = None, on_progress: Progress | None = None
             ) -> PrepareReport:
     """Normalize `raw` into `out` (see the module docstring); returns what was done."""
@@ -312,6 +322,7 @@ def prepare(raw: Path, out: Path, opts: PrepareOptions | None = None, on_progres
     raw, out = Path(raw), Path(out)
     _check_folders(raw, out)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out)
     previous = read_log(out / PREPARE_LOG)
     sources, data_files = list_sources(raw)
     settings, taken = opts.fingerprint(), set()
