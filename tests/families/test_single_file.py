@@ -359,6 +359,8 @@ def test_prediction_hints_in_headers(tmp_path):
     assert sf.prediction_type_hint(header_file(tmp_path / "a.safetensors", [*names, "v_pred"])) == "v_prediction"
     arch = {"modelspec.architecture": "stable-diffusion-v2-768-v"}
     assert sf.prediction_type_hint(header_file(tmp_path / "b.safetensors", names, arch)) == "v_prediction"
+    base = {"modelspec.architecture": "stable-diffusion-v2-512"}
+    assert sf.prediction_type_hint(header_file(tmp_path / "b2.safetensors", names, base)) == "epsilon"
     eps = {"modelspec.prediction_type": "epsilon"}
     assert sf.prediction_type_hint(header_file(tmp_path / "c.safetensors", names, eps)) == "epsilon"
     assert sf.prediction_type_hint(header_file(tmp_path / "d.safetensors", names)) is None

@@ -170,8 +170,8 @@ def _prediction_from_header(names: list[str], meta: dict[str, str]) -> str | Non
     if pred in ("epsilon", "eps"):
         return "epsilon"
     arch = meta.get("modelspec.architecture", "")
-    if arch.startswith("stable-diffusion-v2") and arch.endswith("-v"):
-        return "v_prediction"
+    if arch.startswith("stable-diffusion-v2"):  # kohya: stable-diffusion-v2-768-v or stable-diffusion-v2-512
+        return "v_prediction" if arch.split("/")[0].endswith("-v") else "epsilon"
     return None
 
 
