@@ -273,3 +273,15 @@ def test_leftovers_of_an_interrupted_run_are_cleaned(tmp_path: Path) -> None:
     (out / ".keep.tmp").write_bytes(b"not ours")
     prepare(raw, out)
     assert not leftover.exists() and (out / ".keep.tmp").exists() and (out / "a.png").is_file()
+
+
+def test_plain_png_is_kept_byte_for_byte(tmp_path: Path) -> None:
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    Image.fromarray(textured(300, 300, 80)).save(raw / "plain.png")
+    rgba = np.dstack([textured(300, 300, 81), np.full((300, 300), 255, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(raw / "alpha.png")
+    prepare(raw, out)
+    assert (out / "plain.png").read_bytes() == (raw / "plain.png").read_bytes()
+    assert (out / "alpha.png").read_bytes() != (raw / "alpha.png").read_bytes()
+    assert rgb(out / "alpha.png").shape == (300, 300, 3)

@@ -211,8 +211,22 @@ def process_one(raw: Path, out: Path, row: LogRow, opts: PrepareOptions) -> _Res
     target = out / row.output
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    im.save(temp, "PNG", compress_level=opts.png_compress_level)
+    if im.size == stored and is_plain_png(data):
+        temp.write_bytes(data)  # already an upright 8-bit RGB PNG: the same pixels, no re-encoding
+    else:
+        im.save(temp, "PNG", compress_level=opts.png_compress_level)
     return _Result(row, temp)
+
+
+def is_plain_png(data: bytes) -> bool:
+    """An 8-bit RGB PNG with no transparency, colour profile, EXIF or animation: its bytes can be kept as they are."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            ihdr_8bit_rgb = data[24:26] == bytes([8, 2])  # IHDR bit depth 8, colour type 2 (truecolour)
+            return (im.format == "PNG" and ihdr_8bit_rgb and getattr(im, "n_frames", 1) == 1
+                    and not {"transparency", "icc_profile", "exif"} & set(im.info))
+    except (OSError, ValueError, SyntaxError):
+        return False
 
 
 def _check_folders(raw: Path, out: Path) -> None:
