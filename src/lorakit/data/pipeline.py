@@ -97,6 +97,7 @@ def _metadata(cfg: DataSection) -> Metadata | None:
 
 
 def _fields(template: str) -> list[str]:
+    """Placeholder names of a caption template."""
     return [name for _, name, _, _ in string.Formatter().parse(template) if name]
 
 

@@ -93,7 +93,7 @@ def folder_repeats(root: Path, image: Path, default: int) -> tuple[int, Path]:
     while folder != root and folder != folder.parent:
         n, _ = parse_repeats(folder.name)
         if n is not None:
-            return max(n, 0), folder
+            return n, folder
         folder = folder.parent
     return default, image.parent
 

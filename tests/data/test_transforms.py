@@ -1,0 +1,66 @@
+"""`to_rgb` for every image mode, and the pixels an example trains on."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageCms
+
+from lorakit.data.example import Example
+from lorakit.data.transforms import load_pixels, parse_color, resize_and_crop, to_rgb
+from lorakit.errors import DataError
+
+
+def px(im: Image.Image) -> tuple[int, ...]:
+    return to_rgb(im, (0, 0, 255)).getpixel((0, 0))
+
+
+def test_modes() -> None:
+    assert px(Image.fromarray(np.full((2, 2), 65535, np.uint16))) == (255, 255, 255)
+    assert px(Image.fromarray(np.full((2, 2), 257 * 100, np.uint16))) == (100, 100, 100)
+    assert px(Image.fromarray(np.full((2, 2), 0.5, np.float32))) == (128, 128, 128)
+    assert px(Image.new("LA", (2, 2), (200, 0))) == (0, 0, 255)  # fully transparent → background
+    assert px(Image.new("RGBA", (2, 2), (255, 0, 0, 128))) == (128, 0, 127)
+    pal = Image.new("P", (2, 2), 1)
+    pal.putpalette([0, 0, 0, 10, 20, 30] + [0] * 762)
+    pal.info["transparency"] = 1
+    assert px(pal) == (0, 0, 255)
+    assert px(Image.new("CMYK", (2, 2), (0, 0, 0, 0))) == (255, 255, 255)
+    assert px(Image.new("1", (2, 2), 1)) == (255, 255, 255)
+
+
+def test_embedded_icc_profile_is_applied() -> None:
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 100, 50)).save(buf, "PNG", icc_profile=srgb)
+    with Image.open(io.BytesIO(buf.getvalue())) as im:
+        im.load()
+        out = to_rgb(im)
+    assert out.mode == "RGB" and np.abs(np.subtract(out.getpixel((0, 0)), (200, 100, 50))).max() <= 2
+
+
+def test_parse_color() -> None:
+    assert parse_color("white") == (255, 255, 255) and parse_color("#102030") == (16, 32, 48)
+    with pytest.raises(DataError, match="colour"):
+        parse_color("blurple")
+
+
+def test_example_pixels_are_the_centre_crop_and_mirror(tmp_path: Path) -> None:
+    arr = np.zeros((100, 200, 3), np.uint8)
+    arr[:, :50] = (255, 0, 0)   # left quarter red: cropped away by a centred 100×100 crop
+    arr[:, 50:100] = (0, 255, 0)
+    arr[:, 100:150] = (0, 0, 255)
+    Image.fromarray(arr).save(tmp_path / "a.png")
+    ex = Example(image=tmp_path / "a.png", caption="", size=(64, 64))
+    pixels = load_pixels(ex)
+    assert pixels.shape == (3, 64, 64) and pixels.min() >= -1 and pixels.max() <= 1
+    assert pixels[1, 32, 5] > 0.9 and pixels[2, 32, 58] > 0.9 and pixels[0].max() < -0.9
+    flipped = load_pixels(Example(image=tmp_path / "a.png", caption="", size=(64, 64), flip=True))
+    assert np.allclose(flipped, pixels[:, :, ::-1])
+    im, (top, left) = resize_and_crop(Image.fromarray(arr), (64, 64))
+    assert im.size == (64, 64) and (top, left) == (0, 32)
+    with pytest.raises(DataError, match="missing.png"):
+        load_pixels(Example(image=tmp_path / "missing.png", caption="", size=(64, 64)))
