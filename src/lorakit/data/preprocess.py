@@ -269,27 +269,28 @@ def _reusable(prev: LogRow | None, src: Path, stat: os.stat_result, out: Path, s
     return bool(prev.sha1) and hashlib.sha1(src.read_bytes()).hexdigest() == prev.sha1
 
 
-def _hamming(a: str, b: str) -> int:
-    return bin(int(a, 16) ^ int(b, 16)).count("1")
+def _popcount(values: np.ndarray) -> np.ndarray:
+    """Set bits per uint64."""
+    if hasattr(np, "bitwise_count"):  # numpy ≥ 2
+        return np.bitwise_count(values)
+    return np.unpackbits(values.view(np.uint8)).reshape(-1, 64).sum(axis=1)
 
 
 def dedupe(rows: list[LogRow], distance: int) -> None:
     """Reject later images (in source order) whose perceptual hash is within `distance` bits of a kept one."""
-    kept: list[tuple[int, str]] = []
-    exact: dict[str, str] = {}
+    kept = np.zeros(len(rows), dtype=np.uint64)
+    names: list[str] = []
     for row in rows:
         if not row.phash or not (row.ok or row.reason.startswith("duplicate")):
             continue
-        value = int(row.phash, 16)
-        twin = exact.get(row.phash)
-        if twin is None and distance > 0:
-            twin = next((src for k, src in kept if bin(k ^ value).count("1") <= distance), None)
-        if twin is not None:
-            row.reject(f"duplicate: same picture as {twin}")
+        value = np.uint64(int(row.phash, 16))
+        close = np.flatnonzero(_popcount(kept[: len(names)] ^ value) <= distance)
+        if close.size:
+            row.reject(f"duplicate: same picture as {names[close[0]]}")
             continue
         row.status, row.ok, row.reason = "ok", 1, ""
-        kept.append((value, row.source))
-        exact[row.phash] = row.source
+        kept[len(names)] = value
+        names.append(row.source)
 
 
 def _copy_if_changed(src: Path, dst: Path) -> bool:
