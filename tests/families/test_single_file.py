@@ -259,6 +259,14 @@ def test_vae_override_from_a_standalone_ldm_vae_file(sd1_files, tmp_path):
     save_file({k: v.contiguous() for k, v in vae_to_ldm(other, prefix="").items()}, str(vae_file))
     loaded = sf.load_single_file(ckpt, "sd1", None, config_dir=config_dir, vae=vae_file)
     assert_same_weights(loaded.vae, other)
+    diffusers_layout = tmp_path / "vae-diffusers.safetensors"
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(diffusers_layout))
+    assert_same_weights(sf.load_vae(diffusers_layout, config_dir), other)
+    other.save_pretrained(tmp_path / "vae-folder")
+    assert_same_weights(sf.load_vae(tmp_path / "vae-folder", config_dir), other)
+    unet_only = header_file(tmp_path / "not-a-vae.safetensors", [UNET_KEY])
+    with pytest.raises(ModelError, match="not-a-vae.safetensors"):
+        sf.load_vae(unet_only, config_dir)
 
 
 def test_pickle_checkpoint_is_refused_unless_allowed(sd1_files, tmp_path):
