@@ -9,7 +9,15 @@ import pytest
 import torch
 from PIL import Image
 
-from lorakit.data.cache import TensorCache, fill_latents, fill_text, latent_key, text_key
+from lorakit.data.cache import (
+    TensorCache,
+    batch_latents,
+    fill_latents,
+    fill_text,
+    latent_key,
+    missing_examples,
+    text_key,
+)
 from lorakit.data.pipeline import build_dataset
 from lorakit.data.settings import DataSection
 
@@ -92,6 +100,12 @@ def test_fill_latents_encodes_only_missing_and_full_hit_skips_loading(tmp_path: 
     assert fill_latents(cache, changed, "m1", enc.load) == 2 and enc.loads == 2
     # another model misses everything
     assert len(cache.missing(latent_key(e, "m2") for e in changed)) == len(changed)
+    assert missing_examples(cache, changed, "m1") == [] and missing_examples(cache, changed, "m2") == changed
+    same_size = [e for e in changed if e.size == changed[0].size]
+    stacked = batch_latents(cache, same_size, "m1")
+    assert stacked.shape[0] == len(same_size) and torch.equal(stacked[0], cache.get(latent_key(same_size[0], "m1")))
+    with pytest.raises(KeyError, match="no cached latent"):
+        batch_latents(cache, same_size, "m2")
 
 
 def test_interrupted_fill_resumes(tmp_path: Path) -> None:

@@ -111,6 +111,30 @@ class TensorCache:
             tmp.unlink(missing_ok=True)
 
 
+def missing_examples(cache: TensorCache, examples: Sequence[Example], model_id: str,
+                     background: RGB = WHITE) -> list[Example]:
+    """Examples whose latents are not cached (distinct, in order). Empty means: do not load the VAE at all."""
+    out, seen = [], set()
+    for ex in examples:
+        key = latent_key(ex, model_id, background)
+        if key not in seen and not cache.has(key):
+            out.append(ex)
+        seen.add(key)
+    return out
+
+
+def batch_latents(cache: TensorCache, examples: Sequence[Example], model_id: str, background: RGB = WHITE
+                  ) -> torch.Tensor:
+    """The cached latents of a batch (one bucket size), stacked; a missing entry is a `KeyError` naming the image."""
+    latents = []
+    for ex in examples:
+        value = cache.get(latent_key(ex, model_id, background))
+        if not isinstance(value, torch.Tensor):
+            raise KeyError(f"no cached latent for {ex.image} at {ex.size[0]}x{ex.size[1]} (flip={ex.flip})")
+        latents.append(value)
+    return torch.stack(latents)
+
+
 def _batches_by_size(examples: Sequence[tuple[str, Example]], batch_size: int) -> list[list[tuple[str, Example]]]:
     by_size: dict[tuple[int, int], list[tuple[str, Example]]] = {}
     for item in examples:
