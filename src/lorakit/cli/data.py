@@ -33,7 +33,7 @@ def prepare(
     background: str = typer.Option("white", "--background", help="Colour under transparent pixels (name or #rrggbb)."),
     dedupe: bool = typer.Option(True, "--dedupe/--no-dedupe", help="Reject near-duplicates (perceptual hash)."),
     dedupe_distance: int = typer.Option(4, "--dedupe-distance", min=0, max=64,
-                                        help="Max differing perceptual-hash bits (of 64) to call two images duplicates."),
+                                        help="Max differing perceptual-hash bits (of 64) for duplicates."),
     blur_threshold: float = typer.Option(60.0, "--blur-threshold", min=0,
                                          help="Warn when the Laplacian variance is below this (0 = off)."),
     workers: int = typer.Option(4, "--workers", min=1, help="Parallel threads."),

@@ -1,1 +1,4 @@
-"""Model-agnostic data: scanning, captions, buckets, sampling, transforms. Pure: paths and numbers in, plain data out."""
+"""Model-agnostic data: scanning, captions, buckets, sampling, transforms, prepare, cache.
+
+Pure: paths and numbers in, plain data out. Only `cache` imports torch.
+"""

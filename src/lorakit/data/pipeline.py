@@ -158,7 +158,8 @@ def _build(records: list[ImageRecord], cfg: DataSection, buckets: BucketPlan, *,
     return _Built(examples, list(folders.values()), tags)
 
 
-def split_validation(records: list[ImageRecord], ratio: float, seed: int) -> tuple[list[ImageRecord], list[ImageRecord]]:
+def split_validation(records: list[ImageRecord], ratio: float, seed: int
+                     ) -> tuple[list[ImageRecord], list[ImageRecord]]:
     """(train, validation) by image: a seeded shuffle, round(ratio × n) images held out (≥ 1 when ratio > 0)."""
     if ratio <= 0 or len(records) < 2:
         return records, []

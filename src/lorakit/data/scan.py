@@ -61,7 +61,7 @@ def _orientation(im: Image.Image) -> int:
 
 
 def upright_size(path: Path) -> tuple[int, int]:
-    """(width, height) of an image as it will be shown: EXIF orientations 5–8 swap the sides. Reads the header only."""
+    """(width, height) of an image as shown: EXIF orientations 5–8 swap the sides. Reads the header only."""
     try:
         with Image.open(path) as im:
             w, h = im.size

@@ -163,4 +163,6 @@ class DataSection(BaseModel):
     @property
     def max_size(self) -> tuple[int, int]:
         """The largest bucket as (width, height): image_size if set, else resolution × resolution."""
-        return tuple(self.image_size) if self.image_size else (self.resolution, self.resolution)  # type: ignore[return-value]
+        if self.image_size:
+            return (self.image_size[0], self.image_size[1])
+        return (self.resolution, self.resolution)
