@@ -285,3 +285,12 @@ def test_plain_png_is_kept_byte_for_byte(tmp_path: Path) -> None:
     assert (out / "plain.png").read_bytes() == (raw / "plain.png").read_bytes()
     assert (out / "alpha.png").read_bytes() != (raw / "alpha.png").read_bytes()
     assert rgb(out / "alpha.png").shape == (300, 300, 3)
+
+
+def test_output_names_never_clash() -> None:
+    from lorakit.data.preprocess import output_name
+
+    taken: set[str] = set()
+    names = [output_name(n, taken) for n in ["d/a.jpg", "d/a.png", "d/a_png.png", "d/a.webp", "d/A.png"]]
+    assert names == ["d/a.png", "d/a_png.png", "d/a_png_png.png", "d/a_webp.png", "d/A.png"]
+    assert output_name("d/a.tif", {"d/a.png", "d/a_tif.png"}) == "d/a_tif2.png"

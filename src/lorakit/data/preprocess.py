@@ -175,9 +175,10 @@ class _Rejected(Exception):
 def output_name(rel: str, taken: set[str]) -> str:
     """Output path of a source: same folders, `.png`; a clash (a.jpg and a.png) adds the old extension."""
     p = Path(rel)
-    name = p.with_suffix(".png").as_posix()
-    if name in taken:
-        name = p.with_name(f"{p.stem}_{p.suffix.lstrip('.').lower()}.png").as_posix()
+    name, n = p.with_suffix(".png").as_posix(), 1
+    while name in taken:
+        tag = p.suffix.lstrip(".").lower() + (str(n) if n > 1 else "")
+        name, n = p.with_name(f"{p.stem}_{tag}.png").as_posix(), n + 1
     taken.add(name)
     return name
 
