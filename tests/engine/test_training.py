@@ -14,7 +14,6 @@ from lorakit import api
 from lorakit.config.loader import load_config
 from lorakit.config.schema import ModelSection
 from lorakit.data.pipeline import build_dataset
-from lorakit.engine import trainer
 from lorakit.engine.encode import BatchEncoder
 from lorakit.engine.validation import held_out_loss
 from lorakit.families import load_model
@@ -90,6 +89,26 @@ def test_other_families_train(tmp_path: Path, image_dir: Path, model: str) -> No
     assert any(k.startswith(te_prefix) for k in keys) and any(k.startswith("lora_unet_") for k in keys)
 
 
-def test_total_steps_from_epochs(tmp_path: Path, image_dir: Path) -> None:
-    cfg = load_config(sets=["train.max_train_epochs=3", "train.gradient_accumulation_steps=2"])
-    assert trainer.total_steps(cfg, batches_per_epoch=5) == 9  # ceil(5/2)=3 per epoch
+def test_text_encoder_stops_and_warmup_ratio(tmp_path: Path, image_dir: Path) -> None:
+    result = api.train(config(tmp_path, image_dir, "train.max_train_steps=5", "network.train_text_encoder=true",
+                              "train.stop_text_encoder_training=2", "output.save_every_n_steps=2",
+                              "output.save_precision='fp32'", "train.lr_warmup_ratio=0.4"))
+    at_stop, final = load_file(result.checkpoints[0]), load_file(result.lora_path)
+    te_keys = [k for k in final if k.startswith("lora_te_") and k.endswith("weight")]
+    unet_keys = [k for k in final if k.startswith("lora_unet_") and k.endswith("lora_up.weight")]
+    assert te_keys and all(torch.equal(at_stop[k], final[k]) for k in te_keys)
+    assert any(not torch.equal(at_stop[k], final[k]) for k in unet_keys)
+    lrs = [float(r["lr"]) for r in csv.DictReader(open(result.run_dir / "train" / "log.csv"))]
+    assert lrs[:3] == pytest.approx([0.001, 0.002, 0.002])  # warm-up int(0.4 × 5) = 2 steps, then constant
+
+
+def test_resume_from_network_weights(tmp_path: Path, image_dir: Path) -> None:
+    first = api.train(config(tmp_path, image_dir, "train.max_train_steps=2", "output.save_precision='fp32'"))
+    resumed = api.train(config(tmp_path, image_dir, "train.max_train_steps=1", "train.learning_rate=0",
+                               "network.train_text_encoder=true", "train.text_encoder_lr=1e-4",
+                               f"network.network_weights='{first.lora_path}'", "output.save_precision='fp32'"))
+    a, b = load_file(first.lora_path), load_file(resumed.lora_path)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # UNet lr 0: the loaded weights come back unchanged
+    wrong = config(tmp_path, image_dir, "network.network_dim=8", f"network.network_weights='{first.lora_path}'")
+    with pytest.raises(Exception, match="does not fit this network"):
+        api.train(wrong)

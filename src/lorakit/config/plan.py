@@ -124,12 +124,15 @@ def _buckets(dataset: object) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def build_plan(cfg: LorakitConfig) -> Plan:
-    """Scan the data (no images decoded beyond what the data side does) and plan the run."""
+def build_plan(cfg: LorakitConfig, dataset: object | None = None) -> Plan:
+    """Plan the run; scans the data (no images decoded beyond what the data side does) unless `dataset` is given.
+
+    The trainer passes the dataset it trains on, so the run executes exactly the numbers the plan shows.
+    """
     from ..data.pipeline import build_dataset
 
     t = cfg.train
-    dataset = build_dataset(cfg.data, t.train_batch_size, t.seed, fingerprints=False)
+    dataset = dataset or build_dataset(cfg.data, t.train_batch_size, t.seed, fingerprints=False)
     folders = [(str(f.path), f.images, f.repeats, f.is_reg) for f in dataset.folders]
     counts = [(images, repeats, is_reg) for _, images, repeats, is_reg in folders]
     sample_every = getattr(cfg.sample, "sample_every_n_steps", None)

@@ -24,6 +24,7 @@ class LoopSettings:
     log_every: int = 1
     save_every: int | None = None
     validate_every: int | None = None
+    text_encoder_stop: int | None = None
 
 
 def endless_batches(sampler: BatchSampler) -> Iterator[tuple[int, list[Example]]]:
@@ -55,6 +56,8 @@ def train_loop(
     started, step, epoch = time.perf_counter(), 0, 1
     mode.train(True)
     while step < settings.total_steps and not commands.stop:
+        if step == settings.text_encoder_stop:
+            mode.freeze_text_encoders()
         for _ in range(settings.accumulation):
             epoch, examples = next(batches)
             with accelerator.autocast():

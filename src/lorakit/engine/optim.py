@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import importlib.util
 import inspect
 from typing import Any, Callable
@@ -13,20 +12,13 @@ from ..errors import ConfigError
 
 
 def parse_args(items: list[str], key: str) -> dict[str, Any]:
-    """`["weight_decay=0.01", "betas=(0.9,0.99)"]` → a dict; values are Python literals or plain strings."""
-    out, problems = {}, []
-    for item in items:
-        name, sep, raw = item.partition("=")
-        if not sep or not name.strip():
-            problems.append(f"{key}: {item!r} is not key=value (e.g. weight_decay=0.01)")
-            continue
-        try:
-            out[name.strip()] = ast.literal_eval(raw.strip())
-        except (ValueError, SyntaxError):
-            out[name.strip()] = raw.strip()
+    """`key=value` strings as keyword arguments; a malformed item is a ConfigError naming `key`."""
+    from ..config.validate import parse_args_list
+
+    kwargs, problems = parse_args_list(items)
     if problems:
-        raise ConfigError(problems)
-    return out
+        raise ConfigError([f"{key}: {p}" for p in problems])
+    return kwargs
 
 
 def _adamw8bit() -> Callable[..., torch.optim.Optimizer]:

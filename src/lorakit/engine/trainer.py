@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -13,6 +12,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 
+from ..config.plan import build_plan, render_plan
 from ..config.schema import LorakitConfig
 from ..data.pipeline import DatasetPlan, build_dataset
 from ..errors import ConfigError
@@ -48,14 +48,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def total_steps(cfg: LorakitConfig, batches_per_epoch: int) -> int:
-    """max_train_steps if set, else epochs × optimizer steps per epoch."""
-    t = cfg.train
-    if t.max_train_steps:
-        return t.max_train_steps
-    return max(1, t.max_train_epochs * math.ceil(batches_per_epoch / t.gradient_accumulation_steps))
 
 
 def make_accelerator(cfg: LorakitConfig) -> Accelerator:
@@ -104,13 +96,17 @@ def train(
                            t.seed)
     torch.manual_seed(t.seed)  # the adapter's initial weights
     mode = MODES["lora"](parts, cfg, encoder)
+    if cfg.network.network_weights:
+        formats.load_kohya_weights(parts, Path(cfg.network.network_weights))
     groups = mode.param_groups()
     for g in groups:  # trainable weights stay fp32 whatever the compute precision
         for p in g["params"]:
             p.data = p.data.float()
-    steps = total_steps(cfg, len(dataset.sampler))
+    plan = build_plan(cfg, dataset)
+    steps = plan.steps.total_steps
     optimizer = build_optimizer(t.optimizer_type, groups, t.learning_rate, t.optimizer_args)
-    scheduler = build_scheduler(t.lr_scheduler, optimizer, t.lr_warmup_steps, steps, t.lr_scheduler_num_cycles)
+    scheduler = build_scheduler(t.lr_scheduler, optimizer, plan.steps.warmup_steps, steps, t.lr_scheduler_num_cycles,
+                                t.lr_scheduler_args)
     optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
     encoder.prefill(dataset.train, t.train_batch_size)
 
@@ -144,9 +140,10 @@ def train(
         total_steps=steps, accumulation=t.gradient_accumulation_steps, max_grad_norm=t.max_grad_norm,
         log_every=t.log_every_n_steps, save_every=out.save_every_n_steps,
         validate_every=t.validate_every_n_steps if dataset.validation else None,
+        text_encoder_stop=plan.steps.text_encoder_stop,
     )
     gen = torch.Generator(device=accelerator.device).manual_seed(t.seed)
-    events.on_start(steps, {"run_dir": str(run_dir), "images": len(dataset.train)})
+    events.on_start(steps, {"run_dir": str(run_dir), "images": len(dataset.train), "plan": render_plan(plan)})
     try:
         result.steps, result.stopped = train_loop(
             mode, dataset.sampler, optimizer, scheduler, accelerator, settings, gen, events, commands or Commands(),

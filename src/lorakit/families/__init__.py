@@ -26,24 +26,30 @@ def detect_family(cfg: ModelSection) -> str:
         return TINY_MODELS[source]
     path = Path(source).expanduser()
     if path.is_dir():
-        index = read_model_index(path)
-        if "XL" in index.get("_class_name", ""):
-            return "sdxl"
-        te_config = path / "text_encoder" / "config.json"
-        if te_config.is_file() and '"hidden_size": 1024' in te_config.read_text():
-            return "sd2"
-        if index:
-            return "sd1"
-        raise ModelError(f"{path} is not a diffusers model folder (no model_index.json)", "set model.family")
+        return _family_of_folder(path)
     if path.is_file():
         from .single_file import detect_family as detect_file
 
-        return detect_file(path)
+        return detect_file(path, allow_pickle=cfg.allow_pickle)
     raise ModelError(
         f"model not found: {source}",
         "set model.pretrained_model_name_or_path to a diffusers folder, a .safetensors checkpoint or one of "
         + ", ".join(TINY_MODELS),
     )
+
+
+def _family_of_folder(path: Path) -> str:
+    """SDXL has text-time conditioning; SD2 (unlike SD1) uses linear projections in its transformer blocks."""
+    import json
+
+    unet_config = path / "unet" / "config.json"
+    if not read_model_index(path) or not unet_config.is_file():
+        raise ModelError(f"{path} is not a diffusers model folder (no model_index.json / unet/config.json)",
+                         "point model.pretrained_model_name_or_path at the folder that holds model_index.json")
+    unet = json.loads(unet_config.read_text())
+    if unet.get("addition_embed_type") == "text_time":
+        return "sdxl"
+    return "sd2" if unet.get("use_linear_projection") else "sd1"
 
 
 def get_family(name: str) -> Family:

@@ -19,9 +19,6 @@ from diffusers import AutoencoderKL, DDPMScheduler, DiffusionPipeline
 from ..config.schema import ModelSection
 from ..errors import ModelError
 
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
-
-
 @dataclass
 class ModelParts:
     """A loaded base model: its pipeline (for sampling) and the pieces training touches."""
@@ -98,7 +95,7 @@ class Family(ABC):
                 "or a built-in tiny model (tiny-sd1, tiny-sd2-v, tiny-sdxl)",
             )
         if cfg.vae:
-            pipe.vae = load_vae(Path(cfg.vae), dtype)
+            pipe.vae = load_vae_like(Path(cfg.vae), pipe.vae, dtype)
             identity += f"+vae:{_file_identity(Path(cfg.vae)) if Path(cfg.vae).is_file() else cfg.vae}"
         if cfg.v_parameterization is not None:
             pred = "v_prediction" if cfg.v_parameterization else "epsilon"
@@ -150,15 +147,15 @@ class Family(ABC):
         """`modelspec.architecture` of a LoRA for this model."""
 
 
-def load_vae(path: Path, dtype: torch.dtype) -> AutoencoderKL:
-    """A VAE override from a diffusers folder or a single .safetensors file."""
-    if path.is_dir():
-        return AutoencoderKL.from_pretrained(path, torch_dtype=dtype)
-    if path.is_file():
-        if path.suffix.lower() in PICKLE_SUFFIXES:
-            raise ModelError(f"refusing to load pickle VAE {path}", "convert it to .safetensors")
-        return AutoencoderKL.from_single_file(path, torch_dtype=dtype)
-    raise ModelError(f"VAE not found: {path}", "set model.vae to a folder or .safetensors file, or remove it")
+def load_vae_like(path: Path, current: AutoencoderKL, dtype: torch.dtype) -> AutoencoderKL:
+    """A VAE override (folder or single file), read with the architecture of the model's own VAE (offline)."""
+    import tempfile
+
+    from .single_file import load_vae
+
+    with tempfile.TemporaryDirectory() as tmp:
+        current.save_config(Path(tmp) / "vae")
+        return load_vae(path, Path(tmp), dtype)
 
 
 def _file_identity(path: Path) -> str:

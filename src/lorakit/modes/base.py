@@ -20,6 +20,10 @@ class Mode(Protocol):
         """The scalar loss of one batch; `gen` drives every random draw so runs are reproducible."""
         ...
 
+    def freeze_text_encoders(self) -> None:
+        """Stop training the text encoders (kohya's stop_text_encoder_training); the optimizer skips them."""
+        ...
+
     def train(self, on: bool) -> None:
         """Switch the trainable modules between train and eval behaviour (dropout)."""
         ...

@@ -20,6 +20,7 @@ class LoraMode:
     def __init__(self, parts: ModelParts, cfg: LorakitConfig, encoder: BatchEncoder) -> None:
         self.parts, self.cfg, self.encoder = parts, cfg, encoder
         attach_lora(parts, cfg.network)
+        self.text_frozen = False
 
     def param_groups(self) -> list[dict[str, Any]]:
         t = self.cfg.train
@@ -30,9 +31,18 @@ class LoraMode:
             groups.append({"params": params, "lr": te_lr})
         return [g for g in groups if g["params"] and g["lr"] > 0]
 
+    def freeze_text_encoders(self) -> None:
+        for te in self.parts.text_encoders:
+            for p in lora_parameters(te):
+                p.requires_grad_(False)
+                p.grad = None
+            te.eval()
+        self.text_frozen = True
+
     def train(self, on: bool) -> None:
-        for m in [self.parts.unet, *self.parts.text_encoders]:
-            m.train(on)
+        self.parts.unet.train(on)
+        for te in self.parts.text_encoders:
+            te.train(on and self.cfg.network.train_text_encoder and not self.text_frozen)
 
     def loss(self, examples: list[Example], gen: torch.Generator) -> torch.Tensor:
         t, fam = self.cfg.train, self.parts.family

@@ -57,6 +57,42 @@ def to_kohya(parts: ModelParts, alpha: float, dtype: torch.dtype = torch.float32
     return sd
 
 
+def load_kohya_weights(parts: ModelParts, path: Path) -> int:
+    """Copy a kohya LoRA file's weights into the attached adapter (resuming); returns the modules loaded.
+
+    Alpha is taken from the config, not the file: a file whose rank or modules differ is an error naming both.
+    """
+    from safetensors.torch import load_file
+
+    sd = load_file(str(path))
+    loaded, problems = 0, []
+    for module, name_of in _components(parts):
+        for mod_path, layer in _lora_layers(module).items():
+            name = name_of(mod_path)
+            down, up = sd.get(f"{name}.lora_down.weight"), sd.get(f"{name}.lora_up.weight")
+            if down is None or up is None:
+                continue
+            a, b = layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight
+            if down.shape != a.shape or up.shape != b.shape:
+                problems.append(f"{name}: file has {tuple(down.shape)}, network has {tuple(a.shape)}")
+                continue
+            with torch.no_grad():
+                a.copy_(down.to(a)), b.copy_(up.to(b))
+            loaded += 1
+    if problems or not loaded:
+        raise LorakitError(
+            f"network.network_weights {path} does not fit this network: "
+            + ("; ".join(problems[:3]) if problems else "no module names match"),
+            "use a LoRA trained on the same model family with the same network_dim and target modules",
+        )
+    return loaded
+
+
+def _lora_layers(module: torch.nn.Module) -> dict[str, Any]:
+    """{module path: peft LoRA layer} of the adapted modules."""
+    return {p: m for p, m in module.named_modules() if hasattr(m, "lora_A") and ADAPTER in m.lora_A}
+
+
 def kohya_module_names(parts: ModelParts) -> set[str]:
     """Every kohya name a loader could match in this model (Linear and Conv modules of UNet and text encoders)."""
     fam, names = parts.family, set()
