@@ -294,3 +294,17 @@ def test_output_names_never_clash() -> None:
     names = [output_name(n, taken) for n in ["d/a.jpg", "d/a.png", "d/a_png.png", "d/a.webp", "d/A.png"]]
     assert names == ["d/a.png", "d/a_png.png", "d/a_png_png.png", "d/a_webp.png", "d/A.png"]
     assert output_name("d/a.tif", {"d/a.png", "d/a_tif.png"}) == "d/a_tif2.png"
+
+
+def test_captions_edited_in_the_output_survive_until_the_raw_caption_changes(tmp_path: Path) -> None:
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    Image.fromarray(textured(300, 300, 90)).save(raw / "a.png")
+    (raw / "a.txt").write_text("raw caption", encoding="utf-8")
+    prepare(raw, out)
+    (out / "a.txt").write_text("tagged later in the output folder", encoding="utf-8")
+    prepare(raw, out)
+    assert (out / "a.txt").read_text(encoding="utf-8") == "tagged later in the output folder"
+    (raw / "a.txt").write_text("raw caption, edited", encoding="utf-8")
+    prepare(raw, out)
+    assert (out / "a.txt").read_text(encoding="utf-8") == "raw caption, edited"

@@ -69,6 +69,7 @@ class LogRow:
     sha1: str = ""
     phash: str = ""
     settings: str = ""
+    captions: str = ""
 
     def reject(self, reason: str) -> LogRow:
         """Mark the row rejected with a reason ('code: detail')."""
@@ -306,11 +307,19 @@ def _copy_if_changed(src: Path, dst: Path) -> bool:
 
 
 def _copy_captions(raw: Path, out: Path, row: LogRow) -> None:
+    """Copy the source's caption files beside its output when they changed since the last run (`row.captions`
+    holds their hash), so captions edited in the output folder survive a re-run until the raw ones change."""
     src, dst = raw / row.source, out / row.output
-    for ext in CAPTION_EXTENSIONS:
-        side = src.with_suffix(ext)
-        if side.is_file():
-            _copy_if_changed(side, dst.with_suffix(ext))
+    sides = [(ext, src.with_suffix(ext)) for ext in CAPTION_EXTENSIONS if src.with_suffix(ext).is_file()]
+    h = hashlib.sha1()
+    for ext, side in sides:
+        h.update(ext.encode() + b"\x00" + side.read_bytes() + b"\x00")
+    digest = h.hexdigest() if sides else ""
+    if digest == row.captions and all(dst.with_suffix(ext).is_file() for ext, _ in sides):
+        return
+    for ext, side in sides:
+        _copy_if_changed(side, dst.with_suffix(ext))
+    row.captions = digest
 
 
 def _remove_output(out: Path, output: str) -> bool:
@@ -356,7 +365,8 @@ def prepare(raw: Path, out: Path, opts: PrepareOptions | None = None, on_progres
                 taken.add(prev.output)
             report.unchanged += 1
         else:
-            rows[rel] = LogRow(source=rel, bytes=stat.st_size, mtime_ns=stat.st_mtime_ns, settings=settings)
+            rows[rel] = LogRow(source=rel, bytes=stat.st_size, mtime_ns=stat.st_mtime_ns, settings=settings,
+                               captions=prev.captions if prev else "")
             todo.append(rows[rel])
     for row in todo:
         row.output = output_name(row.source, taken)
