@@ -308,3 +308,19 @@ def test_captions_edited_in_the_output_survive_until_the_raw_caption_changes(tmp
     (raw / "a.txt").write_text("raw caption, edited", encoding="utf-8")
     prepare(raw, out)
     assert (out / "a.txt").read_text(encoding="utf-8") == "raw caption, edited"
+
+
+def test_a_kept_image_that_becomes_a_duplicate_loses_its_output(tmp_path: Path) -> None:
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    Image.fromarray(textured(300, 300, 95)).save(raw / "b.png", compress_level=9)
+    Image.fromarray(textured(300, 300, 96)).save(raw / "bad.png")
+    (raw / "bad.png").write_bytes((raw / "bad.png").read_bytes()[:500])
+    first = prepare(raw, out)
+    assert (out / "b.png").is_file() and [r.source for r in first.rejected] == ["bad.png"]
+    shutil.copy(raw / "b.png", raw / "a.png")  # sorts first: now b.png is the duplicate
+    Image.fromarray(textured(300, 300, 96)).save(raw / "bad.png")  # repaired
+    second = prepare(raw, out)
+    assert [r.source for r in second.rejected] == ["b.png"] and second.removed == 1
+    assert not (out / "b.png").exists() and (out / "a.png").is_file() and (out / "bad.png").is_file()
+    assert (out / "rejected" / "b.png").is_file() and not (out / "rejected" / "bad.png").exists()

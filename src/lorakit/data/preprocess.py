@@ -8,6 +8,7 @@ content hash) and settings are unchanged.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import os
@@ -349,6 +350,7 @@ def prepare(raw: Path, out: Path, opts: PrepareOptions | None = None, on_progres
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)
     previous = read_log(out / PREPARE_LOG)
+    before = {src: dataclasses.replace(row) for src, row in previous.items()}  # reused rows are updated in place
     sources, data_files = list_sources(raw)
     settings, taken = opts.fingerprint(), set()
     rows: dict[str, LogRow] = {}
@@ -381,7 +383,7 @@ def prepare(raw: Path, out: Path, opts: PrepareOptions | None = None, on_progres
     for row in ordered:
         if row.ok and not row.output:  # a former duplicate that is kept now
             row.output = output_name(row.source, taken)
-    _commit(raw, out, ordered, temps, previous, opts, report)
+    _commit(raw, out, ordered, temps, before, opts, report)
     for rel in data_files:
         _copy_if_changed(raw / rel, out / rel)
     report.rows = ordered
@@ -406,34 +408,28 @@ def _process_all(raw: Path, out: Path, todo: list[LogRow], opts: PrepareOptions,
     return temps
 
 
-def _commit(raw: Path, out: Path, rows: list[LogRow], temps: dict[str, Path], previous: dict[str, LogRow],
+def _commit(raw: Path, out: Path, rows: list[LogRow], temps: dict[str, Path], before: dict[str, LogRow],
             opts: PrepareOptions, report: PrepareReport) -> None:
-    """Rename kept outputs into place, drop rejected ones, copy rejected sources aside, remove stale outputs."""
-    current = {r.source for r in rows}
+    """Rename kept outputs into place, drop rejected ones, copy rejected sources aside, then remove what the
+    previous run wrote and this one no longer produces. `before` is the previous log, as it was read."""
     for row in rows:
         temp = temps.pop(row.source, None)
-        prev = previous.get(row.source)
-        if row.ok:
-            if temp is not None:
-                os.replace(temp, out / row.output)
-                report.written += 1
-            elif not (out / row.output).is_file():  # a former duplicate whose twin is gone
-                redo = process_one(raw, out, row, opts)
-                if redo.temp is not None:
-                    os.replace(redo.temp, out / row.output)
-                    report.written += 1
-            if row.ok:
-                _copy_captions(raw, out, row)
-                continue
-        if temp is not None:
+        if row.ok and temp is None and not (out / row.output).is_file():  # a former duplicate whose twin is gone
+            temp = process_one(raw, out, row, opts).temp
+        if row.ok and temp is not None:
+            os.replace(temp, out / row.output)
+            report.written += 1
+        elif temp is not None:
             temp.unlink()
-        if prev is not None and prev.output and prev.ok:
-            report.removed += _remove_output(out, prev.output)
-        _copy_if_changed(raw / row.source, out / REJECTED_DIR / row.source)
-    for source, prev in previous.items():
-        if source not in current:
-            if prev.ok and prev.output:
-                report.removed += _remove_output(out, prev.output)
-            stale = out / REJECTED_DIR / source
-            if stale.is_file():
-                stale.unlink()
+        if row.ok:
+            _copy_captions(raw, out, row)
+        else:
+            _copy_if_changed(raw / row.source, out / REJECTED_DIR / row.source)
+    outputs = {r.output for r in rows if r.ok}
+    rejected = {r.source for r in rows if not r.ok}
+    for old in before.values():
+        if old.ok and old.output and old.output not in outputs:
+            report.removed += _remove_output(out, old.output)
+        stale = out / REJECTED_DIR / old.source
+        if not old.ok and old.source not in rejected and stale.is_file():
+            stale.unlink()
