@@ -6,28 +6,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-import tomli_w
-
+from .config.loader import ResolvedConfig
 from .config.schema import LorakitConfig
-from .engine.events import Callback, Commands, CsvLog
-from .engine.trainer import TrainResult
-from .io import write_text_atomic
+from .config.snapshot import write_snapshot
 from .runs import new_run_dir
 
 if TYPE_CHECKING:
+    from .engine.events import Callback, Commands
+    from .engine.trainer import TrainResult
     from .data.pipeline import DatasetPlan
     from .data.preprocess import PrepareOptions, PrepareReport
     from .data.settings import DataSection
 
 
-def train(cfg: LorakitConfig, callbacks: list[Callback] | None = None, commands: Commands | None = None) -> TrainResult:
-    """Train a LoRA: claim a run folder, snapshot the config, train, save. Returns where everything is."""
+def train(
+    config: LorakitConfig | ResolvedConfig,
+    callbacks: list[Callback] | None = None,
+    commands: Commands | None = None,
+) -> "TrainResult":
+    """Train a LoRA: claim a run folder, snapshot the config (with provenance and environment), train, save."""
     from .engine import trainer
+    from .engine.events import CsvLog
 
+    cfg = config.config if isinstance(config, ResolvedConfig) else config
     run_dir = new_run_dir(Path(cfg.output.output_dir), cfg.output.run_id)
-    snapshot = cfg.model_dump(mode="json", exclude_none=True)
-    snapshot["output"]["run_id"] = run_dir.name
-    write_text_atomic(run_dir / "config.toml", tomli_w.dumps(snapshot))
+    write_snapshot(run_dir, config)
     return trainer.train(cfg, run_dir, [*(callbacks or []), CsvLog(run_dir / "train" / "log.csv")], commands)
 
 

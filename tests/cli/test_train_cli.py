@@ -85,7 +85,7 @@ def test_missing_model_path(cli, tmp_path: Path, image_dir: Path) -> None:
     code, out = cli("train", "--set", f"data.train_data_dir='{image_dir}'", "--set",
                     f"model.pretrained_model_name_or_path='{tmp_path / 'nope'}'", "--set",
                     f"output.output_dir='{tmp_path / 'runs'}'")
-    assert code == 2 and "model not found" in out and "nope" in out and "Traceback" not in out
+    assert code == 2 and "not found" in out and "model.pretrained_model_name_or_path" in out and "nope" in out and "Traceback" not in out
 
 
 def test_folder_without_images(cli, tmp_path: Path) -> None:

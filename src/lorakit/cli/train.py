@@ -8,24 +8,28 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from .. import api
-from ..engine.events import RichProgress
 from .main import app
+from .options import AddFiles, ConfigFiles, OomLayer, PresetName, SetValues, resolve_options
 
 console = Console(soft_wrap=True)  # paths are printed whole, never wrapped
 
 
 @app.command()
 def train(
-    config: list[Path] = typer.Option([], "--config", "-c", help="Config TOML file(s); later files win."),
-    set_: list[str] = typer.Option([], "--set", help="Override a value: --set train.learning_rate=1e-4 (repeatable)."),
+    config: ConfigFiles = [],
+    add: AddFiles = [],
+    preset: PresetName = None,
+    set_: SetValues = [],
+    oom: OomLayer = False,
 ) -> None:
-    """Train a LoRA as the config says; the result goes to runs/<run_id>/train/."""
-    from ..config.loader import load_config
+    """Train a LoRA as the config says; prints the plan first; the result goes to runs/<run_id>/train/."""
+    from .. import api
+    from ..engine.events import RichProgress
 
-    cfg = load_config(list(config), list(set_))
-    result = api.train(cfg, [RichProgress(console)])
-    console.print(f"[green]done[/] {result.steps} steps → {result.lora_path}")
+    resolved = resolve_options(config, add, preset, set_, oom, check_paths=True)
+    result = api.train(resolved, [RichProgress(console)])
+    state = "[yellow]stopped[/]" if result.stopped else "[green]done[/]"
+    console.print(f"{state} {result.steps} steps → {result.lora_path}")
 
 
 @app.command()
@@ -44,7 +48,8 @@ def generate(
     out: Path = typer.Option(Path("outputs"), "--out", "-o", help="Folder for the PNGs (never overwritten)."),
 ) -> None:
     """Render images with or without a LoRA."""
-    from ..config.loader import ConfigError
+    from .. import api
+    from ..errors import ConfigError
 
     if family not in ("auto", "sd1", "sd2", "sdxl"):
         raise ConfigError([f"--family {family!r}: use auto, sd1, sd2 or sdxl"])
@@ -62,6 +67,7 @@ def demo(
 ) -> None:
     """Train a LoRA on the built-in tiny model and sample images: no checkpoint or download needed."""
     from ..demo import run_demo
+    from ..engine.events import RichProgress
 
     result = run_demo(workdir, [RichProgress(console)], steps)
     console.print(f"images        {result.data_dir}")

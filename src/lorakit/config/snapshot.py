@@ -9,33 +9,20 @@ Each file is written to a temporary name and renamed, so a crash never leaves ha
 from __future__ import annotations
 
 import json
-import os
 import platform
 import sys
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
+from ..io import write_text_atomic
 from .loader import ResolvedConfig
 from .schema import LorakitConfig
 
 PACKAGES = ("lorakit", "torch", "diffusers", "transformers", "peft", "accelerate", "safetensors", "pydantic",
             "bitsandbytes", "xformers")
-
-
-def _write_atomic(target: Path, text: str) -> None:
-    """Write UTF-8 text to a temporary file beside `target`, then rename it over `target`."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def config_toml(config: LorakitConfig) -> str:
@@ -75,7 +62,7 @@ def write_snapshot(run_dir: Path, resolved: ResolvedConfig | LorakitConfig) -> N
         resolved = ResolvedConfig(resolved, {}, [])
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(run_dir / "config.toml", config_toml(resolved.config))
+    write_text_atomic(run_dir / "config.toml", config_toml(resolved.config))
     params = {
         "config": resolved.config.model_dump(mode="json"),
         "origins": resolved.origins,
@@ -83,5 +70,5 @@ def write_snapshot(run_dir: Path, resolved: ResolvedConfig | LorakitConfig) -> N
         "notes": resolved.notes,
         "warnings": resolved.warnings,
     }
-    _write_atomic(run_dir / "params.json", json.dumps(params, indent=2, ensure_ascii=False) + "\n")
-    _write_atomic(run_dir / "environment.json", json.dumps(environment(), indent=2) + "\n")
+    write_text_atomic(run_dir / "params.json", json.dumps(params, indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(run_dir / "environment.json", json.dumps(environment(), indent=2) + "\n")

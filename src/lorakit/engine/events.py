@@ -87,6 +87,8 @@ class RichProgress(Callback):
         self.last_loss = "-"
 
     def on_start(self, total_steps: int, info: dict[str, object]) -> None:
+        for line in info.get("plan", []):  # the plan of the run, before it starts
+            self.progress.console.print(line, highlight=False)
         self.progress.start()
         self.task = self.progress.add_task("train", total=total_steps, loss="-", lr="-", speed="-")
 
