@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="lorakit-test-cache-")  # never the user's ~/.cache
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

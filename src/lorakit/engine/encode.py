@@ -1,22 +1,30 @@
-"""Turn examples into model inputs: VAE latents and text-encoder outputs, cached in memory when allowed."""
+"""Turn examples into model inputs: VAE latents and text-encoder outputs, cached in memory and optionally on disk.
+
+With the disk cache, `prefill` encodes only what is missing (resumable: each entry is written atomically) and a
+full hit never runs the VAE or the text encoders.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from ..data.cache import TensorCache, batch_latents, fill_latents, fill_text, text_key
 from ..data.example import Example
 from ..data.transforms import load_pixels
 from ..families import ModelParts
+
+Progress = Callable[[str, int, int], None]
 
 
 class BatchEncoder:
     """Encodes images and captions; caches latents per example key and text outputs per caption."""
 
     def __init__(self, parts: ModelParts, device: torch.device, dtype: torch.dtype, cache_latents: bool,
-                 cache_text: bool, seed: int) -> None:
+                 cache_text: bool, seed: int, disk_dir: Path | None = None) -> None:
         self.parts, self.device, self.dtype = parts, device, dtype
         self.cache_latents, self.cache_text = cache_latents, cache_text
         self.latents: dict[str, torch.Tensor] = {}
@@ -24,15 +32,19 @@ class BatchEncoder:
         self.gen = torch.Generator(device="cpu").manual_seed(seed + 1)
         vae = parts.vae.config
         self.scale, self.shift = vae.scaling_factor, getattr(vae, "shift_factor", None) or 0.0
+        self.model_id = f"{parts.family.name}:{parts.identity}:{str(dtype).removeprefix('torch.')}"
+        self.disk = (TensorCache(disk_dir, "latents"), TensorCache(disk_dir, "text")) if disk_dir else None
 
     @torch.no_grad()
-    def encode_images(self, examples: list[Example]) -> torch.Tensor:
-        """Scaled VAE latents of a batch (a sample of the latent distribution, as kohya caches it)."""
-        pixels = torch.from_numpy(np.stack([load_pixels(e) for e in examples]))
-        pixels = pixels.to(self.device, self.parts.vae.dtype)
-        dist = self.parts.vae.encode(pixels).latent_dist
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Scaled VAE latents of a pixel batch in [-1, 1] (a sample of the latent distribution, as kohya caches)."""
+        dist = self.parts.vae.encode(pixels.to(self.device, self.parts.vae.dtype)).latent_dist
         noise = torch.randn(dist.mean.shape, generator=self.gen).to(dist.mean)
         return ((dist.mean + dist.std * noise) - self.shift) * self.scale
+
+    def encode_images(self, examples: list[Example]) -> torch.Tensor:
+        """Latents of a batch of one size, straight from the files."""
+        return self.encode_pixels(torch.from_numpy(np.stack([load_pixels(e) for e in examples])))
 
     def image_latents(self, examples: list[Example]) -> torch.Tensor:
         """Latents of a batch, from the cache when enabled."""
@@ -44,14 +56,38 @@ class BatchEncoder:
                 self.latents[e.key] = lat.to(self.dtype)
         return torch.stack([self.latents[e.key] for e in examples])
 
-    def prefill(self, examples: list[Example], batch_size: int) -> None:
-        """Encode every image once up front (so the training loop never waits on the VAE)."""
-        if self.cache_latents:
-            todo = list({e.key: e for e in examples if e.key not in self.latents}.values())
-            for i in range(0, len(todo), batch_size):
-                self.image_latents(todo[i : i + batch_size])
+    def prefill(self, examples: list[Example], batch_size: int, progress: Progress | None = None) -> None:
+        """Encode every image (and caption) once up front, so the training loop never waits on the encoders."""
+        unique = list({e.key: e for e in examples}.values())
+        if self.cache_latents and self.disk:
+            fill_latents(self.disk[0], unique, self.model_id, lambda: self.encode_pixels, batch_size=batch_size,
+                         on_progress=progress and (lambda d, n: progress("latents", d, n)))
+            for e in unique:
+                self.latents[e.key] = batch_latents(self.disk[0], [e], self.model_id)[0].to(self.device, self.dtype)
+        elif self.cache_latents:
+            by_size: dict[tuple[int, int], list[Example]] = {}
+            for e in unique:
+                by_size.setdefault(e.size, []).append(e)
+            for group in by_size.values():
+                for i in range(0, len(group), batch_size):
+                    self.image_latents(group[i : i + batch_size])
         if self.cache_text:
-            self.text_conditioning(list(dict.fromkeys(e.caption for e in examples)))
+            self._prefill_text(list(dict.fromkeys(e.caption for e in examples)), progress)
+
+    def _prefill_text(self, captions: list[str], progress: Progress | None) -> None:
+        if self.disk:
+            fill_text(self.disk[1], captions, self.model_id, lambda: self._encode_captions,
+                      on_progress=progress and (lambda d, n: progress("captions", d, n)))
+            for c in captions:
+                value = self.disk[1].get(text_key(c, self.model_id))
+                self.texts[c] = {k: v.to(self.device) for k, v in value.items()}
+        else:
+            self.text_conditioning(captions)
+
+    @torch.no_grad()
+    def _encode_captions(self, captions: list[str]) -> list[dict[str, torch.Tensor]]:
+        out = self.parts.family.encode_prompts(self.parts, captions)
+        return [{k: v[i].cpu() for k, v in out.items()} for i in range(len(captions))]
 
     def text_conditioning(self, captions: list[str]) -> dict[str, torch.Tensor]:
         """Text-encoder outputs for captions (cached per caption when the text encoder is frozen)."""

@@ -33,6 +33,12 @@ class Commands:
 class Callback:
     """Base callback: override what you need."""
 
+    def on_plan(self, lines: list[str]) -> None:
+        """The run's plan (folders, steps, schedule, output), before anything is encoded or trained."""
+
+    def on_cache(self, kind: str, done: int, total: int) -> None:
+        """Progress of encoding `kind` ("latents", "captions") into the cache before training."""
+
     def on_start(self, total_steps: int, info: dict[str, object]) -> None: ...
 
     def on_step(self, event: StepEvent) -> None: ...
@@ -49,6 +55,14 @@ class CallbackList(Callback):
     """Fan an event out to several callbacks."""
 
     callbacks: list[Callback] = field(default_factory=list)
+
+    def on_plan(self, lines: list[str]) -> None:
+        for c in self.callbacks:
+            c.on_plan(lines)
+
+    def on_cache(self, kind: str, done: int, total: int) -> None:
+        for c in self.callbacks:
+            c.on_cache(kind, done, total)
 
     def on_start(self, total_steps: int, info: dict[str, object]) -> None:
         for c in self.callbacks:
@@ -76,7 +90,7 @@ class RichProgress(Callback):
 
     def __init__(self, console=None) -> None:
         self.progress = Progress(
-            TextColumn("[bold]train"),
+            TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]} lr {task.fields[lr]} {task.fields[speed]} it/s"),
@@ -85,10 +99,21 @@ class RichProgress(Callback):
         )
         self.task = None
         self.last_loss = "-"
+        self.cache_tasks: dict[str, object] = {}
+
+    def on_plan(self, lines: list[str]) -> None:
+        for line in lines:
+            self.progress.console.print(line, highlight=False)
+
+    def on_cache(self, kind: str, done: int, total: int) -> None:
+        if kind not in self.cache_tasks:
+            self.progress.start()
+            self.cache_tasks[kind] = self.progress.add_task(kind, total=total, loss="", lr="", speed="")
+        self.progress.update(self.cache_tasks[kind], completed=done, description=f"cache {kind}")
 
     def on_start(self, total_steps: int, info: dict[str, object]) -> None:
-        for line in info.get("plan", []):  # the plan of the run, before it starts
-            self.progress.console.print(line, highlight=False)
+        for task in self.cache_tasks.values():
+            self.progress.update(task, visible=False)
         self.progress.start()
         self.task = self.progress.add_task("train", total=total_steps, loss="-", lr="-", speed="-")
 

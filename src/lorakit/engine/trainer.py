@@ -14,6 +14,7 @@ from accelerate.state import AcceleratorState, GradientState
 
 from ..config.plan import build_plan, render_plan
 from ..config.schema import LorakitConfig
+from ..data.cache import default_cache_dir
 from ..data.pipeline import DatasetPlan, build_dataset
 from ..errors import ConfigError
 from ..families import ModelParts, load_model
@@ -91,9 +92,11 @@ def train(
     dataset = dataset or build_dataset(cfg.data, t.train_batch_size, t.seed)
     accelerator = make_accelerator(cfg)
     parts = prepare_model(cfg, accelerator)
-    cache_text = t.cache_text_encoder_outputs and not cfg.network.train_text_encoder
+    cache_text = t.cache_text_encoder_outputs and not cfg.network.train_text_encoder and not dataset.captions_vary
+    disk = (Path(cfg.data.cache_folder) if cfg.data.cache_folder else default_cache_dir()) \
+        if cfg.data.cache_latents_to_disk else None
     encoder = BatchEncoder(parts, accelerator.device, WEIGHT_DTYPES[t.mixed_precision], t.cache_latents, cache_text,
-                           t.seed)
+                           t.seed, disk)
     torch.manual_seed(t.seed)  # the adapter's initial weights
     mode = MODES["lora"](parts, cfg, encoder)
     if cfg.network.network_weights:
@@ -108,10 +111,11 @@ def train(
     scheduler = build_scheduler(t.lr_scheduler, optimizer, plan.steps.warmup_steps, steps, t.lr_scheduler_num_cycles,
                                 t.lr_scheduler_args)
     optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
-    encoder.prefill(dataset.train, t.train_batch_size)
-
     train_dir = run_dir / "train"
     events = CallbackList(list(callbacks or []))
+    events.on_plan(render_plan(plan))
+    encoder.prefill(dataset.examples, t.train_batch_size, events.on_cache)
+
     result = TrainResult(run_dir, train_dir / f"{out.output_name}.safetensors", 0, False)
     tag_freq, started = dataset.tag_frequency, datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -143,7 +147,7 @@ def train(
         text_encoder_stop=plan.steps.text_encoder_stop,
     )
     gen = torch.Generator(device=accelerator.device).manual_seed(t.seed)
-    events.on_start(steps, {"run_dir": str(run_dir), "images": len(dataset.train), "plan": render_plan(plan)})
+    events.on_start(steps, {"run_dir": str(run_dir), "images": len(dataset.train)})
     try:
         result.steps, result.stopped = train_loop(
             mode, dataset.sampler, optimizer, scheduler, accelerator, settings, gen, events, commands or Commands(),
