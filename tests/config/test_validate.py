@@ -141,6 +141,8 @@ def test_local_model_family_is_read_from_the_model(tmp_path: Path) -> None:
     model = tmp_path / "model"
     model.mkdir()
     (model / "model_index.json").write_text('{"_class_name": "StableDiffusionXLPipeline"}')
+    (model / "unet").mkdir()
+    (model / "unet" / "config.json").write_text('{"addition_embed_type": "text_time"}')
     data = {"train_data_dir": str(tmp_path)}
     errors, _ = messages(cfg(model={"pretrained_model_name_or_path": str(model), "family": "sd1"}, data=data), True)
     assert errors == [f"model.family: 'sd1' but {model} is an sdxl model; set model.family = 'auto' or the right "

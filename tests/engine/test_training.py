@@ -14,6 +14,7 @@ from lorakit import api
 from lorakit.config.loader import load_config
 from lorakit.config.schema import ModelSection
 from lorakit.data.pipeline import build_dataset
+from lorakit.errors import ConfigError
 from lorakit.engine.encode import BatchEncoder
 from lorakit.engine.validation import held_out_loss
 from lorakit.families import load_model
@@ -139,3 +140,29 @@ def test_two_aspect_ratios_batch_four_and_disk_cache(tmp_path: Path, monkeypatch
     assert sorted((tmp_path / "cache").rglob("*.safetensors")) == sorted(cached)
     a, b = load_file(first.lora_path), load_file(second.lora_path)
     assert all(torch.equal(a[k], b[k]) for k in a)  # same seed, same cached inputs, same LoRA
+
+
+def test_validation_loss_is_logged(tmp_path: Path) -> None:
+    from conftest import write_images
+
+    data = write_images(tmp_path / "data", count=8)
+    result = api.train(config(tmp_path, data, "data.validation_split=0.25", "train.validate_every_n_steps=2",
+                              "train.max_train_steps=4", "data.shuffle_caption=true"))
+    assert [s for s, _ in result.validation_losses] == [2, 4]
+    assert all(v > 0 for _, v in result.validation_losses)
+    rows = [r for r in csv.DictReader(open(result.run_dir / "train" / "log.csv")) if r["val_loss"]]
+    assert [int(r["step"]) for r in rows] == [2, 4]
+    assert [float(r["val_loss"]) for r in rows] == pytest.approx([v for _, v in result.validation_losses], rel=1e-5)
+
+
+def test_optimizers(tmp_path: Path, image_dir: Path) -> None:
+    result = api.train(config(tmp_path, image_dir, "train.optimizer_type='Adafactor'", "train.max_train_steps=2",
+                              "train.optimizer_args=['weight_decay=0.01']"))
+    assert result.steps == 2
+    with pytest.raises(ConfigError, match="no parameter 'betas2'"):
+        api.train(config(tmp_path, image_dir, "train.optimizer_args=['betas2=1']"))
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        with pytest.raises(ConfigError, match="bitsandbytes"):
+            api.train(config(tmp_path, image_dir, "train.optimizer_type='AdamW8bit'"))
