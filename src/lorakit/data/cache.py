@@ -5,8 +5,8 @@ content hash, the transform (bucket size, crop, flip, background) and the model 
 (e.g. "sd1:<model hash>:<vae hash>:fp16"). A changed image or model therefore misses only its own entries; an
 interrupted run keeps every entry already written (writes are atomic), so the next run resumes.
 
-The engine's flow: `missing = cache.missing(keys)`; only when it is non-empty load the VAE and call
-`fill_latents` — a full hit never loads the VAE.
+The engine's flow: `missing = cache.missing(keys)`; only when it is non-empty run the VAE through
+`fill_latents` — a full hit never runs the VAE.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ class TensorCache:
 
 def missing_examples(cache: TensorCache, examples: Sequence[Example], model_id: str,
                      background: RGB = WHITE) -> list[Example]:
-    """Examples whose latents are not cached (distinct, in order). Empty means: do not load the VAE at all."""
+    """Examples whose latents are not cached (distinct, in order). Empty means: the VAE need not run at all."""
     out, seen = [], set()
     for ex in examples:
         key = latent_key(ex, model_id, background)
