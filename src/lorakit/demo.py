@@ -48,6 +48,7 @@ class DemoResult:
     data_dir: Path
     train: TrainResult
     before_after: Path
+    pixel_change: float  # mean absolute difference between the before and after images, in 0-255 levels
 
 
 def demo_config(workdir: Path, steps: int = 40):
@@ -83,7 +84,8 @@ def run_demo(workdir: Path, callbacks: list[Callback] | None = None, steps: int 
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         pair.save(tmp, format="PNG")
-    return DemoResult(data_dir, result, path)
+    change = float(np.abs(np.asarray(before, np.float32) - np.asarray(after, np.float32)).mean())
+    return DemoResult(data_dir, result, path, change)
 
 
 def side_by_side(left: Image.Image, right: Image.Image, scale: int = 1) -> Image.Image:

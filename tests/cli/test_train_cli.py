@@ -114,3 +114,7 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     pair = Image.open(run / "samples" / "before_after.png")
     assert pair.size == (2 * 256 + 4, 256)
     assert str(run / "samples" / "before_after.png") in " ".join(proc.stdout.split())
+    import re
+
+    change = float(re.search(r"mean pixel change ([0-9.]+)/255", proc.stdout).group(1))
+    assert change > 0  # the trained LoRA changes the image

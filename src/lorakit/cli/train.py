@@ -74,4 +74,4 @@ def demo(
     console.print(f"run           {result.train.run_dir}")
     console.print(f"LoRA          {result.train.lora_path}")
     console.print(f"training log  {result.train.run_dir / 'train' / 'log.csv'}")
-    console.print(f"before/after  {result.before_after}")
+    console.print(f"before/after  {result.before_after}  (mean pixel change {result.pixel_change:.1f}/255)")
