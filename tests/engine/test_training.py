@@ -123,21 +123,25 @@ def test_two_aspect_ratios_batch_four_and_disk_cache(tmp_path: Path, monkeypatch
     data = tmp_path / "data"
     write_images(data / "wide", count=4, size=(128, 64), seed=1)
     write_images(data / "tall", count=4, size=(64, 128), seed=2)
+    model = tmp_path / "model"  # a diffusers folder, so there is a VAE file not to read
+    load_model(ModelSection(pretrained_model_name_or_path="tiny-sd1")).pipeline.save_pretrained(model)
     sets = ["data.image_size=[128, 64]", "data.bucket_reso_steps=32", "data.min_bucket_reso=32",
-            "train.train_batch_size=4", "train.max_train_steps=3", f"data.cache_folder='{tmp_path / 'cache'}'"]
+            "train.train_batch_size=4", "train.max_train_steps=3", f"data.cache_folder='{tmp_path / 'cache'}'",
+            f"model.pretrained_model_name_or_path='{model}'"]
     first = api.train(config(tmp_path, data, *sets))
-    cached = list((tmp_path / "cache").rglob("*.safetensors"))
+    cached = sorted((tmp_path / "cache").rglob("*.safetensors"))
     assert len(cached) == 8 + 4  # 8 latents (one bucket each) + 4 distinct captions
     dataset = build_dataset(config(tmp_path, data, *sets).data, 4, 42)
     assert {e.size for e in dataset.train} == {(128, 64), (64, 128)}
     assert all(len({e.size for e in batch}) == 1 and len(batch) == 4 for batch in dataset.sampler.batches(1))
 
     def no_vae(*args, **kwargs):
-        raise AssertionError("the VAE ran although every latent was cached")
+        raise AssertionError("the VAE was loaded although every latent was cached")
 
+    monkeypatch.setattr(AutoencoderKL, "from_pretrained", no_vae)
     monkeypatch.setattr(AutoencoderKL, "encode", no_vae)
     second = api.train(config(tmp_path, data, *sets))
-    assert sorted((tmp_path / "cache").rglob("*.safetensors")) == sorted(cached)
+    assert sorted((tmp_path / "cache").rglob("*.safetensors")) == cached
     a, b = load_file(first.lora_path), load_file(second.lora_path)
     assert all(torch.equal(a[k], b[k]) for k in a)  # same seed, same cached inputs, same LoRA
 

@@ -20,6 +20,11 @@ from ..families import ModelParts
 Progress = Callable[[str, int, int], None]
 
 
+def cache_model_id(family: str, identity: str, dtype: torch.dtype) -> str:
+    """The model part of every cache key: family, weights identity and compute precision."""
+    return f"{family}:{identity}:{str(dtype).removeprefix('torch.')}"
+
+
 class BatchEncoder:
     """Encodes images and captions; caches latents per example key and text outputs per caption."""
 
@@ -30,17 +35,17 @@ class BatchEncoder:
         self.latents: dict[str, torch.Tensor] = {}
         self.texts: dict[str, dict[str, torch.Tensor]] = {}
         self.gen = torch.Generator(device="cpu").manual_seed(seed + 1)
-        vae = parts.vae.config
-        self.scale, self.shift = vae.scaling_factor, getattr(vae, "shift_factor", None) or 0.0
-        self.model_id = f"{parts.family.name}:{parts.identity}:{str(dtype).removeprefix('torch.')}"
+        self.model_id = cache_model_id(parts.family.name, parts.identity, dtype)
         self.disk = (TensorCache(disk_dir, "latents"), TensorCache(disk_dir, "text")) if disk_dir else None
 
     @torch.no_grad()
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """Scaled VAE latents of a pixel batch in [-1, 1] (a sample of the latent distribution, as kohya caches)."""
-        dist = self.parts.vae.encode(pixels.to(self.device, self.parts.vae.dtype)).latent_dist
+        vae = self.parts.vae
+        dist = vae.encode(pixels.to(self.device, vae.dtype)).latent_dist
         noise = torch.randn(dist.mean.shape, generator=self.gen).to(dist.mean)
-        return ((dist.mean + dist.std * noise) - self.shift) * self.scale
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        return ((dist.mean + dist.std * noise) - shift) * vae.config.scaling_factor
 
     def encode_images(self, examples: list[Example]) -> torch.Tensor:
         """Latents of a batch of one size, straight from the files."""

@@ -14,14 +14,15 @@ from accelerate.state import AcceleratorState, GradientState
 
 from ..config.plan import build_plan, render_plan
 from ..config.schema import LorakitConfig
-from ..data.cache import default_cache_dir
+from ..data.cache import TensorCache, default_cache_dir, missing_examples
 from ..data.pipeline import DatasetPlan, build_dataset
 from ..errors import ConfigError
-from ..families import ModelParts, load_model
+from ..families import ModelParts, detect_family, load_model
+from ..families.base import model_identity
 from ..modes import MODES
 from ..networks import formats
 from .checkpoint import save_lora
-from .encode import BatchEncoder
+from .encode import BatchEncoder, cache_model_id
 from .events import Callback, CallbackList, Commands
 from .loop import LoopSettings, train_loop
 from .optim import build_optimizer
@@ -62,10 +63,19 @@ def make_accelerator(cfg: LorakitConfig) -> Accelerator:
     return Accelerator(mixed_precision=mp)
 
 
-def prepare_model(cfg: LorakitConfig, accelerator: Accelerator) -> ModelParts:
+def all_latents_cached(cfg: LorakitConfig, dataset: DatasetPlan, disk: Path | None) -> bool:
+    """True when the disk cache holds every latent this run needs, so the VAE need not even be read."""
+    if not (cfg.train.cache_latents and disk):
+        return False
+    model_id = cache_model_id(detect_family(cfg.model), model_identity(cfg.model),
+                              WEIGHT_DTYPES[cfg.train.mixed_precision])
+    return not missing_examples(TensorCache(disk, "latents"), dataset.examples, model_id)
+
+
+def prepare_model(cfg: LorakitConfig, accelerator: Accelerator, skip_vae: bool = False) -> ModelParts:
     """Load the base model, cast the frozen parts to the compute precision, move it to the device."""
     dtype = WEIGHT_DTYPES[cfg.train.mixed_precision]
-    parts = load_model(cfg.model, dtype)
+    parts = load_model(cfg.model, dtype, skip_vae)
     parts.pipeline.to(accelerator.device)
     if not cfg.train.sdpa:
         from diffusers.models.attention_processor import AttnProcessor
@@ -91,10 +101,10 @@ def train(
     seed_everything(t.seed)
     dataset = dataset or build_dataset(cfg.data, t.train_batch_size, t.seed)
     accelerator = make_accelerator(cfg)
-    parts = prepare_model(cfg, accelerator)
-    cache_text = t.cache_text_encoder_outputs and not cfg.network.train_text_encoder and not dataset.captions_vary
     disk = (Path(cfg.data.cache_folder) if cfg.data.cache_folder else default_cache_dir()) \
         if cfg.data.cache_latents_to_disk else None
+    parts = prepare_model(cfg, accelerator, skip_vae=all_latents_cached(cfg, dataset, disk))
+    cache_text = t.cache_text_encoder_outputs and not cfg.network.train_text_encoder and not dataset.captions_vary
     encoder = BatchEncoder(parts, accelerator.device, WEIGHT_DTYPES[t.mixed_precision], t.cache_latents, cache_text,
                            t.seed, disk)
     torch.manual_seed(t.seed)  # the adapter's initial weights

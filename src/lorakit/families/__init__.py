@@ -60,8 +60,8 @@ def get_family(name: str) -> Family:
         raise ModelError(f"unknown model family '{name}'", f"use one of: {', '.join(FAMILIES)}") from None
 
 
-def load_model(cfg: ModelSection, dtype=None) -> ModelParts:
-    """Detect the family and load the model."""
+def load_model(cfg: ModelSection, dtype=None, skip_vae: bool = False) -> ModelParts:
+    """Detect the family and load the model (without reading a folder's VAE when `skip_vae`)."""
     import torch
 
-    return get_family(detect_family(cfg)).load(cfg, dtype or torch.float32)
+    return get_family(detect_family(cfg)).load(cfg, dtype or torch.float32, skip_vae)

@@ -73,30 +73,31 @@ class Family(ABC):
     def build_tiny(self, seed: int = 0) -> DiffusionPipeline:
         """A tiny random pipeline of this architecture (offline, deterministic for a seed)."""
 
-    def load(self, cfg: ModelSection, dtype: torch.dtype = torch.float32) -> ModelParts:
-        """Load the base model named by `cfg` (tiny name, diffusers folder or hub id, or a single file)."""
+    def load(self, cfg: ModelSection, dtype: torch.dtype = torch.float32, skip_vae: bool = False) -> ModelParts:
+        """Load the base model named by `cfg` (tiny name, diffusers folder, or single file).
+
+        `skip_vae`: the caller will not encode images (every latent is cached), so a diffusers folder's VAE is not
+        read at all (`parts.vae` is None). A single file holds the VAE in the same file and always loads it.
+        """
         source = cfg.pretrained_model_name_or_path
         path = Path(source).expanduser()
+        identity = model_identity(cfg)
         if source == self.tiny_name:
             pipe = self.build_tiny()
-            identity = f"{self.tiny_name}:seed0"
         elif path.is_dir():
-            pipe = self._from_folder(path, dtype)
-            identity = _folder_identity(path)
+            pipe = self._from_folder(path, dtype, skip_vae)
         elif path.is_file():
             from .single_file import load_single_file
 
             pipe = load_single_file(path, self.name, cfg.v_parameterization, dtype, allow_pickle=cfg.allow_pickle)
-            identity = _file_identity(path)
         else:
             raise ModelError(
                 f"model not found: {source}",
                 "set model.pretrained_model_name_or_path to a diffusers folder, a .safetensors checkpoint "
                 "or a built-in tiny model (tiny-sd1, tiny-sd2-v, tiny-sdxl)",
             )
-        if cfg.vae:
+        if cfg.vae and pipe.vae is not None:
             pipe.vae = load_vae_like(Path(cfg.vae), pipe.vae, dtype)
-            identity += f"+vae:{_file_identity(Path(cfg.vae)) if Path(cfg.vae).is_file() else cfg.vae}"
         if cfg.v_parameterization is not None:
             pred = "v_prediction" if cfg.v_parameterization else "epsilon"
             pipe.scheduler.register_to_config(prediction_type=pred)
@@ -104,9 +105,10 @@ class Family(ABC):
         noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         return ModelParts(self, pipe, noise_scheduler, identity)
 
-    def _from_folder(self, path: Path, dtype: torch.dtype) -> DiffusionPipeline:
+    def _from_folder(self, path: Path, dtype: torch.dtype, skip_vae: bool = False) -> DiffusionPipeline:
+        extra = {"vae": None} if skip_vae else {}
         try:
-            return self.pipeline_class.from_pretrained(path, torch_dtype=dtype, safety_checker=None)
+            return self.pipeline_class.from_pretrained(path, torch_dtype=dtype, safety_checker=None, **extra)
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load diffusers folder {path}: {exc}", "check it has model_index.json") from exc
 
@@ -145,6 +147,22 @@ class Family(ABC):
     @abstractmethod
     def modelspec_architecture(self, parts: ModelParts) -> str:
         """`modelspec.architecture` of a LoRA for this model."""
+
+
+def model_identity(cfg: ModelSection) -> str:
+    """A string that changes when the model's weights (or the VAE override) change; keys the latent cache."""
+    source = cfg.pretrained_model_name_or_path
+    path = Path(source).expanduser()
+    if path.is_dir():
+        identity = _folder_identity(path)
+    elif path.is_file():
+        identity = _file_identity(path)
+    else:
+        identity = f"{source}:seed0"  # the built-in tiny models are fixed by their seed
+    if cfg.vae:
+        vae = Path(cfg.vae).expanduser()
+        identity += f"+vae:{_file_identity(vae) if vae.is_file() else _folder_identity(vae) if vae.is_dir() else vae}"
+    return identity
 
 
 def load_vae_like(path: Path, current: AutoencoderKL, dtype: torch.dtype) -> AutoencoderKL:

@@ -35,7 +35,7 @@ def attach_lora(parts: ModelParts, cfg: NetworkSection) -> list[torch.nn.Paramet
     Down weights start random (gaussian 1/r) and up weights at zero, so the untrained adapter changes nothing.
     """
     _check_targets(parts.unet, cfg.target_modules, "network.target_modules")
-    for module in [parts.unet, parts.vae, *parts.text_encoders]:
+    for module in [m for m in (parts.unet, parts.vae, *parts.text_encoders) if m is not None]:
         module.requires_grad_(False)
     parts.unet.add_adapter(_lora_config(cfg, cfg.target_modules), adapter_name=ADAPTER)
     modules = [parts.unet]
