@@ -7,12 +7,14 @@ from pathlib import Path
 from ..config.schema import ModelSection
 from ..errors import ModelError
 from .base import Family, ModelParts, read_model_index
+from .random_init import RANDOM_MODELS
 from .sd1 import SD1
 from .sd2 import SD2
 from .sdxl import SDXL
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (SD1(), SD2(), SDXL())}
 TINY_MODELS: dict[str, str] = {f.tiny_name: f.name for f in FAMILIES.values()}
+BUILTIN_MODELS: dict[str, str] = {**TINY_MODELS, **{name: fam for name, (fam, _) in RANDOM_MODELS.items()}}
 
 __all__ = ["FAMILIES", "TINY_MODELS", "Family", "ModelParts", "detect_family", "get_family", "load_model"]
 
@@ -22,8 +24,8 @@ def detect_family(cfg: ModelSection) -> str:
     source = cfg.pretrained_model_name_or_path
     if cfg.family != "auto":
         return cfg.family
-    if source in TINY_MODELS:
-        return TINY_MODELS[source]
+    if source in BUILTIN_MODELS:
+        return BUILTIN_MODELS[source]
     path = Path(source).expanduser()
     if path.is_dir():
         return _family_of_folder(path)
@@ -34,7 +36,7 @@ def detect_family(cfg: ModelSection) -> str:
     raise ModelError(
         f"model not found: {source}",
         "set model.pretrained_model_name_or_path to a diffusers folder, a .safetensors checkpoint or one of "
-        + ", ".join(TINY_MODELS),
+        + ", ".join(BUILTIN_MODELS),
     )
 
 

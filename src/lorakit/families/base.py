@@ -18,6 +18,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, DiffusionPipeline
 
 from ..config.schema import ModelSection
 from ..errors import ModelError
+from .random_init import RANDOM_MODELS, random_pipeline
 
 @dataclass
 class ModelParts:
@@ -84,6 +85,8 @@ class Family(ABC):
         identity = model_identity(cfg)
         if source == self.tiny_name:
             pipe = self.build_tiny()
+        elif source in RANDOM_MODELS:
+            pipe = random_pipeline(source, self.pipeline_class, dtype)
         elif path.is_dir():
             pipe = self._from_folder(path, dtype, skip_vae)
         elif path.is_file():
@@ -94,7 +97,7 @@ class Family(ABC):
             raise ModelError(
                 f"model not found: {source}",
                 "set model.pretrained_model_name_or_path to a diffusers folder, a .safetensors checkpoint "
-                "or a built-in tiny model (tiny-sd1, tiny-sd2-v, tiny-sdxl)",
+                "or a built-in model (tiny-sd1, tiny-sd2-v, tiny-sdxl; random-sd15, random-sd21-v, random-sdxl)",
             )
         if cfg.vae and pipe.vae is not None:
             pipe.vae = load_vae_like(Path(cfg.vae), pipe.vae, dtype)
@@ -158,7 +161,7 @@ def model_identity(cfg: ModelSection) -> str:
     elif path.is_file():
         identity = _file_identity(path)
     else:
-        identity = f"{source}:seed0"  # the built-in tiny models are fixed by their seed
+        identity = f"{source}:seed0"  # the built-in tiny and random models are fixed by their seed
     if cfg.vae:
         vae = Path(cfg.vae).expanduser()
         identity += f"+vae:{_file_identity(vae) if vae.is_file() else _folder_identity(vae) if vae.is_dir() else vae}"

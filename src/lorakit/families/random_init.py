@@ -1,0 +1,52 @@
+"""Full-size models with random weights, built from the shipped architecture configs.
+
+`random-sd15`, `random-sd21-v` and `random-sdxl` need no checkpoint and no hub: they exist to measure real-size
+speed and memory (benchmarks on a GPU machine), where the weights' values do not matter.
+"""
+
+from __future__ import annotations
+
+import json
+
+import diffusers
+import torch
+import transformers
+from diffusers import DiffusionPipeline
+
+from .single_file import _scheduler_for, load_clip_tokenizer, shipped_config
+from .tiny import seeded
+
+RANDOM_MODELS: dict[str, tuple[str, str]] = {  # name → (family, shipped architecture)
+    "random-sd15": ("sd1", "sd15"),
+    "random-sd21-v": ("sd2", "sd21-v"),
+    "random-sdxl": ("sdxl", "sdxl-base"),
+}
+
+
+def random_pipeline(name: str, pipeline_class: type[DiffusionPipeline], dtype: torch.dtype, seed: int = 0,
+                    device: str | None = None) -> DiffusionPipeline:
+    """A pipeline of the named architecture with random weights, built on the GPU when there is one (fast init)."""
+    folder = shipped_config(RANDOM_MODELS[name][1])
+    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    parts: dict[str, object] = {}
+    for component, spec in index.items():
+        if not isinstance(spec, list):
+            continue
+        library, cls_name = spec
+        if cls_name is None:
+            parts[component] = None
+        elif component.startswith("tokenizer"):
+            parts[component] = load_clip_tokenizer(folder / component)
+        elif component == "scheduler":
+            parts[component] = _scheduler_for(folder, None)
+        else:
+            with seeded(seed), torch.device(device):  # models only: schedulers keep their tables on the CPU
+                if library == "diffusers":
+                    cls = getattr(diffusers, cls_name)
+                    model = cls.from_config(cls.load_config(folder / component))
+                else:
+                    cls = getattr(transformers, cls_name)
+                    model = cls(cls.config_class.from_pretrained(folder / component))
+            parts[component] = model.to(dtype)
+    return pipeline_class(**parts)
