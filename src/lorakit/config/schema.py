@@ -26,7 +26,7 @@ class ModelSection(Section):
     pretrained_model_name_or_path: str = Field(
         "tiny-sd1",
         description="Diffusers folder, single-file .safetensors checkpoint, or a built-in tiny model "
-        "(tiny-sd1, tiny-sd2-v, tiny-sdxl).",
+        "(tiny-sd1, tiny-sd2-v, tiny-sdxl) or full-size random one (random-sd15, random-sd21-v, random-sdxl).",
     )
     family: Literal["auto", "sd1", "sd2", "sdxl"] = Field(
         "auto", description="Model family; 'auto' detects it from the folder or checkpoint."
