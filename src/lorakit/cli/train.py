@@ -34,7 +34,7 @@ def train(
 
 @app.command()
 def generate(
-    model: str = typer.Option(..., "--model", "-m", help="Base model: folder, .safetensors file or tiny-sd1 / …"),
+    model: str = typer.Option(..., "--model", "-m", help="Base model: folder, .safetensors file, tiny-sd1 / … or random-sd15 / …"),
     prompt: str = typer.Option(..., "--prompt", "-p", help="Prompt."),
     lora: Optional[Path] = typer.Option(None, "--lora", help="LoRA .safetensors file or PEFT folder."),
     weight: float = typer.Option(1.0, "--weight", "-w", help="LoRA weight (strength)."),
