@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -31,7 +32,12 @@ def train(
     cfg = config.config if isinstance(config, ResolvedConfig) else config
     run_dir = new_run_dir(Path(cfg.output.output_dir), cfg.output.run_id)
     write_snapshot(run_dir, config)
-    return trainer.train(cfg, run_dir, [*(callbacks or []), CsvLog(run_dir / "train" / "log.csv")], commands)
+    try:
+        return trainer.train(cfg, run_dir, [*(callbacks or []), CsvLog(run_dir / "train" / "log.csv")], commands)
+    except BaseException:
+        if not (run_dir / "train").exists():  # failed before training began: leave no empty run behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise  # once training began, everything stays for debugging
 
 
 @dataclass

@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING
 import torch
 
 from .config.schema import ModelSection
-from .errors import LorakitError
+from .errors import ConfigError, LorakitError
 from .families import ModelParts, load_model
 from .io import atomic_path
 
 if TYPE_CHECKING:
     from .api import GenerateRequest
 
-LORA_ADAPTER = "lora"
+LORA_ADAPTER = "lora"  # the adapter name a loaded LoRA gets in the pipeline
 
 
 def apply_lora(parts: ModelParts, lora: Path, weight: float) -> None:
@@ -26,15 +26,23 @@ def apply_lora(parts: ModelParts, lora: Path, weight: float) -> None:
     if lora.is_dir():
         from .networks.formats import load_peft_folder
 
-        for component, state in load_peft_folder(lora).items():
-            if component == "unet":
-                pipe.unet.load_lora_adapter(state, adapter_name=LORA_ADAPTER, prefix=None)
+        loaded = load_peft_folder(lora)
+        if not loaded:
+            raise LorakitError(f"{lora} holds no PEFT adapter (no */adapter_model.safetensors)",
+                               "pass the <name>_peft folder lorakit wrote, or a .safetensors LoRA file")
+        for component, state in loaded.items():
+            config = _peft_config(lora / component)
+            if component == "unet":  # with its config, so alpha (the strength) is the trained one
+                pipe.unet.load_lora_adapter(state, adapter_name=LORA_ADAPTER, prefix=None, metadata=config.to_dict())
             else:
                 getattr(pipe, component).load_adapter(
-                    adapter_state_dict=state, adapter_name=LORA_ADAPTER,
-                    peft_config=_peft_config(lora / component))
+                    adapter_state_dict=state, adapter_name=LORA_ADAPTER, peft_config=config)
     else:
-        pipe.load_lora_weights(str(lora), adapter_name=LORA_ADAPTER)
+        try:
+            pipe.load_lora_weights(str(lora), adapter_name=LORA_ADAPTER)
+        except (OSError, ValueError, KeyError) as exc:
+            raise LorakitError(f"cannot load LoRA {lora}: {exc}",
+                               "is it a LoRA .safetensors for this model family?") from exc
     pipe.set_adapters([LORA_ADAPTER], adapter_weights=[weight])
 
 
@@ -67,8 +75,21 @@ def unique_path(folder: Path, stem: str, suffix: str = ".png") -> Path:
     return path
 
 
+def check_request(req: "GenerateRequest") -> None:
+    """Problems a user can fix, reported before anything loads."""
+    problems = []
+    if req.steps < 1:
+        problems.append(f"--steps {req.steps}: must be at least 1")
+    for name, value in (("--width", req.width), ("--height", req.height)):
+        if value is not None and (value < 8 or value % 8):
+            problems.append(f"{name} {value}: must be a positive multiple of 8")
+    if problems:
+        raise ConfigError(problems)
+
+
 def render(req: "GenerateRequest") -> list[Path]:
     """Load the model (and LoRA), render, save PNGs into `req.out_dir`."""
+    check_request(req)
     parts = load_model(ModelSection(pretrained_model_name_or_path=req.model, family=req.family))
     if req.lora:
         apply_lora(parts, Path(req.lora), req.weight)

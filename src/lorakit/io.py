@@ -17,6 +17,9 @@ def atomic_path(target: Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results must be readable like any new file
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -27,3 +30,9 @@ def write_text_atomic(target: Path, text: str) -> None:
     """Write a text file atomically (UTF-8)."""
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

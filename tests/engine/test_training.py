@@ -39,7 +39,7 @@ def test_held_out_loss_goes_down(tmp_path: Path, image_dir: Path) -> None:
         if lora:
             parts.pipeline.unet.delete_adapters("lorakit")
             parts.pipeline.load_lora_weights(str(lora), adapter_name="lorakit")
-        return held_out_loss(mode, dataset.train, 4)
+        return held_out_loss(mode, enc, dataset.train, 4)
 
     result = api.train(cfg)
     before, after = loss_with(None), loss_with(result.lora_path)
@@ -67,7 +67,8 @@ def test_run_writes_log_checkpoints_and_config(tmp_path: Path, image_dir: Path) 
     rows = list(csv.DictReader(open(train_dir / "log.csv")))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
     lrs = [float(r["lr"]) for r in rows]
-    assert lrs[0] == pytest.approx(1e-3) and lrs[1] == pytest.approx(2e-3) and lrs[-1] < lrs[2]
+    # the rate each step used: warm-up from 0 over 2 steps to 2e-3, then cosine decay
+    assert lrs[:3] == pytest.approx([0.0, 1e-3, 2e-3]) and lrs[-1] < lrs[2]
     assert all(float(r["loss"]) > 0 for r in rows)
     assert load_config([result.run_dir / "config.toml"]) == cfg  # the run can be repeated from its snapshot
     assert {"params.json", "environment.json"} <= {p.name for p in result.run_dir.iterdir()}
@@ -100,7 +101,7 @@ def test_text_encoder_stops_and_warmup_ratio(tmp_path: Path, image_dir: Path) ->
     assert te_keys and all(torch.equal(at_stop[k], final[k]) for k in te_keys)
     assert any(not torch.equal(at_stop[k], final[k]) for k in unet_keys)
     lrs = [float(r["lr"]) for r in csv.DictReader(open(result.run_dir / "train" / "log.csv"))]
-    assert lrs[:3] == pytest.approx([0.001, 0.002, 0.002])  # warm-up int(0.4 × 5) = 2 steps, then constant
+    assert lrs[:4] == pytest.approx([0.0, 0.001, 0.002, 0.002])  # warm-up int(0.4 × 5) = 2 steps, then constant
 
 
 def test_resume_from_network_weights(tmp_path: Path, image_dir: Path) -> None:
@@ -170,3 +171,41 @@ def test_optimizers(tmp_path: Path, image_dir: Path) -> None:
     if importlib.util.find_spec("bitsandbytes") is None:
         with pytest.raises(ConfigError, match="bitsandbytes"):
             api.train(config(tmp_path, image_dir, "train.optimizer_type='AdamW8bit'"))
+
+
+def test_bad_target_fails_before_training_and_leaves_no_run(tmp_path: Path, image_dir: Path) -> None:
+    from lorakit.errors import ModelError
+
+    cfg = config(tmp_path, image_dir, "model.pretrained_model_name_or_path='tiny-sdxl'",
+                 "network.target_modules=['to_q', 'conv_in']")
+    with pytest.raises(ModelError, match="conv_in"):
+        api.train(cfg)
+    assert not any((tmp_path / "runs").iterdir())
+
+
+def test_resume_checks_alpha_and_accepts_a_run_folder(tmp_path: Path, image_dir: Path) -> None:
+    first = api.train(config(tmp_path, image_dir, "train.max_train_steps=1", "network.network_alpha=2"))
+    with pytest.raises(Exception, match="alpha 2"):
+        api.train(config(tmp_path, image_dir, f"network.network_weights='{first.lora_path}'"))
+    again = api.train(config(tmp_path, image_dir, "train.max_train_steps=1", "network.network_alpha=2",
+                             f"network.network_weights='{first.run_dir}'"))
+    assert again.steps == 1
+
+
+def test_outputs_stay_inside_output_dir(tmp_path: Path, image_dir: Path) -> None:
+    for bad in ("output.run_id='../escaped'", "output.output_name='../../x'", "output.run_id='a/b'"):
+        with pytest.raises(ConfigError, match="plain name"):
+            config(tmp_path, image_dir, bad)
+
+
+def test_folder_identity_follows_weights(tmp_path: Path) -> None:
+    from lorakit.families.base import model_identity
+
+    parts = load_model(ModelSection(pretrained_model_name_or_path="tiny-sd1"))
+    parts.pipeline.save_pretrained(tmp_path / "a")
+    with torch.no_grad():
+        for p in parts.vae.parameters():
+            p.mul_(1.5)
+    parts.pipeline.save_pretrained(tmp_path / "b")  # same sizes and configs, other weights
+    ids = [model_identity(ModelSection(pretrained_model_name_or_path=str(tmp_path / n))) for n in "ab"]
+    assert ids[0] != ids[1]

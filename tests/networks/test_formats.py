@@ -120,3 +120,18 @@ def test_metadata_and_hash(name: str, version: str, arch: str, tmp_path: Path) -
     blob = path.read_bytes()
     (n,) = struct.unpack("<Q", blob[:8])
     assert saved["sshs_model_hash"] == hashlib.sha256(blob[8 + n :]).hexdigest()
+
+
+def test_legacy_hash_and_resolution_follow_kohya(tmp_path: Path) -> None:
+    import hashlib
+
+    from safetensors.torch import save
+
+    parts = trained_parts("tiny-sd1", False)
+    sd = formats.to_kohya(parts, 2.0)
+    meta = {"ss_network_dim": "4", "modelspec.title": "x"}
+    path = formats.save_kohya(tmp_path / "x.safetensors", sd, meta)
+    with safe_open(str(path), "pt") as f:
+        saved = f.metadata()
+    blob = save(sd, {"ss_network_dim": "4"})  # kohya hashes the file as written with only the ss_* metadata
+    assert saved["sshs_legacy_hash"] == hashlib.sha256(blob[0x100000 : 0x100000 + 0x10000]).hexdigest()[:8]

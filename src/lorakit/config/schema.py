@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..data.settings import DataSection
 
@@ -120,13 +120,23 @@ class OutputSection(Section):
     """Where and how results are written. A run never overwrites another."""
 
     output_dir: str = Field("runs", description="Folder that holds one sub-folder per run.")
-    output_name: str = Field("lora", min_length=1, description="File name (without extension) of the LoRA.")
+    output_name: str = Field(
+        "lora", min_length=1, description="File name (without extension) of the LoRA."
+    )
     run_id: str | None = Field(None, description="Run folder name; unset = a timestamp.")
     save_precision: Literal["fp32", "fp16", "bf16"] = Field("fp16", description="Precision of the saved weights.")
     save_every_n_steps: int | None = Field(None, ge=1, description="Also save a checkpoint every N steps.")
     save_format: Literal["kohya", "peft", "both"] = Field(
         "kohya", description="kohya (A1111/ComfyUI/diffusers), peft (diffusers adapter folder), or both."
     )
+
+    @field_validator("output_name", "run_id")
+    @classmethod
+    def _single_name(cls, value: str | None) -> str | None:
+        """One file/folder name, so nothing is written outside output_dir."""
+        if value is not None and (value in (".", "..") or any(c in value for c in "/\\\0")):
+            raise ValueError("must be a plain name without '/', '\\' or '..'")
+        return value
 
 
 class SampleSection(Section):

@@ -182,7 +182,7 @@ def _safetensors_shapes(path: Path) -> dict[str, list[int]]:
     return {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
 
 
-def _weights_file(path: Path) -> Path | None:
+def weights_file(path: Path) -> Path | None:
     """A LoRA file: the path itself, or the newest .safetensors in a folder (a run or checkpoint folder)."""
     if path.is_file():
         return path
@@ -219,7 +219,7 @@ def check_model(cfg: LorakitConfig) -> list[Finding]:
 
 def check_resume(cfg: LorakitConfig, key: str, value: str) -> list[Finding]:
     """A LoRA to start from must have the configured rank and fit the model family."""
-    file = _weights_file(Path(value))
+    file = weights_file(Path(value))
     if file is None:
         return [Finding(key, f"{value}: no .safetensors LoRA file found there")]
     try:

@@ -27,13 +27,14 @@ class LoopSettings:
     text_encoder_stop: int | None = None
 
 
-def endless_batches(sampler: BatchSampler) -> Iterator[tuple[int, list[Example]]]:
-    """(epoch, batch) pairs, epoch after epoch."""
+def endless_batches(sampler: BatchSampler) -> Iterator[tuple[int, list[Example], bool]]:
+    """(epoch, batch, last batch of the epoch), epoch after epoch."""
     epoch = 0
     while True:
         epoch += 1
-        for batch in sampler.batches(epoch):
-            yield epoch, batch
+        batches = list(sampler.batches(epoch))
+        for i, batch in enumerate(batches):
+            yield epoch, batch, i == len(batches) - 1
 
 
 def train_loop(
@@ -58,14 +59,17 @@ def train_loop(
     while step < settings.total_steps and not commands.stop:
         if step == settings.text_encoder_stop:
             mode.freeze_text_encoders()
-        for _ in range(settings.accumulation):
-            epoch, examples = next(batches)
+        for _ in range(settings.accumulation):  # an epoch's last window may be shorter, as in kohya's loop
+            epoch, examples, last = next(batches)
             with accelerator.autocast():
                 loss = mode.loss(examples, gen) / settings.accumulation
             accelerator.backward(loss)
             running += loss.detach()
+            if last:
+                break
         if settings.max_grad_norm:
             accelerator.clip_grad_norm_(params, settings.max_grad_norm)
+        lr = scheduler.get_last_lr()[0]  # the rate this step used
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -75,7 +79,7 @@ def train_loop(
         if log_now:  # the only host sync of a step, and only on logging steps
             loss_value, running, counted = running.item() / counted, torch.zeros_like(running), 0
         rate = step / max(time.perf_counter() - started, 1e-9)
-        events.on_step(StepEvent(step, settings.total_steps, epoch, loss_value, scheduler.get_last_lr()[0], rate))
+        events.on_step(StepEvent(step, settings.total_steps, epoch, loss_value, lr, rate))
         if validate and settings.validate_every and step % settings.validate_every == 0:
             mode.train(False)
             validate(step)

@@ -16,7 +16,8 @@ from ..config.plan import build_plan, render_plan
 from ..config.schema import LorakitConfig
 from ..data.cache import TensorCache, default_cache_dir, missing_examples
 from ..data.pipeline import DatasetPlan, build_dataset
-from ..errors import ConfigError
+from ..config.validate import weights_file
+from ..errors import ConfigError, LorakitError
 from ..families import ModelParts, detect_family, load_model
 from ..families.base import model_identity
 from ..modes import MODES
@@ -60,7 +61,11 @@ def make_accelerator(cfg: LorakitConfig) -> Accelerator:
     # Accelerate keeps process-wide state; a new run in the same process (tests, a notebook) starts afresh.
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
-    return Accelerator(mixed_precision=mp)
+    accelerator = Accelerator(mixed_precision=mp)
+    if accelerator.num_processes > 1:
+        raise ConfigError([f"{accelerator.num_processes} processes: lorakit trains on one GPU per run for now"],
+                          "run `lorakit train` without `accelerate launch --num_processes`")
+    return accelerator
 
 
 def all_latents_cached(cfg: LorakitConfig, dataset: DatasetPlan, disk: Path | None) -> bool:
@@ -77,6 +82,8 @@ def prepare_model(cfg: LorakitConfig, accelerator: Accelerator, skip_vae: bool =
     dtype = WEIGHT_DTYPES[cfg.train.mixed_precision]
     parts = load_model(cfg.model, dtype, skip_vae)
     parts.pipeline.to(accelerator.device)
+    if parts.vae is not None and getattr(parts.vae.config, "force_upcast", False):
+        parts.vae.to(torch.float32)  # e.g. the SDXL VAE overflows to NaN in fp16; latents are cast afterwards
     if not cfg.train.sdpa:
         from diffusers.models.attention_processor import AttnProcessor
 
@@ -109,8 +116,12 @@ def train(
                            t.seed, disk)
     torch.manual_seed(t.seed)  # the adapter's initial weights
     mode = MODES["lora"](parts, cfg, encoder)
+    formats.to_kohya(parts, cfg.network.network_alpha)  # every adapted module has a file name, before training
     if cfg.network.network_weights:
-        formats.load_kohya_weights(parts, Path(cfg.network.network_weights))
+        weights = weights_file(Path(cfg.network.network_weights))
+        if weights is None:
+            raise LorakitError(f"network.network_weights: no .safetensors LoRA in {cfg.network.network_weights}")
+        formats.load_kohya_weights(parts, weights, cfg.network.network_alpha)
     groups = mode.param_groups()
     for g in groups:  # trainable weights stay fp32 whatever the compute precision
         for p in g["params"]:
@@ -129,11 +140,14 @@ def train(
     result = TrainResult(run_dir, train_dir / f"{out.output_name}.safetensors", 0, False)
     tag_freq, started = dataset.tag_frequency, datetime.now(timezone.utc).isoformat(timespec="seconds")
 
+    def epoch_of(step: int) -> int:
+        return max(1, -(-step // max(1, plan.steps.steps_per_epoch)))
+
     def save(step: int, final: bool = False) -> Path:
         name = out.output_name if final else f"{out.output_name}-step{step:08d}"
         meta = formats.kohya_metadata(
             parts, name=name, dim=cfg.network.network_dim, alpha=cfg.network.network_alpha,
-            resolution=dataset.train[0].size, steps=step, epochs=t.max_train_epochs, learning_rate=t.learning_rate,
+            resolution=cfg.data.max_size, steps=step, epochs=epoch_of(step), learning_rate=t.learning_rate,
             te_trained=cfg.network.train_text_encoder, seed=t.seed, tag_frequency=tag_freq,
             num_images=len(dataset.train), created=started,
         )
@@ -146,7 +160,8 @@ def train(
         return path
 
     def validate(step: int) -> None:
-        loss = held_out_loss(mode, dataset.validation, t.train_batch_size)
+        with accelerator.autocast():
+            loss = held_out_loss(mode, encoder, dataset.validation, t.train_batch_size)
         result.validation_losses.append((step, loss))
         events.on_validation(step, loss)
 

@@ -6,15 +6,29 @@ import torch
 
 from ..data.example import Example
 from ..modes.base import Mode
+from .encode import BatchEncoder
 
 
 @torch.no_grad()
-def held_out_loss(mode: Mode, examples: list[Example], batch_size: int, seed: int = 1234) -> float:
-    """Mean loss over `examples` with a fixed generator (deterministic for given weights)."""
+def held_out_loss(mode: Mode, encoder: BatchEncoder, examples: list[Example], batch_size: int,
+                  seed: int = 1234) -> float:
+    """Mean loss over `examples` with fixed noise, timesteps and latent samples (deterministic for given weights).
+
+    The encoder's own generator is set aside and restored, so validating never changes what training sees.
+    """
     if not examples:
         raise ValueError("held_out_loss needs at least one example")
     device = next(p.device for g in mode.param_groups() for p in g["params"])
     gen = torch.Generator(device=device).manual_seed(seed)
+    saved = encoder.gen.get_state()
+    encoder.gen.manual_seed(seed)
+    try:
+        return _mean_loss(mode, examples, batch_size, gen)
+    finally:
+        encoder.gen.set_state(saved)
+
+
+def _mean_loss(mode: Mode, examples: list[Example], batch_size: int, gen: torch.Generator) -> float:
     by_size: dict[tuple[int, int], list[Example]] = {}
     for e in examples:
         by_size.setdefault(e.size, []).append(e)

@@ -85,6 +85,8 @@ class Family(ABC):
         identity = model_identity(cfg)
         if source == self.tiny_name:
             pipe = self.build_tiny()
+            if dtype != torch.float32:
+                pipe.to(dtype=dtype)
         elif source in RANDOM_MODELS:
             pipe = random_pipeline(source, self.pipeline_class, dtype)
         elif path.is_dir():
@@ -190,13 +192,12 @@ def _file_identity(path: Path) -> str:
 
 
 def _folder_identity(path: Path) -> str:
-    """Identity of a diffusers folder: its configs and weight-file sizes."""
+    """Identity of a diffusers folder: its configs in full and a content sample of every weight file."""
     h = hashlib.sha1()
     for f in sorted(path.rglob("*")):
         if f.is_file():
-            h.update(f"{f.relative_to(path)}|{f.stat().st_size}".encode())
-            if f.suffix == ".json":
-                h.update(f.read_bytes())
+            content = f.read_bytes() if f.suffix == ".json" else _file_identity(f).encode()
+            h.update(f"{f.relative_to(path)}|".encode() + content)
     return h.hexdigest()[:16]
 
 

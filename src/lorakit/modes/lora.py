@@ -29,6 +29,10 @@ class LoraMode:
             te_lr = t.text_encoder_lr if t.text_encoder_lr is not None else t.learning_rate
             params = [p for te in self.parts.text_encoders for p in lora_parameters(te)]
             groups.append({"params": params, "lr": te_lr})
+        for g in groups:
+            if g["lr"] == 0:  # a rate of 0 trains nothing: no gradients computed or kept for it
+                for p in g["params"]:
+                    p.requires_grad_(False)
         return [g for g in groups if g["params"] and g["lr"] > 0]
 
     def freeze_text_encoders(self) -> None:

@@ -57,20 +57,33 @@ def to_kohya(parts: ModelParts, alpha: float, dtype: torch.dtype = torch.float32
     return sd
 
 
-def load_kohya_weights(parts: ModelParts, path: Path) -> int:
+def load_kohya_weights(parts: ModelParts, path: Path, alpha: float) -> int:
     """Copy a kohya LoRA file's weights into the attached adapter (resuming); returns the modules loaded.
 
-    Alpha is taken from the config, not the file: a file whose rank or modules differ is an error naming both.
+    The file must fit the network exactly: same modules, same rank, same alpha (the strength); otherwise an error
+    names what differs.
     """
     from safetensors.torch import load_file
 
-    sd = load_file(str(path))
-    loaded, problems = 0, []
+    try:
+        sd = load_file(str(path))
+    except Exception as exc:  # safetensors raises several types for a bad file
+        raise LorakitError(f"cannot read network.network_weights {path}: {exc}",
+                           "point it at a LoRA .safetensors file") from exc
+    loaded, problems, expected = 0, [], set()
+    file_parts = {k.split("_")[1] for k in sd}  # "unet", "te", "te1", "te2"
     for module, name_of in _components(parts):
         for mod_path, layer in _lora_layers(module).items():
             name = name_of(mod_path)
+            expected.add(name)
             down, up = sd.get(f"{name}.lora_down.weight"), sd.get(f"{name}.lora_up.weight")
             if down is None or up is None:
+                if name.split("_")[1] in file_parts:  # a component the file has must be complete
+                    problems.append(f"{name}: not in the file")
+                continue  # a component the file lacks (e.g. a new text-encoder LoRA) starts fresh
+            file_alpha = sd.get(f"{name}.alpha")
+            if file_alpha is not None and abs(float(file_alpha) - alpha) > 1e-6:
+                problems.append(f"{name}: file has alpha {float(file_alpha):g}, network.network_alpha is {alpha:g}")
                 continue
             a, b = layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight
             if down.shape != a.shape or up.shape != b.shape:
@@ -79,6 +92,8 @@ def load_kohya_weights(parts: ModelParts, path: Path) -> int:
             with torch.no_grad():
                 a.copy_(down.to(a)), b.copy_(up.to(b))
             loaded += 1
+    extra = sorted({k.split(".")[0] for k in sd} - expected)
+    problems += [f"{name}: in the file but not in the network" for name in extra[:3]]
     if problems or not loaded:
         raise LorakitError(
             f"network.network_weights {path} does not fit this network: "
@@ -120,9 +135,10 @@ def check_kohya_keys(sd: dict[str, torch.Tensor], parts: ModelParts) -> None:
         )
 
 
-def safetensors_hashes(sd: dict[str, torch.Tensor]) -> tuple[str, str]:
-    """(`sshs_model_hash`, `sshs_legacy_hash`): sha256 of the tensor data as A1111's additional-networks computes."""
-    blob = save(sd)
+def safetensors_hashes(sd: dict[str, torch.Tensor], metadata: dict[str, str]) -> tuple[str, str]:
+    """(`sshs_model_hash`, `sshs_legacy_hash`) as kohya computes them: over the file serialised with only the
+    `ss_*` metadata — the model hash covers the tensor data after the header, the legacy hash 64 KiB at 1 MiB."""
+    blob = save(sd, {k: v for k, v in metadata.items() if k.startswith("ss_")})
     (header_len,) = struct.unpack("<Q", blob[:8])
     model_hash = hashlib.sha256(blob[8 + header_len :]).hexdigest()
     legacy = hashlib.sha256(blob[0x100000 : 0x100000 + 0x10000]).hexdigest()[:8]
@@ -131,7 +147,7 @@ def safetensors_hashes(sd: dict[str, torch.Tensor]) -> tuple[str, str]:
 
 def save_kohya(path: Path, sd: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
     """Write a kohya LoRA atomically, adding the content hashes to the metadata."""
-    model_hash, legacy = safetensors_hashes(sd)
+    model_hash, legacy = safetensors_hashes(sd, metadata)
     meta = {**metadata, "sshs_model_hash": model_hash, "sshs_legacy_hash": legacy}
     with atomic_path(path) as tmp:
         save_file(sd, str(tmp), metadata=meta)
