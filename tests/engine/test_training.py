@@ -164,7 +164,7 @@ def test_optimizers(tmp_path: Path, image_dir: Path) -> None:
     result = api.train(config(tmp_path, image_dir, "train.optimizer_type='Adafactor'", "train.max_train_steps=2",
                               "train.optimizer_args=['weight_decay=0.01']"))
     assert result.steps == 2
-    with pytest.raises(ConfigError, match="no parameter 'betas2'"):
+    with pytest.raises(ConfigError, match="has no parameter 'betas2'"):
         api.train(config(tmp_path, image_dir, "train.optimizer_args=['betas2=1']"))
     import importlib.util
 

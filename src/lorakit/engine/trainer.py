@@ -16,7 +16,7 @@ from ..config.plan import build_plan, render_plan
 from ..config.schema import LorakitConfig
 from ..data.cache import TensorCache, default_cache_dir, missing_examples
 from ..data.pipeline import DatasetPlan, build_dataset
-from ..config.validate import weights_file
+from ..config.validate import check_arguments, weights_file
 from ..errors import ConfigError, LorakitError
 from ..families import ModelParts, detect_family, load_model
 from ..families.base import model_identity
@@ -105,6 +105,9 @@ def train(
 ) -> TrainResult:
     """Train a LoRA as configured, writing results into `run_dir/train/`."""
     t, out = cfg.train, cfg.output
+    errors = [f"{f.key}: {f.message}" for f in check_arguments(cfg) if f.error]
+    if errors:  # optimizer / scheduler key=value arguments, before anything loads
+        raise ConfigError(errors)
     seed_everything(t.seed)
     dataset = dataset or build_dataset(cfg.data, t.train_batch_size, t.seed)
     accelerator = make_accelerator(cfg)

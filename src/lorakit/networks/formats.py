@@ -34,14 +34,16 @@ def _adapter_modules(module: torch.nn.Module) -> dict[str, dict[str, torch.Tenso
     return out
 
 
-def _components(parts: ModelParts) -> list[tuple[torch.nn.Module, Any]]:
-    """Each adapted module with its function from module path to kohya name."""
+def _namers(parts: ModelParts) -> list[tuple[torch.nn.Module, Any]]:
+    """UNet and text encoders, each with its function from module path to kohya name."""
     fam = parts.family
     comps: list[tuple[torch.nn.Module, Any]] = [(parts.unet, lambda p: fam.kohya_unet_name(p, parts.unet))]
-    for i, te in enumerate(parts.text_encoders):
-        if getattr(te, "peft_config", None) and ADAPTER in te.peft_config:
-            comps.append((te, lambda p, i=i: fam.kohya_te_name(i, p)))
-    return comps
+    return comps + [(te, lambda p, i=i: fam.kohya_te_name(i, p)) for i, te in enumerate(parts.text_encoders)]
+
+
+def _components(parts: ModelParts) -> list[tuple[torch.nn.Module, Any]]:
+    """The adapted ones of `_namers`."""
+    return [(m, name_of) for m, name_of in _namers(parts) if ADAPTER in (getattr(m, "peft_config", None) or {})]
 
 
 def to_kohya(parts: ModelParts, alpha: float, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
@@ -110,11 +112,8 @@ def _lora_layers(module: torch.nn.Module) -> dict[str, Any]:
 
 def kohya_module_names(parts: ModelParts) -> set[str]:
     """Every kohya name a loader could match in this model (Linear and Conv modules of UNet and text encoders)."""
-    fam, names = parts.family, set()
-    layers = (torch.nn.Linear, torch.nn.Conv2d)
-    named = [(parts.unet, lambda p: fam.kohya_unet_name(p, parts.unet))]
-    named += [(te, lambda p, i=i: fam.kohya_te_name(i, p)) for i, te in enumerate(parts.text_encoders)]
-    for module, name_of in named:
+    names, layers = set(), (torch.nn.Linear, torch.nn.Conv2d)
+    for module, name_of in _namers(parts):
         for path, mod in module.named_modules():
             if isinstance(mod, layers) and ".lora_" not in path:
                 try:
