@@ -74,7 +74,7 @@ def reference(args: argparse.Namespace, data: Path) -> float:
     pipe.to(device, dtype)
     for m in (pipe.unet, pipe.vae, pipe.text_encoder):
         m.requires_grad_(False)
-    pipe.unet.add_adapter(LoraConfig(r=args.rank, lora_alpha=args.rank, init_lora_weights="gaussian",
+    pipe.unet.add_adapter(LoraConfig(r=args.rank, lora_alpha=args.rank, init_lora_weights=True,
                                      target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
     params = [p for n, p in pipe.unet.named_parameters() if "lora_" in n]
     for p in params:

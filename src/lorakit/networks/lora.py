@@ -18,7 +18,7 @@ def _lora_config(cfg: NetworkSection, targets: list[str]) -> LoraConfig:
         lora_alpha=cfg.network_alpha,
         lora_dropout=cfg.network_dropout,
         target_modules=targets,
-        init_lora_weights="gaussian",
+        init_lora_weights=True,  # kaiming-uniform down, zero up: the initialisation kohya uses
     )
 
 
@@ -32,7 +32,7 @@ def _check_targets(module: torch.nn.Module, targets: list[str], key: str) -> Non
 def attach_lora(parts: ModelParts, cfg: NetworkSection) -> list[torch.nn.Parameter]:
     """Add a LoRA to the UNet (and the text encoders if asked); freeze the rest; return the trainable parameters.
 
-    Down weights start random (gaussian 1/r) and up weights at zero, so the untrained adapter changes nothing.
+    Down weights start kaiming-uniform and up weights at zero (as in kohya), so the untrained adapter changes nothing.
     """
     _check_targets(parts.unet, cfg.target_modules, "network.target_modules")
     for module in [m for m in (parts.unet, parts.vae, *parts.text_encoders) if m is not None]:
