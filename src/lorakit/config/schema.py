@@ -17,7 +17,8 @@ CONFIG_VERSION = 1
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, assignments are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # strict: "yes" is not a bool and "16" not a number; a TOML value of the wrong type is an error, never coerced
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
 
 class ModelSection(Section):

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 class DataSection(BaseModel):
     """Training images, captions, buckets, validation split and caching."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)  # no silent coercion
 
     # -- folders -------------------------------------------------------------------------------------------------
     train_data_dir: str = Field(
@@ -78,6 +78,7 @@ class DataSection(BaseModel):
     )
     image_size: tuple[int, int] | None = Field(
         None,
+        strict=False,  # TOML writes it as a list
         description="Largest bucket as (width, height) in either order: its long side is the longest bucket side "
         "and its area the largest bucket area (TrainTrain's 'image size'). Unset = resolution × resolution.",
     )
