@@ -97,3 +97,23 @@ def test_plan_notes_the_kohya_gui_estimate(tmp_path: Path) -> None:
     assert plan.steps.total_steps == 15
     assert plan.notes == ["the kohya_ss GUI would estimate 12 steps (it rounds once over all epochs, not per epoch)"]
     assert plan.text_encoder == "frozen"
+
+
+def test_plan_counts_sub_images_and_mirrors(tmp_path) -> None:
+    """2 images × 10 repeats, each giving 1 + 3 sub-images, mirrored: 160 samples per epoch."""
+    from PIL import Image
+
+    from lorakit.config.loader import load_config
+    from lorakit.config.plan import build_plan, render_plan
+
+    folder = tmp_path / "10_x"
+    folder.mkdir()
+    for i in range(2):
+        Image.new("RGB", (512, 640), (i * 90, 20, 20)).save(folder / f"{i}.png")
+    cfg = load_config(sets=[f"data.train_data_dir='{tmp_path}'", "data.image_size=[768, 512]",
+                            "data.bucket_reso_steps=128", "data.min_bucket_reso=256", "data.sub_image_num=3",
+                            "data.flip_aug=true"])
+    plan = build_plan(cfg)
+    assert plan.steps.samples_per_epoch == 160 and plan.steps.batches_per_epoch == 160
+    assert any("2 images → 16 training images" in line and "= 160" in line for line in render_plan(plan))
+    assert not any("buckets split" in n for n in plan.notes)

@@ -107,6 +107,7 @@ class Plan:
     output_path: str = ""
     text_encoder: str = ""
     notes: list[str] = field(default_factory=list)
+    examples: list[int] = field(default_factory=list)  # training images per folder (sub-images, mirrors)
 
 
 def output_path(cfg: LorakitConfig) -> Path:
@@ -134,7 +135,9 @@ def build_plan(cfg: LorakitConfig, dataset: object | None = None) -> Plan:
     t = cfg.train
     dataset = dataset or build_dataset(cfg.data, t.train_batch_size, t.seed, fingerprints=False)
     folders = [(str(f.path), f.images, f.repeats, f.is_reg) for f in dataset.folders]
-    counts = [(images, repeats, is_reg) for _, images, repeats, is_reg in folders]
+    # sub-images and mirroring make several training examples of one image: count examples, not files
+    examples = [sum(getattr(f, "buckets", {}).values()) or f.images for f in dataset.folders]
+    counts = [(n, repeats, is_reg) for n, (_, _, repeats, is_reg) in zip(examples, folders)]
     sample_every = getattr(cfg.sample, "sample_every_n_steps", None)
     steps = compute_steps(
         counts,
@@ -149,7 +152,7 @@ def build_plan(cfg: LorakitConfig, dataset: object | None = None) -> Plan:
         save_every=cfg.output.save_every_n_steps,
         sample_every=sample_every,
     )
-    plan = Plan(folders, steps, _buckets(dataset), str(output_path(cfg)))
+    plan = Plan(folders, steps, _buckets(dataset), str(output_path(cfg)), examples=examples)
     plain = compute_steps(counts, t.train_batch_size, t.gradient_accumulation_steps, t.max_train_epochs)
     if plain.batches_per_epoch != steps.batches_per_epoch:
         plan.notes.append(f"buckets split the data into {steps.batches_per_epoch} batches per epoch "
@@ -177,9 +180,11 @@ def render_plan(plan: Plan) -> list[str]:
     """The plan as console lines."""
     s = plan.steps
     lines = ["images per folder:"]
-    for path, images, repeats, is_reg in plan.folders:
+    for i, (path, images, repeats, is_reg) in enumerate(plan.folders):
         kind = "reg" if is_reg else "train"
-        lines.append(f"  {path}: {images} images × {repeats} repeats = {images * repeats} ({kind})")
+        n = plan.examples[i] if i < len(plan.examples) else images
+        shown = f"{images} images" + (f" → {n} training images (sub-images/mirroring)" if n != images else "")
+        lines.append(f"  {path}: {shown} × {repeats} repeats = {n * repeats} ({kind})")
     factor = reg_factor([(i, r, g) for _, i, r, g in plan.folders])
     lines += [
         f"regularisation factor: {factor}",
