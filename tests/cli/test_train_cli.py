@@ -118,3 +118,10 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
 
     change = float(re.search(r"mean pixel change ([0-9.]+)/255", proc.stdout).group(1))
     assert change > 0  # the trained LoRA changes the image
+
+
+def test_io_errors_exit_2_without_traceback(cli, tmp_path: Path) -> None:
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes("[train]\n# caf\xe9\n".encode("latin-1"))
+    code, out = cli("train", "--config", bad)
+    assert code == 2 and "latin1.toml" in out and "Traceback" not in out

@@ -48,3 +48,6 @@ def main() -> None:
     except LorakitError as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(2)
+    except (OSError, UnicodeError) as exc:  # a file we could not read or write: the message names it
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        sys.exit(2)

@@ -38,6 +38,8 @@ def read_text(path: Path) -> str:
         return path.read_text(encoding="utf-8-sig").strip()
     except UnicodeDecodeError as exc:
         raise DataError(f"caption file {path} is not UTF-8 text", "re-save it as UTF-8") from exc
+    except OSError as exc:
+        raise DataError(f"cannot read caption file {path}: {exc.strerror or exc}", "check its permissions") from exc
 
 
 def _row_key(row: dict[str, Any], source: Path, index: int) -> str:
@@ -55,7 +57,10 @@ def load_metadata(path: Path) -> Metadata:
     the image's relative path or file name."""
     if not path.is_file():
         raise DataError(f"caption metadata file not found: {path}", "set data.caption_metadata to a CSV/JSON file")
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read metadata file {path}: {exc}", "save it as UTF-8 CSV or JSON") from exc
     try:
         if path.suffix.lower() == ".csv":
             rows: list[dict[str, Any]] = list(csv.DictReader(text.splitlines()))

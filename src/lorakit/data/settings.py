@@ -6,6 +6,8 @@ rules themselves are TrainTrain's (`image_size`, `sub_image_num`, mirroring) unl
 
 from __future__ import annotations
 
+import string
+
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -128,6 +130,16 @@ class DataSection(BaseModel):
     cache_folder: str = Field(
         "", description="Where the disk cache lives; unset = $XDG_CACHE_HOME/lorakit (~/.cache/lorakit)."
     )
+
+    @field_validator("caption_template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        try:
+            list(string.Formatter().parse(value))
+        except ValueError as exc:
+            raise ValueError(f"not a valid template ({exc}); write placeholders as {{column}} and a literal brace "
+                             "as {{ or }}") from None
+        return value
 
     @field_validator("caption_extension")
     @classmethod
