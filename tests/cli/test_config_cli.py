@@ -98,6 +98,23 @@ def test_import_writes_toml_and_lists_unmapped(cli, tmp_path: Path) -> None:
     assert code == 0
 
 
+def test_invalid_import_writes_nothing(cli, tmp_path: Path) -> None:
+    src = write(tmp_path / "kohya.json", json.dumps({"learning_rate": 1e-4, "network_dim": 0}))
+    out_file = tmp_path / "lk.toml"
+    code, out, err = cli("config", "import", str(src), "--out", str(out_file))
+    assert code == 2 and "network.network_dim = 0" in err and "Traceback" not in err
+    assert not out_file.exists() and list(tmp_path.iterdir()) == [src]
+
+
+def test_import_of_unreadable_inputs_exits_2(cli, tmp_path: Path) -> None:
+    good = write(tmp_path / "train.toml", "learning_rate = 1e-4\n")
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('output_name = "caf\xe9"\n'.encode("latin-1"))
+    for args in ([str(tmp_path)], [str(latin)], [str(good), "--dataset-toml", str(latin)]):
+        code, _, err = cli("config", "import", *args)
+        assert code == 2 and "Traceback" not in err and str(Path(args[-1])) in err
+
+
 def test_migrate_prints_the_new_form(cli, tmp_path: Path) -> None:
     old = write(tmp_path / "old.toml", "learning_rate = 2e-4\n")
     code, out, err = cli("config", "migrate", str(old))

@@ -6,8 +6,11 @@ import json
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from lorakit.config.importers import import_file
 from lorakit.config.loader import Layer, resolve
+from lorakit.errors import ConfigError
 
 GUI = {
     "LoRA_type": "Standard",
@@ -162,9 +165,10 @@ def test_sd_scripts_toml_with_dataset_toml(tmp_path: Path) -> None:
     assert v["mode"]["prior_loss_weight"] == 1.0
     assert v["data"] == {"resolution": 768, "shuffle_caption": True, "caption_extension": ".caption",
                          "keep_tokens": 1, "enable_bucket": True, "train_data_dir": "/data/10_girl",
-                         "trigger_word": "sks girl", "num_repeats": 10, "reg_data_dir": "/data/reg/1_girl"}
+                         "num_repeats": 10, "reg_data_dir": "/data/reg/1_girl"}
     unmapped = {k: why for k, _, why in r.unmapped}
-    assert set(unmapped) == {"network_args", "xformers", "dataset.subsets[reg 0].num_repeats"}
+    assert set(unmapped) == {"network_args", "xformers", "dataset.subsets[reg 0].num_repeats",
+                             "dataset.subsets[train 0].class_tokens"}
     assert "folder name" in unmapped["dataset.subsets[reg 0].num_repeats"]
     assert "model.family" in r.mapped["v2"]
     resolve([Layer("imported", v)])
@@ -198,3 +202,95 @@ def test_non_square_resolution_becomes_image_size(tmp_path: Path) -> None:
     r = import_file(f)
     assert r.values["data"] == {"image_size": [768, 512]}
     assert resolve([Layer("imported", r.values)]).data.max_size == (768, 512)
+
+
+def imported(tmp_path: Path, text: str, dataset: str | None = None, name: str = "train.toml"):
+    f = tmp_path / name
+    f.write_text(text, encoding="utf-8")
+    d = None
+    if dataset is not None:
+        d = tmp_path / "dataset.toml"
+        d.write_text(dataset, encoding="utf-8")
+    return import_file(f, d)
+
+
+def test_epochs_win_over_steps_as_in_kohya(tmp_path: Path) -> None:
+    r = imported(tmp_path, "max_train_epochs = 3\nmax_train_steps = 1600\nlearning_rate = 1e-4\n")
+    assert r.values["train"]["max_train_epochs"] == 3 and "max_train_steps" not in r.values["train"]
+    assert any("max_train_steps" in n and "max_train_epochs" in n for n in r.notes)
+    assert "max_train_steps" in r.mapped  # still accounted for
+    r = imported(tmp_path, "max_train_epochs = 0\nmax_train_steps = 1600\n")  # 0 = unset: steps stay
+    assert r.values["train"]["max_train_steps"] == 1600
+
+
+def test_sd_scripts_text_encoder_lr_zero_means_unet_only(tmp_path: Path) -> None:
+    r = imported(tmp_path, "unet_lr = 1e-4\ntext_encoder_lr = 0\n")
+    assert r.values["network"]["train_text_encoder"] is False
+    assert "text_encoder_lr" not in r.values["train"]
+    r = imported(tmp_path, "learning_rate = 1e-4\n")  # absent: sd-scripts trains it
+    assert r.values["network"]["train_text_encoder"] is True
+
+
+def test_class_tokens_are_not_a_trigger_word(tmp_path: Path) -> None:
+    r = imported(tmp_path, "learning_rate = 1e-4\n", DATASET)
+    assert "trigger_word" not in r.values["data"]
+    unmapped = {k: why for k, _, why in r.unmapped}
+    assert "images without a caption file" in unmapped["dataset.subsets[train 0].class_tokens"]
+
+
+def test_values_are_cast_to_the_field_type(tmp_path: Path) -> None:
+    f = tmp_path / "k.json"
+    f.write_text(json.dumps({"seed": "1234", "keep_tokens": "0", "noise_offset": "0.05", "network_alpha": 16,
+                             "gradient_checkpointing": "true", "cache_latents": "false", "sdpa": "false",
+                             "learning_rate": "2e-4", "network_dim": "x8", "max_grad_norm": True,
+                             "min_snr_gamma": "five", "epoch": "2.5", "max_train_steps": True}),
+                 encoding="utf-8")
+    r = import_file(f)
+    t, v = r.values["train"], r.values
+    assert t["seed"] == 1234 and type(t["seed"]) is int
+    assert v["data"]["keep_tokens"] == 0 and type(v["data"]["keep_tokens"]) is int
+    assert type(t["noise_offset"]) is float and t["noise_offset"] == 0.05
+    assert type(v["network"]["network_alpha"]) is float
+    assert t["gradient_checkpointing"] is True and t["cache_latents"] is False and t["sdpa"] is False
+    assert t["learning_rate"] == 2e-4
+    unmapped = {k: why for k, _, why in r.unmapped}
+    assert set(unmapped) == {"network_dim", "max_grad_norm", "min_snr_gamma", "epoch", "max_train_steps"}
+    assert "network.network_dim" in unmapped["network_dim"] and "an integer" in unmapped["network_dim"]
+    resolve([Layer("imported", v)])
+
+
+def test_dataset_resolution_list_maps(tmp_path: Path) -> None:
+    r = imported(tmp_path, "learning_rate = 1e-4\n", "[[datasets]]\nresolution = [1024, 1024]\n")
+    assert r.values["data"]["resolution"] == 1024
+    r = imported(tmp_path, "learning_rate = 1e-4\n", "[general]\nresolution = [1024, 768]\n")
+    assert r.values["data"]["image_size"] == [1024, 768]
+
+
+@pytest.mark.parametrize("dataset, key", [
+    ('[[datasets]]\nresolution = "abc"\n', "resolution"),
+    ('[[datasets]]\nbatch_size = "x"\n', "batch_size"),
+    ("datasets = 3\n", "datasets"),
+    ("general = 3\n", "general"),
+    ("[[datasets]]\nsubsets = [1]\n", "subsets"),
+])
+def test_bad_dataset_toml_is_a_config_error(tmp_path: Path, dataset: str, key: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        imported(tmp_path, "learning_rate = 1e-4\n", dataset)
+    assert str(tmp_path / "dataset.toml") in exc.value.problems[0] and key in exc.value.problems[0]
+
+
+def test_unreadable_files_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as exc:
+        import_file(tmp_path)
+    assert exc.value.problems[0].startswith(f"{tmp_path}: ")
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('output_name = "caf\xe9"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError) as exc:
+        import_file(latin)
+    assert exc.value.problems[0].startswith(f"{latin}: ")
+    ok = tmp_path / "ok.toml"
+    ok.write_text("learning_rate = 1e-4\n", encoding="utf-8")
+    for bad in (tmp_path, latin):
+        with pytest.raises(ConfigError) as exc:
+            import_file(ok, bad)
+        assert exc.value.problems[0].startswith(f"{bad}: ")

@@ -120,3 +120,30 @@ def test_argument_errors_come_with_schema_errors(tmp_path: Path) -> None:
     assert len(exc.value.problems) == 2
     assert exc.value.problems[0].startswith(f"{f}: network.network_dim = 0")
     assert exc.value.problems[1].startswith(f"{f}: train.optimizer_args: AdamW has no parameter 'weight_decy'")
+
+
+def test_oom_file_from_set_is_used(tmp_path: Path) -> None:
+    oom = write(tmp_path / "myoom.toml", "[network]\nnetwork_dim = 2\n")
+    r = resolve_layers(oom=True, sets=[f'batch.oom_file="{oom.as_posix()}"'])
+    assert r.config.network.network_dim == 2
+    assert r.origins["network.network_dim"] == f"oom {oom.as_posix()}"
+    assert [x.name for x in r.layers] == [f"oom {oom.as_posix()}", "--set"]
+
+
+def test_unreadable_toml_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lorakit.config import loader
+
+    latin = tmp_path / "latin1.toml"
+    latin.write_bytes('[output]\noutput_name = "caf\xe9"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError) as exc:
+        load_config([latin])
+    assert exc.value.problems[0].startswith(f"{latin}: not UTF-8 text")
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    ok = write(tmp_path / "ok.toml", "[train]\nseed = 1\n")
+    monkeypatch.setattr(loader, "open", denied, raising=False)
+    with pytest.raises(ConfigError) as exc:
+        load_config([ok])
+    assert exc.value.problems == [f"{ok}: cannot read it: Permission denied"]

@@ -66,3 +66,18 @@ def test_newer_version_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         resolve_layers(files=[f])
     assert f"{f}: version = 99" in exc.value.problems[0] and f"≤ {CONFIG_VERSION}" in exc.value.problems[0]
+
+
+def test_v0_flat_keys_and_a_table_of_the_same_section_are_merged() -> None:
+    values, notes = migrate({"learning_rate": 2e-4, "seed": 5, "max_train_epochs": 2,
+                             "train": {"max_train_epochs": 3}}, "x.toml")
+    assert values["train"] == {"learning_rate": 2e-4, "seed": 5, "max_train_epochs": 3}  # the table wins
+    assert "max_train_epochs" not in values
+    assert "max_train_epochs is set at the top and in [train]: the [train] value is kept" in notes[0]
+
+
+def test_v0_merge_does_not_change_the_input() -> None:
+    src = {"seed": 5, "train": {"learning_rate": 1e-4}}
+    values, _ = v0_to_v1(src)
+    assert values["train"] == {"learning_rate": 1e-4, "seed": 5}
+    assert src == {"seed": 5, "train": {"learning_rate": 1e-4}}

@@ -137,6 +137,20 @@ def test_network_type_of_a_resume_file_must_match(tmp_path: Path) -> None:
     assert errors[0] == f"network.network_weights: {loha} is a loha network but network.network_module is 'lora'"
 
 
+@pytest.mark.parametrize("raw", [
+    struct.pack("<Q", 2) + b"[]",  # a JSON list, not an object
+    struct.pack("<Q", 2**63) + b"{}",  # an absurd header length
+    struct.pack("<Q", 30) + b'{"a": {"shape": "x"}}'.ljust(30),  # a tensor without a list shape
+    b"abc",  # shorter than the length field
+], ids=["list", "huge-length", "bad-shape", "short"])
+def test_bogus_safetensors_header_is_a_finding(tmp_path: Path, raw: bytes) -> None:
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(raw)
+    errors, _ = messages(cfg(network={"network_dim": 8, "network_weights": str(bad)},
+                             data={"train_data_dir": str(tmp_path)}), paths=True)
+    assert len(errors) == 1 and errors[0].startswith(f"network.network_weights: {bad}: not a readable .safetensors")
+
+
 def test_local_model_family_is_read_from_the_model(tmp_path: Path) -> None:
     model = tmp_path / "model"
     model.mkdir()

@@ -15,6 +15,7 @@ from ..config.plan import build_plan, render_plan
 from ..config.provenance import DEFAULT_ORIGIN
 from ..config.schema import LorakitConfig
 from ..errors import ConfigError
+from ..io import write_text_atomic
 from .main import app
 from .options import AddFiles, ConfigFiles, OomLayer, PresetName, SetValues, err_console, resolve_options
 
@@ -100,8 +101,7 @@ def _write_new(path: Path, text: str, force: bool) -> None:
     """Write `text` to `path`, refusing to overwrite an existing file unless forced."""
     if path.exists() and not force:
         raise ConfigError([f"{path}: already exists"], "choose another --out or pass --force")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    write_text_atomic(path, text)
 
 
 @config_app.command("import")
@@ -116,19 +116,19 @@ def import_(
     from ..config.loader import Layer, resolve
 
     result = import_file(file, dataset_toml)
-    text = result.to_toml(str(file))
-    if out:
-        _write_new(out, text, force)
-        err_console.print(escape(f"wrote {out}: {len(result.mapped)} keys mapped"))
-    else:
-        typer.echo(text, nl=False)
     for key, value, reason in result.unmapped:
         err_console.print(f"[yellow]not mapped:[/] {escape(f'{key} = {value!r}: {reason}')}")
     if result.empty:
         err_console.print(escape(f"skipped {len(result.empty)} empty/off keys: {', '.join(result.empty)}"))
     for note in result.notes:
         err_console.print(f"[cyan]note:[/] {escape(note)}")
-    resolve([Layer(str(out or file), result.values)])  # a value lorakit rejects is reported (exit 2)
+    resolve([Layer(str(file), result.values)])  # a value lorakit rejects is reported (exit 2) and nothing written
+    text = result.to_toml(str(file))
+    if out:
+        _write_new(out, text, force)
+        err_console.print(escape(f"wrote {out}: {len(result.mapped)} keys mapped"))
+    else:
+        typer.echo(text, nl=False)
 
 
 @config_app.command("migrate")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shlex
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, Callable
 
 import tomli_w
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from ..errors import ConfigError
 from .migrate import section_of
@@ -66,11 +68,21 @@ class ImportResult:
     unmapped: list[tuple[str, Any, str]] = field(default_factory=list)
     empty: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    strict_source: str | None = None  # while set (reading a dataset TOML), an unreadable value is an error
 
     def put(self, source: str, dotted: str, value: Any) -> None:
-        """Set lorakit key `dotted` from source key `source`, or record it unmapped if lorakit has no such key."""
-        if not has_field(dotted):
+        """Set lorakit key `dotted` from source key `source`, cast to the field's type; else record why not."""
+        info = field_info(dotted)
+        if info is None:
             self.skip(source, value, f"no lorakit setting {dotted} yet")
+            return
+        try:
+            value = cast(value, info.annotation)
+        except (TypeError, ValueError):
+            from .loader import allowed
+
+            self.bad(source, value, f"{dotted} takes {allowed(tuple(dotted.split('.')))}")
             return
         node = self.values
         *parents, leaf = dotted.split(".")
@@ -78,6 +90,13 @@ class ImportResult:
             node = node.setdefault(p, {})
         node[leaf] = value
         self.mapped[source] = dotted
+
+    def bad(self, source: str, value: Any, reason: str) -> None:
+        """A value that cannot be read: unmapped with the reason, or an error while reading a dataset TOML."""
+        if self.strict_source:
+            self.errors.append(f"{self.strict_source}: {source} = {value!r}: {reason}")
+        else:
+            self.unmapped.append((source, value, reason))
 
     def skip(self, source: str, value: Any, reason: str) -> None:
         """Record a source key that is not mapped; empty/off values go to the short list."""
@@ -101,16 +120,64 @@ def _is_empty(value: Any) -> bool:
     return value in ("", None, False, 0, [], {})
 
 
-def has_field(dotted: str) -> bool:
-    """True if `dotted` (e.g. 'data.reg_data_dir') is a key of the lorakit schema."""
+def field_info(dotted: str) -> FieldInfo | None:
+    """The schema field `dotted` (e.g. 'data.reg_data_dir'), or None if lorakit has no such key."""
     model: type[BaseModel] = LorakitConfig
     *parents, leaf = dotted.split(".")
     for p in parents:
         ann = model.model_fields[p].annotation if p in model.model_fields else None
         if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
-            return False
+            return None
         model = ann
-    return leaf in model.model_fields
+    return model.model_fields.get(leaf)
+
+
+def has_field(dotted: str) -> bool:
+    """True if `dotted` (e.g. 'data.reg_data_dir') is a key of the lorakit schema."""
+    return field_info(dotted) is not None
+
+
+def cast(value: Any, kind: Any) -> Any:
+    """`value` as type `kind` (int, float, bool, str, optional, list or tuple of them); ValueError if it is not one.
+
+    Numbers and booleans written as strings ("1234", "2e-4", "true") are read; a float is an int only when whole.
+    Literal choices are left to the validator.
+    """
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        return None if value is None else cast(value, args[0]) if len(args) == 1 else value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError("not a list")
+        args = typing.get_args(kind)
+        if origin is tuple and len(args) != len(value):
+            raise ValueError(f"expected {len(args)} values")
+        return [cast(v, args[i] if origin is tuple else args[0]) for i, v in enumerate(value)]
+    if isinstance(value, bool) and kind in (int, float):
+        raise ValueError("a boolean is not a number")
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).strip().lower() not in ("true", "false", "1", "0"):
+            raise ValueError("not true or false")
+        return str(value).strip().lower() in ("true", "1")
+    if kind is int:
+        number = float(value) if isinstance(value, str) else value
+        if isinstance(number, float) and number.is_integer():
+            return int(number)
+        if isinstance(number, int):
+            return number
+        raise ValueError("not a whole number")
+    if kind is float:
+        if not isinstance(value, (int, float, str)):
+            raise ValueError("not a number")
+        return float(value)
+    if kind is str and not isinstance(value, str):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ValueError("not text")
+    return value
 
 
 def literal_values(dotted: str) -> tuple[Any, ...]:
@@ -136,8 +203,13 @@ def _args_list(value: Any) -> list[str]:
 
 
 def _resolution(r: ImportResult, key: str, value: Any) -> None:
-    """'512,512' / '512' / 512 → data.resolution; '768,512' → data.image_size (the largest bucket)."""
-    sides = [int(float(s)) for s in str(value).replace("x", ",").split(",") if s.strip()]
+    """'512,512' / '512' / 512 / [512, 512] → data.resolution; '768,512' → data.image_size (the largest bucket)."""
+    parts = value if isinstance(value, list) else str(value).replace("x", ",").split(",")
+    try:
+        sides = [cast(s, int) for s in parts if str(s).strip()]
+    except (TypeError, ValueError):
+        r.bad(key, value, "a resolution is a number of pixels or width,height")
+        return
     if not sides:
         r.skip(key, value, "empty resolution")
         return
@@ -167,7 +239,9 @@ def _learning_rates(r: ImportResult, src: dict[str, Any], gui: bool) -> None:
     unless network_train_unet_only; the kohya_ss GUI passes unet-only when text_encoder_lr is 0 and unet_lr is
     not (both 0: both train at learning_rate).
     """
-    lr, unet_lr, te_lr = (_number(src.get(k)) for k in ("learning_rate", "unet_lr", "text_encoder_lr"))
+    keys = ("learning_rate", "unet_lr", "text_encoder_lr")
+    bad = _unreadable_numbers(r, src, keys, "train.learning_rate")
+    lr, unet_lr, te_lr = (None if k in bad else _number(src.get(k)) for k in keys)
     if unet_lr:
         r.put("unet_lr", "train.learning_rate", unet_lr)
         if "learning_rate" in src:
@@ -176,31 +250,46 @@ def _learning_rates(r: ImportResult, src: dict[str, Any], gui: bool) -> None:
         r.put("learning_rate", "train.learning_rate", lr)
         if "unet_lr" in src:
             r.mapped["unet_lr"] = "train.learning_rate (0 or empty = learning_rate)"
+    train_te = not (gui and not te_lr and bool(unet_lr))
     if "network_train_unet_only" in src:
-        train_te = not bool(src["network_train_unet_only"])
-        r.mapped["network_train_unet_only"] = "network.train_text_encoder"
-    else:
-        train_te = not (gui and not te_lr and bool(unet_lr))
-        if gui and te_lr and "unet_lr" in src and not unet_lr:
-            r.notes.append("kohya_ss trains only the text encoder when unet_lr is 0 and text_encoder_lr is not; "
-                           "lorakit always trains the UNet (at train.learning_rate)")
+        try:
+            train_te = not cast(src["network_train_unet_only"] or False, bool)
+            r.mapped["network_train_unet_only"] = "network.train_text_encoder"
+        except ValueError:
+            r.bad("network_train_unet_only", src["network_train_unet_only"], "takes true or false")
+    elif gui and te_lr and "unet_lr" in src and not unet_lr:
+        r.notes.append("kohya_ss trains only the text encoder when unet_lr is 0 and text_encoder_lr is not; "
+                       "lorakit always trains the UNet (at train.learning_rate)")
+    if not gui and te_lr == 0:  # sd-scripts: text_encoder_lr = 0 (set, not empty) leaves the text encoder alone
+        train_te = False
     r.values.setdefault("network", {})["train_text_encoder"] = train_te
     if te_lr and train_te:
         r.put("text_encoder_lr", "train.text_encoder_lr", te_lr)
     elif "text_encoder_lr" in src:
         r.mapped["text_encoder_lr"] = "network.train_text_encoder (0 = text encoder not trained)"
+    for key in bad:
+        r.mapped.pop(key, None)  # listed as unmapped instead
+
+
+def _unreadable_numbers(r: ImportResult, src: dict[str, Any], keys: tuple[str, ...], dotted: str) -> set[str]:
+    """The keys among `keys` whose value is set but not a number, listed as unmapped."""
+    bad = {k for k in keys if src.get(k) not in ("", None) and (_number(src[k]) is None or isinstance(src[k], bool))}
+    for key in sorted(bad):
+        r.bad(key, src[key], f"{dotted} takes a number")
+    return bad
 
 
 def _warmup(r: ImportResult, src: dict[str, Any]) -> None:
     """GUI lr_warmup (percent) or sd-scripts lr_warmup_steps (a count, or a ratio when < 1)."""
-    if "lr_warmup" in src:
+    bad = _unreadable_numbers(r, src, ("lr_warmup", "lr_warmup_steps"), "the warm-up")
+    if "lr_warmup" in src and "lr_warmup" not in bad:
         pct = _number(src["lr_warmup"]) or 0
         if pct:
             r.put("lr_warmup", "train.lr_warmup_ratio", pct / 100)
         else:
             r.skip("lr_warmup", None, "")
     steps = _number(src.get("lr_warmup_steps"))
-    if "lr_warmup_steps" in src:
+    if "lr_warmup_steps" in src and "lr_warmup_steps" not in bad:
         if steps and steps < 1:
             r.put("lr_warmup_steps", "train.lr_warmup_ratio", steps)
         elif steps:
@@ -226,19 +315,19 @@ def _conversions(gui: bool) -> dict[str, Callable[[ImportResult, str, Any], None
     def lr_args(dotted: str) -> Callable[[ImportResult, str, Any], None]:
         return lambda r, k, v: r.put(k, dotted, _args_list(v)) if _args_list(v) else r.skip(k, None, "")
 
-    def number(dotted: str, cast: type = float, zero_is_unset: bool = True) -> Callable:
+    def number(dotted: str, zero_is_unset: bool = True) -> Callable:
         def convert(r: ImportResult, k: str, v: Any) -> None:
             n = _number(v)
-            if n is None or (zero_is_unset and n == 0):
+            if v in ("", None) or (zero_is_unset and n == 0):
                 r.skip(k, None, "")
             else:
-                r.put(k, dotted, cast(n))
+                r.put(k, dotted, v if n is None or isinstance(v, bool) else n)  # put() casts it, or says why not
         return convert
 
     table: dict[str, Callable[[ImportResult, str, Any], None]] = {
-        "epoch": number("train.max_train_epochs", int),
-        "max_train_epochs": number("train.max_train_epochs", int),
-        "max_train_steps": number("train.max_train_steps", int),
+        "epoch": number("train.max_train_epochs"),
+        "max_train_epochs": number("train.max_train_epochs"),
+        "max_train_steps": number("train.max_train_steps"),
         "max_resolution": _resolution,
         "resolution": _resolution,
         "optimizer": lambda r, k, v: _choice(r, k, v, "train.optimizer_type"),
@@ -246,17 +335,17 @@ def _conversions(gui: bool) -> dict[str, Callable[[ImportResult, str, Any], None
         "optimizer_args": lr_args("train.optimizer_args"),
         "lr_scheduler_args": lr_args("train.lr_scheduler_args"),
         "lr_scheduler": lambda r, k, v: _choice(r, k, v, "train.lr_scheduler"),
-        "lr_scheduler_num_cycles": number("train.lr_scheduler_num_cycles", int),
+        "lr_scheduler_num_cycles": number("train.lr_scheduler_num_cycles"),
         "mixed_precision": lambda r, k, v: _choice(r, k, v, "train.mixed_precision"),
         "save_precision": lambda r, k, v: _choice(r, k, v, "output.save_precision", PRECISIONS),
         "LoRA_type": lambda r, k, v: _choice(r, k, v, "network.network_module", NETWORK_TYPES),
         "network_module": lambda r, k, v: _choice(r, k, v, "network.network_module", NETWORK_TYPES),
         "min_snr_gamma": number("train.min_snr_gamma"),
-        "save_every_n_steps": number("output.save_every_n_steps", int),
+        "save_every_n_steps": number("output.save_every_n_steps"),
         "network_weights": lambda r, k, v: r.put(k, "network.network_weights", v) if v else r.skip(k, v, ""),
         "vae": lambda r, k, v: r.put(k, "model.vae", v) if v else r.skip(k, v, ""),
-        "prior_loss_weight": number("mode.prior_loss_weight", float, zero_is_unset=False),
-        "sdpa": lambda r, k, v: r.put(k, "train.sdpa", bool(v)),
+        "prior_loss_weight": number("mode.prior_loss_weight", zero_is_unset=False),
+        "sdpa": lambda r, k, v: r.put(k, "train.sdpa", v),
     }
     if gui:
         table["stop_text_encoder_training"] = lambda r, k, v: r.skip(
@@ -264,7 +353,7 @@ def _conversions(gui: bool) -> dict[str, Callable[[ImportResult, str, Any], None
             "train.stop_text_encoder_training")
         table["xformers"] = lambda r, k, v: r.put(k, "train.sdpa", v in ("sdpa", "xformers", True))
     else:
-        table["stop_text_encoder_training"] = number("train.stop_text_encoder_training", int)
+        table["stop_text_encoder_training"] = number("train.stop_text_encoder_training")
     return table
 
 
@@ -295,6 +384,11 @@ def convert(src: dict[str, Any], gui: bool) -> ImportResult:
             r.put(key, f"{section}.{key}", value)
         else:
             r.skip(key, value, "unknown to lorakit")
+    train = r.values.get("train", {})
+    if "max_train_epochs" in train and train.pop("max_train_steps", None) is not None:
+        r.mapped["max_train_steps"] = "(dropped: max_train_epochs wins, as in kohya)"
+        r.notes.append(f"max_train_steps is ignored: kohya trains for max_train_epochs = {train['max_train_epochs']} "
+                       "when both are set, and so does lorakit")
     return r
 
 
@@ -309,22 +403,43 @@ def _flatten_tables(values: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
+CLASS_TOKENS = ("kohya's caption for images without a caption file, not a trigger word; lorakit has no such "
+                "setting (data.class_tokens_from_folder captions them with the folder name after 'N_')")
+
+
+def _tables(value: Any, key: str, problems: list[str], many: bool) -> list[dict[str, Any]]:
+    """A dataset TOML table (many=False) or array of tables (many=True) as a list of dicts; records what is not."""
+    items = value if many and isinstance(value, list) else [value]
+    if not all(isinstance(x, dict) for x in items):
+        problems.append(f"{key} = {value!r}: expected {'[[' + key + ']] tables' if many else 'a [' + key + '] table'}")
+        return []
+    return [dict(x) for x in items]
+
+
 def apply_dataset_toml(r: ImportResult, dataset: dict[str, Any]) -> None:
-    """sd-scripts dataset TOML: [general], [[datasets]] and their [[datasets.subsets]]."""
-    general = dict(dataset.get("general", {}))
-    datasets = dataset.get("datasets", [])
+    """sd-scripts dataset TOML: [general], [[datasets]] and their [[datasets.subsets]].
+
+    A value that cannot be read, or a table that is not one, is an error (ConfigError from import_file).
+    """
+    source = r.strict_source or "dataset TOML"
+    problems: list[str] = []
+    general = _tables(dataset.get("general", {}), "general", problems, many=False)
+    datasets = _tables(dataset.get("datasets", []), "datasets", problems, many=True)
+    first = datasets[0] if datasets else {}
+    subsets = _tables(first.pop("subsets", []), "datasets.subsets", problems, many=True)
+    r.errors += [f"{source}: {p}" for p in problems]
+    if problems:
+        return
     if len(datasets) > 1:
         r.notes.append(f"the dataset TOML has {len(datasets)} datasets; only the first was imported")
-    first = dict(datasets[0]) if datasets else {}
-    subsets = first.pop("subsets", [])
-    settings = {**general, **first}
+    settings = {**(general[0] if general else {}), **first}
     for key, value in settings.items():
         if key == "resolution":
             _resolution(r, f"dataset.{key}", value)
         elif key == "batch_size":
-            r.put(f"dataset.{key}", "train.train_batch_size", int(value))
+            r.put(f"dataset.{key}", "train.train_batch_size", value)
         elif key == "class_tokens":
-            r.put(f"dataset.{key}", "data.trigger_word", value)
+            r.skip(f"dataset.{key}", value, CLASS_TOKENS)
         elif (section := section_of(key)) is not None:
             r.put(f"dataset.{key}", f"{section}.{key}", value)
         else:
@@ -354,8 +469,8 @@ def _subset(r: ImportResult, label: str, subset: dict[str, Any], target: str | N
             else:
                 r.skip(f"{label}.{key}", value, f"lorakit reads repeats from the folder name: name it "
                        f"'{value}_{name}' inside the training folder")
-        elif key == "class_tokens" and target == "data.train_data_dir":
-            r.put(f"{label}.{key}", "data.trigger_word", value)
+        elif key == "class_tokens":
+            r.skip(f"{label}.{key}", value, CLASS_TOKENS)
         elif (section := section_of(key)) == "data" and target:
             r.put(f"{label}.{key}", f"data.{key}", value)
         else:
@@ -371,6 +486,8 @@ def import_file(path: Path, dataset_toml: Path | None = None) -> ImportResult:
             src, gui = _flatten_tables(tomllib.loads(path.read_text(encoding="utf-8"))), False
     except FileNotFoundError:
         raise ConfigError([f"{path}: file not found"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read it: {exc.strerror or exc}"]) from None
     except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{path}: cannot read it as kohya_ss JSON or sd-scripts TOML: {exc}"]) from None
     if not isinstance(src, dict):
@@ -389,7 +506,12 @@ def import_file(path: Path, dataset_toml: Path | None = None) -> ImportResult:
     if dataset_toml is not None:
         try:
             dataset = tomllib.loads(Path(dataset_toml).read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError([f"{dataset_toml}: cannot read the dataset TOML: {exc}"]) from None
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise ConfigError([f"{dataset_toml}: cannot read the dataset TOML: {reason}"]) from None
+        result.strict_source = str(dataset_toml)
         apply_dataset_toml(result, dataset)
+        result.strict_source = None
+        if result.errors:
+            raise ConfigError(result.errors)
     return result

@@ -60,6 +60,10 @@ def read_toml(path: Path, name: str | None = None) -> Layer:
         raise ConfigError([f"{path}: is a folder, expected a .toml file"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read it: {exc.strerror or exc}"]) from None
     values, notes = migrate(raw, label)
     return Layer(label, values, notes)
 
@@ -272,16 +276,17 @@ def build_layers(
     suffix = _suffix_layer(layers, add_layers)
     if suffix:
         layers.append(suffix)
-    if oom and not problems:
-        layers += [x for x in [read(_oom_source(layers), "oom")] if x]
+    overrides: list[Layer] = []
     if sets:
         try:
-            layers.append(set_layer(sets))
+            overrides.append(set_layer(sets))
         except ConfigError as exc:
             problems.extend(exc.problems)
+    if oom and not problems:  # batch.oom_file may come from --set, so look at every layer
+        layers += [x for x in [read(_oom_source(layers + overrides), "oom")] if x]
     if problems:
         raise ConfigError(problems)
-    return layers
+    return layers + overrides
 
 
 def read_toml_arg(path: str | Path, problems: list[str]) -> Layer | None:

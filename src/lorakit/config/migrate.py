@@ -47,27 +47,30 @@ def detect_version(values: dict[str, Any]) -> int:
 
 
 def v0_to_v1(values: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """Version 0 (flat keys, e.g. `learning_rate = 1e-4` at the top) → version 1 (`[train] learning_rate`)."""
+    """Version 0 (flat keys, e.g. `learning_rate = 1e-4` at the top) → version 1 (`[train] learning_rate`).
+
+    Tables already in the file are kept and the flat keys merged into them; a key set both ways keeps the table's
+    value (and the message says so).
+    """
     sections = _sections()
-    out: dict[str, Any] = {}
+    flat = {k: v for k, v in values.items() if k not in sections and k != "version" and section_of(k) is not None}
+    out: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v
+                           for k, v in values.items() if k not in flat and k != "version"}
     moved: list[str] = []
-    for key, value in values.items():
-        target = section_of(key) if key not in sections and key != "version" else None
-        if target is None:
-            out[key] = value if key != "version" else 1
-            continue
+    both: list[str] = []
+    for key, value in flat.items():
+        target = section_of(key)
         table = out.setdefault(target, {})
-        if isinstance(table, dict) and key not in table:
+        if not isinstance(table, dict):
+            out[key] = value  # left in place: the validator reports the section that is not a table
+        elif key in table:
+            both.append(f"{key} is set at the top and in [{target}]: the [{target}] value is kept")
+        else:
             table[key] = value
             moved.append(f"{key} → {target}.{key}")
-        else:
-            out[key] = value  # left in place: the section already sets it, the validator reports the duplicate
-    for name in sections:
-        if isinstance(values.get(name), dict):
-            out[name] = {**out.get(name, {}), **values[name]}
     out["version"] = 1
     shown = ", ".join(moved[:4]) + (f", … ({len(moved)} keys)" if len(moved) > 4 else "")
-    return out, f"flat layout moved into sections ({shown})"
+    return out, f"flat layout moved into sections ({shown})" + "".join(f"; {b}" for b in both)
 
 
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], tuple[dict[str, Any], str]]] = {0: v0_to_v1}

@@ -174,12 +174,23 @@ def check_family(cfg: LorakitConfig) -> list[Finding]:
     return found
 
 
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # as safetensors itself allows
+
+
 def _safetensors_shapes(path: Path) -> dict[str, list[int]]:
-    """Tensor name → shape from a .safetensors header (reads only the header)."""
+    """Tensor name → shape from a .safetensors header (reads only the header); ValueError if it is not one."""
     with open(path, "rb") as f:
         (size,) = struct.unpack("<Q", f.read(8))
+        if size > MAX_HEADER_BYTES:
+            raise ValueError(f"header length {size} is larger than {MAX_HEADER_BYTES} bytes")
         header = json.loads(f.read(size))
-    return {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
+    if not isinstance(header, dict):
+        raise ValueError("the header is not a JSON object")
+    shapes = {k: v.get("shape") if isinstance(v, dict) else None for k, v in header.items() if k != "__metadata__"}
+    for name, shape in shapes.items():
+        if not (isinstance(shape, list) and all(isinstance(n, int) for n in shape)):
+            raise ValueError(f"tensor {name!r} has no list of sizes as its shape")
+    return shapes  # type: ignore[return-value]
 
 
 def weights_file(path: Path) -> Path | None:
@@ -231,7 +242,7 @@ def check_resume(cfg: LorakitConfig, key: str, value: str) -> list[Finding]:
     if kind and kind != cfg.network.network_module:
         found.append(Finding(key, f"{file} is a {kind} network but network.network_module is "
                                   f"'{cfg.network.network_module}'"))
-    ranks = {s[0] for k, s in shapes.items() if k.endswith((".lora_down.weight", ".lora_A.weight"))}
+    ranks = {s[0] for k, s in shapes.items() if k.endswith((".lora_down.weight", ".lora_A.weight")) and s}
     if ranks and ranks != {cfg.network.network_dim}:
         found.append(Finding(key, f"{file} has rank {sorted(ranks)} but network.network_dim is "
                                   f"{cfg.network.network_dim}; set network.network_dim to match"))
