@@ -60,3 +60,11 @@ def test_errors_exit_2_with_a_message(tmp_path: Path, monkeypatch, capsys) -> No
     (tmp_path / "empty").mkdir()
     code, text = run(monkeypatch, capsys, "dataset", "inspect", str(tmp_path / "empty"))
     assert code == 2 and "no images" in text
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    code, text = run(monkeypatch, capsys, "prepare", str(tmp_path / "raw"), "--out", str(tmp_path / "file"))
+    assert code == 2 and "is a file" in text and "Traceback" not in text
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "notes.txt").write_text("mine", encoding="utf-8")
+    code, text = run(monkeypatch, capsys, "prepare", str(tmp_path / "raw"), "--out", str(tmp_path / "o"))
+    assert code == 2 and "not empty" in text and (tmp_path / "o" / "notes.txt").read_text(encoding="utf-8") == "mine"

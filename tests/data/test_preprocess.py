@@ -267,6 +267,7 @@ def test_leftovers_of_an_interrupted_run_are_cleaned(tmp_path: Path) -> None:
     raw, out = tmp_path / "raw", tmp_path / "out"
     raw.mkdir()
     Image.fromarray(textured(300, 300, 70)).save(raw / "a.png")
+    prepare(raw, out)
     (out / "sub").mkdir(parents=True)
     leftover = out / "sub" / ".a.png.0123456789abcdef0123456789abcdef.tmp"
     leftover.write_bytes(b"half")
@@ -310,17 +311,204 @@ def test_captions_edited_in_the_output_survive_until_the_raw_caption_changes(tmp
     assert (out / "a.txt").read_text(encoding="utf-8") == "raw caption, edited"
 
 
-def test_a_kept_image_that_becomes_a_duplicate_loses_its_output(tmp_path: Path) -> None:
+def test_an_image_kept_earlier_stays_kept_when_a_near_duplicate_is_added(tmp_path: Path) -> None:
     raw, out = tmp_path / "raw", tmp_path / "out"
     raw.mkdir()
     Image.fromarray(textured(300, 300, 95)).save(raw / "b.png", compress_level=9)
+    (raw / "b.txt").write_text("raw caption", encoding="utf-8")
     Image.fromarray(textured(300, 300, 96)).save(raw / "bad.png")
     (raw / "bad.png").write_bytes((raw / "bad.png").read_bytes()[:500])
     first = prepare(raw, out)
     assert (out / "b.png").is_file() and [r.source for r in first.rejected] == ["bad.png"]
-    shutil.copy(raw / "b.png", raw / "a.png")  # sorts first: now b.png is the duplicate
+    (out / "b.txt").write_text("edited in the output", encoding="utf-8")
+    shutil.copy(raw / "b.png", raw / "a.png")  # sorts first, but b.png was kept by the earlier run
     Image.fromarray(textured(300, 300, 96)).save(raw / "bad.png")  # repaired
     second = prepare(raw, out)
-    assert [r.source for r in second.rejected] == ["b.png"] and second.removed == 1
-    assert not (out / "b.png").exists() and (out / "a.png").is_file() and (out / "bad.png").is_file()
-    assert (out / "rejected" / "b.png").is_file() and not (out / "rejected" / "bad.png").exists()
+    assert [(r.source, r.reason) for r in second.rejected] == [("a.png", "duplicate: same picture as b.png")]
+    assert second.removed == 0 and (out / "b.png").is_file() and not (out / "a.png").exists()
+    assert (out / "b.txt").read_text(encoding="utf-8") == "edited in the output"
+    assert (out / "bad.png").is_file() and (out / "rejected" / "a.png").is_file()
+    assert not (out / "rejected" / "bad.png").exists()
+
+
+def test_a_removed_output_with_an_edited_caption_is_moved_to_rejected(tmp_path: Path) -> None:
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    for i, name in enumerate("abc"):
+        Image.fromarray(textured(300, 300, 100 + i)).save(raw / f"{name}.png")
+        (raw / f"{name}.txt").write_text(f"raw {name}", encoding="utf-8")
+    prepare(raw, out)
+    (out / "a.txt").write_text("edited a", encoding="utf-8")
+    (out / "c.txt").write_text("edited c", encoding="utf-8")
+    (raw / "c.png").unlink()  # c vanishes; a and b become too small
+    report = prepare(raw, out, PrepareOptions(min_side=400))
+    assert sorted(r.source for r in report.rejected) == ["a.png", "b.png"]
+    assert not (out / "a.png").exists() and not (out / "b.png").exists() and not (out / "c.png").exists()
+    assert not (out / "b.txt").exists() and report.removed == 1  # unedited: removed as before
+    assert (out / "rejected" / "a.png").read_bytes() == (raw / "a.png").read_bytes()  # the rejected source
+    assert (out / "rejected" / "a_1.txt").read_text(encoding="utf-8") == "edited a"  # the edited pair, aside
+    assert (out / "rejected" / "a_1.png").is_file()
+    assert (out / "rejected" / "c.txt").read_text(encoding="utf-8") == "edited c"
+    assert sorted(report.set_aside) == ["rejected/a_1.png, rejected/a_1.txt", "rejected/c.png, rejected/c.txt"]
+    assert any("a.png" in w and "rejected/a_1.txt" in w for w in report.warnings)
+    again = prepare(raw, out)  # back to the default: a and b return, nothing set aside is touched
+    assert (out / "a.png").is_file() and (out / "a.txt").read_text(encoding="utf-8") == "raw a"
+    assert (out / "rejected" / "a_1.txt").read_text(encoding="utf-8") == "edited a"
+    assert (out / "rejected" / "c.txt").is_file() and not again.set_aside
+
+
+def test_an_edited_caption_is_moved_aside_when_the_raw_caption_changes(tmp_path: Path) -> None:
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    Image.fromarray(textured(300, 300, 110)).save(raw / "a.png")
+    (raw / "a.txt").write_text("raw caption", encoding="utf-8")
+    prepare(raw, out)
+    (out / "a.txt").write_text("edited", encoding="utf-8")
+    (raw / "a.txt").write_text("raw caption, changed", encoding="utf-8")
+    report = prepare(raw, out)
+    assert (out / "a.txt").read_text(encoding="utf-8") == "raw caption, changed"
+    assert (out / "rejected" / "a.txt").read_text(encoding="utf-8") == "edited"
+    assert report.set_aside == ["rejected/a.txt"]
+    (raw / "a.caption").write_text("second file", encoding="utf-8")
+    prepare(raw, out)
+    (out / "a.txt").write_text("edited again", encoding="utf-8")
+    (out / "a.caption").unlink()  # a missing copy is restored; the edited one beside it is left alone
+    assert not prepare(raw, out).set_aside
+    assert (out / "a.txt").read_text(encoding="utf-8") == "edited again"
+    assert (out / "a.caption").read_text(encoding="utf-8") == "second file"
+
+
+def test_a_folder_prepare_did_not_write_is_refused(tmp_path: Path) -> None:
+    from lorakit.errors import DataError
+
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    Image.fromarray(textured(300, 300, 120)).save(raw / "a.png")
+    out.mkdir()
+    (out / "a.txt").write_text("my own notes", encoding="utf-8")
+    with pytest.raises(DataError, match="not empty") as info:
+        prepare(raw, out)
+    assert str(out) in str(info.value) and "empty folder" in str(info.value)
+    assert [p.name for p in out.iterdir()] == ["a.txt"]
+    (out / "a.txt").unlink()
+    prepare(raw, out)
+    (out / "preprocess_log.csv").unlink()  # a lost log: the folder's files are no longer known
+    (out / "a.txt").write_text("edited", encoding="utf-8")
+    with pytest.raises(DataError, match="not empty"):
+        prepare(raw, out)
+    assert (out / "a.txt").read_text(encoding="utf-8") == "edited"
+
+
+def test_files_the_log_does_not_know_are_never_overwritten(tmp_path: Path) -> None:
+    from lorakit.errors import DataError
+
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    Image.fromarray(textured(300, 300, 130)).save(raw / "a.png")
+    prepare(raw, out)
+    Image.fromarray(textured(300, 300, 131)).save(out / "b.png")  # the user's own file in the output
+    (out / "b.txt").write_text("mine", encoding="utf-8")
+    (out / "metadata.csv").write_text("file,tag\n", encoding="utf-8")
+    Image.fromarray(textured(300, 300, 132)).save(raw / "b.png")
+    (raw / "b.txt").write_text("raw", encoding="utf-8")
+    (raw / "metadata.csv").write_text("file,tag\nb.png,x\n", encoding="utf-8")
+    mine = tree_hashes(out)
+    with pytest.raises(DataError, match="did not write") as info:
+        prepare(raw, out)
+    assert "b.png" in str(info.value) and "metadata.csv" in str(info.value)
+    assert tree_hashes(out) == mine
+    (out / "b.png").unlink()
+    (out / "b.txt").unlink()
+    shutil.copy(raw / "metadata.csv", out / "metadata.csv")  # the same bytes: nothing to lose
+    assert prepare(raw, out).ok == 2
+
+
+def test_a_garbled_log_is_an_error(tmp_path: Path) -> None:
+    from lorakit.errors import DataError
+
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    Image.fromarray(textured(300, 300, 140)).save(raw / "a.png")
+    prepare(raw, out)
+    (out / "preprocess_log.csv").write_bytes(b"\xff\xfe garbage\x00")
+    with pytest.raises(DataError, match="preprocess_log.csv"):
+        prepare(raw, out)
+    (out / "preprocess_log.csv").write_text("source,output,status,ok\na.png,a.png,ok,maybe\n", encoding="utf-8")
+    with pytest.raises(DataError, match="preprocess_log.csv"):
+        prepare(raw, out)
+    assert (out / "a.png").is_file()
+
+
+def test_another_raw_folder_is_refused(tmp_path: Path) -> None:
+    from lorakit.errors import DataError
+
+    raw, other, out = tmp_path / "raw", tmp_path / "other", tmp_path / "out"
+    for i, folder in enumerate((raw, other)):
+        folder.mkdir()
+        Image.fromarray(textured(300, 300, 150 + i)).save(folder / f"{folder.name}.png")
+    prepare(raw, out)
+    before = tree_hashes(out)
+    with pytest.raises(DataError, match="another raw folder") as info:
+        prepare(other, out)
+    assert str(raw.resolve()) in str(info.value)
+    assert tree_hashes(out) == before
+
+
+@pytest.mark.parametrize("output", ["../victim.png", "/tmp/victim.png", "sub/../../victim.png"])
+def test_log_paths_outside_the_folder_are_never_touched(tmp_path: Path, output: str) -> None:
+    from lorakit.errors import DataError
+
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    Image.fromarray(textured(300, 300, 160)).save(raw / "a.png")
+    prepare(raw, out)
+    victim = tmp_path / "victim.png"
+    victim.write_bytes(b"precious")
+    log = (out / "preprocess_log.csv").read_text(encoding="utf-8")
+    (out / "preprocess_log.csv").write_text(log.replace(",a.png,ok,", f",{output.replace('/tmp', str(tmp_path))},ok,"),
+                                            encoding="utf-8")
+    (raw / "a.png").unlink()
+    with pytest.raises(DataError, match="outside"):
+        prepare(raw, out)
+    assert victim.read_bytes() == b"precious"
+
+
+def test_io_problems_are_data_errors_or_rejections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lorakit.errors import DataError
+
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    Image.fromarray(textured(300, 300, 170)).save(raw / "a.png")
+    Image.fromarray(textured(300, 300, 171)).save(raw / "locked.png")
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    with pytest.raises(DataError, match="is a file"):
+        prepare(raw, tmp_path / "file")
+    read_bytes = Path.read_bytes
+
+    def locked(self: Path) -> bytes:
+        if self.name == "locked.png":
+            raise PermissionError(13, "Permission denied", str(self))
+        return read_bytes(self)
+
+    copyfile = shutil.copyfile
+
+    def locked_copy(src, dst, **kwargs):
+        if Path(src).name == "locked.png":
+            raise PermissionError(13, "Permission denied", str(src))
+        return copyfile(src, dst, **kwargs)
+
+    monkeypatch.setattr(Path, "read_bytes", locked)
+    monkeypatch.setattr(shutil, "copyfile", locked_copy)
+    report = prepare(raw, out)
+    assert [(r.source, r.reason.split(":")[0]) for r in report.rejected] == [("locked.png", "unreadable")]
+    assert not (out / "rejected" / "locked.png").exists()
+    monkeypatch.undo()
+    assert prepare(raw, out).ok == 2  # readable again: processed, even with the same size and mtime
+
+    def read_only(self: Path, *args, **kwargs) -> None:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    with pytest.raises(DataError, match="cannot create the output folder") as info:
+        prepare(raw, tmp_path / "ro" / "out")
+    assert str(tmp_path / "ro" / "out") in str(info.value)

@@ -3,6 +3,10 @@
 The raw folder is only read. Every output is written to a temporary name and renamed. Bad files are copied to
 `<out>/rejected/` with a reason in `<out>/preprocess_log.csv`; re-running skips files whose size, mtime (or
 content hash) and settings are unchanged.
+
+Nothing a user made is lost: an existing file `prepare` did not write is never overwritten (the run is refused),
+a caption edited in the output folder is moved to `rejected/` rather than deleted or overwritten, an image kept by
+an earlier run stays kept when a near-duplicate is added, and paths in the log never reach outside `out`.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import csv
 import dataclasses
 import hashlib
 import io
+import json
 import os
 import re
 import shutil
@@ -30,6 +35,8 @@ from .transforms import RGB, WHITE, decode
 
 _TEMP = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
 DATA_EXTENSIONS = frozenset({".csv", ".json", ".jsonl"})
+PREPARE_META = "preprocess_meta.json"  # {"raw": resolved raw folder, "data_files": copied metadata files}
+_HINT = "use an empty folder, or the folder of a previous prepare of this raw folder"
 Progress = Callable[[int, int, str], None]
 
 
@@ -91,6 +98,7 @@ class PrepareReport:
     unchanged: int = 0
     removed: int = 0
     warnings: list[str] = field(default_factory=list)
+    set_aside: list[str] = field(default_factory=list)  # edited captions (and their images) moved to rejected/
 
     @property
     def ok(self) -> int:
@@ -100,7 +108,7 @@ class PrepareReport:
     @property
     def rejected(self) -> list[LogRow]:
         """Rows of rejected files."""
-        return [r for r in self.rows if not r.ok]
+        return [r for r in self.rows if r.status == "rejected"]
 
     @property
     def log_path(self) -> Path:
@@ -114,21 +122,63 @@ class _Result:
     temp: Path | None = None
 
 
+def _inside(root: Path, rel: str) -> bool:
+    """Whether `root/rel` stays inside `root` (no absolute path, `..` or symlink leading out)."""
+    if Path(rel).is_absolute() or ".." in Path(rel).parts:
+        return False
+    try:
+        (root / rel).resolve().relative_to(root.resolve())
+    except (ValueError, OSError):
+        return False
+    return True
+
+
 def read_log(path: Path) -> dict[str, LogRow]:
-    """Rows of an existing log by source; an unreadable or foreign log is ignored (everything is re-processed)."""
-    if not path.is_file():
+    """Rows of an existing log by source ({} when there is none); a garbled log, or one naming a path outside its
+    folder, is a `DataError` (it says which files are ours, so guessing could delete or overwrite the user's)."""
+    if not path.exists():
         return {}
-    rows: dict[str, LogRow] = {}
+    out, rows = path.parent, {}
     try:
         with open(path, newline="", encoding="utf-8") as f:
-            for raw in csv.DictReader(f):
+            reader = csv.DictReader(f)
+            if not {"source", "output", "status", "ok"} <= set(reader.fieldnames or ()):
+                raise ValueError("missing columns (source, output, status, ok)")
+            for raw in reader:
                 values = {k: raw.get(k) or "" for k in LOG_COLUMNS}
                 for k in ("ok", "width_before", "height_before", "width_after", "height_after", "bytes", "mtime_ns"):
                     values[k] = int(values[k] or 0)
-                rows[values["source"]] = LogRow(**values)
-    except (OSError, ValueError, csv.Error):
-        return {}
+                row = LogRow(**values)
+                if not row.source or (row.status, row.ok) not in {("ok", 1), ("rejected", 0)}:
+                    raise ValueError(f"bad row for {row.source!r}")
+                if not _inside(out, row.output) or not _inside(out / REJECTED_DIR, row.source):
+                    raise ValueError(f"row {row.source!r} names a path outside {out}")
+                rows[row.source] = row
+    except (OSError, ValueError, csv.Error) as exc:
+        raise DataError(f"cannot read the prepare log {path}: {exc}",
+                        "restore it, or prepare into an empty folder") from exc
     return rows
+
+
+def read_meta(out: Path, raw: Path) -> list[str]:
+    """Check `out` was prepared from `raw`; returns the metadata files the last run copied."""
+    path = out / PREPARE_META
+    if not path.is_file():
+        return []  # a folder prepared before the raw folder was recorded
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        recorded, data_files = str(meta["raw"]), [str(d) for d in meta.get("data_files", [])]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"cannot read {path}: {exc}", "restore it, or prepare into an empty folder") from exc
+    if recorded != str(raw.resolve()):
+        raise DataError(f"{out} was prepared from another raw folder ({recorded}), not {raw.resolve()}", _HINT)
+    return [d for d in data_files if _inside(out, d)]
+
+
+def _write_meta(out: Path, raw: Path, data_files: list[str]) -> None:
+    tmp = out / f".{PREPARE_META}.{uuid.uuid4().hex}.tmp"
+    tmp.write_text(json.dumps({"raw": str(raw.resolve()), "data_files": data_files}, indent=1), encoding="utf-8")
+    os.replace(tmp, out / PREPARE_META)
 
 
 def write_log(path: Path, rows: list[LogRow]) -> None:
@@ -187,12 +237,14 @@ def output_name(rel: str, taken: set[str]) -> str:
 
 def process_one(raw: Path, out: Path, row: LogRow, opts: PrepareOptions) -> _Result:
     """Decode, check and normalize one source file, writing its PNG to a temporary name beside the target."""
-    src = raw / row.source
+    try:
+        data = (raw / row.source).read_bytes()
+    except OSError as exc:
+        return _Result(row.reject(f"unreadable: {exc.strerror or exc} (check the file's permissions)"))
+    row.sha1 = hashlib.sha1(data).hexdigest()
     if Path(row.source).suffix.lower() not in IMAGE_EXTENSIONS:
         return _Result(row.reject(f"unsupported: '{Path(row.source).suffix or row.source}' files are not "
                                   f"images lorakit reads; convert it to PNG or JPEG"))
-    data = src.read_bytes()
-    row.sha1 = hashlib.sha1(data).hexdigest()
     try:
         im, stored = _decode_checked(data, opts)
     except _Rejected as exc:
@@ -233,6 +285,8 @@ def is_plain_png(data: bytes) -> bool:
 
 
 def _check_folders(raw: Path, out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file, not a folder", "pass a folder (it is created if missing)")
     if not raw.is_dir():
         raise DataError(f"raw image folder not found: {raw}", "pass the folder that holds your images")
     r, o = raw.resolve(), out.resolve()
@@ -251,7 +305,7 @@ def list_sources(raw: Path) -> tuple[list[str], list[str]]:
     sources, data = [], []
     for p in raw.rglob("*"):
         rel = p.relative_to(raw)
-        if is_hidden(rel.parts) or not p.is_file():
+        if is_hidden(rel.parts) or not p.is_file() or rel.as_posix() in (PREPARE_LOG, PREPARE_META):
             continue
         ext = p.suffix.lower()
         if ext in CAPTION_EXTENSIONS:
@@ -265,11 +319,14 @@ def _reusable(prev: LogRow | None, src: Path, stat: os.stat_result, out: Path, s
         return False
     if prev.ok and not (out / prev.output).is_file():
         return False
-    if prev.reason.startswith("duplicate") and not prev.phash:
+    if (prev.reason.startswith("duplicate") and not prev.phash) or prev.reason.startswith("unreadable"):
         return False
     if prev.mtime_ns == stat.st_mtime_ns:
         return True
-    return bool(prev.sha1) and hashlib.sha1(src.read_bytes()).hexdigest() == prev.sha1
+    try:
+        return bool(prev.sha1) and hashlib.sha1(src.read_bytes()).hexdigest() == prev.sha1
+    except OSError:
+        return False  # process_one rejects it as unreadable
 
 
 def _popcount(values: np.ndarray) -> np.ndarray:
@@ -279,11 +336,12 @@ def _popcount(values: np.ndarray) -> np.ndarray:
     return np.unpackbits(values.view(np.uint8)).reshape(-1, 64).sum(axis=1)
 
 
-def dedupe(rows: list[LogRow], distance: int) -> None:
-    """Reject later images (in source order) whose perceptual hash is within `distance` bits of a kept one."""
+def dedupe(rows: list[LogRow], distance: int, kept_before: frozenset[str] = frozenset()) -> None:
+    """Reject images whose perceptual hash is within `distance` bits of a kept one. Images kept by the previous
+    run (`kept_before`) come first, then source order: adding a near-duplicate never displaces a kept image."""
     kept = np.zeros(len(rows), dtype=np.uint64)
     names: list[str] = []
-    for row in rows:
+    for row in sorted(rows, key=lambda r: r.source not in kept_before):
         if not row.phash or not (row.ok or row.reason.startswith("duplicate")):
             continue
         value = np.uint64(int(row.phash, 16))
@@ -296,9 +354,14 @@ def dedupe(rows: list[LogRow], distance: int) -> None:
         names.append(row.source)
 
 
+def _same(a: Path, b: Path) -> bool:
+    """Both are files with the same bytes."""
+    return a.is_file() and b.is_file() and a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
+
+
 def _copy_if_changed(src: Path, dst: Path) -> bool:
     """Copy a small file atomically unless `dst` already has the same bytes; returns whether it copied."""
-    if dst.is_file() and dst.stat().st_size == src.stat().st_size and dst.read_bytes() == src.read_bytes():
+    if _same(src, dst):
         return False
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex}.tmp")
@@ -307,30 +370,72 @@ def _copy_if_changed(src: Path, dst: Path) -> bool:
     return True
 
 
-def _copy_captions(raw: Path, out: Path, row: LogRow) -> None:
-    """Copy the source's caption files beside its output when they changed since the last run (`row.captions`
-    holds their hash), so captions edited in the output folder survive a re-run until the raw ones change."""
-    src, dst = raw / row.source, out / row.output
-    sides = [(ext, src.with_suffix(ext)) for ext in CAPTION_EXTENSIONS if src.with_suffix(ext).is_file()]
+def _caption_sides(image: Path) -> tuple[str, list[tuple[str, Path]]]:
+    """(hash, [(extension, path)]) of the caption files beside an image; the hash is '' when there are none."""
+    sides = [(ext, image.with_suffix(ext)) for ext in CAPTION_EXTENSIONS if image.with_suffix(ext).is_file()]
     h = hashlib.sha1()
     for ext, side in sides:
         h.update(ext.encode() + b"\x00" + side.read_bytes() + b"\x00")
-    digest = h.hexdigest() if sides else ""
-    if digest == row.captions and all(dst.with_suffix(ext).is_file() for ext, _ in sides):
+    return (h.hexdigest() if sides else ""), sides
+
+
+def _edited(raw: Path, out: Path, source: str, output: str, captions: str) -> bool:
+    """Whether the captions beside `output` differ from what prepare copied (`captions`, the hash of the raw
+    ones then) and from the raw captions now: the user wrote them."""
+    digest, sides = _caption_sides(out / output)
+    return bool(sides) and digest != captions and not all(
+        _same(side, (raw / source).with_suffix(ext)) for ext, side in sides)
+
+
+def _set_aside(out: Path, paths: list[Path], report: PrepareReport, why: str) -> None:
+    """Move files (an image and/or its captions) to `<out>/rejected/` under one unused name; never overwrites."""
+    paths = [p for p in paths if p.is_file()]
+    rel = paths[0].relative_to(out)
+    folder, n = out / REJECTED_DIR / rel.parent, 0
+    stem = rel.stem
+    while any((folder / f"{stem}{p.suffix}").exists() for p in paths):
+        n += 1
+        stem = f"{rel.stem}_{n}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for p in paths:
+        os.rename(p, folder / f"{stem}{p.suffix}")
+    moved = ", ".join((folder / f"{stem}{p.suffix}").relative_to(out).as_posix() for p in paths)
+    report.set_aside.append(moved)
+    report.warnings.append(f"{rel.as_posix()}: {why}; moved to {moved}")
+
+
+def _copy_captions(raw: Path, out: Path, row: LogRow, report: PrepareReport) -> None:
+    """Copy the source's caption files beside its output when they changed since the last run (`row.captions`
+    holds their hash), so captions edited in the output folder survive a re-run until the raw ones change; then
+    the edited ones are moved to `rejected/` first, never overwritten."""
+    src, dst = raw / row.source, out / row.output
+    digest, sides = _caption_sides(src)
+    if digest == row.captions:  # raw captions unchanged: only restore missing copies, never touch existing ones
+        for ext, side in sides:
+            if not dst.with_suffix(ext).exists():
+                _copy_if_changed(side, dst.with_suffix(ext))
         return
+    if sides and _edited(raw, out, row.source, row.output, row.captions):
+        _set_aside(out, [dst.with_suffix(ext) for ext in CAPTION_EXTENSIONS], report,
+                   "caption edited in the output, but the raw caption changed")
     for ext, side in sides:
         _copy_if_changed(side, dst.with_suffix(ext))
     row.captions = digest
 
 
-def _remove_output(out: Path, output: str) -> bool:
-    target = out / output
+def _remove_output(raw: Path, out: Path, old: LogRow, report: PrepareReport) -> None:
+    """Remove an output this run no longer produces; with captions edited in the output, move it aside instead."""
+    target = out / old.output
+    files = [target] + [target.with_suffix(e) for e in CAPTION_EXTENSIONS]
+    if _edited(raw, out, old.source, old.output, old.captions):
+        _set_aside(out, files, report, "no longer produced, but its caption was edited in the output")
+        return
     removed = False
-    for path in [target] + [target.with_suffix(e) for e in CAPTION_EXTENSIONS]:
+    for path in files:
         if path.is_file():
             path.unlink()
             removed = True
-    return removed
+    report.removed += removed
 
 
 def remove_stale_temps(out: Path) -> int:
@@ -341,15 +446,59 @@ def remove_stale_temps(out: Path) -> int:
     return len(stale)
 
 
+def _open_out(raw: Path, out: Path) -> tuple[dict[str, LogRow], list[str]]:
+    """Create `out` or check it is a previous prepare of `raw`: (previous log rows, metadata files copied)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create the output folder {out}: {exc.strerror or exc}",
+                        "check the parent folder exists and is writable") from exc
+    remove_stale_temps(out)
+    if not (out / PREPARE_LOG).exists():
+        if any(not p.is_dir() for p in out.rglob("*")):  # empty folders hold nothing to lose
+            raise DataError(f"output folder {out} is not empty and has no {PREPARE_LOG}: prepare would overwrite "
+                            "files it did not write", _HINT)
+        write_log(out / PREPARE_LOG, [])  # an interrupted first run still leaves the folder marked as ours
+        _write_meta(out, raw, [])
+        return {}, []
+    previous = read_log(out / PREPARE_LOG)
+    return previous, read_meta(out, raw)
+
+
+def _check_clashes(raw: Path, out: Path, rows: list[LogRow], temps: dict[str, Path], before: dict[str, LogRow],
+                   data_files: list[str], known_data: list[str]) -> None:
+    """Refuse before changing anything when a file would replace one the previous run did not write."""
+    old_outputs = {r.output for r in before.values() if r.ok}
+    old_rejected = {r.source for r in before.values() if not r.ok}
+    plans: list[tuple[Path, Path | None]] = [(out / rel, raw / rel) for rel in data_files if rel not in known_data]
+    for row in rows:
+        if row.ok and row.output not in old_outputs:
+            plans.append((out / row.output, temps.get(row.source)))
+            plans += [((out / row.output).with_suffix(e), side) for e, side in _caption_sides(raw / row.source)[1]]
+        elif not row.ok and row.source not in old_rejected and not row.reason.startswith("unreadable"):
+            plans.append((out / REJECTED_DIR / row.source, raw / row.source))
+    clashes = [dst for dst, src in plans if dst.exists() and (src is None or not _same(dst, src))]
+    if clashes:
+        for temp in temps.values():
+            temp.unlink(missing_ok=True)
+        names = ", ".join(str(c) for c in clashes[:5]) + (f" (and {len(clashes) - 5} more)" if len(clashes) > 5 else "")
+        raise DataError(f"{out} already holds files prepare did not write and would overwrite: {names}", _HINT)
+
+
 def prepare(raw: Path, out: Path, opts: PrepareOptions | None = None, on_progress: Progress | None = None
             ) -> PrepareReport:
-    """Normalize `raw` into `out` (see the module docstring); returns what was done."""
-    opts = opts or PrepareOptions()
+    """Normalize `raw` into `out` (see the module docstring); returns what was done. I/O errors are `DataError`s."""
     raw, out = Path(raw), Path(out)
+    try:
+        return _prepare(raw, out, opts or PrepareOptions(), on_progress)
+    except OSError as exc:
+        raise DataError(f"prepare failed on {exc.filename or out}: {exc.strerror or exc}",
+                        "check the file's permissions and the free disk space, then run prepare again") from exc
+
+
+def _prepare(raw: Path, out: Path, opts: PrepareOptions, on_progress: Progress | None) -> PrepareReport:
     _check_folders(raw, out)
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(out)
-    previous = read_log(out / PREPARE_LOG)
+    previous, known_data = _open_out(raw, out)
     before = {src: dataclasses.replace(row) for src, row in previous.items()}  # reused rows are updated in place
     sources, data_files = list_sources(raw)
     settings, taken = opts.fingerprint(), set()
@@ -375,7 +524,7 @@ def prepare(raw: Path, out: Path, opts: PrepareOptions | None = None, on_progres
     temps = _process_all(raw, out, todo, opts, on_progress, len(sources) - len(todo), len(sources))
     ordered = [rows[rel] for rel in sources]
     if opts.dedupe:
-        dedupe(ordered, opts.dedupe_distance)
+        dedupe(ordered, opts.dedupe_distance, frozenset(r.source for r in before.values() if r.ok))
     else:
         for row in ordered:
             if row.reason.startswith("duplicate"):
@@ -383,12 +532,18 @@ def prepare(raw: Path, out: Path, opts: PrepareOptions | None = None, on_progres
     for row in ordered:
         if row.ok and not row.output:  # a former duplicate that is kept now
             row.output = output_name(row.source, taken)
-    _commit(raw, out, ordered, temps, before, opts, report)
+        if row.ok and row.source not in temps and not (out / row.output).is_file():  # its twin is gone
+            result = process_one(raw, out, row, opts)
+            if result.temp is not None:
+                temps[row.source] = result.temp
+    _check_clashes(raw, out, ordered, temps, before, data_files, known_data)
+    _commit(raw, out, ordered, temps, before, report)
     for rel in data_files:
         _copy_if_changed(raw / rel, out / rel)
     report.rows = ordered
-    report.warnings = [f"{r.source}: {r.warning}" for r in ordered if r.ok and r.warning]
+    report.warnings += [f"{r.source}: {r.warning}" for r in ordered if r.ok and r.warning]
     write_log(out / PREPARE_LOG, ordered)
+    _write_meta(out, raw, sorted(set(known_data) | set(data_files)))
     return report
 
 
@@ -409,27 +564,26 @@ def _process_all(raw: Path, out: Path, todo: list[LogRow], opts: PrepareOptions,
 
 
 def _commit(raw: Path, out: Path, rows: list[LogRow], temps: dict[str, Path], before: dict[str, LogRow],
-            opts: PrepareOptions, report: PrepareReport) -> None:
+            report: PrepareReport) -> None:
     """Rename kept outputs into place, drop rejected ones, copy rejected sources aside, then remove what the
     previous run wrote and this one no longer produces. `before` is the previous log, as it was read."""
     for row in rows:
         temp = temps.pop(row.source, None)
-        if row.ok and temp is None and not (out / row.output).is_file():  # a former duplicate whose twin is gone
-            temp = process_one(raw, out, row, opts).temp
         if row.ok and temp is not None:
             os.replace(temp, out / row.output)
             report.written += 1
         elif temp is not None:
             temp.unlink()
         if row.ok:
-            _copy_captions(raw, out, row)
-        else:
+            _copy_captions(raw, out, row, report)
+        elif not row.reason.startswith("unreadable"):  # what cannot be read cannot be copied
             _copy_if_changed(raw / row.source, out / REJECTED_DIR / row.source)
     outputs = {r.output for r in rows if r.ok}
     rejected = {r.source for r in rows if not r.ok}
     for old in before.values():
         if old.ok and old.output and old.output not in outputs:
-            report.removed += _remove_output(out, old.output)
+            _remove_output(raw, out, old, report)
         stale = out / REJECTED_DIR / old.source
-        if not old.ok and old.source not in rejected and stale.is_file():
+        if not old.ok and old.source not in rejected and old.sha1 and stale.is_file() \
+                and hashlib.sha1(stale.read_bytes()).hexdigest() == old.sha1:  # only the copy prepare made
             stale.unlink()
