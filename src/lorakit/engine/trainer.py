@@ -14,13 +14,14 @@ from accelerate.state import AcceleratorState, GradientState
 
 from ..config.plan import build_plan, render_plan
 from ..config.schema import LorakitConfig
+from ..config.validate import check_arguments, weights_file
 from ..data.cache import TensorCache, default_cache_dir, missing_examples
 from ..data.pipeline import DatasetPlan, build_dataset
-from ..config.validate import check_arguments, weights_file
 from ..errors import ConfigError, LorakitError
 from ..families import ModelParts, detect_family, load_model
 from ..families.base import model_identity
 from ..modes import MODES
+from ..modes.base import Mode
 from ..networks import formats
 from .checkpoint import save_lora
 from .encode import BatchEncoder, cache_model_id
@@ -96,6 +97,23 @@ def prepare_model(cfg: LorakitConfig, accelerator: Accelerator, skip_vae: bool =
     return parts
 
 
+def build_network(cfg: LorakitConfig, parts: ModelParts, encoder: BatchEncoder) -> tuple[Mode, list[dict]]:
+    """Attach the adapter (seeded), check its file names, load resume weights; returns the mode and its groups."""
+    torch.manual_seed(cfg.train.seed)  # the adapter's initial weights
+    mode = MODES["lora"](parts, cfg, encoder)
+    formats.to_kohya(parts, cfg.network.network_alpha)  # every adapted module has a file name, before training
+    if cfg.network.network_weights:
+        weights = weights_file(Path(cfg.network.network_weights))
+        if weights is None:
+            raise LorakitError(f"network.network_weights: no .safetensors LoRA in {cfg.network.network_weights}")
+        formats.load_kohya_weights(parts, weights, cfg.network.network_alpha)
+    groups = mode.param_groups()
+    for g in groups:  # trainable weights stay fp32 whatever the compute precision
+        for p in g["params"]:
+            p.data = p.data.float()
+    return mode, groups
+
+
 def train(
     cfg: LorakitConfig,
     run_dir: Path,
@@ -117,18 +135,7 @@ def train(
     cache_text = t.cache_text_encoder_outputs and not cfg.network.train_text_encoder and not dataset.captions_vary
     encoder = BatchEncoder(parts, accelerator.device, WEIGHT_DTYPES[t.mixed_precision], t.cache_latents, cache_text,
                            t.seed, disk)
-    torch.manual_seed(t.seed)  # the adapter's initial weights
-    mode = MODES["lora"](parts, cfg, encoder)
-    formats.to_kohya(parts, cfg.network.network_alpha)  # every adapted module has a file name, before training
-    if cfg.network.network_weights:
-        weights = weights_file(Path(cfg.network.network_weights))
-        if weights is None:
-            raise LorakitError(f"network.network_weights: no .safetensors LoRA in {cfg.network.network_weights}")
-        formats.load_kohya_weights(parts, weights, cfg.network.network_alpha)
-    groups = mode.param_groups()
-    for g in groups:  # trainable weights stay fp32 whatever the compute precision
-        for p in g["params"]:
-            p.data = p.data.float()
+    mode, groups = build_network(cfg, parts, encoder)
     plan = build_plan(cfg, dataset)
     steps = plan.steps.total_steps
     optimizer = build_optimizer(t.optimizer_type, groups, t.learning_rate, t.optimizer_args)
