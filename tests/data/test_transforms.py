@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,49 @@ def test_embedded_icc_profile_is_applied() -> None:
         im.load()
         out = to_rgb(im)
     assert out.mode == "RGB" and np.abs(np.subtract(out.getpixel((0, 0)), (200, 100, 50))).max() <= 2
+
+
+def linear_rgb_profile() -> bytes:
+    """A real ICC v2 matrix/TRC profile: sRGB primaries with gamma 1.0 (linear), so 128 in it is ~188 in sRGB."""
+    def s15(v: float) -> bytes:
+        return struct.pack(">i", round(v * 65536))
+
+    def xyz(x: float, y: float, z: float) -> bytes:
+        return b"XYZ \0\0\0\0" + s15(x) + s15(y) + s15(z)
+
+    curv = b"curv\0\0\0\0" + struct.pack(">IH", 1, 256) + b"\0\0"  # u8Fixed8 gamma 1.0
+    text = b"linear sRGB\0"
+    desc = b"desc\0\0\0\0" + struct.pack(">I", len(text)) + text + b"\0" * 78
+    tags = [(b"desc", desc), (b"wtpt", xyz(0.9642, 1.0, 0.8249)), (b"rXYZ", xyz(0.4361, 0.2225, 0.0139)),
+            (b"gXYZ", xyz(0.3851, 0.7169, 0.0971)), (b"bXYZ", xyz(0.1431, 0.0606, 0.7141)),
+            (b"rTRC", curv), (b"gTRC", curv), (b"bTRC", curv)]
+    offset, table, body = 128 + 4 + 12 * len(tags), b"", b""
+    for sig, data in tags:
+        data += b"\0" * (-len(data) % 4)
+        table += sig + struct.pack(">II", offset + len(body), len(data))
+        body += data
+    header = (struct.pack(">I", offset + len(body)) + b"\0" * 4 + bytes([2, 0x10, 0, 0]) + b"mntrRGB XYZ "
+              + b"\0" * 12 + b"acsp" + b"\0" * 28 + s15(0.9642) + s15(1.0) + s15(0.8249) + b"\0" * 48)
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+def test_icc_profile_is_applied_to_images_with_alpha() -> None:
+    icc = linear_rgb_profile()
+    plain = Image.new("RGB", (2, 2), (128, 128, 128))
+    plain.info["icc_profile"] = icc
+    assert np.abs(np.subtract(to_rgb(plain).getpixel((0, 0)), (188, 188, 188))).max() <= 2
+    rgba = np.zeros((4, 8, 4), np.uint8)
+    rgba[..., :3] = 128
+    rgba[:, :4, 3] = 255  # left opaque, right half transparent
+    rgba[:, 4:, 3] = 128
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, "PNG", icc_profile=icc)
+    with Image.open(io.BytesIO(buf.getvalue())) as im:
+        im.load()
+        out = to_rgb(im, (0, 0, 0))
+    # the colour goes through the profile (128 linear → ~188 sRGB), then alpha composites it onto black
+    assert np.abs(np.subtract(out.getpixel((0, 0)), (188, 188, 188))).max() <= 2
+    assert np.abs(np.subtract(out.getpixel((6, 0)), (94, 94, 94))).max() <= 2
 
 
 def test_parse_color() -> None:

@@ -60,14 +60,22 @@ def _apply_icc(im: Image.Image) -> Image.Image:
 
 def to_rgb(im: Image.Image, background: RGB = WHITE) -> Image.Image:
     """Any decoded PIL image → 8-bit sRGB 'RGB' (alpha composited onto `background`)."""
+    icc = im.info.get("icc_profile")
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         im = _high_depth_to_l(im)
     if im.mode in ("P", "PA") or (im.mode in ("L", "RGB") and "transparency" in im.info):
         im = im.convert("RGBA")
     if im.mode in ("RGBA", "LA", "RGBa", "La"):
-        rgba = im.convert("RGBA")
+        grey = im.mode in ("LA", "La")
+        rgba = im.convert("LA" if grey else "RGBA")
+        if icc:  # convert the colour channels through the profile, keep alpha, then composite
+            colour = rgba.convert("L" if grey else "RGB")
+            colour.info["icc_profile"] = icc
+            converted = _apply_icc(colour)
+            if converted is not colour:
+                rgba = Image.merge("RGBA", (*converted.convert("RGB").split(), rgba.getchannel("A")))
         base = Image.new("RGBA", rgba.size, (*background, 255))
-        return Image.alpha_composite(base, rgba).convert("RGB")
+        return Image.alpha_composite(base, rgba.convert("RGBA")).convert("RGB")
     im = _apply_icc(im)
     return im if im.mode == "RGB" else im.convert("RGB")
 
