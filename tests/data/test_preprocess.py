@@ -227,6 +227,27 @@ def test_duplicate_returns_when_its_twin_is_removed(tmp_path: Path) -> None:
     assert not report.rejected and (out / "b.png").is_file() and not (out / "a.png").exists()
 
 
+def test_duplicates_need_the_same_colours_too(tmp_path: Path) -> None:
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    for name, colour in (("red.png", RED), ("white.png", (255, 255, 255)), ("white2.png", (250, 250, 250))):
+        Image.new("RGB", (300, 300), colour).save(raw / name)
+    picture = textured(400, 400, 55)
+    picture[:200, :200] = GREEN
+    Image.fromarray(picture).save(raw / "photo.png")
+    Image.fromarray(picture).resize((300, 300), Image.Resampling.LANCZOS).save(raw / "photo_small.jpg", quality=80)
+    recoloured = picture.copy()
+    recoloured[:200, :200] = PINK = (230, 70, 190)  # as bright as GREEN: the same in greyscale
+    Image.fromarray(recoloured).save(raw / "recoloured.png")
+    report = prepare(raw, out, PrepareOptions(blur_threshold=0, dedupe_distance=10))
+    reasons = {r.source: r.reason for r in report.rejected}
+    assert reasons == {"photo_small.jpg": "duplicate: same picture as photo.png",
+                       "white2.png": "duplicate: same picture as white.png"}
+    assert rgb(out / "red.png")[150, 150].tolist() == list(RED)
+    assert rgb(out / "white.png")[150, 150].tolist() == [255, 255, 255]
+    assert rgb(out / "recoloured.png")[50, 50].tolist() == list(PINK)
+
+
 def test_options_background_and_max_side(tmp_path: Path) -> None:
     raw = tmp_path / "raw"
     raw.mkdir()

@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Callable
 
 import imagehash
-import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
 from .scan import CAPTION_EXTENSIONS, IMAGE_EXTENSIONS, PREPARE_LOG, REJECTED_DIR, is_hidden
+from .similarity import colour_signature, dedupe, grey_thumbnail, laplacian_variance
 from .transforms import RGB, WHITE, decode
 
 _TEMP = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
@@ -76,6 +76,7 @@ class LogRow:
     mtime_ns: int = 0
     sha1: str = ""
     phash: str = ""
+    colour: str = ""  # colour thumbnail (similarity.colour_signature); duplicates need a close hash and colour
     settings: str = ""
     captions: str = ""
 
@@ -191,23 +192,6 @@ def write_log(path: Path, rows: list[LogRow]) -> None:
     os.replace(tmp, path)
 
 
-def grey_thumbnail(im: Image.Image, side: int = 512) -> Image.Image:
-    """Greyscale copy with the long side at most `side` (what the sharpness and hash checks look at)."""
-    grey = im.convert("L")
-    grey.thumbnail((side, side))
-    return grey
-
-
-def laplacian_variance(im: Image.Image) -> float:
-    """Sharpness: variance of the 4-neighbour Laplacian of the greyscale image (long side ≤ 512)."""
-    grey = im if im.mode == "L" and max(im.size) <= 512 else grey_thumbnail(im)
-    a = np.asarray(grey, dtype=np.float32)
-    if a.shape[0] < 3 or a.shape[1] < 3:
-        return 0.0
-    lap = a[1:-1, :-2] + a[1:-1, 2:] + a[:-2, 1:-1] + a[2:, 1:-1] - 4 * a[1:-1, 1:-1]
-    return float(lap.var())
-
-
 def _decode_checked(data: bytes, opts: PrepareOptions) -> tuple[Image.Image, tuple[int, int]]:
     """Decode bytes, translating decoder failures into reasons."""
     try:
@@ -259,7 +243,7 @@ def process_one(raw: Path, out: Path, row: LogRow, opts: PrepareOptions) -> _Res
         im = im.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
     row.width_after, row.height_after = im.size
     thumb = grey_thumbnail(im)
-    row.phash = str(imagehash.phash(thumb))
+    row.phash, row.colour = str(imagehash.phash(thumb)), colour_signature(im)
     sharpness = laplacian_variance(thumb)
     if opts.blur_threshold and sharpness < opts.blur_threshold:
         row.warning = f"blurry: sharpness {sharpness:.1f} below {opts.blur_threshold:g}"
@@ -319,7 +303,9 @@ def _reusable(prev: LogRow | None, src: Path, stat: os.stat_result, out: Path, s
         return False
     if prev.ok and not (out / prev.output).is_file():
         return False
-    if (prev.reason.startswith("duplicate") and not prev.phash) or prev.reason.startswith("unreadable"):
+    if (prev.phash or prev.reason.startswith("duplicate")) and not prev.colour:  # judged before colour counted
+        return False
+    if prev.reason.startswith("unreadable"):
         return False
     if prev.mtime_ns == stat.st_mtime_ns:
         return True
@@ -327,31 +313,6 @@ def _reusable(prev: LogRow | None, src: Path, stat: os.stat_result, out: Path, s
         return bool(prev.sha1) and hashlib.sha1(src.read_bytes()).hexdigest() == prev.sha1
     except OSError:
         return False  # process_one rejects it as unreadable
-
-
-def _popcount(values: np.ndarray) -> np.ndarray:
-    """Set bits per uint64."""
-    if hasattr(np, "bitwise_count"):  # numpy ≥ 2
-        return np.bitwise_count(values)
-    return np.unpackbits(values.view(np.uint8)).reshape(-1, 64).sum(axis=1)
-
-
-def dedupe(rows: list[LogRow], distance: int, kept_before: frozenset[str] = frozenset()) -> None:
-    """Reject images whose perceptual hash is within `distance` bits of a kept one. Images kept by the previous
-    run (`kept_before`) come first, then source order: adding a near-duplicate never displaces a kept image."""
-    kept = np.zeros(len(rows), dtype=np.uint64)
-    names: list[str] = []
-    for row in sorted(rows, key=lambda r: r.source not in kept_before):
-        if not row.phash or not (row.ok or row.reason.startswith("duplicate")):
-            continue
-        value = np.uint64(int(row.phash, 16))
-        close = np.flatnonzero(_popcount(kept[: len(names)] ^ value) <= distance)
-        if close.size:
-            row.reject(f"duplicate: same picture as {names[close[0]]}")
-            continue
-        row.status, row.ok, row.reason = "ok", 1, ""
-        kept[len(names)] = value
-        names.append(row.source)
 
 
 def _same(a: Path, b: Path) -> bool:
