@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -246,6 +247,35 @@ def test_duplicates_need_the_same_colours_too(tmp_path: Path) -> None:
     assert rgb(out / "red.png")[150, 150].tolist() == list(RED)
     assert rgb(out / "white.png")[150, 150].tolist() == [255, 255, 255]
     assert rgb(out / "recoloured.png")[50, 50].tolist() == list(PINK)
+
+
+def test_unreadable_folders_are_warnings_and_keep_their_outputs(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    (raw / "locked" / "deeper").mkdir(parents=True)
+    Image.fromarray(textured(300, 300, 70)).save(raw / "a.png")
+    Image.fromarray(textured(300, 300, 71)).save(raw / "locked" / "b.png")
+    (raw / "locked" / "b.txt").write_text("b caption", encoding="utf-8")
+    Image.fromarray(textured(300, 300, 72)).save(raw / "locked" / "deeper" / "c.png")
+    assert prepare(raw, out).ok == 3
+    scandir = os.scandir
+
+    def no_permission(path="."):  # tests run as root: a folder that cannot be listed
+        if Path(path) == raw / "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", no_permission)
+    report = prepare(raw, out)
+    assert report.warnings == ["locked/: folder cannot be read (Permission denied); its files were skipped "
+                               "(check its permissions)"]
+    assert report.removed == 0 and report.ok == 3 and report.unchanged == 3
+    assert np.array_equal(rgb(out / "locked" / "deeper" / "c.png"), textured(300, 300, 72).astype(np.float64))
+    assert (out / "locked" / "b.txt").read_text(encoding="utf-8") == "b caption"
+    with open(out / "preprocess_log.csv", newline="", encoding="utf-8") as f:
+        assert [r["source"] for r in csv.DictReader(f)] == ["a.png", "locked/b.png", "locked/deeper/c.png"]
+    fresh = prepare(raw, tmp_path / "fresh")
+    assert [r.source for r in fresh.rows] == ["a.png"] and "locked/: folder cannot be read" in fresh.warnings[0]
 
 
 def test_options_background_and_max_side(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ import imagehash
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
-from .scan import CAPTION_EXTENSIONS, IMAGE_EXTENSIONS, PREPARE_LOG, REJECTED_DIR, is_hidden
+from .scan import CAPTION_EXTENSIONS, IMAGE_EXTENSIONS, PREPARE_LOG, REJECTED_DIR
 from .similarity import colour_signature, dedupe, grey_thumbnail, laplacian_variance
 from .transforms import RGB, WHITE, decode
 
@@ -284,18 +284,31 @@ def _check_folders(raw: Path, out: Path) -> None:
                         "rename that folder")
 
 
-def list_sources(raw: Path) -> tuple[list[str], list[str]]:
-    """(files to process, data files to copy) under `raw`, relative and sorted; hidden files and captions skipped."""
-    sources, data = [], []
-    for p in raw.rglob("*"):
-        rel = p.relative_to(raw)
-        if is_hidden(rel.parts) or not p.is_file() or rel.as_posix() in (PREPARE_LOG, PREPARE_META):
-            continue
-        ext = p.suffix.lower()
-        if ext in CAPTION_EXTENSIONS:
-            continue
-        (data if ext in DATA_EXTENSIONS else sources).append(rel.as_posix())
-    return sorted(sources), sorted(data)
+def list_sources(raw: Path) -> tuple[list[str], list[str], dict[str, str]]:
+    """(files to process, data files to copy, {folder: why} for folders that cannot be listed) under `raw`,
+    relative and sorted; hidden files and folders and captions are skipped. The raw folder itself is '.'."""
+    sources, data, unreadable = [], [], {}
+
+    def failed(exc: OSError) -> None:
+        folder = Path(exc.filename).relative_to(raw).as_posix() if exc.filename else "."
+        unreadable[folder] = exc.strerror or str(exc)
+
+    for root, dirs, files in os.walk(raw, onerror=failed):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            p = Path(root) / name
+            rel = p.relative_to(raw).as_posix()
+            if name.startswith(".") or rel in (PREPARE_LOG, PREPARE_META) or not p.is_file():
+                continue
+            ext = p.suffix.lower()
+            if ext in CAPTION_EXTENSIONS:
+                continue
+            (data if ext in DATA_EXTENSIONS else sources).append(rel)
+    return sorted(sources), sorted(data), dict(sorted(unreadable.items()))
+
+
+def _under(source: str, folders: dict[str, str]) -> bool:
+    return any(f == "." or source.startswith(f + "/") for f in folders)
 
 
 def _reusable(prev: LogRow | None, src: Path, stat: os.stat_result, out: Path, settings: str) -> bool:
@@ -460,12 +473,15 @@ def prepare(raw: Path, out: Path, opts: PrepareOptions | None = None, on_progres
 def _prepare(raw: Path, out: Path, opts: PrepareOptions, on_progress: Progress | None) -> PrepareReport:
     _check_folders(raw, out)
     previous, known_data = _open_out(raw, out)
+    sources, data_files, unreadable = list_sources(raw)
+    report = PrepareReport(out, [], warnings=[f"{d}/: folder cannot be read ({why}); its files were skipped "
+                                              "(check its permissions)" for d, why in unreadable.items()])
+    held = [previous.pop(src) for src in sorted(previous) if _under(src, unreadable)]  # kept as they were
+    report.unchanged += len(held)
     before = {src: dataclasses.replace(row) for src, row in previous.items()}  # reused rows are updated in place
-    sources, data_files = list_sources(raw)
-    settings, taken = opts.fingerprint(), set()
+    settings, taken = opts.fingerprint(), {r.output for r in held if r.output}
     rows: dict[str, LogRow] = {}
     todo: list[LogRow] = []
-    report = PrepareReport(out, [])
     for rel in sources:
         stat = (raw / rel).stat()
         prev = previous.get(rel)
@@ -501,9 +517,9 @@ def _prepare(raw: Path, out: Path, opts: PrepareOptions, on_progress: Progress |
     _commit(raw, out, ordered, temps, before, report)
     for rel in data_files:
         _copy_if_changed(raw / rel, out / rel)
-    report.rows = ordered
+    report.rows = sorted(ordered + held, key=lambda r: r.source)
     report.warnings += [f"{r.source}: {r.warning}" for r in ordered if r.ok and r.warning]
-    write_log(out / PREPARE_LOG, ordered)
+    write_log(out / PREPARE_LOG, report.rows)
     _write_meta(out, raw, sorted(set(known_data) | set(data_files)))
     return report
 
