@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-PURE = ["buckets", "scan", "captions", "sampler", "pipeline", "transforms", "preprocess", "settings", "example", "similarity"]
+PURE = ["buckets", "scan", "captions", "sampler", "pipeline", "transforms", "preprocess", "settings", "example", "similarity", "prepare_log"]
 
 
 def test_only_the_cache_imports_torch() -> None:
