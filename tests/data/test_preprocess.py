@@ -278,6 +278,44 @@ def test_unreadable_folders_are_warnings_and_keep_their_outputs(tmp_path: Path,
     assert [r.source for r in fresh.rows] == ["a.png"] and "locked/: folder cannot be read" in fresh.warnings[0]
 
 
+def test_an_interrupted_run_keeps_its_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lorakit.data import preprocess
+
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    for i in range(8):
+        Image.fromarray(textured(300, 300, 80 + i)).save(raw / f"{i}.png")
+        (raw / f"{i}.txt").write_text(f"caption {i}", encoding="utf-8")
+    Image.fromarray(textured(300, 300, 81)).save(raw / "1_copy.jpg", quality=95)  # a duplicate of 1.png
+    monkeypatch.setattr(preprocess, "CHECKPOINT_EVERY", 2, raising=False)
+    real, seen = preprocess.process_one, []
+
+    def interrupted(raw_, out_, row, opts):
+        if len(seen) == 6:  # in the middle of the 4th batch of 2
+            raise KeyboardInterrupt
+        seen.append(row.source)
+        return real(raw_, out_, row, opts)
+
+    monkeypatch.setattr(preprocess, "process_one", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(raw, out, PrepareOptions(workers=1))
+    with open(out / "preprocess_log.csv", newline="", encoding="utf-8") as f:
+        assert [(r["source"], r["output"]) for r in csv.DictReader(f)] == [
+            ("0.png", "0.png"), ("1.png", "1.png"), ("2.png", "2.png"), ("3.png", "3.png"), ("4.png", "4.png")]
+    for i in range(5):  # 1_copy.jpg, a duplicate, waits for the end of a run
+        assert np.array_equal(rgb(out / f"{i}.png"), textured(300, 300, 80 + i).astype(np.float64))
+    seen.clear()
+    monkeypatch.setattr(preprocess, "process_one", lambda *a: seen.append(a[2].source) or real(*a))
+    report = prepare(raw, out, PrepareOptions(workers=1))
+    assert seen == ["1_copy.jpg", "5.png", "6.png", "7.png"]
+    assert (report.unchanged, report.written, report.removed) == (5, 3, 0)
+    assert [(r.source, r.reason) for r in report.rejected] == [("1_copy.jpg", "duplicate: same picture as 1.png")]
+    for i in range(8):
+        assert np.array_equal(rgb(out / f"{i}.png"), textured(300, 300, 80 + i).astype(np.float64))
+        assert (out / f"{i}.txt").read_text(encoding="utf-8") == f"caption {i}"
+    assert sorted(p.name for p in out.glob("*.png")) == [f"{i}.png" for i in range(8)]
+
+
 def test_options_background_and_max_side(tmp_path: Path) -> None:
     raw = tmp_path / "raw"
     raw.mkdir()

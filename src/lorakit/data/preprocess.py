@@ -33,6 +33,7 @@ from .similarity import colour_signature, dedupe, grey_thumbnail, laplacian_vari
 from .transforms import RGB, WHITE, decode
 
 _TEMP = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
+CHECKPOINT_EVERY = 64  # processed files between two commits of outputs and log during a run
 DATA_EXTENSIONS = frozenset({".csv", ".json", ".jsonl"})
 Progress = Callable[[int, int, str], None]
 
@@ -395,10 +396,12 @@ def _prepare(raw: Path, out: Path, opts: PrepareOptions, on_progress: Progress |
             todo.append(rows[rel])
     for row in todo:
         row.output = output_name(row.source, taken)
-    temps = _process_all(raw, out, todo, opts, on_progress, len(sources) - len(todo), len(sources))
+    kept_before, known, checkpointed = frozenset(r.source for r in before.values() if r.ok), set(before), set()
+    temps = _process_all(raw, out, todo, opts, on_progress, len(sources) - len(todo), len(sources),
+                         lambda batch, temps: checkpointed.update(_checkpoint(out, batch, temps, before, held, opts)))
     ordered = [rows[rel] for rel in sources]
     if opts.dedupe:
-        dedupe(ordered, opts.dedupe_distance, frozenset(r.source for r in before.values() if r.ok))
+        dedupe(ordered, opts.dedupe_distance, kept_before)
     else:
         for row in ordered:
             if row.reason.startswith("duplicate"):
@@ -412,6 +415,8 @@ def _prepare(raw: Path, out: Path, opts: PrepareOptions, on_progress: Progress |
                 temps[row.source] = result.temp
     _check_clashes(raw, out, ordered, temps, before, data_files, known_data)
     _commit(raw, out, ordered, temps, before, report)
+    report.written += sum(rows[src].ok for src in checkpointed)  # a checkpointed duplicate was not kept after all
+    report.removed -= sum(not rows[src].ok for src in checkpointed - known)
     for rel in data_files:
         _copy_if_changed(raw / rel, out / rel)
     report.rows = sorted(ordered + held, key=lambda r: r.source)
@@ -422,19 +427,48 @@ def _prepare(raw: Path, out: Path, opts: PrepareOptions, on_progress: Progress |
 
 
 def _process_all(raw: Path, out: Path, todo: list[LogRow], opts: PrepareOptions, on_progress: Progress | None,
-                 done: int, total: int) -> dict[str, Path]:
-    """Process rows in parallel threads (Pillow releases the GIL while decoding and encoding)."""
+                 done: int, total: int, checkpoint: Callable[[list[LogRow], dict[str, Path]], None]
+                 ) -> dict[str, Path]:
+    """Process rows in parallel threads (Pillow releases the GIL while decoding and encoding), handing every
+    CHECKPOINT_EVERY processed rows to `checkpoint` so an interrupted run keeps what it did."""
     temps: dict[str, Path] = {}
+    batch: list[LogRow] = []
     if on_progress:
         on_progress(done, total, "")
     with ThreadPoolExecutor(max_workers=max(1, opts.workers)) as pool:
         for result in pool.map(lambda r: process_one(raw, out, r, opts), todo):
             if result.temp is not None:
                 temps[result.row.source] = result.temp
+            batch.append(result.row)
+            if len(batch) >= CHECKPOINT_EVERY:
+                checkpoint(batch, temps)
+                batch = []
             done += 1
             if on_progress:
                 on_progress(done, total, result.row.source)
     return temps
+
+
+def _checkpoint(out: Path, batch: list[LogRow], temps: dict[str, Path], before: dict[str, LogRow],
+                held: list[LogRow], opts: PrepareOptions) -> set[str]:
+    """Move the new outputs of `batch` into place and log them (with the previous log's rows), so a re-run after an
+    interrupt skips them. Only outputs that replace nothing but this source's own earlier output, and that are not
+    near-duplicates of an image kept before, are moved; the rest wait for the end of the run. Their rows join
+    `before`, so the end of the run treats them like outputs of a previous run."""
+    ready = [dataclasses.replace(r) for r in batch if r.source in temps and (
+        before[r.source].ok and before[r.source].output == r.output if r.source in before
+        else not (out / r.output).exists())]
+    if opts.dedupe and ready:
+        names = {r.source for r in ready}
+        kept = [dataclasses.replace(r) for r in before.values() if r.ok and r.source not in names]
+        dedupe(kept + ready, opts.dedupe_distance, frozenset(r.source for r in kept))
+        ready = [r for r in ready if r.ok]
+    for row in ready:
+        os.replace(temps.pop(row.source), out / row.output)
+        before[row.source] = row
+    if ready:
+        write_log(out / PREPARE_LOG, sorted([*before.values(), *held], key=lambda r: r.source))
+    return {r.source for r in ready}
 
 
 def _commit(raw: Path, out: Path, rows: list[LogRow], temps: dict[str, Path], before: dict[str, LogRow],

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 if TYPE_CHECKING:
-    from .preprocess import LogRow
+    from .prepare_log import LogRow
 
 COLOUR_SIDE = 2  # the colour thumbnail is COLOUR_SIDE × COLOUR_SIDE RGB, stored as hex in the log
 COLOUR_TOLERANCE = 24  # duplicates differ by at most this much in every thumbnail value (0–255)
