@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -23,6 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..io import atomic_path
 from .example import Example
 from .transforms import RGB, WHITE, load_pixels
 
@@ -103,12 +103,8 @@ class TensorCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {_SINGLE: value} if isinstance(value, torch.Tensor) else dict(value)
         tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in tensors.items()}  # no shared storage
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        try:
+        with atomic_path(path) as tmp:
             save_file(tensors, str(tmp))
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
 
 
 def missing_examples(cache: TensorCache, examples: Sequence[Example], model_id: str,

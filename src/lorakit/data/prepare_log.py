@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import uuid
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ..errors import DataError
+from ..io import atomic_path, write_text_atomic
 from .scan import REJECTED_DIR
 
 PREPARE_META = "preprocess_meta.json"  # {"raw": resolved raw folder, "data_files": copied metadata files}
@@ -102,16 +101,12 @@ def read_meta(out: Path, raw: Path) -> list[str]:
 
 
 def _write_meta(out: Path, raw: Path, data_files: list[str]) -> None:
-    tmp = out / f".{PREPARE_META}.{uuid.uuid4().hex}.tmp"
-    tmp.write_text(json.dumps({"raw": str(raw.resolve()), "data_files": data_files}, indent=1), encoding="utf-8")
-    os.replace(tmp, out / PREPARE_META)
+    write_text_atomic(out / PREPARE_META, json.dumps({"raw": str(raw.resolve()), "data_files": data_files}, indent=1))
 
 
 def write_log(path: Path, rows: list[LogRow]) -> None:
     """Write the log atomically."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS)
         writer.writeheader()
         writer.writerows(asdict(r) for r in rows)
-    os.replace(tmp, path)

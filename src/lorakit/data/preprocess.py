@@ -17,7 +17,6 @@ import io
 import os
 import re
 import shutil
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import imagehash
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
+from ..io import atomic_path, temp_name
 from .prepare_log import REUSE_HINT as _HINT, PREPARE_META, LogRow, _write_meta, read_log, read_meta, write_log
 from .scan import CAPTION_EXTENSIONS, IMAGE_EXTENSIONS, PREPARE_LOG, REJECTED_DIR
 from .similarity import colour_signature, dedupe, grey_thumbnail, laplacian_variance
@@ -147,7 +147,7 @@ def process_one(raw: Path, out: Path, row: LogRow, opts: PrepareOptions) -> _Res
         row.warning = f"blurry: sharpness {sharpness:.1f} below {opts.blur_threshold:g}"
     target = out / row.output
     target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    temp = temp_name(target)
     if im.size == stored and is_plain_png(data):
         temp.write_bytes(data)  # already an upright 8-bit RGB PNG: the same pixels, no re-encoding
     else:
@@ -235,10 +235,8 @@ def _copy_if_changed(src: Path, dst: Path) -> bool:
     """Copy a small file atomically unless `dst` already has the same bytes; returns whether it copied."""
     if _same(src, dst):
         return False
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
     return True
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..config.schema import LorakitConfig
@@ -10,19 +11,29 @@ from ..families import ModelParts
 from ..networks import formats
 
 
-def save_lora(parts: ModelParts, cfg: LorakitConfig, folder: Path, name: str,
-              metadata: dict[str, str]) -> tuple[Path, Path | None]:
-    """Save `<folder>/<name>.safetensors` (kohya) and/or `<folder>/<name>_peft/`; returns (main path, peft dir)."""
-    out = cfg.output
-    dtype = formats.SAVE_DTYPES[out.save_precision]
-    kohya_path, peft_dir = folder / f"{name}.safetensors", folder / f"{name}_peft"
-    for p in (kohya_path, peft_dir):
-        if p.exists():
+@dataclass(frozen=True)
+class SavedLora:
+    """What one save wrote: the kohya file and/or the PEFT folder."""
+
+    kohya: Path | None
+    peft: Path | None
+
+    @property
+    def main(self) -> Path:
+        """The file users load: the kohya file when there is one."""
+        return self.kohya or self.peft  # type: ignore[return-value]
+
+
+def save_lora(parts: ModelParts, cfg: LorakitConfig, folder: Path, name: str, metadata: dict[str, str]) -> SavedLora:
+    """Save `<folder>/<name>.safetensors` (kohya) and/or `<folder>/<name>_peft/` as `output.save_format` says."""
+    fmt, dtype = cfg.output.save_format, formats.SAVE_DTYPES[cfg.output.save_precision]
+    saved = SavedLora(folder / f"{name}.safetensors" if fmt in ("kohya", "both") else None,
+                      folder / f"{name}_peft" if fmt in ("peft", "both") else None)
+    for p in (saved.kohya, saved.peft):
+        if p is not None and p.exists():
             raise LorakitError(f"{p} already exists; refusing to overwrite", "use a new run folder")
-    main = kohya_path
-    if out.save_format in ("kohya", "both"):
-        formats.save_kohya(kohya_path, formats.to_kohya(parts, cfg.network.network_alpha, dtype), metadata)
-    if out.save_format in ("peft", "both"):
-        formats.save_peft(peft_dir, parts, dtype)
-        main = kohya_path if out.save_format == "both" else peft_dir
-    return main, peft_dir if out.save_format != "kohya" else None
+    if saved.kohya:
+        formats.save_kohya(saved.kohya, formats.to_kohya(parts, cfg.network.network_alpha, dtype), metadata)
+    if saved.peft:
+        formats.save_peft(saved.peft, parts, dtype)
+    return saved

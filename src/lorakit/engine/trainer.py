@@ -161,13 +161,13 @@ def train(
             te_trained=cfg.network.train_text_encoder, seed=t.seed, tag_frequency=tag_freq,
             num_images=len(dataset.train), created=started,
         )
-        path, peft_dir = save_lora(parts, cfg, train_dir, name, meta)
+        saved = save_lora(parts, cfg, train_dir, name, meta)
         if final:
-            result.peft_dir = peft_dir
+            result.peft_dir = saved.peft
         else:
-            result.checkpoints.append(path)
-        events.on_save(step, path)
-        return path
+            result.checkpoints.append(saved.main)
+        events.on_save(step, saved.main)
+        return saved.main
 
     def validate(step: int) -> None:
         with accelerator.autocast():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..config.schema import ModelSection
 from ..errors import ModelError
-from .base import Family, ModelParts, read_model_index
+from .base import Family, ModelParts, model_not_found, read_model_index
 from .random_init import RANDOM_MODELS
 from .sd1 import SD1
 from .sd2 import SD2
@@ -33,11 +33,7 @@ def detect_family(cfg: ModelSection) -> str:
         from .single_file import detect_family as detect_file
 
         return detect_file(path, allow_pickle=cfg.allow_pickle)
-    raise ModelError(
-        f"model not found: {source}",
-        "set model.pretrained_model_name_or_path to a diffusers folder, a .safetensors checkpoint or one of "
-        + ", ".join(BUILTIN_MODELS),
-    )
+    raise model_not_found(source)
 
 
 def _family_of_folder(path: Path) -> str:

@@ -96,11 +96,7 @@ class Family(ABC):
 
             pipe = load_single_file(path, self.name, cfg.v_parameterization, dtype, allow_pickle=cfg.allow_pickle)
         else:
-            raise ModelError(
-                f"model not found: {source}",
-                "set model.pretrained_model_name_or_path to a diffusers folder, a .safetensors checkpoint "
-                "or a built-in model (tiny-sd1, tiny-sd2-v, tiny-sdxl; random-sd15, random-sd21-v, random-sdxl)",
-            )
+            raise model_not_found(source)
         if cfg.vae and pipe.vae is not None:
             pipe.vae = load_vae_like(Path(cfg.vae), pipe.vae, dtype)
         if cfg.v_parameterization is not None:
@@ -152,6 +148,15 @@ class Family(ABC):
     @abstractmethod
     def modelspec_architecture(self, parts: ModelParts) -> str:
         """`modelspec.architecture` of a LoRA for this model."""
+
+
+def model_not_found(source: str) -> ModelError:
+    """The error for a model path that is neither a built-in name, a folder nor a file."""
+    return ModelError(
+        f"model not found: {source}",
+        "set model.pretrained_model_name_or_path to a diffusers folder, a .safetensors checkpoint or a built-in "
+        "model (tiny-sd1, tiny-sd2-v, tiny-sdxl; random-sd15, random-sd21-v, random-sdxl)",
+    )
 
 
 def model_identity(cfg: ModelSection) -> str:
