@@ -147,3 +147,20 @@ def test_unreadable_toml_is_a_config_error(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(ConfigError) as exc:
         load_config([ok])
     assert exc.value.problems == [f"{ok}: cannot read it: Permission denied"]
+
+
+def test_toml_with_utf8_bom_is_read(tmp_path: Path) -> None:
+    """Windows Notepad saves UTF-8 with a byte-order mark; the file reads as if it had none."""
+    text = '[output]\noutput_name = "café"\n\n[train]\nlearning_rate = 3e-4\n'
+    bom = tmp_path / "bom.toml"
+    bom.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    cfg = load_config([bom])
+    assert cfg.output.output_name == "café" and cfg.train.learning_rate == 3e-4
+    r = resolve_layers(files=[bom])
+    assert r.origins["train.learning_rate"] == str(bom)
+    # a BOM is only skipped at the very start: a bad byte later is still reported at its real offset
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b"\xef\xbb\xbf" + b'[output]\noutput_name = "caf\xe9"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_config([bad])
+    assert exc.value.problems[0] == f"{bad}: not UTF-8 text (byte 30); save it as UTF-8"

@@ -48,12 +48,18 @@ class ResolvedConfig:
     warnings: list[str] = field(default_factory=list)
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def read_toml(path: Path, name: str | None = None) -> Layer:
     """A TOML file as a migrated layer; a missing or malformed file is a ConfigError naming it."""
-    label = name or str(path)
+    label, skipped = name or str(path), 0
     try:
         with open(path, "rb") as f:
-            raw = tomllib.load(f)
+            data = f.read()
+        if data.startswith(UTF8_BOM):  # Windows editors add one; it is not part of the TOML
+            data, skipped = data[len(UTF8_BOM):], len(UTF8_BOM)
+        raw = tomllib.loads(data.decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError([f"{path}: file not found"]) from None
     except IsADirectoryError:
@@ -61,7 +67,7 @@ def read_toml(path: Path, name: str | None = None) -> Layer:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
     except UnicodeDecodeError as exc:
-        raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8"]) from None
+        raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start + skipped}); save it as UTF-8"]) from None
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read it: {exc.strerror or exc}"]) from None
     values, notes = migrate(raw, label)
