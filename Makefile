@@ -1,20 +1,24 @@
-# The README's two commands. Each sets up .venv itself on a fresh machine.
+# The README's two commands. Each sets up .venv itself on a fresh machine, from the lock (requirements.lock).
 PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 STAMP   := .venv/.installed
+LOCK    := requirements.lock
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench lock clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+# Every package at the exact version in the lock: a new release on PyPI cannot break a fresh install.
+# torch comes first and pinned (the lock says 2.13.0): an unpinned torch pulls gigabytes of CUDA wheels.
+# No build isolation, so lorakit itself is built with the locked setuptools too.
+$(STAMP): pyproject.toml $(LOCK) Makefile
 	test -x $(PY) || python3 -m venv .venv
-	$(PIP) install -q --upgrade pip
-	# torch first and pinned: an unpinned torch pulls gigabytes of CUDA wheels.
-	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q -c $(LOCK) pip setuptools
+	$(PIP) install -q -c $(LOCK) torch
+	$(PIP) install -q -c $(LOCK) --no-build-isolation -e '.[test]'
+	$(PIP) check
 	touch $(STAMP)
 
 demo: setup
@@ -26,5 +30,10 @@ test: setup
 bench: setup
 	$(PY) benchmarks/train_step.py
 
+# Refresh the lock: resolve pyproject's ranges afresh in a scratch venv, run the whole suite there, and replace
+# requirements.lock only if it passes. Then `make test` installs the new lock into .venv.
+lock:
+	bash tools/lock.sh $(LOCK)
+
 clean:
-	rm -rf .venv runs .pytest_cache
+	rm -rf .venv .venv-lock runs .pytest_cache
