@@ -194,11 +194,33 @@ def _safetensors_shapes(path: Path) -> dict[str, list[int]]:
 
 
 def weights_file(path: Path) -> Path | None:
-    """A LoRA file: the path itself, or the newest .safetensors in a folder (a run or checkpoint folder)."""
+    """A kohya LoRA file: the path itself, or the one a folder (a run, its train/, a checkpoint folder) holds.
+
+    In a folder: the final `<name>.safetensors` (newest if several), else the checkpoint with the highest step
+    (`<name>-step00000100.safetensors`). `train/` is searched before the folder itself; PEFT folders (`*_peft/`,
+    `adapter_model.safetensors`) are never chosen: they are not kohya files.
+    """
+    import re
+
     if path.is_file():
         return path
-    files = sorted(path.rglob("*.safetensors"), key=lambda p: p.stat().st_mtime) if path.is_dir() else []
-    return files[-1] if files else None
+    if not path.is_dir():
+        return None
+
+    def kohya(files: list[Path], base: Path) -> list[Path]:
+        return [f for f in files if f.is_file() and f.name != "adapter_model.safetensors"
+                and not any(part.endswith("_peft") for part in f.relative_to(base).parts[:-1])]
+
+    step = re.compile(r"-step(\d+)$")
+    for files in (kohya(sorted((path / "train").glob("*.safetensors")), path),
+                  kohya(sorted(path.glob("*.safetensors")), path),
+                  kohya(sorted(path.rglob("*.safetensors")), path)):
+        finals = [f for f in files if not step.search(f.stem)]
+        if finals:
+            return max(finals, key=lambda f: f.stat().st_mtime)
+        if files:
+            return max(files, key=lambda f: (int(step.search(f.stem).group(1)), f.stat().st_mtime))
+    return None
 
 
 def network_type_of(names: list[str]) -> str | None:
