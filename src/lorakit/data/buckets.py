@@ -99,6 +99,11 @@ def aspect_distance(image: Size, bucket: Size) -> Fraction:
     return max(a / b, b / a)
 
 
+def cropped_fraction(image: Size, bucket: Size) -> float:
+    """The share of an image's area that the cover-and-centre-crop into `bucket` cuts away (0 for equal aspects)."""
+    return float(1 - 1 / aspect_distance(image, bucket))
+
+
 def _rank(image: Size, bucket: Size) -> tuple[Fraction, int, Fraction, Size]:
     """Sort key: nearest aspect, then larger area, then closer to square (symmetric under transposition)."""
     square = Fraction(max(bucket), min(bucket))

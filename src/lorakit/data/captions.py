@@ -130,10 +130,31 @@ class CaptionRules:
         return [t.strip() for t in text.split(self.separator) if t.strip()]
 
 
+@dataclass(frozen=True)
+class Caption:
+    """An image's caption text (without trigger word), its caption file, and whether that file holds no text
+    (0 bytes or whitespace only: the image then trains as if it had no caption file)."""
+
+    text: str
+    file: Path | None
+    file_empty: bool = False
+
+
 def base_caption(record: ImageRecord, rules: CaptionRules, meta: Metadata | None) -> tuple[str, bool]:
     """The caption text of an image (without trigger word) and whether a caption file was found."""
+    caption = image_caption(record, rules, meta)
+    return caption.text, caption.file is not None
+
+
+def image_caption(record: ImageRecord, rules: CaptionRules, meta: Metadata | None) -> Caption:
+    """The caption of an image with where it came from (see the module docstring for the precedence)."""
     side = caption_file(record.path, rules.extension)
     text = read_text(side) if side else ""
+    return Caption(_caption_text(record, rules, meta, text), side, side is not None and not text)
+
+
+def _caption_text(record: ImageRecord, rules: CaptionRules, meta: Metadata | None, text: str) -> str:
+    """The caption text from the caption file's `text`, the metadata row, the template or the folder name."""
     row = metadata_row(meta, record) if meta is not None else None
     if meta is not None and row is None and rules.template:
         raise DataError(
@@ -143,12 +164,12 @@ def base_caption(record: ImageRecord, rules: CaptionRules, meta: Metadata | None
     if rules.template:
         values = {**(row or {}), "caption": text, "stem": record.path.stem, "folder": record.folder_name}
         filled = fill_template(rules.template, values, record.path)
-        return rules.join(rules.split(filled)), side is not None  # empty placeholders leave no stray commas
+        return rules.join(rules.split(filled))  # empty placeholders leave no stray commas
     if not text and row:
         text = (row.get("caption") or row.get("text") or "").strip()
     if not text and rules.class_tokens:
         text = parse_repeats(record.folder_name)[1].replace("_", " ").strip()
-    return text, side is not None
+    return text
 
 
 def with_trigger(text: str, rules: CaptionRules) -> str:

@@ -10,12 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError
-from .buckets import BucketPlan, BucketSpec, Size, cover_crop
-from .captions import CaptionRules, Metadata, base_caption, load_metadata, with_trigger
+from .buckets import BucketPlan, BucketSpec, Size, cover_crop, cropped_fraction
+from .captions import CaptionRules, Metadata, image_caption, load_metadata, with_trigger
 from .example import BatchSampler, Example, file_fingerprint
 from .sampler import BucketBatchSampler
-from .scan import ImageRecord, scan_folder
+from .scan import ImageRecord, pixel_limit, scan_folder
 from .settings import DataSection
+
+HEAVY_CROP = 0.2  # an image whose main bucket crops away this share of its area or more is reported
 
 
 @dataclass
@@ -29,6 +31,18 @@ class FolderSummary:
     captions_found: int = 0
     captions_missing: int = 0
     buckets: dict[Size, int] = field(default_factory=dict)
+    uncaptioned: list[Path] = field(default_factory=list)  # images without a caption file, sorted
+    empty_captions: list[Path] = field(default_factory=list)  # caption files with no text (0 bytes / whitespace)
+
+
+@dataclass(frozen=True)
+class CroppedImage:
+    """An image whose main bucket's aspect is far from its own, so the centre crop cuts much of it away."""
+
+    path: Path
+    size: Size
+    bucket: Size
+    cropped: float  # share of the image's area cut away, 0..1
 
 
 @dataclass
@@ -37,6 +51,9 @@ class DatasetPlan:
 
     `train` holds each distinct example once (an image × its buckets × mirroring); the sampler repeats them.
     `captions_vary` tells the engine that captions change per step (text-encoder outputs cannot be cached).
+    For the plan's warnings: `scan_notes` (skipped symlinks, unreadable sub-folders), `heavy_crops` (worst first)
+    and `large_images` (above Pillow's decompression-bomb limit, which it opens with a warning); empty caption
+    files and images without captions are listed per folder.
     """
 
     train: list[Example]
@@ -47,11 +64,18 @@ class DatasetPlan:
     reg: list[Example] = field(default_factory=list)
     buckets: BucketPlan | None = None
     captions_vary: bool = False
+    scan_notes: list[str] = field(default_factory=list)
+    heavy_crops: list[CroppedImage] = field(default_factory=list)
+    large_images: list[tuple[Path, Size]] = field(default_factory=list)
 
     @property
     def examples(self) -> list[Example]:
         """Every distinct example the engine may need pixels or latents for (train, reg, validation)."""
         return self.train + self.reg + self.validation
+
+    def captions(self) -> dict[Path, str]:
+        """Each image's caption (with trigger word, before per-step shuffle/dropout), train, reg and validation."""
+        return {ex.image: ex.caption for ex in self.examples}
 
 
 def bucket_spec(cfg: DataSection) -> BucketSpec:
@@ -129,6 +153,8 @@ class _Built:
     examples: list[Example]
     folders: list[FolderSummary]
     tags: dict[str, Counter[str]]
+    crops: list[CroppedImage]
+    large: list[tuple[Path, Size]]
 
 
 def _build(records: list[ImageRecord], cfg: DataSection, buckets: BucketPlan, *, augment: bool,
@@ -137,25 +163,35 @@ def _build(records: list[ImageRecord], cfg: DataSection, buckets: BucketPlan, *,
     examples: list[Example] = []
     folders: dict[Path, FolderSummary] = {}
     tags: dict[str, Counter[str]] = {}
+    crops: list[CroppedImage] = []
+    limit = pixel_limit()
+    large = [(r.path, r.size) for r in records if limit and r.size[0] * r.size[1] > limit]
     for rec in records:
-        text, found = base_caption(rec, rules, meta)
-        caption = with_trigger(text, rules)
+        found = image_caption(rec, rules, meta)
+        caption = with_trigger(found.text, rules)
         if cfg.enable_bucket:
             sizes = buckets.assign(rec.size, cfg.sub_image_num if augment else 0)
         else:
             sizes = [cfg.max_size]
+        lost = cropped_fraction(rec.size, sizes[0])
+        if lost >= HEAVY_CROP:
+            crops.append(CroppedImage(rec.path, rec.size, sizes[0], lost))
         fp = file_fingerprint(rec.path) if fingerprints else ""
         new = examples_for(rec, caption, sizes, cfg.flip_aug and augment, fp)
         examples.extend(new)
         summary = folders.setdefault(rec.folder, FolderSummary(rec.folder, 0, rec.repeats, rec.is_reg))
         summary.images += 1
-        summary.captions_found += found
-        summary.captions_missing += not found
+        summary.captions_found += found.file is not None
+        summary.captions_missing += found.file is None
+        if found.file is None:
+            summary.uncaptioned.append(rec.path)
+        elif found.file_empty:
+            summary.empty_captions.append(found.file)
         for ex in new:
             summary.buckets[ex.size] = summary.buckets.get(ex.size, 0) + 1
         if not rec.is_reg:
             tags.setdefault(rec.folder_name, Counter()).update(rules.split(caption))
-    return _Built(examples, list(folders.values()), tags)
+    return _Built(examples, list(folders.values()), tags, crops, large)
 
 
 def split_validation(records: list[ImageRecord], ratio: float, seed: int
@@ -178,14 +214,15 @@ def build_dataset(cfg: DataSection, batch_size: int, seed: int, *, fingerprints:
     if not cfg.train_data_dir:
         raise DataError("data.train_data_dir is empty", "set it to your folder of training images")
     buckets = BucketPlan.build(bucket_spec(cfg))
-    records = scan_folder(Path(cfg.train_data_dir), default_repeats=cfg.num_repeats)
+    notes: list[str] = []
+    records = scan_folder(Path(cfg.train_data_dir), default_repeats=cfg.num_repeats, notes=notes)
     val_seed = seed if cfg.validation_seed is None else cfg.validation_seed
     if cfg.validation_data_dir:
-        val_records = scan_folder(Path(cfg.validation_data_dir), what="validation_data_dir")
+        val_records = scan_folder(Path(cfg.validation_data_dir), what="validation_data_dir", notes=notes)
     else:
         records, val_records = split_validation(records, cfg.validation_split, val_seed)
     reg_records = scan_folder(Path(cfg.reg_data_dir), is_reg=True, default_repeats=cfg.num_repeats,
-                              what="reg_data_dir") if cfg.reg_data_dir else []
+                              what="reg_data_dir", notes=notes) if cfg.reg_data_dir else []
     train = _build(records, cfg, buckets, augment=True, fingerprints=fingerprints)
     reg = _build(reg_records, cfg, buckets, augment=True, fingerprints=fingerprints)
     val = _build(val_records, cfg, buckets, augment=False, fingerprints=fingerprints)
@@ -205,4 +242,7 @@ def build_dataset(cfg: DataSection, batch_size: int, seed: int, *, fingerprints:
         reg=reg.examples,
         buckets=buckets,
         captions_vary=rules.varies,
+        scan_notes=notes,
+        heavy_crops=sorted(train.crops + reg.crops + val.crops, key=lambda c: (-c.cropped, c.path)),
+        large_images=train.large + reg.large + val.large,
     )

@@ -1,11 +1,15 @@
 """Find the images of a dataset folder: nested folders, kohya `N_name` repeat folders, dot-files skipped.
 
-Only image headers are read (size and EXIF orientation), so scanning a large folder is quick.
+Only image headers are read (size and EXIF orientation), so scanning a large folder is quick. Symlinked
+sub-folders are followed (each real folder once, so a link to an ancestor cannot loop); their images take their
+repeats from the link's name (`10_linked -> /elsewhere/imgs` gives 10 repeats).
 """
 
 from __future__ import annotations
 
+import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,12 +64,31 @@ def _orientation(im: Image.Image) -> int:
     return int(im.getexif().get(0x0112, 1))
 
 
+def pixel_limit() -> int | None:
+    """Pillow's decompression-bomb limit in pixels (`Image.MAX_IMAGE_PIXELS`; None when switched off).
+
+    Pillow refuses to open an image above twice this many pixels and warns (without naming the file) above it."""
+    return Image.MAX_IMAGE_PIXELS
+
+
 def upright_size(path: Path) -> tuple[int, int]:
-    """(width, height) of an image as shown: EXIF orientations 5–8 swap the sides. Reads the header only."""
+    """(width, height) of an image as shown: EXIF orientations 5–8 swap the sides. Reads the header only.
+
+    An image that Pillow refuses as a possible decompression bomb (more than 2 × `pixel_limit()` pixels) is a
+    `DataError` naming the file. Pillow's nameless warning between 1× and 2× the limit is silenced here: such an
+    image opens, and the plan names it (see `pipeline.DatasetPlan.large_images`).
+    """
     try:
-        with Image.open(path) as im:
-            w, h = im.size
-            orientation = _orientation(im)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                orientation = _orientation(im)
+    except Image.DecompressionBombError as exc:
+        raise DataError(
+            f"image {path} is too large: Pillow refuses to open it as a possible decompression bomb ({exc})",
+            "shrink it, or run `lorakit prepare` on the folder (it sets such files aside as too_large)",
+        ) from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise DataError(
             f"cannot read image {path}: {exc}",
@@ -74,16 +97,73 @@ def upright_size(path: Path) -> tuple[int, int]:
     return (h, w) if orientation in _TRANSPOSED_ORIENTATIONS else (w, h)
 
 
-def list_images(root: Path) -> list[Path]:
-    """Every supported image below `root`, sorted, skipping hidden files and a prepared folder's `rejected/`."""
+def _folder_key(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the real folder behind `path` (links followed); None when it cannot be reached."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _real_folders(root: Path, skip_rejected: bool) -> dict[tuple[int, int], str]:
+    """(device, inode) → path of every folder below `root` reached without following a link (hidden ones and a
+    prepared folder's `rejected/` left out), and `root` itself."""
+    found: dict[tuple[int, int], str] = {}
+    for dirpath, dirnames, _ in os.walk(root):
+        key = _folder_key(dirpath)
+        if key is not None:
+            found.setdefault(key, dirpath)
+        top = dirpath == str(root)
+        dirnames[:] = [d for d in dirnames
+                       if not d.startswith(".") and not (skip_rejected and top and d == REJECTED_DIR)]
+    return found
+
+
+def list_images(root: Path, notes: list[str] | None = None) -> list[Path]:
+    """Every supported image below `root`, sorted, skipping hidden files and a prepared folder's `rejected/`.
+
+    Symlinked folders are followed, and each real folder is scanned once: a folder inside `root` is scanned at
+    its own path, so a link to it (or to an ancestor: a loop) is skipped, as is a second link to the same folder
+    elsewhere. Paths keep the link's name. Skipped links and folders that cannot be listed are appended to `notes`
+    (when given), one line each.
+    """
+    root = Path(root)
     skip_rejected = (root / PREPARE_LOG).is_file()
+    real = _real_folders(root, skip_rejected)
+    seen: dict[tuple[int, int], str] = {}
     found = []
-    for p in root.rglob("*"):
-        rel = p.relative_to(root).parts
-        if is_hidden(rel) or (skip_rejected and rel[0] == REJECTED_DIR):
-            continue
-        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
-            found.append(p)
+
+    def unreadable(exc: OSError) -> None:
+        if notes is not None and exc.filename and Path(exc.filename) != root:
+            notes.append(f"{exc.filename}: folder cannot be read ({exc.strerror or exc}); its images are not used")
+
+    def skip(path: str, target: str) -> None:
+        if notes is not None:
+            notes.append(f"{path} links to {target}, which is scanned already; skipped (each folder is used once)")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=True):
+        keep = []
+        for name in sorted(dirnames):
+            if name.startswith(".") or (skip_rejected and dirpath == str(root) and name == REJECTED_DIR):
+                continue
+            full = os.path.join(dirpath, name)
+            key = _folder_key(full)
+            if key is None:  # a dangling link
+                continue
+            owner = real.get(key)
+            if owner is not None and owner != full:
+                skip(full, owner)
+            elif key in seen:
+                skip(full, seen[key])
+            else:
+                seen[key] = full
+                keep.append(name)
+        dirnames[:] = keep
+        for name in filenames:
+            p = Path(dirpath, name)
+            if not name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
+                found.append(p)
     return sorted(found)
 
 
@@ -98,13 +178,20 @@ def folder_repeats(root: Path, image: Path, default: int) -> tuple[int, Path]:
     return default, image.parent
 
 
-def scan_folder(root: Path, *, is_reg: bool = False, default_repeats: int = 1, what: str = "train_data_dir"
-                ) -> list[ImageRecord]:
-    """Scan a dataset folder into records; a missing or empty folder, or unreadable images, raise `DataError`."""
+def scan_folder(root: Path, *, is_reg: bool = False, default_repeats: int = 1, what: str = "train_data_dir",
+                notes: list[str] | None = None) -> list[ImageRecord]:
+    """Scan a dataset folder into records; a missing or empty folder, or unreadable images, raise `DataError`.
+
+    Unreadable images — damaged files, and images so large that Pillow refuses them as possible decompression
+    bombs — are refused all at once (one error listing every one), never skipped: skipping would quietly train on
+    fewer images than the folder holds and change the step counts the user planned with. `lorakit prepare` is the
+    tool that sets such files aside, visibly (in `rejected/`, with the reason in its log), and the error says so.
+    Skipped symlinks and unreadable sub-folders are appended to `notes` (see `list_images`).
+    """
     if not root.is_dir():
         raise DataError(f"image folder not found: {root}", f"set data.{what} to a folder of images")
     records, bad = [], []
-    for path in list_images(root):
+    for path in list_images(root, notes):
         repeats, folder = folder_repeats(root, path, default_repeats)
         try:
             size = upright_size(path)
