@@ -66,7 +66,7 @@ def demo(
     steps: int = typer.Option(40, "--steps", help="Training steps."),
 ) -> None:
     """Train a LoRA on the built-in tiny model and sample images: no checkpoint or download needed."""
-    from ..demo import run_demo
+    from ..demo import VISIBLE_CHANGE, run_demo
     from ..engine.events import RichProgress
 
     result = run_demo(workdir, [RichProgress(console)], steps)
@@ -74,4 +74,7 @@ def demo(
     console.print(f"run           {result.train.run_dir}")
     console.print(f"LoRA          {result.train.lora_path}")
     console.print(f"training log  {result.train.run_dir / 'train' / 'log.csv'}")
-    console.print(f"before/after  {result.before_after}  (mean pixel change {result.pixel_change:.1f}/255)")
+    seen = "visible" if result.visible else f"not visible side by side, below {VISIBLE_CHANGE:g}/255; see the heat map"
+    console.print(f"before/after  {result.before_after}  (mean pixel change {result.pixel_change:.1f}/255, {seen})",
+                  highlight=False)
+    console.print(f"loss curve    {result.loss_curve}", highlight=False)
