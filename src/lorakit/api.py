@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .data.pipeline import DatasetPlan
     from .data.preprocess import PrepareOptions, PrepareReport
     from .data.settings import DataSection
+    from .doctor import Check
 
 
 def train(
@@ -72,6 +73,13 @@ def prepare(raw_dir: Path, out_dir: Path, options: "PrepareOptions | None" = Non
     from .data.preprocess import prepare as run_prepare
 
     return run_prepare(Path(raw_dir), Path(out_dir), options, on_progress)
+
+
+def doctor(output_dir: Path = Path("runs")) -> "list[Check]":
+    """Is this machine ready to train: package versions, GPU, optional tools, output folder, free disk."""
+    from .doctor import run_checks
+
+    return run_checks(Path(output_dir))
 
 
 def inspect_dataset(data: "DataSection", batch_size: int = 1, seed: int = 0) -> "DatasetPlan":

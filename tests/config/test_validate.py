@@ -170,3 +170,43 @@ def test_builtin_family_table_matches_the_families() -> None:
     from lorakit.families import TINY_MODELS
 
     assert BUILTIN_FAMILIES == TINY_MODELS
+
+
+def test_malformed_optimizer_literal_is_an_error() -> None:
+    errors, _ = messages(cfg(train={"optimizer_args": ["betas=(0.9,0.99"]}))
+    assert errors == ["train.optimizer_args: 'betas=(0.9,0.99': the value is not a valid Python literal "
+                      "('(' was never closed); write it as e.g. 'betas=(0.9,0.99)'"]
+
+
+def test_values_the_optimizer_refuses_are_errors_before_the_run() -> None:
+    # torch.optim.AdamW raises "Invalid beta parameter at index 0" for betas[0] outside [0, 1)
+    errors, _ = messages(cfg(train={"optimizer_args": ["betas=(1.5,0.99)"]}))
+    assert errors == ["train.optimizer_args: AdamW refuses these arguments: Invalid beta parameter at index 0: 1.5"]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_fp16_without_cuda_is_refused_at_validate_time(tmp_path: Path) -> None:
+    errors, _ = messages(cfg(train={"mixed_precision": "fp16"}, data={"train_data_dir": str(tmp_path)}), paths=True)
+    assert errors == ["train.mixed_precision: 'fp16' needs a CUDA GPU and this machine has none; use 'bf16' "
+                      "(works on CPU) or 'no'"]
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("bitsandbytes") is not None,
+                    reason="bitsandbytes is installed")
+def test_adamw8bit_without_bitsandbytes_is_refused(tmp_path: Path) -> None:
+    errors, _ = messages(cfg(train={"optimizer_type": "AdamW8bit"}, data={"train_data_dir": str(tmp_path)}),
+                         paths=True)
+    assert errors == ["train.optimizer_type: 'AdamW8bit' needs the bitsandbytes package, which is not installed: "
+                      "pip install bitsandbytes (CUDA GPUs), or use 'AdamW'"]
+
+
+def test_output_name_too_long_for_the_file_system(tmp_path: Path) -> None:
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    base = {"data": {"train_data_dir": str(tmp_path)}}
+    errors, _ = messages(cfg(**base, output={"output_dir": str(tmp_path / "runs"), "output_name": "x" * limit}),
+                         paths=True)
+    assert len(errors) == 1 and errors[0].startswith("output.output_name: 'xxxx")
+    assert f"longer than the {limit} this file system allows" in errors[0]
+    errors, _ = messages(cfg(**base, output={"output_dir": str(tmp_path), "run_id": "r" * (limit + 1)}), paths=True)
+    assert errors == [f"output.run_id: '{'r' * 40}…' makes file names of {limit + 1} bytes, longer than the {limit} "
+                      f"this file system allows in {tmp_path}; shorten it by 1 bytes"]

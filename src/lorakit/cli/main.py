@@ -26,6 +26,7 @@ def _register() -> None:
     from . import train  # noqa: F401
     from . import config  # noqa: F401
     from . import data  # noqa: F401
+    from . import doctor  # noqa: F401
 
 
 def _quiet_libraries() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import functools
 import importlib
+import importlib.util
 import inspect
 import json
 import os
@@ -61,10 +62,16 @@ def parse_args_list(items: list[str]) -> tuple[dict[str, Any], list[str]]:
         if not sep or not key.isidentifier():
             problems.append(f"{item!r} is not key=value (e.g. 'weight_decay=0.01')")
             continue
+        raw = raw.strip()
         try:
-            out[key] = ast.literal_eval(raw.strip())
-        except (ValueError, SyntaxError):
-            out[key] = raw.strip()
+            out[key] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError) as exc:
+            if any(c in raw for c in "()[]{},'\""):  # meant as a literal (a tuple, a list, a quoted string)
+                why = exc.msg if isinstance(exc, SyntaxError) and exc.msg else "not a Python literal"
+                problems.append(f"{item!r}: the value is not a valid Python literal ({why}); "
+                                f"write it as e.g. 'betas=(0.9,0.99)'")
+            else:  # a bare word such as mode=fast is a string, as kohya reads it
+                out[key] = raw
     return out, problems
 
 
@@ -126,6 +133,81 @@ def check_arguments(cfg: LorakitConfig) -> list[Finding]:
         params = scheduler_parameters(t.lr_scheduler)
         owner = f"scheduler '{t.lr_scheduler}'"
         found += _check_args("train.lr_scheduler_args", t.lr_scheduler_args, params, owner, RESERVED_SCHEDULER)
+    return found
+
+
+def _dry_run(cfg: LorakitConfig) -> list[Finding]:
+    """Build the optimizer and the schedule on a one-element parameter, so that a value the signature accepts
+    but the constructor refuses (betas out of range, a negative eps, ...) is an error now, not mid-run."""
+    import torch
+
+    from ..engine.optim import build_optimizer
+    from ..errors import ConfigError
+
+    t = cfg.train
+    param = torch.nn.Parameter(torch.zeros(1))
+    try:
+        optimizer = build_optimizer(t.optimizer_type, [{"params": [param]}], t.learning_rate or 1e-4,
+                                    t.optimizer_args)
+    except ConfigError:
+        return []  # the package is missing: check_environment says so
+    except Exception as exc:  # noqa: BLE001 - any constructor error is the user's value
+        return [Finding("train.optimizer_args", f"{t.optimizer_type} refuses these arguments: {exc}")]
+    from ..engine.schedule import build_scheduler
+
+    if not t.lr_scheduler_args:  # the built-in schedules take nothing else from the user (and diffusers is slow
+        return []               # to import)
+    try:
+        build_scheduler(t.lr_scheduler, optimizer, 1, 10, t.lr_scheduler_num_cycles, t.lr_scheduler_args)
+    except Exception as exc:  # noqa: BLE001
+        return [Finding("train.lr_scheduler_args", f"scheduler '{t.lr_scheduler}' refuses these arguments: {exc}")]
+    return []
+
+
+def check_environment(cfg: LorakitConfig) -> list[Finding]:
+    """What this machine must have for the run: CUDA for fp16, bf16 support, bitsandbytes for AdamW8bit."""
+    import torch
+
+    found = []
+    mp, cuda = cfg.train.mixed_precision, torch.cuda.is_available()
+    if mp == "fp16" and not cuda:
+        found.append(Finding("train.mixed_precision", "'fp16' needs a CUDA GPU and this machine has none; "
+                             "use 'bf16' (works on CPU) or 'no'"))
+    if mp == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        found.append(Finding("train.mixed_precision", f"'bf16' is not supported by {torch.cuda.get_device_name()}; "
+                             "use 'fp16' or 'no'"))
+    if cfg.train.optimizer_type == "AdamW8bit" and importlib.util.find_spec("bitsandbytes") is None:
+        found.append(Finding("train.optimizer_type", "'AdamW8bit' needs the bitsandbytes package, which is not "
+                             "installed: pip install bitsandbytes (CUDA GPUs), or use 'AdamW'"))
+    return found
+
+
+def check_output_names(cfg: LorakitConfig) -> list[Finding]:
+    """The longest file name a run writes (a step checkpoint's temporary file) fits the output file system."""
+    from ..io import temp_name
+
+    out = cfg.output
+    folder = Path(out.output_dir)
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    try:
+        limit = os.pathconf(probe, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    names = {"output.output_name": temp_name(Path(f"{out.output_name}-step00000000.safetensors")).name}
+    if out.save_format != "kohya":
+        names["output.output_name"] += "_peft"  # the PEFT folder's temporary twin is at least as long
+    if out.run_id:
+        names["output.run_id"] = out.run_id
+    found = []
+    for key, name in names.items():
+        length = len(name.encode("utf-8"))
+        if length > limit:
+            value = str(out.output_name if key == "output.output_name" else out.run_id)
+            shown = value if len(value) <= 40 else value[:40] + "…"
+            found.append(Finding(key, f"{shown!r} makes file names of {length} bytes, longer than the {limit} "
+                                      f"this file system allows in {probe}; shorten it by {length - limit} bytes"))
     return found
 
 
@@ -339,8 +421,10 @@ def check_paths(cfg: LorakitConfig) -> list[Finding]:
 def check(cfg: LorakitConfig, paths: bool = False) -> tuple[list[Finding], list[Finding]]:
     """All semantic checks; returns (errors, warnings). `paths` adds the file-system checks."""
     found = check_training(cfg) + check_family(cfg) + check_arguments(cfg)
-    if paths:
-        found += check_paths(cfg) + check_model(cfg)
+    if not any(f.error for f in found if f.key.startswith("train.")):
+        found += _dry_run(cfg)
+    if paths:  # this machine: files, folders, packages, GPU
+        found += check_paths(cfg) + check_model(cfg) + check_environment(cfg) + check_output_names(cfg)
         resume_keys = [("network.network_weights", cfg.network.network_weights),
                        ("train.resume", getattr(cfg.train, "resume", None))]
         for key, value in resume_keys:

@@ -1,0 +1,82 @@
+"""`lorakit doctor` and `--version`: each check's verdict from known inputs."""
+
+from __future__ import annotations
+
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+from lorakit import doctor
+from lorakit.cli.main import main
+
+
+def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str]:
+    monkeypatch.setattr(sys, "argv", ["lorakit", *map(str, args)])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    out = capsys.readouterr()
+    return int(exc.value.code or 0), out.out + out.err
+
+
+def test_version_is_the_installed_distributions(monkeypatch, capsys) -> None:
+    code, out = run_cli(monkeypatch, capsys, "--version")
+    assert code == 0 and out.strip() == f"lorakit {metadata.version('lorakit')}"
+
+
+def test_package_outside_lorakits_range_fails_with_the_fix() -> None:
+    torch_version = metadata.version("torch")
+    assert doctor.check_package("torch", Requirement("torch>=2.1")).status == "ok"
+    bad = doctor.check_package("torch", Requirement("torch<2"))
+    assert (bad.status, bad.detail, bad.fix) == ("fail", f"{torch_version} is outside lorakit's range <2",
+                                                 "pip install 'torch<2'")
+    missing = doctor.check_package("no-such-package-lorakit", Requirement("no-such-package-lorakit>=1"))
+    assert missing.status == "fail" and missing.detail == "not installed"
+
+
+def test_lorakit_ranges_come_from_its_metadata() -> None:
+    reqs = doctor.lorakit_requirements()
+    assert {"torch", "diffusers", "transformers", "peft", "accelerate"} <= set(reqs)
+    assert not reqs["transformers"].specifier.contains("5.24.0")  # refuses peft < 0.22 (see pyproject)
+    assert "pytest" not in reqs  # extras are not requirements
+
+
+def test_peft_older_than_a_library_needs_is_a_failure(monkeypatch) -> None:
+    versions = {"peft": "0.21.2", "transformers": "5.24.0", "diffusers": "0.42.1"}
+    minimum = {"transformers.integrations.peft": "0.22.0", "diffusers.utils.constants": "0.17.0"}
+    monkeypatch.setattr(doctor, "installed_version", versions.get)
+    monkeypatch.setattr(doctor, "_min_peft", minimum.get)
+    tf, df = doctor.check_peft_pairing()
+    assert (tf.name, tf.status) == ("transformers + peft", "fail")
+    assert tf.detail == "transformers 5.24.0 needs peft ≥ 0.22.0, peft is 0.21.2"
+    assert tf.fix.startswith("pip install 'peft>=0.22.0'")
+    assert (df.status, df.detail) == ("ok", "diffusers 0.42.1 accepts peft 0.21.2 (≥ 0.17.0)")
+
+
+def test_installed_pairing_is_accepted() -> None:
+    """The locked transformers/diffusers accept the locked peft (what broke `make test` before the lock)."""
+    checks = doctor.check_peft_pairing()
+    assert checks and all(c.status == "ok" for c in checks), checks
+
+
+def test_output_folder_checks(tmp_path: Path) -> None:
+    ok = doctor.check_output(tmp_path / "new" / "runs")
+    assert [c.status for c in ok] == ["ok", "ok"]
+    assert ok[0].detail == f"{tmp_path / 'new' / 'runs'} can be created in {tmp_path}"
+    assert not (tmp_path / "new").exists() and list(tmp_path.iterdir()) == []  # the probe left nothing
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    (bad,) = doctor.check_output(blocker / "runs")
+    assert bad.status == "fail" and str(blocker) in bad.detail and bad.fix
+
+
+def test_doctor_exit_status_follows_failures(monkeypatch, capsys, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, out = run_cli(monkeypatch, capsys, "doctor", "--output-dir", blocker / "runs")
+    assert code == 1 and "FAIL output folder" in out and "1 check(s) failed: output folder" in out
+    monkeypatch.setattr(doctor, "check_optional", lambda: [doctor.Check("gradio", "warn", "not installed", "x")])
+    code, out = run_cli(monkeypatch, capsys, "doctor", "--output-dir", tmp_path / "runs")
+    assert code == 0 and "WARN gradio" in out and "OK   torch" in out
