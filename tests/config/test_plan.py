@@ -117,3 +117,93 @@ def test_plan_counts_sub_images_and_mirrors(tmp_path) -> None:
     assert plan.steps.samples_per_epoch == 160 and plan.steps.batches_per_epoch == 160
     assert any("2 images → 16 training images" in line and "= 160" in line for line in render_plan(plan))
     assert not any("buckets split" in n for n in plan.notes)
+
+
+# -- warnings: what would make the run differ from what the folder suggests --------------------------------------
+def plan_for(root: Path, *sets: str):
+    return build_plan(resolve_layers(sets=[f'data.train_data_dir="{root}"', "data.resolution=64",
+                                           "data.min_bucket_reso=64", *sets]).config)
+
+
+def test_plan_warns_about_empty_caption_files_naming_the_first_few(tmp_path: Path) -> None:
+    write_images(tmp_path / "1_x", 5, (64, 64))
+    for i in range(4):
+        (tmp_path / "1_x" / f"{i}.txt").write_text("" if i % 2 else "   \n", encoding="utf-8")
+    (tmp_path / "1_x" / "4.txt").write_text("a cube", encoding="utf-8")
+    plan = plan_for(tmp_path)
+    names = ", ".join(str(tmp_path / "1_x" / f"{i}.txt") for i in range(3))
+    assert plan.warnings == [
+        f"4 caption file(s) are empty (0 bytes or only spaces), so their images train with no caption text of their "
+        f"own: {names} … and 1 more — write the captions or delete the files"]
+    assert f"warning: {plan.warnings[0]}" in render_plan(plan)
+
+
+def test_plan_counts_caption_tokens_with_the_models_tokenizer(tmp_path: Path) -> None:
+    """CLIP's BPE (random-sd15: the shipped vocabulary, no weights loaded): 'red' and ',' are a token each, so 60
+    tags are 60 + 59 + start + end = 121 tokens, 44 beyond the 77 the text encoder reads."""
+    write_images(tmp_path / "1_x", 3, (64, 64))
+    (tmp_path / "1_x" / "0.txt").write_text(", ".join(["red"] * 60), encoding="utf-8")
+    (tmp_path / "1_x" / "1.txt").write_text(", ".join(["red"] * 40), encoding="utf-8")  # 81 tokens: 4 cut
+    (tmp_path / "1_x" / "2.txt").write_text("a red cube", encoding="utf-8")
+    plan = plan_for(tmp_path, 'model.pretrained_model_name_or_path="random-sd15"')
+    assert plan.warnings == [
+        f"2 caption(s) are longer than the text encoder reads (77 tokens, start and end included), so their ends "
+        f"are cut off in training; the longest, of {tmp_path / '1_x' / '0.png'}, has 121 tokens (44 cut) — "
+        f"shorten them, most important words first"]
+
+
+def test_plan_caption_tokens_of_the_tiny_model_and_the_trigger_word(tmp_path: Path) -> None:
+    """The tiny tokenizer reads single characters (32 with start and end); the trigger word counts too."""
+    write_images(tmp_path / "1_x", 2, (64, 64))
+    (tmp_path / "1_x" / "0.txt").write_text("a" * 25, encoding="utf-8")  # zkz, + 25 a: 3 + 1 + 25 + 2 = 31
+    (tmp_path / "1_x" / "1.txt").write_text("b" * 28, encoding="utf-8")  # 3 + 1 + 28 + 2 = 34: 2 cut
+    plan = plan_for(tmp_path, 'data.trigger_word="zkz"')
+    assert len(plan.warnings) == 1
+    assert plan.warnings[0].startswith("1 caption(s) are longer than the text encoder reads (32 tokens")
+    assert f"of {tmp_path / '1_x' / '1.png'}, has 34 tokens (2 cut)" in plan.warnings[0]
+
+
+def test_plan_says_when_caption_lengths_cannot_be_checked(tmp_path: Path) -> None:
+    write_images(tmp_path / "1_x", 1, (64, 64))
+    (tmp_path / "1_x" / "0.txt").write_text("a cube", encoding="utf-8")
+    plan = plan_for(tmp_path, f'model.pretrained_model_name_or_path="{tmp_path / "nope"}"')
+    assert plan.warnings == [f"caption lengths not checked: no tokenizer for {tmp_path / 'nope'} "
+                             f"(model not found: {tmp_path / 'nope'})"]
+
+
+def test_plan_warns_about_heavily_cropped_images(tmp_path: Path) -> None:
+    write_images(tmp_path / "1_x", 1, (64, 64))
+    from PIL import Image
+
+    Image.new("RGB", (384, 64)).save(tmp_path / "1_x" / "pano.png")  # 6:1 in a 2:1 bucket: 67 % cut
+    plan = plan_for(tmp_path, "data.image_size=[128, 128]", "data.max_aspect_ratio=2.0")
+    assert plan.warnings == [
+        f"1 image(s) lose a fifth or more of their area to cropping: their aspect ratio is far outside the buckets' "
+        f"range (long side at most 2 × the short side): {tmp_path / '1_x' / 'pano.png'} (384×64 → 128×64, 67 % cut)"
+        f" — crop them yourself to keep what matters, or raise data.max_aspect_ratio"]
+    plan = plan_for(tmp_path, "data.enable_bucket=false")
+    assert plan.warnings[0].startswith("1 image(s) lose a fifth or more of their area to cropping: buckets are off "
+                                       "(data.enable_bucket = false), so every image is cropped to 64×64: ")
+    assert "(384×64 → 64×64, 83 % cut)" in plan.warnings[0] and plan.warnings[0].endswith("data.enable_bucket = true")
+
+
+def test_plan_names_symlinks_it_skips_and_oversized_images(tmp_path: Path) -> None:
+    import os
+    import struct
+    import zlib
+
+    write_images(tmp_path / "1_x", 1, (64, 64))
+    os.symlink(tmp_path, tmp_path / "1_x" / "2_loop")
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    big = tmp_path / "1_x" / "big.png"  # 12000 × 12000 = 144 MP: Pillow opens it with a warning
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 12000, 12000, 8, 2, 0, 0, 0))
+                    + chunk(b"IEND", b""))
+    lines = render_plan(plan_for(tmp_path))
+    assert (f"warning: {tmp_path / '1_x' / '2_loop'} links to {tmp_path}, which is scanned already; skipped (each "
+            "folder is used once)") in lines
+    assert (f"warning: 1 image(s) are above Pillow's decompression-bomb limit (89 MP) and are decoded at full size "
+            f"every time they are loaded: {big} (12000×12000, 144 MP) — shrink them, e.g. `lorakit prepare "
+            f"<folder> --out <new folder> --max-side 4096`") in lines

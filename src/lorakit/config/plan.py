@@ -12,6 +12,11 @@ Step rules (what sd-scripts' trainer actually runs, which is what lorakit's engi
   warm-up        = lr_warmup_steps, or int(lr_warmup_ratio × total)
 The kohya_ss GUI's *estimate* ceil(Σ(images × repeats) ÷ batch ÷ accumulation × epochs × reg) ceils once over all
 epochs instead of per epoch; `kohya_gui_estimate` gives it for comparison (it can be lower by up to epochs − 1).
+
+Warnings (`Plan.warnings`, rendered as `warning:` lines, so the run's log shows them too) name what would make
+the run differ from what the folder suggests: symlinks skipped, empty caption files, captions longer than the
+text encoder reads (counted here with the model's own tokenizers; the data side only returns captions), images
+that buckets crop heavily, and images above Pillow's decompression-bomb limit.
 """
 
 from __future__ import annotations
@@ -19,8 +24,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Iterable
 
+from ..errors import LorakitError
 from .schema import LorakitConfig
+
+SHOWN = 3  # files named per warning before "… and N more"
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,7 @@ class Plan:
     text_encoder: str = ""
     notes: list[str] = field(default_factory=list)
     examples: list[int] = field(default_factory=list)  # training images per folder (sub-images, mirrors)
+    warnings: list[str] = field(default_factory=list)
 
 
 def output_path(cfg: LorakitConfig) -> Path:
@@ -167,7 +177,94 @@ def build_plan(cfg: LorakitConfig, dataset: object | None = None) -> Plan:
         plan.text_encoder = "trained to the end"
     else:
         plan.text_encoder = f"trained until step {steps.text_encoder_stop}"
+    plan.warnings = data_warnings(dataset, cfg) + caption_warnings(dataset, cfg)
     return plan
+
+
+def _names(items: Iterable[object], shown: int = SHOWN) -> str:
+    """'a, b, c … and 4 more'."""
+    items = [str(i) for i in items]
+    more = f" … and {len(items) - shown} more" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
+
+
+def data_warnings(dataset: object, cfg: LorakitConfig) -> list[str]:
+    """What the data side found that the user should know before training (no model needed)."""
+    out = list(getattr(dataset, "scan_notes", []))
+    empty = [p for f in getattr(dataset, "folders", []) for p in getattr(f, "empty_captions", [])]
+    if empty:
+        out.append(f"{len(empty)} caption file(s) are empty (0 bytes or only spaces), so their images train with no "
+                   f"caption text of their own: {_names(empty)} — write the captions or delete the files")
+    crops = getattr(dataset, "heavy_crops", [])
+    if crops:
+        d = cfg.data
+        why = (f"buckets are off (data.enable_bucket = false), so every image is cropped to "
+               f"{d.max_size[0]}×{d.max_size[1]}" if not d.enable_bucket else
+               f"their aspect ratio is far outside the buckets' range (long side at most "
+               f"{d.max_aspect_ratio:g} × the short side)")
+        shown = _names(f"{c.path} ({c.size[0]}×{c.size[1]} → {c.bucket[0]}×{c.bucket[1]}, "
+                       f"{round(100 * c.cropped)} % cut)" for c in crops)
+        fix = "set data.enable_bucket = true" if not d.enable_bucket else "raise data.max_aspect_ratio"
+        out.append(f"{len(crops)} image(s) lose a fifth or more of their area to cropping: {why}: {shown} — crop "
+                   f"them yourself to keep what matters, or {fix}")
+    large = getattr(dataset, "large_images", [])
+    if large:
+        from ..data.scan import pixel_limit
+
+        limit = pixel_limit() or 0
+        shown = _names(f"{p} ({w}×{h}, {w * h / 1e6:.0f} MP)" for p, (w, h) in large)
+        out.append(f"{len(large)} image(s) are above Pillow's decompression-bomb limit ({limit / 1e6:.0f} MP) and "
+                   f"are decoded at full size every time they are loaded: {shown} — shrink them, e.g. `lorakit "
+                   f"prepare <folder> --out <new folder> --max-side 4096`")
+    return out
+
+
+def count_tokens(tokenizer: Any, text: str) -> int:
+    """Tokens of `text` as the text encoder sees them, start and end tokens included (never truncated)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # a fast tokenizer: no "sequence too long" chatter from transformers
+        return len(backend.encode(text).ids)
+    return len(tokenizer.tokenize(text)) + tokenizer.num_special_tokens_to_add()
+
+
+def overlong_captions(captions: dict[Path, str], tokenizers: Iterable[Any]) -> list[tuple[Path, int, int]]:
+    """(image, tokens, context) of every caption longer than a tokenizer's context, most tokens cut first.
+
+    A caption whose UTF-8 length fits the context cannot overflow (each token covers at least one byte), so it is
+    not tokenized; the plan stays fast on large folders of short captions."""
+    worst: dict[Path, tuple[int, int]] = {}
+    for tok in tokenizers:
+        limit = int(getattr(tok, "model_max_length", 0) or 0)
+        if not 0 < limit < 1_000_000:  # no context length configured
+            continue
+        for image, text in captions.items():
+            if len(text.encode("utf-8")) + 2 <= limit:
+                continue
+            n, before = count_tokens(tok, text), worst.get(image)
+            if n > limit and (before is None or n - limit > before[0] - before[1]):
+                worst[image] = (n, limit)
+    return sorted(((p, n, lim) for p, (n, lim) in worst.items()), key=lambda x: (x[2] - x[1], str(x[0])))
+
+
+def caption_warnings(dataset: object, cfg: LorakitConfig) -> list[str]:
+    """A warning when captions are longer than the text encoder's context (the rest is cut off in training)."""
+    captions = dataset.captions() if hasattr(dataset, "captions") else {}
+    if not captions:
+        return []
+    try:
+        from ..families.tokenizers import model_tokenizers
+
+        tokenizers = model_tokenizers(cfg.model)
+    except (LorakitError, OSError, ValueError) as exc:
+        return [f"caption lengths not checked: no tokenizer for {cfg.model.pretrained_model_name_or_path} "
+                f"({str(exc).splitlines()[0]})"]
+    long = overlong_captions(captions, tokenizers)
+    if not long:
+        return []
+    image, n, limit = long[0]
+    return [f"{len(long)} caption(s) are longer than the text encoder reads ({limit} tokens, start and end "
+            f"included), so their ends are cut off in training; the longest, of {image}, has {n} tokens "
+            f"({n - limit} cut) — shorten them, most important words first"]
 
 
 def _schedule(steps: tuple[int, ...], total: int) -> str:
@@ -200,4 +297,4 @@ def render_plan(plan: Plan) -> list[str]:
         f"samples: {_schedule(s.sample_steps, s.total_steps) if s.sample_steps else 'none during training'}",
         f"output: {plan.output_path}",
     ]
-    return lines + [f"note: {n}" for n in plan.notes]
+    return lines + [f"note: {n}" for n in plan.notes] + [f"warning: {w}" for w in plan.warnings]
