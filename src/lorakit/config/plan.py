@@ -248,8 +248,8 @@ def overlong_captions(captions: dict[Path, str], tokenizers: Iterable[Any]) -> l
 
 def caption_warnings(dataset: object, cfg: LorakitConfig) -> list[str]:
     """A warning when captions are longer than the text encoder's context (the rest is cut off in training)."""
-    captions = dataset.captions() if hasattr(dataset, "captions") else {}
-    if not captions:
+    captions = {p: c for p, c in (dataset.captions() if hasattr(dataset, "captions") else {}).items() if c}
+    if not captions:  # nothing to tokenize: the tokenizer (and the model family's libraries) is not even imported
         return []
     try:
         from ..families.tokenizers import model_tokenizers
