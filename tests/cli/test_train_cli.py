@@ -112,7 +112,8 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert (run / "train" / "demo_lora.safetensors").is_file()
     assert len((run / "train" / "log.csv").read_text().splitlines()) == 7
     pair = Image.open(run / "samples" / "before_after.png")
-    assert pair.size == (2 * 256 + 4, 256)
+    assert pair.size[0] == 3 * 256 + 2 * 4 and pair.size[1] > 256  # before | after | heat map, plus label strips
+    assert str(run / "samples" / "loss.png") in " ".join(proc.stdout.split())
     assert str(run / "samples" / "before_after.png") in " ".join(proc.stdout.split())
     import re
 
