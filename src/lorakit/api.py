@@ -26,15 +26,28 @@ def train(
     callbacks: list[Callback] | None = None,
     commands: Commands | None = None,
 ) -> "TrainResult":
-    """Train a LoRA: claim a run folder, snapshot the config (with provenance and environment), train, save."""
+    """Train a LoRA: claim a run folder, snapshot the config (with provenance and environment), train, save.
+
+    Besides the LoRA, `train/` gets `log.csv` (step, epoch, loss, lr, val_loss, UTC time), `run.log` (plan,
+    progress, saves, warnings, the end) and, with `train.log_with = "tensorboard"`, `tensorboard/`.
+    """
     from .engine import trainer
-    from .engine.events import CsvLog
+    from .engine.events import CsvLog, RunLog
+    from .engine.tblog import TENSORBOARD_DIR, TensorBoardLog, check_log_with
+    from .errors import ConfigError
 
     cfg = config.config if isinstance(config, ResolvedConfig) else config
+    problems = [f"{f.key}: {f.message}" for f in check_log_with(cfg)]
+    if problems:  # before a run folder is claimed
+        raise ConfigError(problems)
     run_dir = new_run_dir(Path(cfg.output.output_dir), cfg.output.run_id)
     write_snapshot(run_dir, config)
+    train_dir = run_dir / "train"
+    logs: list[Callback] = [CsvLog(train_dir / "log.csv"), RunLog(train_dir / "run.log")]
+    if cfg.train.log_with == "tensorboard":
+        logs.append(TensorBoardLog(train_dir / TENSORBOARD_DIR))
     try:
-        return trainer.train(cfg, run_dir, [*(callbacks or []), CsvLog(run_dir / "train" / "log.csv")], commands)
+        return trainer.train(cfg, run_dir, [*(callbacks or []), *logs], commands)
     except BaseException:
         if not (run_dir / "train").exists():  # failed before training began: leave no empty run behind
             shutil.rmtree(run_dir, ignore_errors=True)

@@ -1,38 +1,177 @@
 """Safe file writes: write to a temporary name beside the target, then rename (never a half-written file).
 
-Temporary names are `.<name>.<32 hex>.tmp`, so a run killed mid-write leaves files `prepare` recognises and
-cleans up; they are created normally, so the result has the usual permissions (umask), unlike mkstemp's 0600.
+Temporary names are `.<name>.<host>_<pid>.<32 hex>.tmp`: a run killed mid-write leaves files that the next
+`prepare` or `train` recognises and removes — but only when the writing process is gone, so two runs sharing a
+folder never delete each other's file in progress. The result gets the usual permissions (0o666 & ~umask, or the
+replaced file's mode), not the 0600 that mkstemp and safetensors' `save_file` give. A full disk (ENOSPC) or quota
+(EDQUOT) becomes a `DiskFullError` naming the file and its size; the temporary file is removed, nothing else.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import socket
+import stat
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
+
+from .errors import DiskFullError, LorakitError, is_disk_full
+
+# `.<name>.<32 hex>.tmp` (before owners were recorded) or `.<name>.<host>_<pid>.<32 hex>.tmp`
+TEMP_PATTERN = re.compile(r"^\.(?P<name>.+?)\.(?:(?P<host>[A-Za-z0-9-]{0,32})_(?P<pid>[0-9]{1,10})\.)?"
+                          r"(?P<hex>[0-9a-f]{32})\.tmp$")
+FOREIGN_TEMP_AGE_S = 7 * 24 * 3600  # another machine's temp (shared drive) is removed only when this old
+
+
+def _host() -> str:
+    """This machine's name as it appears in temp names (letters, digits, '-'; at most 32)."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32]
 
 
 def temp_name(target: Path) -> Path:
-    """A fresh temporary path beside `target`."""
-    return target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    """A fresh temporary path beside `target`, naming this host and process."""
+    return target.with_name(f".{target.name}.{_host()}_{os.getpid()}.{uuid.uuid4().hex}.tmp")
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux /proc), else set and restored."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _file_mode(target: Path) -> int:
+    """The mode a new file gets (0o666 & ~umask), or the mode of the file it replaces."""
+    try:
+        return stat.S_IMODE(target.stat().st_mode)
+    except OSError:
+        return 0o666 & ~current_umask()
 
 
 @contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path in the target's folder; what the caller writes there replaces `target` atomically."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+def atomic_path(target: Path, size_hint: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path in the target's folder; what the caller writes there replaces `target` atomically.
+
+    `size_hint` (bytes the file will take) goes into the message when the disk fills up.
+    """
     tmp = temp_name(target)
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
+        os.chmod(tmp, _file_mode(target))
         with open(tmp, "rb+") as f:  # on disk before the rename, so a crash leaves the old file or the new one
             os.fsync(f.fileno())
         os.replace(tmp, target)
+    except DiskFullError:
+        raise
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        raise DiskFullError(target, size_hint or _size(tmp), _free(target.parent)) from exc
     finally:
         tmp.unlink(missing_ok=True)
 
 
+def _size(path: Path) -> int | None:
+    """Bytes written so far (a lower bound of what the file needs), or None."""
+    try:
+        return path.stat().st_size or None
+    except OSError:
+        return None
+
+
+def _free(folder: Path) -> int | None:
+    """Free bytes on the folder's drive (of the nearest existing parent), or None."""
+    for p in (folder, *folder.parents):
+        try:
+            return shutil.disk_usage(p).free
+        except OSError:
+            continue
+    return None
+
+
 def write_text_atomic(target: Path, text: str) -> None:
     """Write a text file atomically (UTF-8)."""
-    with atomic_path(target) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    data = text.encode("utf-8")
+    with atomic_path(target, len(data)) as tmp:
+        tmp.write_bytes(data)
+
+
+def check_free_space(folder: Path, needed: int, label: str) -> None:
+    """Before a long job: `folder` (called `label` in messages) accepts a new file and its drive has `needed`
+    bytes free; else a `DiskFullError` or a `LorakitError` naming the folder and the bytes."""
+    probe = temp_name(folder / "write-test")
+    try:
+        probe.write_bytes(b"")
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(folder, needed, _free(folder), f"for the {label}") from exc
+        raise LorakitError(f"cannot write to the {label} {folder}: {exc.strerror or exc}",
+                           "check the folder's permissions or choose another output.output_dir") from exc
+    finally:
+        probe.unlink(missing_ok=True)
+    free = _free(folder)
+    if free is not None and free < needed:
+        raise DiskFullError(folder, needed, free, f"for the {label}")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (unknown counts as alive: nothing is removed)."""
+    if pid == os.getpid():
+        return True
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True
+    return True
+
+
+def is_stale_temp(path: Path, now: float | None = None) -> bool:
+    """A temporary file of ours whose writer is gone: its process is dead, or it names no process (older
+    lorakit), or another machine wrote it more than a week ago."""
+    m = TEMP_PATTERN.match(path.name)
+    if not m:
+        return False
+    if m["pid"] is None:
+        return True
+    if m["host"] == _host():
+        return not pid_alive(int(m["pid"]))
+    try:
+        return (now or time.time()) - path.stat().st_mtime > FOREIGN_TEMP_AGE_S
+    except OSError:
+        return False
+
+
+def remove_stale_temps(paths: Iterable[Path]) -> int:
+    """Delete the stale temporary files among `paths` (others are left alone); returns how many were removed."""
+    removed = 0
+    for p in paths:
+        if is_stale_temp(p):
+            try:
+                p.unlink()
+                removed += 1
+            except FileNotFoundError:
+                continue
+    return removed
+
+
+def temps_under(folder: Path, depth: int) -> Iterator[Path]:
+    """Candidate temporary files (`.*.tmp`) in `folder` and its sub-folders down to `depth` levels."""
+    for level in range(depth + 1):
+        yield from folder.glob("*/" * level + ".*.tmp")

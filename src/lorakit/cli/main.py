@@ -1,4 +1,5 @@
-"""The `lorakit` command. Thin: parse arguments, call `lorakit.api`, print. Errors exit 2 without a traceback."""
+"""The `lorakit` command. Thin: parse arguments, call `lorakit.api`, print. Errors exit without a traceback:
+status 2 for bad input (config, data, model, unreadable files), 3 when the disk (or quota) is full."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..errors import LorakitError
+from ..errors import EXIT_INPUT, DiskFullError, LorakitError, is_disk_full
 
 app = typer.Typer(
     name="lorakit",
@@ -46,9 +47,11 @@ def main() -> None:
     _register()
     try:
         app()
-    except LorakitError as exc:
+    except LorakitError as exc:  # exit 2 for bad input, 3 for a full disk (DiskFullError)
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-        sys.exit(2)
+        sys.exit(exc.exit_code)
     except (OSError, UnicodeError) as exc:  # a file we could not read or write: the message names it
+        if isinstance(exc, OSError) and is_disk_full(exc):
+            exc = DiskFullError(exc.filename or "a file", None, None, "writing")
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-        sys.exit(2)
+        sys.exit(getattr(exc, "exit_code", EXIT_INPUT))

@@ -115,6 +115,12 @@ class TrainSection(Section):
     validate_every_n_steps: int = Field(
         50, ge=1, description="Validation loss on the held-out images every N steps (when there are any)."
     )
+    log_with: Literal["none", "tensorboard"] = Field(
+        "none",
+        description="Also log loss, lr and val_loss per step for TensorBoard, in runs/<run_id>/train/tensorboard/ "
+        "(needs `pip install tensorboard`; view with `tensorboard --logdir runs`). log.csv and run.log are always "
+        "written.",
+    )
 
 
 class OutputSection(Section):

@@ -100,10 +100,10 @@ class TensorCache:
     def put(self, key: str, value: Value) -> None:
         """Store a tensor (or a dict of tensors) atomically: a temporary file renamed into place."""
         path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {_SINGLE: value} if isinstance(value, torch.Tensor) else dict(value)
         tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in tensors.items()}  # no shared storage
-        with atomic_path(path) as tmp:
+        size = sum(t.numel() * t.element_size() for t in tensors.values()) + 100 * len(tensors) + 8
+        with atomic_path(path, size) as tmp:  # creates the folder; a full disk is a DiskFullError naming the file
             save_file(tensors, str(tmp))
 
 

@@ -26,13 +26,13 @@ import imagehash
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
-from ..io import atomic_path, temp_name
+from ..io import TEMP_PATTERN, atomic_path, remove_stale_temps as _remove_stale, temp_name
 from .prepare_log import REUSE_HINT as _HINT, PREPARE_META, LogRow, _write_meta, read_log, read_meta, write_log
 from .scan import CAPTION_EXTENSIONS, IMAGE_EXTENSIONS, PREPARE_LOG, REJECTED_DIR
 from .similarity import colour_signature, dedupe, grey_thumbnail, laplacian_variance
 from .transforms import RGB, WHITE, decode
 
-_TEMP = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
+_TEMP = TEMP_PATTERN  # lorakit.io.temp_name: `.<name>[.<host>_<pid>].<32 hex>.tmp`
 CHECKPOINT_EVERY = 64  # processed files between two commits of outputs and log during a run
 DATA_EXTENSIONS = frozenset({".csv", ".json", ".jsonl"})
 Progress = Callable[[int, int, str], None]
@@ -309,11 +309,9 @@ def _remove_output(raw: Path, out: Path, old: LogRow, report: PrepareReport) -> 
 
 
 def remove_stale_temps(out: Path) -> int:
-    """Delete temporary files an interrupted run left behind (only names this module creates)."""
-    stale = [p for p in out.rglob(".*.tmp") if _TEMP.match(p.name)]
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return len(stale)
+    """Delete temporary files an interrupted run left behind (only names lorakit creates, and only when the process
+    that wrote one is gone)."""
+    return _remove_stale(p for p in out.rglob(".*.tmp") if _TEMP.match(p.name))
 
 
 def _open_out(raw: Path, out: Path) -> tuple[dict[str, LogRow], list[str]]:

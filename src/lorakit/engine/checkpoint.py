@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from ..config.schema import LorakitConfig
 from ..errors import LorakitError
 from ..families import ModelParts
@@ -22,6 +24,19 @@ class SavedLora:
     def main(self) -> Path:
         """The file users load: the kohya file when there is one."""
         return self.kohya or self.peft  # type: ignore[return-value]
+
+
+HEADER_BYTES_PER_TENSOR = 256  # a tensor's key, dtype, shape and offsets in the safetensors header (and its alpha)
+METADATA_BYTES = 64 * 1024  # ss_* / modelspec.* metadata, tag frequencies included, with room to spare
+
+
+def save_size_estimate(groups: list[dict], save_precision: str, save_format: str) -> int:
+    """Bytes one save takes (an upper estimate): the trainable adapter parameters × the save precision's bytes,
+    plus headers and metadata, twice for save_format = "both"."""
+    params = [p for g in groups for p in g["params"]]
+    itemsize = torch.empty((), dtype=formats.SAVE_DTYPES[save_precision]).element_size()
+    one = sum(p.numel() for p in params) * itemsize + len(params) * HEADER_BYTES_PER_TENSOR + METADATA_BYTES
+    return one * (2 if save_format == "both" else 1)
 
 
 def save_lora(parts: ModelParts, cfg: LorakitConfig, folder: Path, name: str, metadata: dict[str, str]) -> SavedLora:

@@ -18,12 +18,13 @@ from ..config.validate import check_arguments, weights_file
 from ..data.cache import TensorCache, default_cache_dir, missing_examples
 from ..data.pipeline import DatasetPlan, build_dataset
 from ..errors import ConfigError, LorakitError
+from ..io import check_free_space, remove_stale_temps, temps_under
 from ..families import ModelParts, detect_family, load_model
 from ..families.base import model_identity
 from ..modes import MODES
 from ..modes.base import Mode
 from ..networks import formats
-from .checkpoint import save_lora
+from .checkpoint import save_lora, save_size_estimate
 from .encode import BatchEncoder, cache_model_id
 from .events import Callback, CallbackList, Commands
 from .loop import LoopSettings, train_loop
@@ -45,6 +46,7 @@ class TrainResult:
     checkpoints: list[Path] = field(default_factory=list)
     peft_dir: Path | None = None
     validation_losses: list[tuple[int, float]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. a callback that failed (the run went on)
 
 
 def seed_everything(seed: int) -> None:
@@ -114,6 +116,15 @@ def build_network(cfg: LorakitConfig, parts: ModelParts, encoder: BatchEncoder) 
     return mode, groups
 
 
+def remove_interrupted_saves(output_dir: Path, cache_dir: Path | None) -> int:
+    """Remove temporary files of interrupted saves whose writer is gone, in the run folders of `output_dir`
+    (`<run>/`, `<run>/train/`, `<run>/train/<name>_peft/<part>/`, …) and in the disk cache; returns how many."""
+    removed = remove_stale_temps(temps_under(output_dir, 4)) if output_dir.is_dir() else 0
+    if cache_dir is not None and cache_dir.is_dir():
+        removed += remove_stale_temps(temps_under(cache_dir, 3))  # <cache>/<namespace>/<xx>/<key>.safetensors
+    return removed
+
+
 def train(
     cfg: LorakitConfig,
     run_dir: Path,
@@ -123,27 +134,33 @@ def train(
 ) -> TrainResult:
     """Train a LoRA as configured, writing results into `run_dir/train/`."""
     t, out = cfg.train, cfg.output
-    errors = [f"{f.key}: {f.message}" for f in check_arguments(cfg) if f.error]
-    if errors:  # optimizer / scheduler key=value arguments, before anything loads
+    from .tblog import check_log_with
+
+    errors = [f"{f.key}: {f.message}" for f in check_arguments(cfg) + check_log_with(cfg) if f.error]
+    if errors:  # optimizer / scheduler key=value arguments, loggers, before anything loads
         raise ConfigError(errors)
+    events = CallbackList(list(callbacks or []))
+    disk = (Path(cfg.data.cache_folder) if cfg.data.cache_folder else default_cache_dir()) \
+        if cfg.data.cache_latents_to_disk else None
+    removed = remove_interrupted_saves(Path(out.output_dir), disk)
+    if removed:
+        events.on_notice(f"removed {removed} temporary file(s) left by interrupted saves")
     seed_everything(t.seed)
     dataset = dataset or build_dataset(cfg.data, t.train_batch_size, t.seed)
     accelerator = make_accelerator(cfg)
-    disk = (Path(cfg.data.cache_folder) if cfg.data.cache_folder else default_cache_dir()) \
-        if cfg.data.cache_latents_to_disk else None
     parts = prepare_model(cfg, accelerator, skip_vae=all_latents_cached(cfg, dataset, disk))
     cache_text = t.cache_text_encoder_outputs and not cfg.network.train_text_encoder and not dataset.captions_vary
     encoder = BatchEncoder(parts, accelerator.device, WEIGHT_DTYPES[t.mixed_precision], t.cache_latents, cache_text,
                            t.seed, disk)
     mode, groups = build_network(cfg, parts, encoder)
+    train_dir = run_dir / "train"  # before the first step: room for at least one save of the LoRA
+    check_free_space(run_dir, save_size_estimate(groups, out.save_precision, out.save_format), "output folder")
     plan = build_plan(cfg, dataset)
     steps = plan.steps.total_steps
     optimizer = build_optimizer(t.optimizer_type, groups, t.learning_rate, t.optimizer_args)
     scheduler = build_scheduler(t.lr_scheduler, optimizer, plan.steps.warmup_steps, steps, t.lr_scheduler_num_cycles,
                                 t.lr_scheduler_args)
     optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
-    train_dir = run_dir / "train"
-    events = CallbackList(list(callbacks or []))
     events.on_plan(render_plan(plan))
     encoder.prefill(dataset.examples, t.train_batch_size, events.on_cache)
 
@@ -189,6 +206,10 @@ def train(
             lambda s: save(s), validate,
         )
         result.lora_path = save(result.steps, final=True)
+    except BaseException as exc:
+        events.on_error(str(exc) if isinstance(exc, LorakitError) else f"{type(exc).__name__}: {exc}")
+        raise
     finally:
         events.on_end(result.steps, result.stopped)
+        result.warnings = list(events.failures)
     return result

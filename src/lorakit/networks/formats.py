@@ -148,9 +148,16 @@ def save_kohya(path: Path, sd: dict[str, torch.Tensor], metadata: dict[str, str]
     """Write a kohya LoRA atomically, adding the content hashes to the metadata."""
     model_hash, legacy = safetensors_hashes(sd, metadata)
     meta = {**metadata, "sshs_model_hash": model_hash, "sshs_legacy_hash": legacy}
-    with atomic_path(path) as tmp:
+    with atomic_path(path, _file_size(sd, meta)) as tmp:
         save_file(sd, str(tmp), metadata=meta)
     return path
+
+
+def _file_size(sd: dict[str, torch.Tensor], metadata: dict[str, str]) -> int:
+    """About the bytes a .safetensors file of `sd` takes: the tensor data plus a header (JSON of keys, shapes,
+    offsets and metadata)."""
+    header = len(json.dumps(metadata)) + sum(len(k) + 80 for k in sd)
+    return sum(t.numel() * t.element_size() for t in sd.values()) + header + 8
 
 
 def save_peft(folder: Path, parts: ModelParts, dtype: torch.dtype) -> Path:
@@ -160,12 +167,14 @@ def save_peft(folder: Path, parts: ModelParts, dtype: torch.dtype) -> Path:
         sub = folder / attr
         sub.mkdir(parents=True, exist_ok=True)
         cfg = module.peft_config[ADAPTER]
-        with atomic_path(sub / "adapter_config.json") as tmp:
-            tmp.write_text(json.dumps(cfg.to_dict(), indent=2, default=list), encoding="utf-8")
+        text = json.dumps(cfg.to_dict(), indent=2, default=list).encode("utf-8")
+        with atomic_path(sub / "adapter_config.json", len(text)) as tmp:
+            tmp.write_bytes(text)
         state = {PEFT_PREFIX + k: v.detach().to("cpu", dtype).contiguous() for k, v in
                  get_peft_model_state_dict(module, adapter_name=ADAPTER).items()}
-        with atomic_path(sub / "adapter_model.safetensors") as tmp:
-            save_file(state, str(tmp), metadata={"format": "pt"})
+        meta = {"format": "pt"}
+        with atomic_path(sub / "adapter_model.safetensors", _file_size(state, meta)) as tmp:
+            save_file(state, str(tmp), metadata=meta)
     return folder
 
 
