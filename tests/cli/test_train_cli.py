@@ -126,3 +126,51 @@ def test_io_errors_exit_2_without_traceback(cli, tmp_path: Path) -> None:
     bad.write_bytes("[train]\n# caf\xe9\n".encode("latin-1"))
     code, out = cli("train", "--config", bad)
     assert code == 2 and "latin1.toml" in out and "Traceback" not in out
+
+
+def test_disk_full_at_a_checkpoint_exits_3_and_keeps_earlier_files(cli, tmp_path: Path, image_dir: Path,
+                                                                   monkeypatch) -> None:
+    """ENOSPC while saving the step-4 checkpoint: exit 3, the file and size named, step 2 and the logs kept,
+    no temporary file left."""
+    import errno
+
+    from lorakit.networks import formats
+
+    real_save, calls = formats.save_file, []
+
+    def save_file(sd, path, metadata=None):
+        calls.append(path)
+        if len(calls) == 2:
+            Path(path).write_bytes(b"half a file")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(sd, path, metadata=metadata)
+
+    monkeypatch.setattr(formats, "save_file", save_file)
+    code, out = cli("train", "--set", f"data.train_data_dir='{image_dir}'", "--set", "data.resolution=64",
+                    "--set", f"output.output_dir='{tmp_path / 'runs'}'", "--set", "train.max_train_steps=6",
+                    "--set", "output.save_every_n_steps=2")
+    text = " ".join(out.split())
+    (run,) = (tmp_path / "runs").iterdir()
+    train = run / "train"
+    assert code == 3, out
+    assert f"out of disk space writing {train / 'lora-step00000004.safetensors'}; it needs about" in text
+    assert "Traceback" not in out
+    assert sorted(p.name for p in train.iterdir()) == ["log.csv", "lora-step00000002.safetensors", "run.log"]
+    rows = (train / "log.csv").read_text().splitlines()
+    assert rows[0] == "step,epoch,loss,lr,val_loss,time" and [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4"]
+    assert "error: out of disk space writing" in (train / "run.log").read_text()
+    assert not [p for p in (tmp_path / "runs").rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_progress_lines_when_stdout_is_a_file(tmp_path: Path, image_dir: Path) -> None:
+    """Off a terminal (a log file, a pipe) the run prints plain lines with step/total, loss, lr, it/s and ETA."""
+    proc = subprocess.run([sys.executable, "-m", "lorakit.cli", "train", "--set", f"data.train_data_dir='{image_dir}'",
+                           "--set", "data.resolution=64", "--set", f"output.output_dir='{tmp_path / 'runs'}'",
+                           "--set", "train.max_train_steps=10"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    import re
+
+    steps = [int(m) for m in re.findall(r"^step (\d+)/10 \(\d+%\)  epoch \d+  loss [0-9.]+  lr [0-9.e+-]+  "
+                                         r"[0-9.]+ it/s  ETA \d+:\d\d:\d\d$", proc.stdout, re.M)]
+    assert steps == list(range(1, 11))  # every 10 % of 10 steps
+    assert "\x1b[" not in proc.stdout  # no terminal control codes in a file
