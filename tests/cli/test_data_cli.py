@@ -68,3 +68,52 @@ def test_errors_exit_2_with_a_message(tmp_path: Path, monkeypatch, capsys) -> No
     (tmp_path / "o" / "notes.txt").write_text("mine", encoding="utf-8")
     code, text = run(monkeypatch, capsys, "prepare", str(tmp_path / "raw"), "--out", str(tmp_path / "o"))
     assert code == 2 and "not empty" in text and (tmp_path / "o" / "notes.txt").read_text(encoding="utf-8") == "mine"
+
+
+def bomb_png(path: Path, width: int = 60000, height: int = 60000) -> Path:
+    """A 68-byte PNG whose header claims `width` × `height` (over twice Pillow's decompression-bomb limit)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_decompression_bomb_is_named_by_inspect_plan_and_train(tmp_path: Path, monkeypatch, capsys) -> None:
+    data = tmp_path / "data" / "5_thing"
+    data.mkdir(parents=True)
+    Image.new("RGB", (64, 64)).save(data / "ok.png")
+    bomb = bomb_png(data / "huge.png")
+    runs = tmp_path / "runs"
+    for args in (["dataset", "inspect", str(tmp_path / "data")],
+                 ["plan", "--set", f"data.train_data_dir='{tmp_path / 'data'}'"],
+                 ["train", "--set", f"data.train_data_dir='{tmp_path / 'data'}'", "--set",
+                  f"output.output_dir='{runs}'", "--set", "data.resolution=64"]):
+        code, text = run(monkeypatch, capsys, *args)
+        assert code == 2, (args, text)
+        assert "Traceback" not in text and "1 unreadable image(s)" in text, (args, text)
+        assert f"image {bomb} is too large" in text and "decompression bomb" in text, (args, text)
+        assert "lorakit prepare" in text, (args, text)
+    assert not runs.exists() or not any(runs.iterdir())  # no run folder left behind
+
+
+def test_inspect_lists_images_without_captions_and_warnings(tmp_path: Path, monkeypatch, capsys) -> None:
+    folder = tmp_path / "3_x"
+    folder.mkdir()
+    for i in range(13):
+        Image.new("RGB", (64, 64), (i, 0, 0)).save(folder / f"{i:02d}.png")
+    (folder / "00.txt").write_text("a cube", encoding="utf-8")
+    (folder / "01.txt").write_text("", encoding="utf-8")
+    Image.new("RGB", (64, 256)).save(folder / "tall.png")  # 1:4 in a 1:2 bucket: half cut away
+    code, text = run(monkeypatch, capsys, "dataset", "inspect", str(tmp_path), "--set", "data.resolution=64",
+                     "--set", "data.image_size=[128, 128]", "--set", "data.min_bucket_reso=64")
+    assert code == 0, text
+    uncaptioned = ", ".join(f"{i:02d}.png" for i in range(2, 12))
+    assert f"images without captions in {folder} (12): {uncaptioned} … and 2 more" in text
+    assert (f"warning: 1 caption file(s) are empty (0 bytes or only spaces), so their images train with no caption "
+            f"text of their own: {folder / '01.txt'} — write the captions or delete the files") in text
+    assert f"{folder / 'tall.png'} (64×256 → 64×128, 50 % cut)" in text

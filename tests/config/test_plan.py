@@ -179,12 +179,17 @@ def test_plan_warns_about_heavily_cropped_images(tmp_path: Path) -> None:
     plan = plan_for(tmp_path, "data.image_size=[128, 128]", "data.max_aspect_ratio=2.0")
     assert plan.warnings == [
         f"1 image(s) lose a fifth or more of their area to cropping: their aspect ratio is far outside the buckets' "
-        f"range (long side at most 2 × the short side): {tmp_path / '1_x' / 'pano.png'} (384×64 → 128×64, 67 % cut)"
-        f" — crop them yourself to keep what matters, or raise data.max_aspect_ratio"]
+        f"range (widest 128×64, tallest 64×128): {tmp_path / '1_x' / 'pano.png'} (384×64 → 128×64, 67 % cut)"
+        f" — crop them yourself to keep what matters, or widen the bucket range (data.max_aspect_ratio, "
+        f"data.min_bucket_reso)"]
+    plan = plan_for(tmp_path, "data.image_size=[128, 128]", "data.bucket_mode='kohya'")
+    assert "(long side at most 2 × the short side)" in plan.warnings[0] and "(384×64 → 64×64, 83 % cut)" in \
+        plan.warnings[0]
     plan = plan_for(tmp_path, "data.enable_bucket=false")
     assert plan.warnings[0].startswith("1 image(s) lose a fifth or more of their area to cropping: buckets are off "
                                        "(data.enable_bucket = false), so every image is cropped to 64×64: ")
-    assert "(384×64 → 64×64, 83 % cut)" in plan.warnings[0] and plan.warnings[0].endswith("data.enable_bucket = true")
+    assert "(384×64 → 64×64, 83 % cut)" in plan.warnings[0]
+    assert plan.warnings[0].endswith("or set data.enable_bucket = true")
 
 
 def test_plan_names_symlinks_it_skips_and_oversized_images(tmp_path: Path) -> None:

@@ -8,10 +8,12 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from .. import api
+from ..config.plan import data_warnings
 from ..data.preprocess import PrepareOptions, PrepareReport
 from ..data.settings import DataSection
 from ..data.transforms import parse_color
@@ -22,6 +24,7 @@ from .options import ConfigFiles, SetValues, resolve_options
 console = Console()
 dataset_app = typer.Typer(help="Look at a dataset folder the way training will.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
+LISTED = 10  # file names listed per folder before "… and N more"
 
 
 @app.command()
@@ -114,3 +117,16 @@ def inspect(
         raise DataError(f"no training examples in {data_dir}", "check the folder names' repeat prefixes")
     console.print(f"validation images: {len(plan.validation)}   batch size: {size}   "
                   f"[bold]steps per epoch: {len(plan.sampler)}[/]", highlight=False)
+    for f in plan.folders:
+        if f.uncaptioned:
+            names = listed([p.relative_to(f.path).as_posix() for p in f.uncaptioned])
+            console.print(escape(f"images without captions in {f.path} ({len(f.uncaptioned)}): {names}"),
+                          highlight=False, soft_wrap=True)
+    for warning in data_warnings(plan, cfg.model_copy(update={"data": data})):
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+
+
+def listed(names: list[str], limit: int = LISTED) -> str:
+    """'a.png, b.png … and 3 more'."""
+    more = f" … and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more

@@ -198,13 +198,21 @@ def data_warnings(dataset: object, cfg: LorakitConfig) -> list[str]:
     crops = getattr(dataset, "heavy_crops", [])
     if crops:
         d = cfg.data
-        why = (f"buckets are off (data.enable_bucket = false), so every image is cropped to "
-               f"{d.max_size[0]}×{d.max_size[1]}" if not d.enable_bucket else
-               f"their aspect ratio is far outside the buckets' range (long side at most "
-               f"{d.max_aspect_ratio:g} × the short side)")
+        main = list(getattr(getattr(dataset, "buckets", None), "main", ()))
+        if not d.enable_bucket:
+            why = f"buckets are off (data.enable_bucket = false), so every image is cropped to " \
+                  f"{d.max_size[0]}×{d.max_size[1]}"
+        elif main:
+            wide, tall = max(main, key=lambda b: b[0] / b[1]), min(main, key=lambda b: b[0] / b[1])
+            why = f"their aspect ratio is far outside the buckets' range (widest {wide[0]}×{wide[1]}, tallest " \
+                  f"{tall[0]}×{tall[1]})"
+        else:
+            why = f"their aspect ratio is far outside the buckets' range (long side at most " \
+                  f"{d.max_aspect_ratio:g} × the short side)"
         shown = _names(f"{c.path} ({c.size[0]}×{c.size[1]} → {c.bucket[0]}×{c.bucket[1]}, "
                        f"{round(100 * c.cropped)} % cut)" for c in crops)
-        fix = "set data.enable_bucket = true" if not d.enable_bucket else "raise data.max_aspect_ratio"
+        fix = "set data.enable_bucket = true" if not d.enable_bucket else \
+            "widen the bucket range (data.max_aspect_ratio, data.min_bucket_reso)"
         out.append(f"{len(crops)} image(s) lose a fifth or more of their area to cropping: {why}: {shown} — crop "
                    f"them yourself to keep what matters, or {fix}")
     large = getattr(dataset, "large_images", [])
