@@ -138,38 +138,41 @@ def check_arguments(cfg: LorakitConfig) -> list[Finding]:
 
 def _dry_run(cfg: LorakitConfig) -> list[Finding]:
     """Build the optimizer and the schedule on a one-element parameter, so that a value the signature accepts
-    but the constructor refuses (betas out of range, a negative eps, ...) is an error now, not mid-run."""
+    but the constructor refuses (betas out of range, a negative eps, ...) is an error now, not mid-run.
+    Only with user arguments: the defaults always build, and torch and diffusers take seconds to import."""
+    t = cfg.train
+    if not (t.optimizer_args or t.lr_scheduler_args):
+        return []
     import torch
 
     from ..engine.optim import build_optimizer
+    from ..engine.schedule import build_scheduler
     from ..errors import ConfigError
 
-    t = cfg.train
-    param = torch.nn.Parameter(torch.zeros(1))
     try:
-        optimizer = build_optimizer(t.optimizer_type, [{"params": [param]}], t.learning_rate or 1e-4,
-                                    t.optimizer_args)
+        optimizer = build_optimizer(t.optimizer_type, [{"params": [torch.nn.Parameter(torch.zeros(1))]}],
+                                    t.learning_rate or 1e-4, t.optimizer_args)
     except ConfigError:
         return []  # the package is missing: check_environment says so
     except Exception as exc:  # noqa: BLE001 - any constructor error is the user's value
         return [Finding("train.optimizer_args", f"{t.optimizer_type} refuses these arguments: {exc}")]
-    from ..engine.schedule import build_scheduler
-
-    if not t.lr_scheduler_args:  # the built-in schedules take nothing else from the user (and diffusers is slow
-        return []               # to import)
-    try:
-        build_scheduler(t.lr_scheduler, optimizer, 1, 10, t.lr_scheduler_num_cycles, t.lr_scheduler_args)
-    except Exception as exc:  # noqa: BLE001
-        return [Finding("train.lr_scheduler_args", f"scheduler '{t.lr_scheduler}' refuses these arguments: {exc}")]
+    if t.lr_scheduler_args:
+        try:
+            build_scheduler(t.lr_scheduler, optimizer, 1, 10, t.lr_scheduler_num_cycles, t.lr_scheduler_args)
+        except Exception as exc:  # noqa: BLE001
+            return [Finding("train.lr_scheduler_args", f"scheduler '{t.lr_scheduler}' refuses these arguments: "
+                                                       f"{exc}")]
     return []
 
 
 def check_environment(cfg: LorakitConfig) -> list[Finding]:
     """What this machine must have for the run: CUDA for fp16, bf16 support, bitsandbytes for AdamW8bit."""
-    import torch
+    found, cuda = [], False
+    mp = cfg.train.mixed_precision
+    if mp != "no":  # torch is imported only when precision matters (it takes seconds)
+        import torch
 
-    found = []
-    mp, cuda = cfg.train.mixed_precision, torch.cuda.is_available()
+        cuda = torch.cuda.is_available()
     if mp == "fp16" and not cuda:
         found.append(Finding("train.mixed_precision", "'fp16' needs a CUDA GPU and this machine has none; "
                              "use 'bf16' (works on CPU) or 'no'"))
