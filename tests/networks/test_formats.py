@@ -135,3 +135,36 @@ def test_legacy_hash_and_resolution_follow_kohya(tmp_path: Path) -> None:
         saved = f.metadata()
     blob = save(sd, {"ss_network_dim": "4"})  # kohya hashes the file as written with only the ss_* metadata
     assert saved["sshs_legacy_hash"] == hashlib.sha256(blob[0x100000 : 0x100000 + 0x10000]).hexdigest()[:8]
+
+
+def test_key_check_names_a_count_and_a_few_examples() -> None:
+    parts = trained_parts("tiny-sd1", False)
+    sd = formats.to_kohya(parts, 2.0)
+    bad = [f"lora_unet_down_blocks_9_attentions_{i}_proj_in" for i in range(40)]
+    for name in bad:
+        sd[f"{name}.lora_down.weight"] = torch.zeros(4, 4)
+    with pytest.raises(LorakitError) as exc:
+        formats.check_kohya_keys(sd, parts)
+    assert exc.value.message == (f"40 LoRA key(s) match no module of the sd1 model: {', '.join(sorted(bad)[:3])} "
+                                 "and 37 more")
+
+
+def test_resume_mismatch_is_a_count_and_three_examples(tmp_path: Path) -> None:
+    """An SDXL file resumed into an SD1 network: every module differs; the message stays a few lines."""
+    xl = trained_parts("tiny-sdxl", True)
+    path = formats.save_kohya(tmp_path / "xl.safetensors", formats.to_kohya(xl, 2.0), {})
+    sd1 = load_model(ModelSection(pretrained_model_name_or_path="tiny-sd1"))
+    attach_lora(sd1, NetworkSection(network_dim=4, network_alpha=2, train_text_encoder=True))
+    with pytest.raises(LorakitError) as exc:
+        formats.load_kohya_weights(sd1, path, 2.0)
+    mine = {formats._prefix(n) for n in formats.kohya_module_names(sd1)}
+    network = sum(len(formats._lora_layers(m)) for m, _ in formats._components(sd1))
+    theirs = len({k.split(".")[0] for k in formats.to_kohya(xl, 2.0)})
+    assert mine == {"lora_unet", "lora_te"}
+    # the SD1 UNet modules are missing from the file (it has a UNet part); its te modules are not checked (no
+    # lora_te_ part: a new text-encoder LoRA starts fresh); every SDXL module is extra
+    te = sum(len(formats._lora_layers(te)) for te in sd1.text_encoders)
+    differ = (network - te) + theirs
+    assert exc.value.message.startswith(f"network.network_weights {path} does not fit this network: {differ} "
+                                        "module(s) differ, e.g. ")
+    assert exc.value.message.count("; ") == 2 and len(exc.value.message) < 600

@@ -95,11 +95,12 @@ def load_kohya_weights(parts: ModelParts, path: Path, alpha: float) -> int:
                 a.copy_(down.to(a)), b.copy_(up.to(b))
             loaded += 1
     extra = sorted({k.split(".")[0] for k in sd} - expected)
-    problems += [f"{name}: in the file but not in the network" for name in extra[:3]]
+    problems += [f"{name}: in the file but not in the network" for name in extra]
     if problems or not loaded:
+        what = (f"{len(problems)} module(s) differ, e.g. " + "; ".join(problems[:3])) if problems \
+            else "no module names match"
         raise LorakitError(
-            f"network.network_weights {path} does not fit this network: "
-            + ("; ".join(problems[:3]) if problems else "no module names match"),
+            f"network.network_weights {path} does not fit this network: {what}",
             "use a LoRA trained on the same model family with the same network_dim and target modules",
         )
     return loaded
@@ -110,17 +111,96 @@ def _lora_layers(module: torch.nn.Module) -> dict[str, Any]:
     return {p: m for p, m in module.named_modules() if hasattr(m, "lora_A") and ADAPTER in m.lora_A}
 
 
-def kohya_module_names(parts: ModelParts) -> set[str]:
-    """Every kohya name a loader could match in this model (Linear and Conv modules of UNet and text encoders)."""
-    names, layers = set(), (torch.nn.Linear, torch.nn.Conv2d)
-    for module, name_of in _namers(parts):
+def kohya_modules(parts: ModelParts) -> tuple[dict[str, torch.nn.Module], set[str]]:
+    """({kohya name: Linear/Conv2d layer} of UNet and text encoders, name prefixes that cover only part of their
+    component's layers — SDXL's UNet outside the mapped attention blocks has no kohya name here)."""
+    named, partial, layers = {}, set(), (torch.nn.Linear, torch.nn.Conv2d)
+    prefixes = ("lora_unet", *parts.family.kohya_te_prefixes)  # in `_namers` order
+    for (module, name_of), prefix in zip(_namers(parts), prefixes):
         for path, mod in module.named_modules():
             if isinstance(mod, layers) and ".lora_" not in path:
                 try:
-                    names.add(name_of(path.replace(".base_layer", "")))
+                    named[name_of(path.replace(".base_layer", ""))] = mod
                 except LorakitError:  # SDXL modules outside the mapped attention blocks
-                    pass
-    return names
+                    partial.add(prefix)
+    return named, partial
+
+
+def kohya_module_names(parts: ModelParts) -> set[str]:
+    """Every kohya name a loader could match in this model (Linear and Conv modules of UNet and text encoders)."""
+    return set(kohya_modules(parts)[0])
+
+
+def _prefix(name: str) -> str:
+    """'lora_unet', 'lora_te', 'lora_te1', …: the component part of a kohya module name."""
+    return "_".join(name.split("_")[:2])
+
+
+def short_list(items: list[str], shown: int = 3) -> str:
+    """'a, b, c' or 'a, b, c and 17 more': an error names a few examples, never hundreds."""
+    more = len(items) - shown
+    return ", ".join(items[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
+def kohya_fit_problems(parts: ModelParts, shapes: dict[str, list[int]]) -> tuple[int, list[str]]:
+    """(kohya modules in a LoRA file, those that do not fit the model): a module the model lacks, or whose
+    input/output width or kind (Linear vs Conv) differs from the model's layer. Only `shapes` (tensor name → shape,
+    from the header) is needed. Names the model's family leaves unmapped (SDXL UNet resnets) are not counted
+    against it as long as some of that component's modules match."""
+    model, partial = kohya_modules(parts)
+    modules: dict[str, dict[str, list[int]]] = {}
+    for key, shape in shapes.items():
+        name, _, suffix = key.partition(".")
+        if name.startswith(("lora_unet_", "lora_te")):
+            modules.setdefault(name, {})[suffix] = shape
+    matched = {_prefix(n) for n in modules if n in model}
+    problems = []
+    for name, tensors in modules.items():
+        layer = model.get(name)
+        if layer is None:
+            if _prefix(name) not in partial or _prefix(name) not in matched:
+                problems.append(f"{name} (not in the model)")
+            continue
+        down, up = tensors.get("lora_down.weight"), tensors.get("lora_up.weight")
+        if down is None or up is None:  # LoHa / LoKr / other layouts: the name is what can be checked
+            continue
+        conv = isinstance(layer, torch.nn.Conv2d)
+        want_in, want_out = (layer.in_channels, layer.out_channels) if conv else (layer.in_features, layer.out_features)
+        if (len(down) == 4) != conv or len(down) < 2 or len(up) < 1:
+            problems.append(f"{name} ({'conv' if len(down) == 4 else 'linear'} in the LoRA, "
+                            f"{'conv' if conv else 'linear'} in the model)")
+        elif (down[1], up[0]) != (want_in, want_out):
+            problems.append(f"{name} (LoRA {down[1]}→{up[0]}, model {want_in}→{want_out})")
+    return len(modules), problems
+
+
+def peft_fit_problems(parts: ModelParts, loaded: dict[str, dict[str, torch.Tensor]]) -> tuple[int, list[str]]:
+    """(adapted modules in a PEFT folder's state, those that do not fit the model): a component or module the model
+    lacks, or a width that differs from the model's layer."""
+    count, problems = 0, []
+    for component, state in loaded.items():
+        module = getattr(parts.pipeline, component, None)
+        layers = dict(module.named_modules()) if isinstance(module, torch.nn.Module) else None
+        pairs: dict[str, dict[str, torch.Tensor]] = {}
+        for key, tensor in state.items():
+            path, _, rest = key.rpartition(".lora_")
+            if path:
+                pairs.setdefault(path, {})[rest.split(".")[0]] = tensor
+        for path, pair in pairs.items():
+            count += 1
+            layer = layers.get(path) if layers is not None else None
+            if layers is None:
+                problems.append(f"{component}.{path} (no {component} in the {parts.family.name} model)")
+                continue
+            if not isinstance(layer, (torch.nn.Linear, torch.nn.Conv2d)):
+                problems.append(f"{component}.{path} (not in the model)")
+                continue
+            conv = isinstance(layer, torch.nn.Conv2d)
+            want = (layer.in_channels, layer.out_channels) if conv else (layer.in_features, layer.out_features)
+            a, b = pair.get("A"), pair.get("B")
+            if a is not None and b is not None and (a.shape[1], b.shape[0]) != want:
+                problems.append(f"{component}.{path} (LoRA {a.shape[1]}→{b.shape[0]}, model {want[0]}→{want[1]})")
+    return count, problems
 
 
 def check_kohya_keys(sd: dict[str, torch.Tensor], parts: ModelParts) -> None:
@@ -129,7 +209,7 @@ def check_kohya_keys(sd: dict[str, torch.Tensor], parts: ModelParts) -> None:
     bad = sorted({k.split(".")[0] for k in sd} - valid)
     if bad:
         raise LorakitError(
-            f"{len(bad)} LoRA key(s) match no module of the {parts.family.name} model, e.g. {bad[0]}",
+            f"{len(bad)} LoRA key(s) match no module of the {parts.family.name} model: {short_list(bad)}",
             "this is a lorakit bug in the key mapping; please report it with the model and target modules",
         )
 
