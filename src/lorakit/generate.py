@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,18 +19,24 @@ if TYPE_CHECKING:
 LORA_ADAPTER = "lora"  # the adapter name a loaded LoRA gets in the pipeline
 
 
-def apply_lora(parts: ModelParts, lora: Path, weight: float) -> None:
-    """Load a LoRA into the pipeline with diffusers' own loader and set its weight."""
+def apply_lora(parts: ModelParts, lora: Path, weight: float, model: str | None = None) -> None:
+    """Load a LoRA into the pipeline with diffusers' own loader and set its weight.
+
+    A LoRA for another model (family, widths or module names; see `check_lora_fits`) is refused before loading:
+    diffusers would skip what does not match and render the base model as if the LoRA were applied.
+    `model` names the base model in messages.
+    """
     if not lora.exists():
         raise LorakitError(f"LoRA not found: {lora}", "pass a .safetensors file or a PEFT folder from runs/<id>/train/")
     pipe = parts.pipeline
     if lora.is_dir():
-        from .networks.formats import load_peft_folder
+        from .networks.formats import load_peft_folder, peft_fit_problems
 
         loaded = load_peft_folder(lora)
         if not loaded:
             raise LorakitError(f"{lora} holds no PEFT adapter (no */adapter_model.safetensors)",
                                "pass the <name>_peft folder lorakit wrote, or a .safetensors LoRA file")
+        _refuse_misfit(lora, parts, model, *peft_fit_problems(parts, loaded))
         for component, state in loaded.items():
             config = _peft_config(lora / component)
             if component == "unet":  # with its config, so alpha (the strength) is the trained one
@@ -38,12 +45,59 @@ def apply_lora(parts: ModelParts, lora: Path, weight: float) -> None:
                 getattr(pipe, component).load_adapter(
                     adapter_state_dict=state, adapter_name=LORA_ADAPTER, peft_config=config)
     else:
+        check_lora_fits(parts, lora, model)
         try:
             pipe.load_lora_weights(str(lora), adapter_name=LORA_ADAPTER)
-        except (OSError, ValueError, KeyError) as exc:
-            raise LorakitError(f"cannot load LoRA {lora}: {exc}",
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:  # diffusers/peft messages can list every key
+            raise LorakitError(f"cannot load LoRA {lora}: {_first_line(exc)}",
                                "is it a LoRA .safetensors for this model family?") from exc
     pipe.set_adapters([LORA_ADAPTER], adapter_weights=[weight])
+
+
+def check_lora_fits(parts: ModelParts, lora: Path, model: str | None = None) -> None:
+    """Refuse a LoRA file made for another model: its metadata names another family (kohya
+    `ss_base_model_version` / `modelspec.architecture`), or its modules are not the model's (a name the model lacks,
+    another input/output width). Reads only the file's header."""
+    from safetensors import safe_open
+
+    from .families import lora_family
+    from .networks.formats import kohya_fit_problems
+
+    try:
+        with safe_open(str(lora), "pt") as f:
+            shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+            metadata = f.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types for a file that is not one
+        raise LorakitError(f"cannot read LoRA {lora}: {_first_line(exc)}",
+                           "pass a LoRA .safetensors file or a PEFT folder") from exc
+    if not any(marker in k for k in shapes for marker in ("lora", "hada_", "lokr_")):
+        raise LorakitError(f"{lora} holds no LoRA weights ({len(shapes)} tensors, none named lora/hada/lokr)",
+                           "is it a base model checkpoint? pass it with --model, and the LoRA with --lora")
+    family, evidence = lora_family(shapes, metadata)
+    if family is not None and family != parts.family.name:
+        name = model or parts.family.name
+        raise LorakitError(f"LoRA {lora.name} is for {family} ({evidence}), but {name} is an {parts.family.name} "
+                           "model", f"use a LoRA trained on an {parts.family.name} model, or pass a base model of the LoRA's family with -m")
+    _refuse_misfit(lora, parts, model, *kohya_fit_problems(parts, shapes))
+
+
+def _refuse_misfit(lora: Path, parts: ModelParts, model: str | None, count: int, problems: list[str]) -> None:
+    """A short error when some of a LoRA's `count` modules do not fit the model: a count and a few examples."""
+    if not problems:
+        return
+    from .networks.formats import short_list
+
+    name = model or "the model"
+    raise LorakitError(
+        f"LoRA {lora.name} does not fit {name} (an {parts.family.name} model): {len(problems)} of {count} LoRA "
+        f"modules differ, e.g. {short_list(problems)}",
+        "use a LoRA trained on this model's family and architecture")
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message cut to its first line and `limit` characters (library messages can list every key)."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text if len(text) <= limit else text[:limit] + " …"
 
 
 def _peft_config(folder: Path):
@@ -78,6 +132,10 @@ def unique_path(folder: Path, stem: str, suffix: str = ".png") -> Path:
 def check_request(req: "GenerateRequest") -> None:
     """Problems a user can fix, reported before anything loads."""
     problems = []
+    if not math.isfinite(req.weight):
+        problems.append(f"--weight {req.weight}: must be a finite number (e.g. 0.8)")
+    if not math.isfinite(req.guidance_scale):
+        problems.append(f"--guidance {req.guidance_scale}: must be a finite number (e.g. 7)")
     if req.steps < 1:
         problems.append(f"--steps {req.steps}: must be at least 1")
     for name, value in (("--width", req.width), ("--height", req.height)):
@@ -92,7 +150,7 @@ def render(req: "GenerateRequest") -> list[Path]:
     check_request(req)
     parts = load_model(ModelSection(pretrained_model_name_or_path=req.model, family=req.family))
     if req.lora:
-        apply_lora(parts, Path(req.lora), req.weight)
+        apply_lora(parts, Path(req.lora), req.weight, req.model)
     req.out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     images = render_images(parts, req.prompt, req.seeds, req.negative_prompt, req.steps, req.guidance_scale,
