@@ -222,6 +222,13 @@ def test_cli_family_that_the_model_contradicts(tmp_path: Path, monkeypatch, caps
     code, text = run_cli(monkeypatch, capsys, "generate", "-m", folder, "--family", "sd1", "-p", "x", "-o", out)
     assert code == 2 and f"{folder} is an sd2 model, not sd1" in text
 
+    from families.ldm_checkpoint import write_single_file  # tests/families: an original-layout checkpoint
+
+    single = write_single_file(load_model(ModelSection(pretrained_model_name_or_path="tiny-sdxl")).pipeline, "sdxl",
+                               tmp_path / "xl.safetensors")
+    code, text = run_cli(monkeypatch, capsys, "generate", "-m", single, "--family", "sd2", "-p", "x", "-o", out)
+    assert code == 2 and f"{single} is an sdxl model, not sd2" in text
+
     code, text = run_cli(monkeypatch, capsys, "generate", "-m", "tiny-sd1", "-p", "x", "--weight", "nan", "-o", out)
     assert code == 2 and "--weight nan: must be a finite number" in text
     assert not out.exists()
