@@ -320,10 +320,12 @@ def test_tensorboard_scalars_match_log_csv(tmp_path: Path) -> None:
 
 def test_tensorboard_missing_is_a_config_error_before_anything_runs(tmp_path: Path, image_dir: Path,
                                                                      monkeypatch) -> None:
-    monkeypatch.setattr(tblog.importlib.util, "find_spec", lambda name: None)
     cfg = config(tmp_path, image_dir, "train.log_with='tensorboard'")
+    monkeypatch.setattr(tblog.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match="train.log_with.*pip install tensorboard"):
+        config(tmp_path, image_dir, "train.log_with='tensorboard'")  # config.validate.check
     with pytest.raises(ConfigError) as info:
-        api.train(cfg)
+        api.train(cfg)  # a config built before (or by other code): api.train checks too
     assert "train.log_with" in str(info.value) and "pip install tensorboard" in str(info.value)
     assert not (tmp_path / "runs").exists() or list((tmp_path / "runs").iterdir()) == []
     assert tblog.check_log_with(config(tmp_path, image_dir)) == []
@@ -398,3 +400,17 @@ def test_save_file_is_real_safetensors_for_the_hint(tmp_path: Path) -> None:
     save_file(sd, str(tmp_path / "a.safetensors"), metadata=meta)
     size = (tmp_path / "a.safetensors").stat().st_size
     assert size <= _file_size(sd, meta) <= size + 200
+
+
+def test_config_validate_names_the_missing_tensorboard(tmp_path: Path, image_dir: Path, monkeypatch, capsys) -> None:
+    from lorakit.cli.main import main
+
+    toml = tmp_path / "my.toml"
+    toml.write_text(f'[data]\ntrain_data_dir = "{image_dir}"\n[train]\nlog_with = "tensorboard"\n', encoding="utf-8")
+    monkeypatch.setattr(tblog.importlib.util, "find_spec", lambda name: None)
+    for command in (["config", "validate", toml], ["plan", "--config", toml], ["train", "--config", toml]):
+        monkeypatch.setattr(sys, "argv", ["lorakit", *map(str, command)])
+        with pytest.raises(SystemExit) as exc:
+            main()
+        out = " ".join(capsys.readouterr().err.split())
+        assert exc.value.code == 2 and "train.log_with" in out and "pip install tensorboard" in out, (command, out)

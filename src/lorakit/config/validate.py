@@ -424,6 +424,7 @@ def check_paths(cfg: LorakitConfig) -> list[Finding]:
 def check(cfg: LorakitConfig, paths: bool = False) -> tuple[list[Finding], list[Finding]]:
     """All semantic checks; returns (errors, warnings). `paths` adds the file-system checks."""
     found = check_training(cfg) + check_family(cfg) + check_arguments(cfg)
+    found += importlib.import_module("lorakit.engine.tblog").check_log_with(cfg)  # train.log_with's package
     if not any(f.error for f in found if f.key.startswith("train.")):
         found += _dry_run(cfg)
     if paths:  # this machine: files, folders, packages, GPU
