@@ -294,3 +294,14 @@ def test_unreadable_files_are_config_errors(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as exc:
             import_file(ok, bad)
         assert exc.value.problems[0].startswith(f"{bad}: ")
+
+
+def test_files_with_a_utf8_bom_import(tmp_path: Path) -> None:
+    """Windows editors save a byte-order mark; json and tomllib refuse it unless it is stripped."""
+    gui = tmp_path / "gui.json"
+    gui.write_bytes(b"\xef\xbb\xbf" + b'{"learning_rate": 0.0003, "network_dim": 12}')
+    toml = tmp_path / "sd.toml"
+    toml.write_bytes(b"\xef\xbb\xbf" + b"learning_rate = 0.0003\nnetwork_dim = 12\n")
+    for f in (gui, toml):
+        v = import_file(f).values
+        assert v["train"]["learning_rate"] == 0.0003 and v["network"]["network_dim"] == 12

@@ -481,9 +481,9 @@ def import_file(path: Path, dataset_toml: Path | None = None) -> ImportResult:
     """Read a kohya_ss GUI .json or sd-scripts .toml (and optional dataset .toml) into an ImportResult."""
     try:
         if path.suffix.lower() == ".json":
-            src, gui = json.loads(path.read_text(encoding="utf-8")), True
+            src, gui = json.loads(path.read_text(encoding="utf-8-sig")), True
         else:
-            src, gui = _flatten_tables(tomllib.loads(path.read_text(encoding="utf-8"))), False
+            src, gui = _flatten_tables(tomllib.loads(path.read_text(encoding="utf-8-sig"))), False
     except FileNotFoundError:
         raise ConfigError([f"{path}: file not found"]) from None
     except OSError as exc:
@@ -505,7 +505,7 @@ def import_file(path: Path, dataset_toml: Path | None = None) -> ImportResult:
             result.notes.append(f"dataset_config {candidate} not found; pass it with --dataset-toml")
     if dataset_toml is not None:
         try:
-            dataset = tomllib.loads(Path(dataset_toml).read_text(encoding="utf-8"))
+            dataset = tomllib.loads(Path(dataset_toml).read_text(encoding="utf-8-sig"))
         except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise ConfigError([f"{dataset_toml}: cannot read the dataset TOML: {reason}"]) from None

@@ -15,7 +15,6 @@ import dataclasses
 import hashlib
 import io
 import os
-import re
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
