@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .config.loader import Layer, resolve
+from .config.schema import SampleSection
 from .engine.events import Callback
 from .engine.trainer import TrainResult
 from .io import atomic_path
@@ -74,6 +75,11 @@ class DemoResult:
     visible: bool = False  # pixel_change >= VISIBLE_CHANGE
 
 
+# The before/after render. Not part of the training config: sample images during training are a later feature,
+# and the config refuses settings nothing reads.
+DEMO_SAMPLE = SampleSection(prompt=f"{TRIGGER}, a red circle, flat colours", steps=12, seed=7)
+
+
 def demo_config(workdir: Path, steps: int = 40):
     """The demo's config: tiny SD1 model, rank 8, a few dozen steps."""
     layer = Layer("demo", {
@@ -83,7 +89,6 @@ def demo_config(workdir: Path, steps: int = 40):
         "train": {"learning_rate": 1e-3, "max_train_steps": steps, "train_batch_size": 2, "lr_scheduler": "cosine",
                   "lr_warmup_steps": 4, "seed": 42},
         "output": {"output_dir": str(workdir / "runs"), "output_name": "demo_lora"},
-        "sample": {"prompt": f"{TRIGGER}, a red circle, flat colours", "steps": 12, "seed": 7},
     })
     return resolve([layer])
 
@@ -97,7 +102,7 @@ def run_demo(workdir: Path, callbacks: list[Callback] | None = None, steps: int 
     data_dir = write_sample_images(workdir / "images")
     cfg = demo_config(workdir, steps)
     result = api.train(cfg, callbacks)
-    s = cfg.sample
+    s = DEMO_SAMPLE
     parts = load_model(cfg.model)
     before = render_images(parts, s.prompt, (s.seed,), steps=s.steps, guidance_scale=s.guidance_scale)[0]
     apply_lora(parts, result.lora_path, 1.0)

@@ -13,7 +13,7 @@ from lorakit.config.simple import SIMPLE_FIELDS, SimpleForm, resolve_simple
 
 FILLED = dict(model="org/base-model", images="imgs", trigger_word="sks", rank=12, alpha=6.0, learning_rate=3e-4,
               train_text_encoder=True, text_encoder_lr=2e-5, epochs=9, batch_size=3, resolution=640,
-              output_name="mine", output_dir="elsewhere", save_every_n_steps=50, seed=1234, sample_prompt="sks dog")
+              output_name="mine", output_dir="elsewhere", save_every_n_steps=50, seed=1234)
 
 
 def schema_leaves(model: type[BaseModel] = LorakitConfig, prefix: str = "") -> list[str]:

@@ -344,7 +344,9 @@ def _conversions(gui: bool) -> dict[str, Callable[[ImportResult, str, Any], None
         "save_every_n_steps": number("output.save_every_n_steps"),
         "network_weights": lambda r, k, v: r.put(k, "network.network_weights", v) if v else r.skip(k, v, ""),
         "vae": lambda r, k, v: r.put(k, "model.vae", v) if v else r.skip(k, v, ""),
-        "prior_loss_weight": number("mode.prior_loss_weight", zero_is_unset=False),
+        # lorakit weighs regularisation images like training images (1.0); other weights are not implemented yet
+        "prior_loss_weight": lambda r, k, v: r.skip(k, None, "") if _number(v) == 1 else r.skip(
+            k, v, "regularisation loss weights are not implemented yet (1.0 is used)"),
         "sdpa": lambda r, k, v: r.put(k, "train.sdpa", v),
     }
     if gui:

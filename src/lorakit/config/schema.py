@@ -147,7 +147,8 @@ class OutputSection(Section):
 
 
 class SampleSection(Section):
-    """Images rendered with the LoRA (the demo's before/after pair, `lorakit generate`)."""
+    """Images rendered with the LoRA (the demo's before/after pair, `lorakit generate`). Not used by training yet
+    (sample images during training come later): any value other than the default is refused."""
 
     prompt: str = Field("", description="Prompt for sample images; unset = the first training caption.")
     negative_prompt: str = Field("", description="Negative prompt for sample images.")
@@ -157,27 +158,29 @@ class SampleSection(Section):
 
 
 class ModeSection(Section):
-    """Which training strategy runs over the one engine. Mode-specific settings are placeholders for later issues."""
+    """Which training strategy runs over the one engine. Settings of modes that have not landed (ileco,
+    difference, dreambooth's class prompt and loss weight) are refused unless left at their defaults."""
 
     type: Literal["lora", "ileco", "difference", "dreambooth"] = Field(
         "lora",
         description="lora: captioned images; ileco: erase/replace a concept from prompts; difference: two-image "
         "slider; dreambooth: lora with regularisation (class) images.",
     )
-    target_prompt: str = Field("", description="ileco: the concept to erase or replace (later issue).")
+    target_prompt: str = Field("", description="ileco: the concept to erase or replace (not implemented yet).")
     replacement_prompt: str = Field(
-        "", description="ileco: what the target becomes; empty = erase it (later issue)."
+        "", description="ileco: what the target becomes; empty = erase it (not implemented yet)."
     )
-    original_image: str | None = Field(None, description="difference: the 'before' image (later issue).")
-    target_image: str | None = Field(None, description="difference: the 'after' image (later issue).")
-    class_prompt: str = Field("", description="dreambooth: caption of the regularisation images (later issue).")
+    original_image: str | None = Field(None, description="difference: the 'before' image (not implemented yet).")
+    target_image: str | None = Field(None, description="difference: the 'after' image (not implemented yet).")
+    class_prompt: str = Field("", description="dreambooth: caption of the regularisation images (not implemented yet).")
     prior_loss_weight: float = Field(
         1.0, ge=0, description="dreambooth: loss weight of regularisation images (kohya's prior_loss_weight)."
     )
 
 
 class BenchSection(Section):
-    """The benchmark sweep: every LoRA weight × every seed × every prompt, rendered into comparison grids."""
+    """The benchmark sweep: every LoRA weight × every seed × every prompt, rendered into comparison grids. Not
+    implemented yet: any value other than the default is refused."""
 
     weights: list[float] = Field(
         default_factory=lambda: [0.0, 0.5, 1.0], description="LoRA weights (strengths) to sweep; 0 = the base model."
@@ -190,7 +193,8 @@ class BenchSection(Section):
 
 
 class BatchSection(Section):
-    """Unattended batches (`lorakit batch`): one run per training folder pulled from remote storage."""
+    """Unattended batches (`lorakit batch`): one run per training folder pulled from remote storage. Not implemented
+    yet except `oom_file` (used by `--oom`): other values than the defaults are refused."""
 
     working_dir: str = Field("batch", description="Local folder the training folders are downloaded into.")
     stage_dir: str | None = Field(
@@ -210,7 +214,8 @@ class BatchSection(Section):
 
 
 class StorageSection(Section):
-    """Remote storage through rclone (batch downloads and result uploads)."""
+    """Remote storage through rclone (batch downloads and result uploads). Not implemented yet: any value other than
+    the default is refused."""
 
     rclone_remote: str = Field("", description="rclone remote name with colon, e.g. 'gdrive:'; empty = no remote.")
     remote_path: str = Field("lorakit", description="Base folder on the remote.")

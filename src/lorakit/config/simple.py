@@ -40,7 +40,6 @@ class SimpleForm(BaseModel):
     output_dir: str | None = _bind("output.output_dir", "Folder for run folders.")
     save_every_n_steps: int | None = _bind("output.save_every_n_steps", "Checkpoint every N steps.")
     seed: int | None = _bind("train.seed", "Random seed.")
-    sample_prompt: str | None = _bind("sample.prompt", "Prompt for sample images.")
 
 
 def simple_fields() -> dict[str, str]:

@@ -214,6 +214,40 @@ def check_output_names(cfg: LorakitConfig) -> list[Finding]:
     return found
 
 
+# Settings whose feature has not landed yet: a value other than the default is refused, never silently ignored.
+NOT_YET = "is not implemented yet"
+UNIMPLEMENTED_SECTIONS = {
+    "bench": "the benchmark (`lorakit bench`)",
+    "storage": "remote storage (`lorakit batch`)",
+    "sample": "sample images during training (`lorakit generate` renders with a LoRA today)",
+}
+UNIMPLEMENTED_FIELDS = {  # section → {field: feature}; the section's other fields work
+    "batch": {f: "unattended batches (`lorakit batch`)" for f in
+              ("working_dir", "stage_dir", "add", "oom_retries", "cleanup_on_success")},
+    "mode": {"target_prompt": "mode 'ileco'", "replacement_prompt": "mode 'ileco'",
+             "original_image": "mode 'difference'", "target_image": "mode 'difference'",
+             "class_prompt": "mode 'dreambooth' class prompts", "prior_loss_weight": "mode 'dreambooth' loss weights"},
+}
+UNIMPLEMENTED_MODES = {"ileco", "difference"}
+
+
+def check_unimplemented(cfg: LorakitConfig) -> list[Finding]:
+    """A setting of a feature that has not landed yet, changed from its default, is an error that says so."""
+    found = []
+    if cfg.mode.type in UNIMPLEMENTED_MODES:
+        found.append(Finding("mode.type", f"'{cfg.mode.type}' {NOT_YET}; use 'lora' (or 'dreambooth' with "
+                                          "data.reg_data_dir)"))
+    fields = {**{s: {f: feature for f in type(getattr(cfg, s)).model_fields}
+                 for s, feature in UNIMPLEMENTED_SECTIONS.items()}, **UNIMPLEMENTED_FIELDS}
+    for section, names in fields.items():
+        current, default = getattr(cfg, section), type(getattr(cfg, section))()
+        for name, feature in names.items():
+            if getattr(current, name) != getattr(default, name):
+                found.append(Finding(f"{section}.{name}", f"{feature} {NOT_YET}; remove this setting "
+                                     f"(default: {getattr(default, name)!r})"))
+    return found
+
+
 def check_training(cfg: LorakitConfig) -> list[Finding]:
     """Cross-field rules of the training settings."""
     t, n = cfg.train, cfg.network
@@ -423,7 +457,7 @@ def check_paths(cfg: LorakitConfig) -> list[Finding]:
 
 def check(cfg: LorakitConfig, paths: bool = False) -> tuple[list[Finding], list[Finding]]:
     """All semantic checks; returns (errors, warnings). `paths` adds the file-system checks."""
-    found = check_training(cfg) + check_family(cfg) + check_arguments(cfg)
+    found = check_unimplemented(cfg) + check_training(cfg) + check_family(cfg) + check_arguments(cfg)
     found += importlib.import_module("lorakit.engine.tblog").check_log_with(cfg)  # train.log_with's package
     if not any(f.error for f in found if f.key.startswith("train.")):
         found += _dry_run(cfg)
