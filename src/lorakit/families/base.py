@@ -18,6 +18,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, DiffusionPipeline
 
 from ..config.schema import ModelSection
 from ..errors import ModelError
+from . import unet_layout as layout
 from .random_init import RANDOM_MODELS, random_pipeline
 
 @dataclass
@@ -68,6 +69,11 @@ class Family(ABC):
     text_encoder_attrs: ClassVar[tuple[str, ...]] = ("text_encoder",)
     tokenizer_attrs: ClassVar[tuple[str, ...]] = ("tokenizer",)
     kohya_te_prefixes: ClassVar[tuple[str, ...]] = ("lora_te",)
+    # kohya names of UNet modules: the diffusers path (SD1/SD2) or the original SGM layout's (SDXL)
+    kohya_sgm_names: ClassVar[bool] = False
+    # the full-size UNet's level structure: block names when no UNet is at hand
+    full_unet_shape: ClassVar[layout.UnetShape]
+    BASE: ClassVar[str] = layout.BASE  # the block name of every text-encoder module
 
     # -- loading -------------------------------------------------------------------------------------------------
     @abstractmethod
@@ -130,10 +136,51 @@ class Family(ABC):
         """Keyword arguments of the UNet's forward besides sample and timestep."""
         return {"encoder_hidden_states": cond["encoder_hidden_states"]}
 
-    # -- LoRA names --------------------------------------------------------------------------------------------
+    # -- LoRA names and blocks --------------------------------------------------------------------------------
     def kohya_unet_name(self, module_path: str, unet: torch.nn.Module) -> str:
-        """kohya/A1111 name of a UNet module given its diffusers path (SD1/SD2: the diffusers path)."""
-        return "lora_unet_" + module_path.replace(".", "_")
+        """kohya/LyCORIS name of a UNet module given its diffusers path (e.g. `lora_unet_down_blocks_0_…` for
+        SD1/SD2, `lora_unet_input_blocks_1_0_in_layers_2` for SDXL). Any Linear/Conv2d path has one."""
+        if not self.kohya_sgm_names:
+            return "lora_unet_" + module_path.replace(".", "_")
+        sgm = layout.sgm_path(module_path, layout.unet_shape(unet))
+        if sgm is None:
+            raise ModelError(f"{self.name} UNet module {module_path} has no kohya name",
+                             "name a Linear or Conv2d module of the UNet (see `lorakit plan`)")
+        return "lora_unet_" + sgm.replace(".", "_")
+
+    def kohya_unet_names(self, unet: torch.nn.Module) -> dict[str, str]:
+        """{module path: kohya name} of every Linear and Conv2d of the UNet (peft-wrapped layers by their original
+        path); the same for every UNet of one architecture, so it is computed once per config. Names are unique."""
+        key = (type(self).__name__, layout.config_key(unet))
+        if key not in _NAME_CACHE:
+            _NAME_CACHE[key] = {p: self.kohya_unet_name(p, unet) for p in layout.layer_paths(unet)}
+        return dict(_NAME_CACHE[key])
+
+    def kohya_unet_paths(self, unet: torch.nn.Module) -> dict[str, str]:
+        """{kohya name: module path}: the inverse of `kohya_unet_names`, for reading a file's keys."""
+        return {name: path for path, name in self.kohya_unet_names(unet).items()}
+
+    def unet_block(self, module_path: str, unet: torch.nn.Module) -> str | None:
+        """The block ("IN00"…, "MID", "OUT00"…) of a UNet module as sd-scripts, TrainTrain and LoRA Block Weight
+        count them (the original `input_blocks`/`output_blocks` index); None outside every block (time and SDXL
+        label embedding, conv_out)."""
+        found = layout.find_slot(module_path, layout.unet_shape(unet))
+        return found[0].block if found else None
+
+    def block_names(self, unet: torch.nn.Module | None = None) -> tuple[str, ...]:
+        """("BASE", "IN00", …, "MID", "OUT00", …) of this UNet, or of the family's full-size UNet when None
+        (SD1/SD2: IN00–IN11 and OUT00–OUT11; SDXL: IN00–IN08 and OUT00–OUT08)."""
+        return layout.block_names(layout.unet_shape(unet) if unet is not None else self.full_unet_shape)
+
+    @staticmethod
+    def canonical_block(name: str) -> str:
+        """A user's block name in lorakit's spelling ('M00' → 'MID', 'in4' → 'IN04'); see `block_names`."""
+        return layout.canonical_block(name)
+
+    @staticmethod
+    def unet_element(module_path: str) -> str | None:
+        """"cross_attention" (an `attn2` module), "self_attention" (`attn1`) or None (any other module)."""
+        return layout.element(module_path)
 
     def kohya_te_name(self, index: int, module_path: str) -> str:
         """kohya name of a text-encoder module: always with the `text_model` level ComfyUI expects."""
@@ -148,6 +195,9 @@ class Family(ABC):
     @abstractmethod
     def modelspec_architecture(self, parts: ModelParts) -> str:
         """`modelspec.architecture` of a LoRA for this model."""
+
+
+_NAME_CACHE: dict[tuple[str, str], dict[str, str]] = {}
 
 
 def model_not_found(source: str) -> ModelError:

@@ -7,6 +7,7 @@ from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipe
 from transformers import CLIPTextModel
 
 from .base import Family, ModelParts
+from .unet_layout import UnetShape
 from .tiny import seeded, tiny_text_config, tiny_tokenizer, tiny_vae_config
 
 
@@ -44,6 +45,13 @@ class SD1(Family):
     name = "sd1"
     pipeline_class = StableDiffusionPipeline
     tiny_name = "tiny-sd1"
+    # SD1.5 and SD2.x: four levels of 2 resnets; no attention at the deepest down / first up level, no
+    # downsampler on the last down level, no upsampler on the last up level
+    full_unet_shape = UnetShape(
+        down=((2, True, True), (2, True, True), (2, True, True), (2, False, False)),
+        up=((3, False, True), (3, True, True), (3, True, True), (3, True, False)),
+        mid_attention=True,
+    )
 
     def build_tiny(self, seed: int = 0) -> StableDiffusionPipeline:
         with seeded(seed):

@@ -1,24 +1,21 @@
 """SDXL: two text encoders (CLIP-L + OpenCLIP-bigG), pooled embeddings and size/crop micro-conditioning.
 
 kohya/A1111/ComfyUI name SDXL UNet modules by the original (SGM) layout: `input_blocks.N.1`, `middle_block.1`,
-`output_blocks.N.1`, so diffusers paths are translated here.
+`output_blocks.N.1`, `input_blocks.1.0.in_layers.2`, so diffusers paths are translated (see `unet_layout`).
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, StableDiffusionXLPipeline
 from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-from ..errors import ModelError
 from .base import Family, ModelParts
 from .sd1 import tiny_scheduler, tiny_unet
 from .tiny import seeded, tiny_text_config, tiny_tokenizer, tiny_vae_config
-
-_BLOCK = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.attentions\.(\d+)\.(.+)$")
+from .unet_layout import UnetShape
 
 
 class SDXL(Family):
@@ -28,6 +25,13 @@ class SDXL(Family):
     text_encoder_attrs = ("text_encoder", "text_encoder_2")
     tokenizer_attrs = ("tokenizer", "tokenizer_2")
     kohya_te_prefixes = ("lora_te1", "lora_te2")
+    kohya_sgm_names = True
+    # three levels of 2 resnets; no attention at the first down / last up level
+    full_unet_shape = UnetShape(
+        down=((2, False, True), (2, True, True), (2, True, False)),
+        up=((3, True, True), (3, True, True), (3, False, False)),
+        mid_attention=True,
+    )
 
     def build_tiny(self, seed: int = 0) -> StableDiffusionXLPipeline:
         with seeded(seed):
@@ -73,24 +77,6 @@ class SDXL(Family):
             "encoder_hidden_states": cond["encoder_hidden_states"],
             "added_cond_kwargs": {"text_embeds": cond["text_embeds"], "time_ids": time_ids},
         }
-
-    def kohya_unet_name(self, module_path: str, unet: torch.nn.Module) -> str:
-        step = unet.config.layers_per_block + 1
-        if module_path.startswith("mid_block.attentions.0."):
-            sgm = "middle_block.1." + module_path.removeprefix("mid_block.attentions.0.")
-        elif m := _BLOCK.match(module_path):
-            kind, block, layer, rest = m.group(1), int(m.group(2)), int(m.group(3)), m.group(4)
-            sgm = (
-                f"input_blocks.{1 + block * step + layer}.1.{rest}"
-                if kind == "down_blocks"
-                else f"output_blocks.{block * step + layer}.1.{rest}"
-            )
-        else:
-            raise ModelError(
-                f"SDXL module {module_path} has no kohya name (only attention blocks are mapped)",
-                "limit network.target_modules to attention projections for SDXL",
-            )
-        return "lora_unet_" + sgm.replace(".", "_")
 
     def base_model_version(self, parts: ModelParts) -> str:
         return "sdxl_base_v1-0"
