@@ -37,7 +37,8 @@ RESERVED_SCHEDULER = {
     "num_cycles": "train.lr_scheduler_num_cycles",
     "last_epoch": "resuming",
 }
-BUILTIN_FAMILIES = {"tiny-sd1": "sd1", "tiny-sd2-v": "sd2", "tiny-sdxl": "sdxl"}
+# built-in model → family; a torch-free module, so validation does not import torch
+from ..families.names import BUILTIN_MODELS as BUILTIN_FAMILIES  # noqa: E402
 
 
 @dataclass

@@ -19,7 +19,8 @@ from diffusers import AutoencoderKL, DDPMScheduler, DiffusionPipeline
 from ..config.schema import ModelSection
 from ..errors import ModelError
 from . import unet_layout as layout
-from .random_init import RANDOM_MODELS, random_pipeline
+from .names import RANDOM_MODELS, TINY_MODELS
+from .random_init import random_pipeline
 
 @dataclass
 class ModelParts:
@@ -205,7 +206,7 @@ def model_not_found(source: str) -> ModelError:
     return ModelError(
         f"model not found: {source}",
         "set model.pretrained_model_name_or_path to a diffusers folder, a .safetensors checkpoint or a built-in "
-        "model (tiny-sd1, tiny-sd2-v, tiny-sdxl; random-sd15, random-sd21-v, random-sdxl)",
+        f"model ({', '.join(TINY_MODELS)}; {', '.join(RANDOM_MODELS)})",
     )
 
 

@@ -13,14 +13,11 @@ import torch
 import transformers
 from diffusers import DiffusionPipeline
 
+from .names import RANDOM_MODELS
 from .single_file import _scheduler_for, load_clip_tokenizer, shipped_config
 from .tiny import seeded
 
-RANDOM_MODELS: dict[str, tuple[str, str]] = {  # name → (family, shipped architecture)
-    "random-sd15": ("sd1", "sd15"),
-    "random-sd21-v": ("sd2", "sd21-v"),
-    "random-sdxl": ("sdxl", "sdxl-base"),
-}
+__all__ = ["RANDOM_MODELS", "random_pipeline"]
 
 
 def random_pipeline(name: str, pipeline_class: type[DiffusionPipeline], dtype: torch.dtype, seed: int = 0,
