@@ -17,6 +17,9 @@ Warnings (`Plan.warnings`, rendered as `warning:` lines, so the run's log shows 
 the run differ from what the folder suggests: symlinks skipped, empty caption files, captions longer than the
 text encoder reads (counted here with the model's own tokenizers; the data side only returns captions), images
 that buckets crop heavily, and images above Pillow's decompression-bomb limit.
+
+The network table (`network_table`) lists the adapted modules per component and block with their rank/alpha, as
+`networks.targets.select_targets` chooses them on a weightless skeleton of the model.
 """
 
 from __future__ import annotations
@@ -118,6 +121,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     examples: list[int] = field(default_factory=list)  # training images per folder (sub-images, mirrors)
     warnings: list[str] = field(default_factory=list)
+    network: list[str] = field(default_factory=list)  # the adapted modules per component and block
 
 
 def output_path(cfg: LorakitConfig) -> Path:
@@ -178,7 +182,21 @@ def build_plan(cfg: LorakitConfig, dataset: object | None = None) -> Plan:
     else:
         plan.text_encoder = f"trained until step {steps.text_encoder_stop}"
     plan.warnings = data_warnings(dataset, cfg) + caption_warnings(dataset, cfg)
+    plan.network, problems = network_table(cfg)
+    plan.warnings += problems
     return plan
+
+
+def network_table(cfg: LorakitConfig) -> tuple[list[str], list[str]]:
+    """(table lines, warnings): which modules get which rank, from the model's architecture alone — a meta-device
+    skeleton built from its configs, so no weights are read and the plan stays fast."""
+    try:
+        from ..networks.targets import model_skeleton, render_targets, select_targets
+
+        plan = select_targets(model_skeleton(cfg.model), cfg.network)
+    except (LorakitError, OSError, ValueError, KeyError) as exc:
+        return [], [f"network modules not listed: {str(exc).strip()}"]
+    return render_targets(plan, cfg.network.network_module), []
 
 
 def _names(items: Iterable[object], shown: int = SHOWN) -> str:
@@ -301,6 +319,7 @@ def render_plan(plan: Plan) -> list[str]:
         f"total steps: {s.total_steps}",
         f"warm-up steps: {s.warmup_steps}",
         f"text encoder: {plan.text_encoder}",
+        *plan.network,
         f"saves: {_schedule(s.save_steps, s.total_steps)}",
         f"samples: {_schedule(s.sample_steps, s.total_steps) if s.sample_steps else 'none during training'}",
         f"output: {plan.output_path}",

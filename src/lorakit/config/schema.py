@@ -57,6 +57,74 @@ class NetworkSection(Section):
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"],
         description="Text-encoder module names (suffixes) that receive a LoRA when train_text_encoder is on.",
     )
+    conv_dim: int | None = Field(
+        None, ge=0, le=1024,
+        description="Rank of the 3×3 convolutions (resnets, down/upsamplers) that locon, loha and lokr adapt; "
+        "0 or unset = network_dim (as TrainTrain). Plain lora adapts no 3×3 convolution (kohya's networks.lora "
+        "with conv_dim is network_module = 'locon' here).",
+    )
+    conv_alpha: float | None = Field(
+        None, ge=0, description="Alpha of the 3×3 convolutions; 0 or unset = network_alpha (as TrainTrain)."
+    )
+    blocks: list[str] = Field(
+        default_factory=list,
+        description="Train only these blocks (TrainTrain's network blocks): BASE (the text encoders), IN00…, MID, "
+        "OUT00… (SD1/SD2 IN00–IN11/OUT00–OUT11, SDXL IN00–IN08/OUT00–OUT08); empty = all.",
+    )
+    block_dims: list[int] = Field(
+        default_factory=list,
+        description="Rank per UNet block in sd-scripts' order (25 values for SD1/SD2: IN00–IN11, MID, OUT00–OUT11; "
+        "23 for SDXL: time_embed, IN00–IN08, 3 middle-block parts, OUT00–OUT08, out); 0 = block not trained; "
+        "empty = network_dim everywhere.",
+    )
+    block_alphas: list[float] = Field(
+        default_factory=list,
+        description="Alpha per UNet block, in block_dims' order and length; empty = network_alpha everywhere.",
+    )
+    network_element: Literal["full", "cross_attention", "self_attention"] = Field(
+        "full",
+        description="UNet layers to train (TrainTrain's network element): full, cross_attention (attn2: "
+        "the prompt's layers) or self_attention (attn1); not with loha.",
+    )
+
+    @field_validator("blocks", mode="before")
+    @classmethod
+    def _block_spelling(cls, value: object) -> object:
+        """TrainTrain / LoRA Block Weight spellings ('M00', 'in4', 'base') in lorakit's ('MID', 'IN04', 'BASE');
+        names that are no block at all are refused (the family's exact list is checked by config validate)."""
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            return value
+        from ..networks.targets import canonical_block, is_block_name  # lazy: targets imports this module
+
+        names = list(dict.fromkeys(canonical_block(v) for v in value))
+        bad = [v for v in names if not is_block_name(v)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: not a block name; use BASE, IN00…, MID, OUT00…")
+        return names
+
+    @field_validator("block_dims")
+    @classmethod
+    def _block_dim_range(cls, value: list[int]) -> list[int]:
+        """Each rank is 0 (block not trained) to 1024, like network_dim."""
+        bad = [v for v in value if not 0 <= v <= 1024]
+        if bad:
+            raise ValueError(f"{bad}: each block dim is 0 (not trained) to 1024")
+        return value
+
+    @field_validator("block_alphas")
+    @classmethod
+    def _block_alpha_range(cls, value: list[float]) -> list[float]:
+        """Each alpha is positive, like network_alpha."""
+        if any(v <= 0 for v in value):
+            raise ValueError(f"{[v for v in value if v <= 0]}: each block alpha must be > 0")
+        return value
+
+    @field_validator("network_element", mode="before")
+    @classmethod
+    def _element_spelling(cls, value: object) -> object:
+        """TrainTrain's spellings: Full, CrossAttention, SelfAttention."""
+        names = {"full": "full", "crossattention": "cross_attention", "selfattention": "self_attention"}
+        return names.get(value.replace("_", "").lower(), value) if isinstance(value, str) else value
     network_weights: str | None = Field(
         None,
         description="Start from an existing LoRA .safetensors file (or a run folder holding one); its rank must "
