@@ -212,3 +212,26 @@ def test_plan_names_symlinks_it_skips_and_oversized_images(tmp_path: Path) -> No
     assert (f"warning: 1 image(s) are above Pillow's decompression-bomb limit (89 MP) and are decoded at full size "
             f"every time they are loaded: {big} (12000×12000, 144 MP) — shrink them, e.g. `lorakit prepare "
             f"<folder> --out <new folder> --max-side 4096`") in lines
+
+
+def test_plan_lists_adapted_modules_per_block(tmp_path: Path) -> None:
+    """tiny-sd1 (CLIP of 2 layers): IN04 and OUT05 cross-attention = 4 projections each; the text encoder's
+    q/k/v/out in both layers = 8; block_dims would be per block, here network_dim/alpha everywhere."""
+    write_images(tmp_path / "img" / "1_x", 1, (64, 64))
+    r = resolve_layers(sets=[f'data.train_data_dir="{tmp_path / "img"}"', "data.resolution=64",
+                             "network.blocks=['IN04', 'OUT05', 'BASE']", "network.network_element='cross_attention'",
+                             "network.train_text_encoder=true", "network.network_dim=4", "network.network_alpha=2"])
+    lines = render_plan(build_plan(r.config))
+    start = lines.index("network: lora, 16 modules adapted (component, block, modules, rank/alpha):")
+    assert lines[start + 1:start + 4] == ["  unet            IN04       4  4/2",
+                                          "  unet            OUT05      4  4/2",
+                                          "  text_encoder    BASE       8  4/2"]
+
+
+def test_plan_warns_when_the_selection_does_not_fit_the_model(tmp_path: Path) -> None:
+    write_images(tmp_path / "img" / "1_x", 1, (64, 64))
+    r = resolve_layers(sets=[f'data.train_data_dir="{tmp_path / "img"}"', "data.resolution=64",
+                             "model.pretrained_model_name_or_path='tiny-sdxl'", "network.blocks=['OUT11']"])
+    plan = build_plan(r.config)
+    assert plan.network == []
+    assert any("network modules not listed" in w and "OUT11: not a block of sdxl" in w for w in plan.warnings)

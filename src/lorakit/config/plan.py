@@ -182,21 +182,27 @@ def build_plan(cfg: LorakitConfig, dataset: object | None = None) -> Plan:
     else:
         plan.text_encoder = f"trained until step {steps.text_encoder_stop}"
     plan.warnings = data_warnings(dataset, cfg) + caption_warnings(dataset, cfg)
-    plan.network, problems = network_table(cfg)
+    plan.network, problems, unread = network_table(cfg)
     plan.warnings += problems
+    plan.notes += unread
     return plan
 
 
-def network_table(cfg: LorakitConfig) -> tuple[list[str], list[str]]:
-    """(table lines, warnings): which modules get which rank, from the model's architecture alone — a meta-device
-    skeleton built from its configs, so no weights are read and the plan stays fast."""
+def network_table(cfg: LorakitConfig) -> tuple[list[str], list[str], list[str]]:
+    """(table lines, warnings, notes): which modules get which rank, from the model's architecture alone — a
+    meta-device skeleton built from its configs, so no weights are read and the plan stays fast. A selection the
+    model cannot satisfy is a warning; a model that cannot be read is only a note (its own checks report it)."""
+    from ..errors import ConfigError
+
     try:
         from ..networks.targets import model_skeleton, render_targets, select_targets
 
         plan = select_targets(model_skeleton(cfg.model), cfg.network)
+    except ConfigError as exc:
+        return [], [f"network modules not listed: {str(exc).strip()}"], []
     except (LorakitError, OSError, ValueError, KeyError) as exc:
-        return [], [f"network modules not listed: {str(exc).strip()}"]
-    return render_targets(plan, cfg.network.network_module), []
+        return [], [], [f"network modules not listed: {str(exc).strip().splitlines()[0]}"]
+    return render_targets(plan, cfg.network.network_module), [], []
 
 
 def _names(items: Iterable[object], shown: int = SHOWN) -> str:
