@@ -33,13 +33,9 @@ def train(
     """
     from .engine import trainer
     from .engine.events import CsvLog, RunLog
-    from .engine.tblog import TENSORBOARD_DIR, TensorBoardLog, check_log_with
-    from .errors import ConfigError
+    from .engine.tblog import TENSORBOARD_DIR, TensorBoardLog
 
     cfg = config.config if isinstance(config, ResolvedConfig) else config
-    problems = [f"{f.key}: {f.message}" for f in check_log_with(cfg)]
-    if problems:  # before a run folder is claimed
-        raise ConfigError(problems)
     run_dir = new_run_dir(Path(cfg.output.output_dir), cfg.output.run_id)
     write_snapshot(run_dir, config)
     train_dir = run_dir / "train"

@@ -26,6 +26,10 @@ from .errors import DiskFullError, LorakitError, is_disk_full
 TEMP_PATTERN = re.compile(r"^\.(?P<name>.+?)\.(?:(?P<host>[A-Za-z0-9-]{0,32})_(?P<pid>[0-9]{1,10})\.)?"
                           r"(?P<hex>[0-9a-f]{32})\.tmp$")
 FOREIGN_TEMP_AGE_S = 7 * 24 * 3600  # another machine's temp (shared drive) is removed only when this old
+# Our own host's temp with a dead writer must also be this old: containers sharing a host name and a volume see
+# each other's live PIDs as dead, but a live writer keeps touching its file.
+STALE_TEMP_AGE_S = 10 * 60
+TEMP_NAME_KEEP = 100  # bytes of the target's name kept in a temp name, so a long target name still has room
 
 
 def _host() -> str:
@@ -34,8 +38,10 @@ def _host() -> str:
 
 
 def temp_name(target: Path) -> Path:
-    """A fresh temporary path beside `target`, naming this host and process."""
-    return target.with_name(f".{target.name}.{_host()}_{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    """A fresh temporary path beside `target`, naming this host and process. The target's name is cut to 100
+    bytes, so the temporary name is never much longer than 180 bytes whatever the target's."""
+    name = target.name.encode("utf-8")[:TEMP_NAME_KEEP].decode("utf-8", "ignore")
+    return target.with_name(f".{name}.{_host()}_{os.getpid()}.{uuid.uuid4().hex}.tmp")
 
 
 def current_umask() -> int:
@@ -143,19 +149,18 @@ def pid_alive(pid: int) -> bool:
 
 
 def is_stale_temp(path: Path, now: float | None = None) -> bool:
-    """A temporary file of ours whose writer is gone: its process is dead, or it names no process (older
-    lorakit), or another machine wrote it more than a week ago."""
+    """A temporary file of ours whose writer is gone: untouched for 10 minutes and its process is dead or it names
+    no process (older lorakit); or another machine's, untouched for a week."""
     m = TEMP_PATTERN.match(path.name)
     if not m:
         return False
-    if m["pid"] is None:
-        return True
-    if m["host"] == _host():
-        return not pid_alive(int(m["pid"]))
     try:
-        return (now or time.time()) - path.stat().st_mtime > FOREIGN_TEMP_AGE_S
+        age = (now or time.time()) - path.stat().st_mtime
     except OSError:
         return False
+    if m["pid"] is not None and m["host"] != _host():
+        return age > FOREIGN_TEMP_AGE_S
+    return age > STALE_TEMP_AGE_S and (m["pid"] is None or not pid_alive(int(m["pid"])))
 
 
 def remove_stale_temps(paths: Iterable[Path]) -> int:
@@ -172,6 +177,10 @@ def remove_stale_temps(paths: Iterable[Path]) -> int:
 
 
 def temps_under(folder: Path, depth: int) -> Iterator[Path]:
-    """Candidate temporary files (`.*.tmp`) in `folder` and its sub-folders down to `depth` levels."""
-    for level in range(depth + 1):
-        yield from folder.glob("*/" * level + ".*.tmp")
+    """Candidate temporary files (`.*.tmp`) in `folder` and its sub-folders down to `depth` levels; symlinked
+    folders are not entered (nothing outside the folder the user named is touched)."""
+    top = len(folder.parts)
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        if len(Path(root).parts) - top >= depth:
+            dirs.clear()
+        yield from (Path(root) / f for f in files if f.startswith(".") and f.endswith(".tmp"))

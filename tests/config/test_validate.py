@@ -172,15 +172,16 @@ def test_builtin_family_table_matches_the_families() -> None:
     assert BUILTIN_FAMILIES == TINY_MODELS
 
 
-def test_malformed_optimizer_literal_is_an_error() -> None:
+def test_malformed_optimizer_literal_is_an_error() -> None:  # parsed without torch: also with paths off
     errors, _ = messages(cfg(train={"optimizer_args": ["betas=(0.9,0.99"]}))
     assert errors == ["train.optimizer_args: 'betas=(0.9,0.99': the value is not a valid Python literal "
                       "('(' was never closed); write it as e.g. 'betas=(0.9,0.99)'"]
 
 
-def test_values_the_optimizer_refuses_are_errors_before_the_run() -> None:
+def test_values_the_optimizer_refuses_are_errors_before_the_run(tmp_path: Path) -> None:
     # torch.optim.AdamW raises "Invalid beta parameter at index 0" for betas[0] outside [0, 1)
-    errors, _ = messages(cfg(train={"optimizer_args": ["betas=(1.5,0.99)"]}))
+    errors, _ = messages(cfg(train={"optimizer_args": ["betas=(1.5,0.99)"]}, data={"train_data_dir": str(tmp_path)}),
+                         paths=True)
     assert errors == ["train.optimizer_args: AdamW refuses these arguments: Invalid beta parameter at index 0: 1.5"]
 
 

@@ -8,6 +8,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from lorakit.engine import tblog, trainer
 from lorakit.engine.checkpoint import save_size_estimate
 from lorakit.engine.events import Callback, CallbackList, CsvLog, ProgressLines, RichProgress, RunLog, StepEvent
 from lorakit.errors import EXIT_DISK_FULL, ConfigError, DiskFullError, LorakitError, is_disk_full
+from lorakit.config import validate
 from lorakit.io import atomic_path, check_free_space, remove_stale_temps, temp_name, write_text_atomic
 
 
@@ -185,15 +187,19 @@ def test_stale_temps_removed_only_when_their_writer_is_gone(tmp_path: Path) -> N
     foreign_new = tmp_path / f".lora.safetensors.otherbox_1.{'c' * 32}.tmp"
     foreign_old = tmp_path / f".lora.safetensors.otherbox_2.{'d' * 32}.tmp"
     not_ours = tmp_path / ".notes.tmp"
+    dead_recent = tmp_path / f".lora.safetensors.{host}_{dead_pid()}.{'f' * 32}.tmp"  # maybe another container's
     with subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE) as proc:
         running = tmp_path / f".lora.safetensors.{host}_{proc.pid}.{'e' * 32}.tmp"
-        for p in (mine, dead, legacy, foreign_new, foreign_old, not_ours, running):
+        for p in (mine, dead, legacy, foreign_new, foreign_old, not_ours, running, dead_recent):
             p.write_bytes(b"x")
+        eleven_minutes_ago = time.time() - 11 * 60
+        for p in (mine, dead, legacy, foreign_new, not_ours, running):
+            os.utime(p, (eleven_minutes_ago, eleven_minutes_ago))
         os.utime(foreign_old, (0, 0))
         assert remove_stale_temps(tmp_path.iterdir()) == 3
         proc.stdin.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        p.name for p in (mine, foreign_new, not_ours, running))
+        p.name for p in (mine, foreign_new, not_ours, running, dead_recent))
 
 
 def test_train_removes_stale_temps_in_run_folders_and_cache(tmp_path: Path, image_dir: Path) -> None:
@@ -205,12 +211,15 @@ def test_train_removes_stale_temps_in_run_folders_and_cache(tmp_path: Path, imag
              runs / "old" / "train" / "lora_peft" / "unet" / f".adapter_model.safetensors.{'c' * 32}.tmp",
              cache / "latents" / "ab" / f".{'ab' * 32}.safetensors.{host}_{pid}.{'d' * 32}.tmp"]
     live = runs / "other" / "train" / f".lora.safetensors.{host}_{os.getpid()}.{'e' * 32}.tmp"
-    for p in (*stale, live):
+    outside = tmp_path / "elsewhere" / f".x.safetensors.{host}_{pid}.{'f' * 32}.tmp"
+    for p in (*stale, live, outside):
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"half")
+        os.utime(p, (time.time() - 3600, time.time() - 3600))  # an hour old: the writer is really gone
+    (runs / "linked").symlink_to(tmp_path / "elsewhere")  # never followed out of the output folder
     result = api.train(config(tmp_path, image_dir, "train.max_train_steps=1", f'data.cache_folder="{cache}"',
                               "data.cache_latents_to_disk=true"))
-    assert not any(p.exists() for p in stale) and live.exists()
+    assert not any(p.exists() for p in stale) and live.exists() and outside.exists()
     log = (result.run_dir / "train" / "run.log").read_text()
     assert "removed 4 temporary file(s) left by interrupted saves" in log
 
@@ -321,9 +330,9 @@ def test_tensorboard_scalars_match_log_csv(tmp_path: Path) -> None:
 def test_tensorboard_missing_is_a_config_error_before_anything_runs(tmp_path: Path, image_dir: Path,
                                                                      monkeypatch) -> None:
     cfg = config(tmp_path, image_dir, "train.log_with='tensorboard'")
-    monkeypatch.setattr(tblog.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(ConfigError, match="train.log_with.*pip install tensorboard"):
-        config(tmp_path, image_dir, "train.log_with='tensorboard'")  # config.validate.check
+    monkeypatch.setattr(validate, "package_installed", lambda name: name != "tensorboard")
+    errors, _ = validate.check(cfg, paths=True)  # what `config validate` / `train` run on this machine
+    assert [f.key for f in errors] == ["train.log_with"] and "pip install tensorboard" in errors[0].message
     with pytest.raises(ConfigError) as info:
         api.train(cfg)  # a config built before (or by other code): api.train checks too
     assert "train.log_with" in str(info.value) and "pip install tensorboard" in str(info.value)
@@ -407,10 +416,24 @@ def test_config_validate_names_the_missing_tensorboard(tmp_path: Path, image_dir
 
     toml = tmp_path / "my.toml"
     toml.write_text(f'[data]\ntrain_data_dir = "{image_dir}"\n[train]\nlog_with = "tensorboard"\n', encoding="utf-8")
-    monkeypatch.setattr(tblog.importlib.util, "find_spec", lambda name: None)
-    for command in (["config", "validate", toml], ["plan", "--config", toml], ["train", "--config", toml]):
+    monkeypatch.setattr(validate, "package_installed", lambda name: name != "tensorboard")
+    for command, code in ((["config", "validate", toml], 2), (["plan", "--config", toml], 0),
+                          (["train", "--config", toml], 2)):
         monkeypatch.setattr(sys, "argv", ["lorakit", *map(str, command)])
         with pytest.raises(SystemExit) as exc:
             main()
         out = " ".join(capsys.readouterr().err.split())
-        assert exc.value.code == 2 and "train.log_with" in out and "pip install tensorboard" in out, (command, out)
+        assert (exc.value.code or 0) == code, (command, out)
+        assert "train.log_with" in out and "pip install tensorboard" in out, (command, out)
+        assert ("warning:" in out) == (command[0] == "plan")  # plan: a warning about this machine
+
+
+def test_temp_names_stay_short_for_long_targets(tmp_path: Path) -> None:
+    """A target name near the file system's limit still gets a temporary name that fits (prepare, long names)."""
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    for name in ("a" * (limit - 4) + ".png", "画" * ((limit - 4) // 3) + ".png"):
+        target = tmp_path / name
+        with atomic_path(target) as tmp:
+            assert len(tmp.name.encode("utf-8")) <= 190
+            tmp.write_bytes(b"ok")
+        assert target.read_bytes() == b"ok"

@@ -156,7 +156,10 @@ def plan(
     preset: PresetName = None,
     set_: SetValues = [],
 ) -> None:
-    """Show what a run will do: images, repeats, steps, warm-up, saves, output path (nothing is trained)."""
-    resolved = resolve_options([*files, *config], add, preset, set_, check_paths=True)
+    """Show what a run will do: images, repeats, steps, warm-up, saves, output path (nothing is trained).
+
+    What this machine lacks for the run (CUDA for fp16, a package) is a warning here, so a run meant for a GPU
+    machine can be planned on a laptop; `config validate` and `train` refuse it."""
+    resolved = resolve_options([*files, *config], add, preset, set_, check_paths=True, machine="warn")
     for line in render_plan(build_plan(resolved.config)):
         typer.echo(line)

@@ -43,9 +43,11 @@ def resolve_options(
     set_: Sequence[str] = (),
     oom: bool = False,
     check_paths: bool = False,
+    machine: str = "error",
 ) -> ResolvedConfig:
     """Resolve the layers the shared options name; prints migration notes and warnings to stderr."""
-    resolved = resolve_layers(preset, list(config), list(add), oom, list(set_), check_paths=check_paths)
+    resolved = resolve_layers(preset, list(config), list(add), oom, list(set_), check_paths=check_paths,
+                              machine=machine)
     print_notes(resolved)
     return resolved
 

@@ -319,19 +319,21 @@ def resolve_layers(
     sets: Sequence[str] = (),
     *,
     check_paths: bool = False,
+    machine: str = "error",
 ) -> ResolvedConfig:
     """Resolve a run's config from its layers, validate it, and record where each value came from.
 
     preset: a shipped preset name or a TOML path (lowest layer). files: the user's TOMLs (`--config`, later wins).
     adds: `--add` TOMLs or preset names, each appending its stem to output.output_name. oom: apply the
     out-of-memory fallback layer (batch.oom_file or the shipped `oom-fallback`). sets: `--set a.b=c` overrides.
-    check_paths: also check that input paths exist and outputs are writable (do it before training).
+    check_paths: also check that input paths exist, outputs are writable and this machine has what the run needs
+    (do it before training); machine = "warn" reports the machine's shortcomings as warnings (`lorakit plan`).
     Raises ConfigError with every problem found; warnings come back in `.warnings`.
     """
-    return resolve_checked(build_layers(preset, files, adds, oom, sets), check_paths=check_paths)
+    return resolve_checked(build_layers(preset, files, adds, oom, sets), check_paths=check_paths, machine=machine)
 
 
-def resolve_checked(layers: list[Layer], check_paths: bool = False) -> ResolvedConfig:
+def resolve_checked(layers: list[Layer], check_paths: bool = False, machine: str = "error") -> ResolvedConfig:
     """Validate ordered layers (schema, then semantic checks) into a ResolvedConfig with origins."""
     from .validate import check
 
@@ -340,7 +342,7 @@ def resolve_checked(layers: list[Layer], check_paths: bool = False) -> ResolvedC
     except ConfigError as exc:
         raise ConfigError(exc.problems + _argument_problems(layers)) from None
     origin = compute_origins(config.model_dump(), [(x.name, x.values) for x in layers])
-    errors, warnings = check(config, paths=check_paths)
+    errors, warnings = check(config, paths=check_paths, machine=machine)
     if errors:
         raise ConfigError([f"{origin.get(f.key, 'config')}: {f.key}: {f.message}" for f in errors])
     notes = [n for layer in layers for n in layer.notes]

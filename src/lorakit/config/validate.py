@@ -16,6 +16,7 @@ import inspect
 import json
 import os
 import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,7 +148,6 @@ def _dry_run(cfg: LorakitConfig) -> list[Finding]:
     import torch
 
     from ..engine.optim import build_optimizer
-    from ..engine.schedule import build_scheduler
     from ..errors import ConfigError
 
     try:
@@ -158,6 +158,8 @@ def _dry_run(cfg: LorakitConfig) -> list[Finding]:
     except Exception as exc:  # noqa: BLE001 - any constructor error is the user's value
         return [Finding("train.optimizer_args", f"{t.optimizer_type} refuses these arguments: {exc}")]
     if t.lr_scheduler_args:
+        from ..engine.schedule import build_scheduler  # diffusers: seconds to import, only when needed
+
         try:
             build_scheduler(t.lr_scheduler, optimizer, 1, 10, t.lr_scheduler_num_cycles, t.lr_scheduler_args)
         except Exception as exc:  # noqa: BLE001
@@ -166,11 +168,18 @@ def _dry_run(cfg: LorakitConfig) -> list[Finding]:
     return []
 
 
+def _gpu_driver_present() -> bool:
+    """False when no CUDA (or ROCm) driver is installed, found without importing torch; True when unsure."""
+    if not sys.platform.startswith("linux"):
+        return sys.platform != "darwin"  # macOS has no CUDA; Windows: ask torch
+    return any(Path(p).exists() for p in ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/kfd"))
+
+
 def check_environment(cfg: LorakitConfig) -> list[Finding]:
     """What this machine must have for the run: CUDA for fp16, bf16 support, bitsandbytes for AdamW8bit."""
     found, cuda = [], False
     mp = cfg.train.mixed_precision
-    if mp != "no":  # torch is imported only when precision matters (it takes seconds)
+    if mp != "no" and _gpu_driver_present():  # torch takes seconds to import: only when CUDA could be there
         import torch
 
         cuda = torch.cuda.is_available()
@@ -180,35 +189,44 @@ def check_environment(cfg: LorakitConfig) -> list[Finding]:
     if mp == "bf16" and cuda and not torch.cuda.is_bf16_supported():
         found.append(Finding("train.mixed_precision", f"'bf16' is not supported by {torch.cuda.get_device_name()}; "
                              "use 'fp16' or 'no'"))
-    if cfg.train.optimizer_type == "AdamW8bit" and importlib.util.find_spec("bitsandbytes") is None:
+    if cfg.train.optimizer_type == "AdamW8bit" and not package_installed("bitsandbytes"):
         found.append(Finding("train.optimizer_type", "'AdamW8bit' needs the bitsandbytes package, which is not "
                              "installed: pip install bitsandbytes (CUDA GPUs), or use 'AdamW'"))
-    return found
+    return found + check_log_with(cfg)
+
+
+def package_installed(name: str) -> bool:
+    """Whether a package can be imported, found without importing it."""
+    return importlib.util.find_spec(name) is not None
+
+
+def check_log_with(cfg: LorakitConfig) -> list[Finding]:
+    """`train.log_with` names a logger whose package is installed."""
+    if cfg.train.log_with == "tensorboard" and not package_installed("tensorboard"):
+        return [Finding("train.log_with", "'tensorboard' needs the tensorboard package, which is not installed: "
+                        "run `pip install tensorboard` (or `pip install lorakit[tensorboard]`), or set "
+                        "train.log_with = 'none'")]
+    return []
 
 
 def check_output_names(cfg: LorakitConfig) -> list[Finding]:
-    """The longest file name a run writes (a step checkpoint's temporary file) fits the output file system."""
-    from ..io import temp_name
-
+    """The longest file name a run writes (a step checkpoint) fits the output file system. (Temporary names keep
+    at most 100 bytes of the target's name, so they always fit.)"""
     out = cfg.output
-    folder = Path(out.output_dir)
-    probe = folder
+    probe = Path(out.output_dir)
     while not probe.exists() and probe.parent != probe:
         probe = probe.parent
     try:
         limit = os.pathconf(probe, "PC_NAME_MAX")
     except (OSError, ValueError):
         limit = 255
-    names = {"output.output_name": temp_name(Path(f"{out.output_name}-step00000000.safetensors")).name}
-    if out.save_format != "kohya":
-        names["output.output_name"] += "_peft"  # the PEFT folder's temporary twin is at least as long
+    names = {"output.output_name": (out.output_name, f"{out.output_name}-step00000000.safetensors")}
     if out.run_id:
-        names["output.run_id"] = out.run_id
+        names["output.run_id"] = (out.run_id, out.run_id)
     found = []
-    for key, name in names.items():
+    for key, (value, name) in names.items():
         length = len(name.encode("utf-8"))
         if length > limit:
-            value = str(out.output_name if key == "output.output_name" else out.run_id)
             shown = value if len(value) <= 40 else value[:40] + "…"
             found.append(Finding(key, f"{shown!r} makes file names of {length} bytes, longer than the {limit} "
                                       f"this file system allows in {probe}; shorten it by {length - limit} bytes"))
@@ -456,17 +474,24 @@ def check_paths(cfg: LorakitConfig) -> list[Finding]:
     return found
 
 
-def check(cfg: LorakitConfig, paths: bool = False) -> tuple[list[Finding], list[Finding]]:
-    """All semantic checks; returns (errors, warnings). `paths` adds the file-system checks."""
+def check(cfg: LorakitConfig, paths: bool = False, machine: str = "error") -> tuple[list[Finding], list[Finding]]:
+    """All semantic checks; returns (errors, warnings).
+
+    `paths` adds the checks of this machine: files and folders, and what the run needs here (CUDA for fp16,
+    packages, file-name limits, the optimizer built once). `machine = "warn"` reports the latter as warnings
+    (`lorakit plan` of a config meant for another machine)."""
     found = check_unimplemented(cfg) + check_training(cfg) + check_family(cfg) + check_arguments(cfg)
-    found += importlib.import_module("lorakit.engine.tblog").check_log_with(cfg)  # train.log_with's package
-    if not any(f.error for f in found if f.key.startswith("train.")):
-        found += _dry_run(cfg)
-    if paths:  # this machine: files, folders, packages, GPU
-        found += check_paths(cfg) + check_model(cfg) + check_environment(cfg) + check_output_names(cfg)
+    if paths:
+        found += check_paths(cfg) + check_model(cfg)
         resume_keys = [("network.network_weights", cfg.network.network_weights),
                        ("train.resume", getattr(cfg.train, "resume", None))]
         for key, value in resume_keys:
             if value and Path(value).exists():
                 found += check_resume(cfg, key, value)
+        here = check_environment(cfg) + check_output_names(cfg)
+        if not any(f.error for f in found if f.key.startswith("train.")):
+            here += _dry_run(cfg)
+        if machine == "warn":
+            here = [Finding(f.key, f"{f.message} (on this machine)", False) for f in here]
+        found += here
     return [f for f in found if f.error], [f for f in found if not f.error]

@@ -3,31 +3,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..config.validate import check_log_with  # noqa: F401  (a machine check; re-exported for the trainer)
 from .events import Callback, StepEvent
 
-if TYPE_CHECKING:
-    from ..config.schema import LorakitConfig
-    from ..config.validate import Finding
-
 TENSORBOARD_DIR = "tensorboard"
-
-
-def check_log_with(cfg: LorakitConfig) -> list[Finding]:
-    """An error when `train.log_with` names a logger whose package is not installed (checked before anything runs).
-
-    Cheap (no import of the package) and safe to import from `config.validate` (which this imports only here).
-    """
-    from ..config.validate import Finding
-
-    if cfg.train.log_with == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
-        return [Finding("train.log_with", "'tensorboard' needs the tensorboard package, which is not installed: "
-                        "run `pip install tensorboard` (or `pip install lorakit[tensorboard]`), or set "
-                        "train.log_with = 'none'")]
-    return []
 
 
 class TensorBoardLog(Callback):

@@ -7,6 +7,8 @@ speed and memory (benchmarks on a GPU machine), where the weights' values do not
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
+from typing import Iterator
 
 import diffusers
 import torch
@@ -38,12 +40,29 @@ def random_pipeline(name: str, pipeline_class: type[DiffusionPipeline], dtype: t
         elif component == "scheduler":
             parts[component] = _scheduler_for(folder, None)
         else:
-            with seeded(seed), torch.device(device):  # models only: schedulers keep their tables on the CPU
+            # models only (schedulers keep their tables on the CPU), created directly in `dtype`: building SDXL in
+            # fp32 and casting afterwards would hold ~10 GB at once for a 5 GB bf16 model
+            with seeded(seed), torch.device(device), default_dtype(dtype):
                 if library == "diffusers":
                     cls = getattr(diffusers, cls_name)
                     model = cls.from_config(cls.load_config(folder / component))
                 else:
                     cls = getattr(transformers, cls_name)
-                    model = cls(cls.config_class.from_pretrained(folder / component))
+                    config = cls.config_class.from_pretrained(folder / component)
+                    # transformers builds inner models in the config's dtype (fp32 in the shipped configs), which
+                    # would override ours; the attribute is `dtype` since transformers 5, `torch_dtype` before
+                    setattr(config, "dtype" if hasattr(config, "dtype") else "torch_dtype", dtype)
+                    model = cls(config)
             parts[component] = model.to(dtype)
     return pipeline_class(**parts)
+
+
+@contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Create floating-point parameters in `dtype` inside the block (torch's default dtype, restored after)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
