@@ -168,6 +168,14 @@ def test_block_names_of_the_full_size_models() -> None:
     assert FAMILIES["sdxl"].block_names(real_unet("sdxl-base")) == xl
 
 
+@pytest.mark.parametrize("family,arch", [("sd1", "sd15"), ("sd2", "sd21-v"), ("sd2", "sd21-base"),
+                                         ("sdxl", "sdxl-base")])
+def test_full_size_shape_is_the_shipped_architecture(family: str, arch: str) -> None:
+    from lorakit.families.unet_layout import unet_shape
+
+    assert FAMILIES[family].full_unet_shape == unet_shape(real_unet(arch))
+
+
 # The tiny models: 2 levels of 2 resnets (attention in both), so input_blocks 0–5 and output_blocks 0–5
 TINY_BLOCKS = ("BASE", "IN00", "IN01", "IN02", "IN03", "IN04", "IN05", "MID",
                "OUT00", "OUT01", "OUT02", "OUT03", "OUT04", "OUT05")

@@ -12,7 +12,12 @@ from .tiny import seeded, tiny_text_config, tiny_tokenizer, tiny_vae_config
 
 
 def tiny_unet(cross_attention_dim: int = 32, **overrides: object) -> UNet2DConditionModel:
-    """A small SD-style UNet: two levels, attention in both, 64 px images (8×8 latents)."""
+    """A small SD-style UNet: two levels, attention in both, 64 px images (8×8 latents).
+
+    Its LoRA blocks (see `Family.block_names`): IN00 (conv_in), IN01–IN02 (level 0), IN03 (downsampler), IN04–IN05
+    (level 1), MID, OUT00–OUT02 (level 0 of the up path, upsampler in OUT02), OUT03–OUT05; the same for the tiny
+    SD2 and SDXL models, which use this UNet too.
+    """
     cfg = dict(
         block_out_channels=(32, 64),
         layers_per_block=2,

@@ -187,7 +187,10 @@ def canonical_block(name: str) -> str:
 def config_key(unet: torch.nn.Module) -> str:
     """A string that is equal for UNets of the same architecture (their diffusers config)."""
     config = getattr(unet, "config", None)
-    return json.dumps(dict(config), sort_keys=True, default=str) if config is not None else str(id(unet))
+    if config is None:
+        return str(id(unet))
+    # `_name_or_path`, `_diffusers_version`, …: where it came from, not what it is
+    return json.dumps({k: v for k, v in config.items() if not k.startswith("_")}, sort_keys=True, default=str)
 
 
 LAYERS = (torch.nn.Linear, torch.nn.Conv2d)
