@@ -20,38 +20,62 @@ LORA_ADAPTER = "lora"  # the adapter name a loaded LoRA gets in the pipeline
 
 
 def apply_lora(parts: ModelParts, lora: Path, weight: float, model: str | None = None) -> None:
-    """Load a LoRA into the pipeline with diffusers' own loader and set its weight.
+    """Load a network into the pipeline and set its weight.
 
-    A LoRA for another model (family, widths or module names; see `check_lora_fits`) is refused before loading:
-    diffusers would skip what does not match and render the base model as if the LoRA were applied.
-    `model` names the base model in messages.
+    Plain LoRA/LoCon files and diffusers folders load with diffusers' own loader; LoHa, LoKr and DoRA files (which
+    diffusers does not apply) through lorakit's conversion onto peft. A LoRA for another model (family, widths or
+    module names; see `check_lora_fits`) is refused before loading: diffusers would skip what does not match and
+    render the base model as if the LoRA were applied. `model` names the base model in messages.
     """
     if not lora.exists():
         raise LorakitError(f"LoRA not found: {lora}", "pass a .safetensors file or a PEFT folder from runs/<id>/train/")
     pipe = parts.pipeline
     if lora.is_dir():
-        from .networks.formats import load_peft_folder, peft_fit_problems
-
-        loaded = load_peft_folder(lora)
-        if not loaded:
-            raise LorakitError(f"{lora} holds no PEFT adapter (no */adapter_model.safetensors)",
-                               "pass the <name>_peft folder lorakit wrote, or a .safetensors LoRA file")
-        _refuse_misfit(lora, parts, model, *peft_fit_problems(parts, loaded))
-        for component, state in loaded.items():
-            config = _peft_config(lora / component)
-            if component == "unet":  # with its config, so alpha (the strength) is the trained one
-                pipe.unet.load_lora_adapter(state, adapter_name=LORA_ADAPTER, prefix=None, metadata=config.to_dict())
-            else:
-                getattr(pipe, component).load_adapter(
-                    adapter_state_dict=state, adapter_name=LORA_ADAPTER, peft_config=config)
+        _apply_folder(parts, lora, model)
     else:
         check_lora_fits(parts, lora, model)
-        try:
-            pipe.load_lora_weights(str(lora), adapter_name=LORA_ADAPTER)
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:  # diffusers/peft messages can list every key
-            raise LorakitError(f"cannot load LoRA {lora}: {_first_line(exc)}",
-                               "is it a LoRA .safetensors for this model family?") from exc
+        from .networks.formats import read_lora_file
+
+        sd, _ = read_lora_file(lora, "LoRA")
+        if any(k.endswith(LYCORIS_SUFFIXES) for k in sd):
+            from .networks.loading import attach_file
+
+            attach_file(parts, sd, LORA_ADAPTER)
+        else:
+            try:
+                pipe.load_lora_weights(str(lora), adapter_name=LORA_ADAPTER)
+            except (OSError, ValueError, KeyError, RuntimeError) as exc:  # diffusers/peft messages can list every key
+                raise LorakitError(f"cannot load LoRA {lora}: {_first_line(exc)}",
+                                   "is it a LoRA .safetensors for this model family?") from exc
     pipe.set_adapters([LORA_ADAPTER], adapter_weights=[weight])
+
+
+# tensors diffusers' loader does not apply (LoHa, LoKr, DoRA's magnitude): lorakit's own conversion loads them
+LYCORIS_SUFFIXES = tuple(f".{k}" for k in ("hada_w1_a", "hada_w1_b", "lokr_w1", "lokr_w1_a", "lokr_w2", "lokr_w2_a",
+                                           "dora_scale"))
+
+
+def _apply_folder(parts: ModelParts, lora: Path, model: str | None) -> None:
+    """A diffusers LoRA folder (`pytorch_lora_weights.safetensors`, as lorakit writes it) with diffusers' loader,
+    or the PeftModel layout of earlier lorakit versions."""
+    from .networks.formats import DIFFUSERS_WEIGHTS, load_peft_folder, peft_fit_problems
+
+    pipe = parts.pipeline
+    loaded = load_peft_folder(lora)
+    if not loaded:
+        raise LorakitError(f"{lora} holds no LoRA ({DIFFUSERS_WEIGHTS} or */adapter_model.safetensors)",
+                           "pass the <name>_peft folder lorakit wrote, or a .safetensors LoRA file")
+    _refuse_misfit(lora, parts, model, *peft_fit_problems(parts, loaded))
+    if (lora / DIFFUSERS_WEIGHTS).is_file():
+        pipe.load_lora_weights(str(lora), adapter_name=LORA_ADAPTER)
+        return
+    for component, state in loaded.items():
+        config = _peft_config(lora / component)
+        if component == "unet":  # with its config, so alpha (the strength) is the trained one
+            pipe.unet.load_lora_adapter(state, adapter_name=LORA_ADAPTER, prefix=None, metadata=config.to_dict())
+        else:
+            getattr(pipe, component).load_adapter(adapter_state_dict=state, adapter_name=LORA_ADAPTER,
+                                                  peft_config=config)
 
 
 def check_lora_fits(parts: ModelParts, lora: Path, model: str | None = None) -> None:

@@ -13,7 +13,8 @@ from lorakit.config.schema import ModelSection, NetworkSection
 from lorakit.errors import LorakitError
 from lorakit.families import FAMILIES, load_model
 from lorakit.networks import formats
-from lorakit.networks.lora import ADAPTER, attach_lora
+from lorakit.networks.attach import adapter_layers, attach_network, components
+from lorakit.networks.registry import ADAPTER
 
 TINY = [f.tiny_name for f in FAMILIES.values()]
 
@@ -22,7 +23,7 @@ def trained_parts(name: str, train_te: bool):
     """A tiny model with a LoRA whose weights are random (as if trained: up weights non-zero)."""
     parts = load_model(ModelSection(pretrained_model_name_or_path=name))
     torch.manual_seed(0)
-    params = attach_lora(parts, NetworkSection(network_dim=4, network_alpha=2, train_text_encoder=train_te))
+    params = attach_network(parts, NetworkSection(network_dim=4, network_alpha=2, train_text_encoder=train_te))
     with torch.no_grad():
         for p in params:
             p.add_(torch.randn_like(p) * 0.2)
@@ -56,7 +57,7 @@ def test_kohya_file_loads_in_diffusers_with_same_output(name: str, train_te: boo
     expected = unet_output(parts)
     assert (expected - base).abs().max() > 1e-3  # the adapter really changes the output
 
-    path = formats.save_kohya(tmp_path / "x.safetensors", formats.to_kohya(parts, 2.0), {"ss_network_dim": "4"})
+    path = formats.save_kohya(tmp_path / "x.safetensors", formats.to_kohya(parts), {"ss_network_dim": "4"})
     fresh = load_model(ModelSection(pretrained_model_name_or_path=name))
     fresh.pipeline.load_lora_weights(str(path), adapter_name="loaded")
     assert (unet_output(fresh) - expected).abs().max() <= 1e-5
@@ -69,13 +70,13 @@ def test_kohya_file_loads_in_diffusers_with_same_output(name: str, train_te: boo
 
 
 def test_key_names_follow_kohya(tmp_path: Path) -> None:
-    sd1 = formats.to_kohya(trained_parts("tiny-sd1", True), 2.0)
+    sd1 = formats.to_kohya(trained_parts("tiny-sd1", True))
     assert "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight" in sd1
     assert "lora_unet_up_blocks_1_attentions_2_transformer_blocks_0_attn2_to_out_0.lora_up.weight" in sd1
     assert "lora_te_text_model_encoder_layers_0_self_attn_q_proj.alpha" in sd1
     assert sd1["lora_te_text_model_encoder_layers_0_self_attn_q_proj.alpha"].item() == 2.0
 
-    xl = formats.to_kohya(trained_parts("tiny-sdxl", True), 2.0)
+    xl = formats.to_kohya(trained_parts("tiny-sdxl", True))
     names = {k.split(".")[0] for k in xl}
     # layers_per_block=2: down block 1 layer 0 is input_blocks.4; up block 0 layer 0 is output_blocks.0
     assert "lora_unet_input_blocks_4_1_transformer_blocks_1_attn2_to_k" in names
@@ -88,7 +89,7 @@ def test_key_names_follow_kohya(tmp_path: Path) -> None:
 
 def test_unmatched_key_is_an_error() -> None:
     parts = trained_parts("tiny-sd1", False)
-    sd = formats.to_kohya(parts, 2.0)
+    sd = formats.to_kohya(parts)
     sd["lora_unet_down_blocks_9_attentions_0_proj_in.lora_down.weight"] = torch.zeros(4, 4)
     with pytest.raises(LorakitError, match="lora_unet_down_blocks_9_attentions_0_proj_in"):
         formats.check_kohya_keys(sd, parts)
@@ -101,10 +102,10 @@ def test_unmatched_key_is_an_error() -> None:
 ])
 def test_metadata_and_hash(name: str, version: str, arch: str, tmp_path: Path) -> None:
     parts = trained_parts(name, False)
-    meta = formats.kohya_metadata(parts, name="x", dim=4, alpha=2.0, resolution=(64, 64), steps=10, epochs=1,
+    meta = formats.kohya_metadata(parts, name="x", resolution=(64, 64), steps=10, epochs=1,
                                   learning_rate=1e-4, te_trained=False, seed=1, tag_frequency={"a": {"cat": 2}},
                                   num_images=3, created="2026-01-01T00:00:00+00:00")
-    sd = formats.to_kohya(parts, 2.0, torch.float16)
+    sd = formats.to_kohya(parts, torch.float16)
     path = formats.save_kohya(tmp_path / "x.safetensors", sd, meta)
     with safe_open(str(path), "pt") as f:
         saved = f.metadata()
@@ -128,7 +129,7 @@ def test_legacy_hash_and_resolution_follow_kohya(tmp_path: Path) -> None:
     from safetensors.torch import save
 
     parts = trained_parts("tiny-sd1", False)
-    sd = formats.to_kohya(parts, 2.0)
+    sd = formats.to_kohya(parts)
     meta = {"ss_network_dim": "4", "modelspec.title": "x"}
     path = formats.save_kohya(tmp_path / "x.safetensors", sd, meta)
     with safe_open(str(path), "pt") as f:
@@ -139,7 +140,7 @@ def test_legacy_hash_and_resolution_follow_kohya(tmp_path: Path) -> None:
 
 def test_key_check_names_a_count_and_a_few_examples() -> None:
     parts = trained_parts("tiny-sd1", False)
-    sd = formats.to_kohya(parts, 2.0)
+    sd = formats.to_kohya(parts)
     bad = [f"lora_unet_down_blocks_9_attentions_{i}_proj_in" for i in range(40)]
     for name in bad:
         sd[f"{name}.lora_down.weight"] = torch.zeros(4, 4)
@@ -152,18 +153,18 @@ def test_key_check_names_a_count_and_a_few_examples() -> None:
 def test_resume_mismatch_is_a_count_and_three_examples(tmp_path: Path) -> None:
     """An SDXL file resumed into an SD1 network: every module differs; the message stays a few lines."""
     xl = trained_parts("tiny-sdxl", True)
-    path = formats.save_kohya(tmp_path / "xl.safetensors", formats.to_kohya(xl, 2.0), {})
+    path = formats.save_kohya(tmp_path / "xl.safetensors", formats.to_kohya(xl), {})
     sd1 = load_model(ModelSection(pretrained_model_name_or_path="tiny-sd1"))
-    attach_lora(sd1, NetworkSection(network_dim=4, network_alpha=2, train_text_encoder=True))
+    attach_network(sd1, NetworkSection(network_dim=4, network_alpha=2, train_text_encoder=True))
     with pytest.raises(LorakitError) as exc:
-        formats.load_kohya_weights(sd1, path, 2.0)
+        formats.load_kohya_weights(sd1, path)
     mine = {formats._prefix(n) for n in formats.kohya_module_names(sd1)}
-    network = sum(len(formats._lora_layers(m)) for m, _ in formats._components(sd1))
-    theirs = len({k.split(".")[0] for k in formats.to_kohya(xl, 2.0)})
+    network = sum(len(adapter_layers(m)) for _, m in components(sd1))
+    theirs = len({k.split(".")[0] for k in formats.to_kohya(xl)})
     assert mine == {"lora_unet", "lora_te"}
     # the SD1 UNet modules are missing from the file (it has a UNet part); its te modules are not checked (no
     # lora_te_ part: a new text-encoder LoRA starts fresh); every SDXL module is extra
-    te = sum(len(formats._lora_layers(te)) for te in sd1.text_encoders)
+    te = sum(len(adapter_layers(te)) for te in sd1.text_encoders)
     differ = (network - te) + theirs
     assert exc.value.message.startswith(f"network.network_weights {path} does not fit this network: {differ} "
                                         "module(s) differ, e.g. ")

@@ -44,7 +44,18 @@ class ModelSection(Section):
 class NetworkSection(Section):
     """The adapter: what is trained and its shape."""
 
-    network_module: Literal["lora"] = Field("lora", description="Adapter type.")
+    network_module: Literal["lora", "locon", "loha", "lokr"] = Field(
+        "lora",
+        description="Adapter type: lora (kohya LoRA; TrainTrain 'lierla'), locon (LoRA on 3×3 convolutions too; "
+        "TrainTrain 'c3lier'), loha (LyCORIS LoHa) or lokr (LyCORIS LoKr). See docs/networks.md.",
+    )
+    use_dora: bool = Field(
+        False, description="DoRA: also train a per-output-channel magnitude (LoRA/LoCon only; LyCORIS 'dora_wd')."
+    )
+    lokr_factor: int = Field(
+        -1, description="LoKr: Kronecker factor of each dimension (LyCORIS 'factor'); -1 = automatic, near the "
+        "square root.",
+    )
     network_dim: int = Field(16, ge=1, le=1024, description="LoRA rank (dim).")
     network_alpha: float = Field(8.0, gt=0, description="LoRA alpha; the update is scaled by alpha / dim.")
     network_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA path during training.")
@@ -130,6 +141,24 @@ class NetworkSection(Section):
         description="Start from an existing LoRA .safetensors file (or a run folder holding one); its rank must "
         "match network_dim.",
     )
+
+    @field_validator("network_module", mode="before")
+    @classmethod
+    def _network_alias(cls, value: object) -> object:
+        """TrainTrain's names: lierla is plain LoRA, c3lier is LoCon."""
+        aliases = {"lierla": "lora", "c3lier": "locon"}
+        return aliases.get(value.lower(), value.lower()) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _network_combinations(self) -> "NetworkSection":
+        """Refuse what peft (and the UIs) cannot train: DoRA exists only for LoRA/LoCon; a LoKr factor is -1 or
+        at least 1."""
+        if self.use_dora and self.network_module in ("loha", "lokr"):
+            raise ValueError(f"use_dora works with network_module 'lora' or 'locon', not '{self.network_module}' "
+                             "(peft has no DoRA for LoHa/LoKr)")
+        if self.lokr_factor == 0 or self.lokr_factor < -1:
+            raise ValueError(f"lokr_factor {self.lokr_factor}: use -1 (automatic) or a factor of at least 1")
+        return self
 
 
 class TrainSection(Section):

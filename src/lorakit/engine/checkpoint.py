@@ -48,7 +48,7 @@ def save_lora(parts: ModelParts, cfg: LorakitConfig, folder: Path, name: str, me
         if p is not None and p.exists():
             raise LorakitError(f"{p} already exists; refusing to overwrite", "use a new run folder")
     if saved.kohya:
-        formats.save_kohya(saved.kohya, formats.to_kohya(parts, cfg.network.network_alpha, dtype), metadata)
+        formats.save_kohya(saved.kohya, formats.to_kohya(parts, dtype), metadata)
     if saved.peft:
         formats.save_peft(saved.peft, parts, dtype)
     return saved

@@ -103,12 +103,14 @@ def build_network(cfg: LorakitConfig, parts: ModelParts, encoder: BatchEncoder) 
     """Attach the adapter (seeded), check its file names, load resume weights; returns the mode and its groups."""
     torch.manual_seed(cfg.train.seed)  # the adapter's initial weights
     mode = MODES["lora"](parts, cfg, encoder)
-    formats.to_kohya(parts, cfg.network.network_alpha)  # every adapted module has a file name, before training
+    formats.to_kohya(parts)  # every adapted module has a file name, before training
+    if cfg.output.save_format != "kohya":  # the diffusers folder exists for LoRA/LoCon/DoRA only
+        formats.check_peft_format(parts)
     if cfg.network.network_weights:
         weights = weights_file(Path(cfg.network.network_weights))
         if weights is None:
             raise LorakitError(f"network.network_weights: no .safetensors LoRA in {cfg.network.network_weights}")
-        formats.load_kohya_weights(parts, weights, cfg.network.network_alpha)
+        formats.load_kohya_weights(parts, weights)
     groups = mode.param_groups()
     for g in groups:  # trainable weights stay fp32 whatever the compute precision
         for p in g["params"]:
@@ -173,8 +175,7 @@ def train(
     def save(step: int, final: bool = False) -> Path:
         name = out.output_name if final else f"{out.output_name}-step{step:08d}"
         meta = formats.kohya_metadata(
-            parts, name=name, dim=cfg.network.network_dim, alpha=cfg.network.network_alpha,
-            resolution=cfg.data.max_size, steps=step, epochs=epoch_of(step), learning_rate=t.learning_rate,
+            parts, name=name, resolution=cfg.data.max_size, steps=step, epochs=epoch_of(step), learning_rate=t.learning_rate,
             te_trained=cfg.network.train_text_encoder, seed=t.seed, tag_frequency=tag_freq,
             num_images=len(dataset.train), created=started,
         )

@@ -1,4 +1,5 @@
-"""Plain LoRA: denoising loss on captioned images, adapter on the UNet (and optionally the text encoders)."""
+"""Plain LoRA mode: denoising loss on captioned images; the network (LoRA, LoCon, LoHa, LoKr, DoRA) on the UNet
+and optionally the text encoders."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from ..data.example import Example
 from ..engine.encode import BatchEncoder, size_conditioning
 from ..engine.loss import add_noise, diffusion_loss, target_for
 from ..families import ModelParts
-from ..networks.lora import attach_lora, lora_parameters
+from ..networks.attach import attach_network, network_parameters
+from ..networks.targets import select_targets
 
 
 class LoraMode:
@@ -19,15 +21,15 @@ class LoraMode:
 
     def __init__(self, parts: ModelParts, cfg: LorakitConfig, encoder: BatchEncoder) -> None:
         self.parts, self.cfg, self.encoder = parts, cfg, encoder
-        attach_lora(parts, cfg.network)
+        attach_network(parts, cfg.network, select_targets(parts, cfg.network).components())
         self.text_frozen = False
 
     def param_groups(self) -> list[dict[str, Any]]:
         t = self.cfg.train
-        groups = [{"params": lora_parameters(self.parts.unet), "lr": t.learning_rate}]
+        groups = [{"params": network_parameters(self.parts.unet), "lr": t.learning_rate}]
         if self.cfg.network.train_text_encoder:
             te_lr = t.text_encoder_lr if t.text_encoder_lr is not None else t.learning_rate
-            params = [p for te in self.parts.text_encoders for p in lora_parameters(te)]
+            params = [p for te in self.parts.text_encoders for p in network_parameters(te)]
             groups.append({"params": params, "lr": te_lr})
         for g in groups:
             if g["lr"] == 0:  # a rate of 0 trains nothing: no gradients computed or kept for it
@@ -37,7 +39,7 @@ class LoraMode:
 
     def freeze_text_encoders(self) -> None:
         for te in self.parts.text_encoders:
-            for p in lora_parameters(te):
+            for p in network_parameters(te):
                 p.requires_grad_(False)
                 p.grad = None
             te.eval()

@@ -1,7 +1,9 @@
-"""LoRA file formats: peft/diffusers module state ⇄ kohya/A1111/ComfyUI keys, metadata, and safe saving.
+"""Network files: the kohya/LyCORIS file of the attached network, resuming from one, the diffusers folder,
+metadata, fit checks and safe saving.
 
-kohya layout: `<name>.lora_down.weight` (peft lora_A), `<name>.lora_up.weight` (peft lora_B), `<name>.alpha`;
-names come from the family (`lora_unet_…`, `lora_te_text_model_…`, SDXL `lora_te1_`/`lora_te2_`).
+The per-type key layouts live in the type modules (`lora.py`, `loha.py`, `lokr.py`); the pure state ⇄ file
+conversion in `convert.py`. Names come from the family (`lora_unet_…`, `lora_te_text_model_…`, SDXL
+`lora_te1_`/`lora_te2_`).
 """
 
 from __future__ import annotations
@@ -13,116 +15,81 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import get_peft_model_state_dict
 from safetensors.torch import save, save_file
 
-from ..errors import LorakitError
+from ..errors import ConfigError, LorakitError
 from ..families import ModelParts
 from ..io import atomic_path
-from .lora import ADAPTER
+from .attach import base_layers, components, read_state, summary, write_state
+from .convert import from_file, group_file, name_map, short_list, to_file
+from .registry import ADAPTER
 
 SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 PEFT_PREFIX = "base_model.model."  # PeftModel.save_pretrained's key prefix, which PeftModel.from_pretrained expects
 
 
-def _adapter_modules(module: torch.nn.Module) -> dict[str, dict[str, torch.Tensor]]:
-    """{module path: {"lora_A": tensor, "lora_B": tensor}} of a module's LoRA adapter."""
-    out: dict[str, dict[str, torch.Tensor]] = {}
-    for key, tensor in get_peft_model_state_dict(module, adapter_name=ADAPTER).items():
-        path, _, rest = key.rpartition(".lora_")
-        out.setdefault(path, {})["lora_" + rest.split(".")[0]] = tensor
-    return out
-
-
-def _namers(parts: ModelParts) -> list[tuple[torch.nn.Module, Any]]:
-    """UNet and text encoders, each with its function from module path to kohya name."""
-    fam = parts.family
-    comps: list[tuple[torch.nn.Module, Any]] = [(parts.unet, lambda p: fam.kohya_unet_name(p, parts.unet))]
-    return comps + [(te, lambda p, i=i: fam.kohya_te_name(i, p)) for i, te in enumerate(parts.text_encoders)]
-
-
-def _components(parts: ModelParts) -> list[tuple[torch.nn.Module, Any]]:
-    """The adapted ones of `_namers`."""
-    return [(m, name_of) for m, name_of in _namers(parts) if ADAPTER in (getattr(m, "peft_config", None) or {})]
-
-
-def to_kohya(parts: ModelParts, alpha: float, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    """The trained adapter as a kohya state dict, checked against the model's module names."""
-    sd: dict[str, torch.Tensor] = {}
-    for module, name_of in _components(parts):
-        for path, pair in _adapter_modules(module).items():
-            name = name_of(path)
-            sd[f"{name}.lora_down.weight"] = pair["lora_A"].detach().to("cpu", dtype).contiguous()
-            sd[f"{name}.lora_up.weight"] = pair["lora_B"].detach().to("cpu", dtype).contiguous()
-            sd[f"{name}.alpha"] = torch.tensor(float(alpha), dtype=dtype)
+def to_kohya(parts: ModelParts, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """The attached network as a kohya/LyCORIS state dict (any registered type), checked against the model's
+    module names. Rank and alpha come from the trained modules."""
+    state = read_state(parts)
+    if not state:
+        raise LorakitError("the model has no network attached")
+    sd = {k: v.detach().to("cpu", dtype).contiguous() for k, v in to_file(state, name_map(parts)).items()}
     check_kohya_keys(sd, parts)
     return sd
 
 
-def load_kohya_weights(parts: ModelParts, path: Path, alpha: float) -> int:
-    """Copy a kohya LoRA file's weights into the attached adapter (resuming); returns the modules loaded.
-
-    The file must fit the network exactly: same modules, same rank, same alpha (the strength); otherwise an error
-    names what differs.
-    """
-    from safetensors.torch import load_file
+def read_lora_file(path: Path, what: str = "network.network_weights") -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, metadata) of a .safetensors network file; an unreadable file is an error naming it."""
+    from safetensors import safe_open
 
     try:
-        sd = load_file(str(path))
+        with safe_open(str(path), "pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
     except Exception as exc:  # safetensors raises several types for a bad file
-        raise LorakitError(f"cannot read network.network_weights {path}: {exc}",
-                           "point it at a LoRA .safetensors file") from exc
-    loaded, problems, expected = 0, [], set()
-    file_parts = {k.split("_")[1] for k in sd}  # "unet", "te", "te1", "te2"
-    for module, name_of in _components(parts):
-        for mod_path, layer in _lora_layers(module).items():
-            name = name_of(mod_path)
-            expected.add(name)
-            down, up = sd.get(f"{name}.lora_down.weight"), sd.get(f"{name}.lora_up.weight")
-            if down is None or up is None:
-                if name.split("_")[1] in file_parts:  # a component the file has must be complete
-                    problems.append(f"{name}: not in the file")
-                continue  # a component the file lacks (e.g. a new text-encoder LoRA) starts fresh
-            file_alpha = sd.get(f"{name}.alpha")
-            if file_alpha is not None and abs(float(file_alpha) - alpha) > 1e-6:
-                problems.append(f"{name}: file has alpha {float(file_alpha):g}, network.network_alpha is {alpha:g}")
-                continue
-            a, b = layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight
-            if down.shape != a.shape or up.shape != b.shape:
-                problems.append(f"{name}: file has {tuple(down.shape)}, network has {tuple(a.shape)}")
-                continue
-            with torch.no_grad():
-                a.copy_(down.to(a)), b.copy_(up.to(b))
-            loaded += 1
-    extra = sorted({k.split(".")[0] for k in sd} - expected)
-    problems += [f"{name}: in the file but not in the network" for name in extra]
-    if problems or not loaded:
+        raise LorakitError(f"cannot read {what} {path}: {exc}", "point it at a LoRA .safetensors file") from exc
+
+
+def load_kohya_weights(parts: ModelParts, path: Path) -> int:
+    """Copy a network file's weights into the attached network (resuming); returns the modules loaded.
+
+    The file must fit the network exactly: same type, modules, ranks and alphas; otherwise an error names what
+    differs. A component the file lacks entirely (e.g. a new text-encoder network) starts fresh.
+    """
+    sd, _ = read_lora_file(path)
+    names = name_map(parts)
+    path_of = {n: p for p, n in names.items()}
+    grouped = group_file(sd)
+    known = {k: v for k, v in sd.items() if k.partition(".")[0] in path_of}
+    state = from_file(known, names)
+    file_parts = {_prefix(n) for n in grouped}
+    problems = [f"{n}: in the file but not in the network" for n in sorted(set(grouped) - set(path_of))]
+    for p in read_state(parts):
+        if p not in state and _prefix(names[p]) in file_parts:  # a component the file has must be complete
+            problems.append(f"{names[p]}: not in the file")
+    problems += [f"{names[p]}: {msg}" for p, msg in write_state(parts, state)]
+    if problems or not state:
         what = (f"{len(problems)} module(s) differ, e.g. " + "; ".join(problems[:3])) if problems \
             else "no module names match"
         raise LorakitError(
             f"network.network_weights {path} does not fit this network: {what}",
-            "use a LoRA trained on the same model family with the same network_dim and target modules",
+            "use a network trained on the same model family with the same type, network_dim and target modules",
         )
-    return loaded
-
-
-def _lora_layers(module: torch.nn.Module) -> dict[str, Any]:
-    """{module path: peft LoRA layer} of the adapted modules."""
-    return {p: m for p, m in module.named_modules() if hasattr(m, "lora_A") and ADAPTER in m.lora_A}
+    return len(state)
 
 
 def kohya_modules(parts: ModelParts) -> tuple[dict[str, torch.nn.Module], set[str]]:
     """({kohya name: Linear/Conv2d layer} of UNet and text encoders, name prefixes that cover only part of their
-    component's layers — SDXL's UNet outside the mapped attention blocks has no kohya name here)."""
-    named, partial, layers = {}, set(), (torch.nn.Linear, torch.nn.Conv2d)
-    prefixes = ("lora_unet", *parts.family.kohya_te_prefixes)  # in `_namers` order
-    for (module, name_of), prefix in zip(_namers(parts), prefixes):
-        for path, mod in module.named_modules():
-            if isinstance(mod, layers) and ".lora_" not in path:
-                try:
-                    named[name_of(path.replace(".base_layer", ""))] = mod
-                except LorakitError:  # SDXL modules outside the mapped attention blocks
-                    partial.add(prefix)
+    component's layers — a family that leaves some UNet layers unnamed)."""
+    names, named, partial = name_map(parts), {}, set()
+    prefixes = ("lora_unet", *parts.family.kohya_te_prefixes)  # in `components` order
+    for (attr, module), prefix in zip(components(parts), prefixes):
+        for path, layer in base_layers(module).items():
+            name = names.get(f"{attr}.{path}")
+            if name is None:
+                partial.add(prefix)
+            else:
+                named[name] = layer
     return named, partial
 
 
@@ -134,12 +101,6 @@ def kohya_module_names(parts: ModelParts) -> set[str]:
 def _prefix(name: str) -> str:
     """'lora_unet', 'lora_te', 'lora_te1', …: the component part of a kohya module name."""
     return "_".join(name.split("_")[:2])
-
-
-def short_list(items: list[str], shown: int = 3) -> str:
-    """'a, b, c' or 'a, b, c and 17 more': an error names a few examples, never hundreds."""
-    more = len(items) - shown
-    return ", ".join(items[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 def kohya_fit_problems(parts: ModelParts, shapes: dict[str, list[int]]) -> tuple[int, list[str]]:
@@ -240,51 +201,68 @@ def _file_size(sd: dict[str, torch.Tensor], metadata: dict[str, str]) -> int:
     return sum(t.numel() * t.element_size() for t in sd.values()) + header + 8
 
 
+DIFFUSERS_WEIGHTS = "pytorch_lora_weights.safetensors"  # the file diffusers' save_lora_weights writes
+
+
+def check_peft_format(parts: ModelParts) -> None:
+    """The diffusers folder exists for LoRA/LoCon/DoRA only: refuse it for LoHa/LoKr before training starts."""
+    net, _ = summary(parts)
+    if net.name != "lora":
+        raise ConfigError([f"output.save_format: the diffusers folder for {net.name} is not implemented yet"],
+                          "use output.save_format = 'kohya' (ComfyUI, A1111 and lorakit generate load it)")
+
+
 def save_peft(folder: Path, parts: ModelParts, dtype: torch.dtype) -> Path:
-    """Write the adapter in diffusers/PEFT layout: `<folder>/<component>/adapter_config.json` + weights."""
-    for module, _ in _components(parts):
-        attr = _attr_name(parts, module)
-        sub = folder / attr
-        sub.mkdir(parents=True, exist_ok=True)
-        cfg = module.peft_config[ADAPTER]
-        text = json.dumps(cfg.to_dict(), indent=2, default=list).encode("utf-8")
-        with atomic_path(sub / "adapter_config.json", len(text)) as tmp:
-            tmp.write_bytes(text)
-        state = {PEFT_PREFIX + k: v.detach().to("cpu", dtype).contiguous() for k, v in
-                 get_peft_model_state_dict(module, adapter_name=ADAPTER).items()}
-        meta = {"format": "pt"}
-        with atomic_path(sub / "adapter_model.safetensors", _file_size(state, meta)) as tmp:
-            save_file(state, str(tmp), metadata=meta)
+    """Write the network as diffusers' own `save_lora_weights` does (`<folder>/pytorch_lora_weights.safetensors`,
+    keys `unet.…`/`text_encoder.…`/`text_encoder_2.…`, each component's LoraConfig in the metadata), which
+    `pipe.load_lora_weights(folder)` and ComfyUI load. LoRA/LoCon/DoRA only: diffusers has no LoHa/LoKr."""
+    from peft import get_peft_model_state_dict
+
+    check_peft_format(parts)
+    kwargs: dict[str, object] = {}
+    for attr, module in components(parts):
+        if ADAPTER in (getattr(module, "peft_config", None) or {}):
+            kwargs[f"{attr}_lora_layers"] = {k: v.detach().to("cpu", dtype).contiguous() for k, v in
+                                             get_peft_model_state_dict(module, adapter_name=ADAPTER).items()}
+            config = module.peft_config[ADAPTER].to_dict()
+            kwargs[f"{attr}_lora_adapter_metadata"] = json.loads(json.dumps(config, default=sorted))  # sets -> lists
+    size = sum(_file_size(v, {}) for k, v in kwargs.items() if k.endswith("_layers"))  # type: ignore[arg-type]
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / DIFFUSERS_WEIGHTS, size) as tmp:
+        type(parts.pipeline).save_lora_weights(folder, weight_name=tmp.name, safe_serialization=True, **kwargs)
     return folder
 
 
 def load_peft_folder(folder: Path) -> dict[str, dict[str, torch.Tensor]]:
-    """{component: state dict without the PEFT prefix} of a folder written by `save_peft`."""
+    """{component: state dict with peft's keys} of a diffusers LoRA folder (`save_peft`), or of the PeftModel
+    layout earlier lorakit versions wrote (`<component>/adapter_model.safetensors`)."""
     from safetensors.torch import load_file
 
-    out = {}
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    if (folder / DIFFUSERS_WEIGHTS).is_file():
+        for key, tensor in load_file(folder / DIFFUSERS_WEIGHTS).items():
+            component, _, rest = key.partition(".")
+            out.setdefault(component, {})[rest] = tensor
+        return out
     for sub in sorted(p for p in folder.iterdir() if (p / "adapter_model.safetensors").is_file()):
         sd = load_file(sub / "adapter_model.safetensors")
         out[sub.name] = {k.removeprefix(PEFT_PREFIX): v for k, v in sd.items()}
     return out
 
 
-def _attr_name(parts: ModelParts, module: torch.nn.Module) -> str:
-    for attr in ("unet", *parts.family.text_encoder_attrs):
-        if getattr(parts.pipeline, attr) is module:
-            return attr
-    raise AssertionError("module is not part of the pipeline")
-
-
-def kohya_metadata(parts: ModelParts, *, name: str, dim: int, alpha: float, resolution: tuple[int, int],
+def kohya_metadata(parts: ModelParts, *, name: str, resolution: tuple[int, int],
                    steps: int, epochs: int, learning_rate: float, te_trained: bool, seed: int,
                    tag_frequency: dict[str, dict[str, int]], num_images: int, created: str) -> dict[str, str]:
-    """String metadata: the `ss_*` keys A1111/kohya tools read and the `modelspec.*` keys."""
+    """String metadata: the `ss_*` keys A1111/kohya tools read and the `modelspec.*` keys. The network's module,
+    args, dim and alpha are read from the attached (trained) modules."""
     fam, (w, h) = parts.family, resolution
+    net, modules = summary(parts)
+    pairs = modules.linear or modules.conv
+    dim, alpha = max(set(pairs), key=pairs.count)  # the most common (rank, alpha): kohya's network_dim/alpha
     meta = {
-        "ss_network_module": "networks.lora",
+        **net.metadata(modules),
         "ss_network_dim": str(dim),
-        "ss_network_alpha": str(alpha),
+        "ss_network_alpha": str(float(alpha)),
         "ss_base_model_version": fam.base_model_version(parts),
         "ss_v2": str(fam.name == "sd2"),
         "ss_v_parameterization": str(parts.prediction_type == "v_prediction"),

@@ -1,0 +1,170 @@
+"""Attach a network of any registered type to a model's components, and read/write its tensors.
+
+Targets are per component (`unet`, `text_encoder`, `text_encoder_2`): `{module path: (rank, alpha)}`. Trainable
+parameters are the registered adapter parameters of peft's tuner layers (`NetworkType.peft_keys`), never found by
+matching parameter names.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+from peft.tuners.tuners_utils import BaseTunerLayer
+
+from ..errors import ConfigError, LorakitError
+from ..families import ModelParts
+from .registry import ADAPTER, ModuleState, ModuleSummary, NetworkType, Targets, network_type, scalar, type_of_layer
+
+LAYERS = (torch.nn.Linear, torch.nn.Conv2d)
+
+
+def components(parts: ModelParts) -> list[tuple[str, torch.nn.Module]]:
+    """(attribute name, module) of the UNet and the text encoders, in kohya-prefix order."""
+    attrs = ("unet", *parts.family.text_encoder_attrs)
+    return [(a, getattr(parts.pipeline, a)) for a in attrs if getattr(parts.pipeline, a, None) is not None]
+
+
+def base_layers(module: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """{path: Linear/Conv2d} of the model itself: a peft-wrapped layer under its own path (its base layer), never
+    the adapter's inner layers."""
+    out: dict[str, torch.nn.Module] = {}
+    skip: str | None = None
+    for path, mod in module.named_modules():  # pre-order: a tuner layer comes before its children
+        if skip is not None and path.startswith(skip):
+            continue
+        skip = None
+        if isinstance(mod, BaseTunerLayer):
+            out[path], skip = mod.get_base_layer(), path + "."
+        elif isinstance(mod, LAYERS):
+            out[path] = mod
+    return out
+
+
+def default_targets(parts: ModelParts, net_cfg: Any) -> dict[str, Targets]:
+    """Targets from `network.target_modules` / `text_encoder_target_modules` (suffix match, as kohya's module
+    names), every module at network_dim / network_alpha."""
+    pairs = [("unet", net_cfg.target_modules, "network.target_modules")]
+    if net_cfg.train_text_encoder:
+        pairs += [(a, net_cfg.text_encoder_target_modules, "network.text_encoder_target_modules")
+                  for a in parts.family.text_encoder_attrs]
+    comps, out = dict(components(parts)), {}
+    for attr, suffixes, key in pairs:
+        layers = base_layers(comps[attr])
+        chosen = {p for p in layers for s in suffixes if p == s or p.endswith("." + s)}
+        missing = [s for s in suffixes if not any(p == s or p.endswith("." + s) for p in layers)]
+        if missing:
+            raise ConfigError([f"{key}: no module matches {missing}; e.g. to_q, to_k, to_v, to_out.0, proj_in, "
+                               "ff.net.2"])
+        out[attr] = {p: (net_cfg.network_dim, net_cfg.network_alpha) for p in sorted(chosen)}
+    return out
+
+
+def attach_network(parts: ModelParts, net_cfg: Any, targets: dict[str, Targets] | None = None,
+                   net: NetworkType | None = None, adapter: str = ADAPTER,
+                   **options: Any) -> list[torch.nn.Parameter]:
+    """Freeze the model, add the configured network to each component with targets, return its trainable
+    parameters. `targets` defaults to `default_targets`; `net`/`options` override the config's type and peft
+    options (loading a file infers them from its tensors)."""
+    net = net or network_type(net_cfg.network_module)
+    targets = default_targets(parts, net_cfg) if targets is None else targets
+    for module in [m for m in (parts.unet, parts.vae, *parts.text_encoders) if m is not None]:
+        module.requires_grad_(False)
+    params: list[torch.nn.Parameter] = []
+    for attr, module in components(parts):
+        chosen = targets.get(attr)
+        if not chosen:
+            continue
+        module.add_adapter(net.peft_config(net_cfg, chosen, **options), adapter_name=adapter)
+        got = set(adapter_layers(module, adapter))
+        if got != set(chosen):  # peft matches by suffix: make sure it adapted exactly the modules asked for
+            extra, missing = sorted(got - set(chosen)), sorted(set(chosen) - got)
+            raise LorakitError(f"{attr}: peft adapted {extra[:3]} not asked for / missed {missing[:3]}")
+        for p in network_parameters(module, adapter):
+            p.requires_grad_(True)
+            params.append(p)
+    return params
+
+
+def adapter_layers(module: torch.nn.Module, adapter: str = ADAPTER) -> dict[str, tuple[NetworkType, Any]]:
+    """{module path: (network type, peft tuner layer)} of the layers that hold `adapter`."""
+    out = {}
+    for path, layer in module.named_modules():
+        net = type_of_layer(layer, adapter) if isinstance(layer, BaseTunerLayer) else None
+        if net is not None:
+            out[path] = (net, layer)
+    return out
+
+
+def _layer_tensors(net: NetworkType, layer: Any, adapter: str) -> Iterator[tuple[str, torch.nn.Parameter]]:
+    """(peft key, parameter) of one layer's adapter: a ParameterDict entry or the weight of a sub-layer."""
+    for key in net.peft_keys:
+        holder = getattr(layer, key, {})
+        if adapter in holder:
+            value = holder[adapter]
+            yield key, value.weight if isinstance(value, torch.nn.Module) else value
+
+
+def network_parameters(module: torch.nn.Module, adapter: str = ADAPTER) -> list[torch.nn.Parameter]:
+    """The trainable parameters of a component's network (empty without one), through the registered layers."""
+    return [p for net, layer in adapter_layers(module, adapter).values() for _, p in _layer_tensors(net, layer, adapter)]
+
+
+def read_state(parts: ModelParts, adapter: str = ADAPTER) -> dict[str, ModuleState]:
+    """{`<component>.<module path>`: module state} of the attached network, alpha (and rank) from each layer."""
+    state = {}
+    for attr, module in components(parts):
+        for path, (net, layer) in adapter_layers(module, adapter).items():
+            tensors: ModuleState = {k: p.detach() for k, p in _layer_tensors(net, layer, adapter)}
+            rank, alpha = net.layer_rank_alpha(layer, adapter)
+            tensors["alpha"] = scalar(alpha)
+            if net.needs_rank:
+                tensors["rank"] = scalar(rank)
+            state[f"{attr}.{path}"] = tensors
+    return state
+
+
+def write_state(parts: ModelParts, state: dict[str, ModuleState], adapter: str = ADAPTER) -> list[tuple[str, str]]:
+    """Copy module states into the attached network; returns the (module path, problem) pairs (module missing,
+    shape or alpha differs) instead of copying a misfit."""
+    layers = {f"{attr}.{p}": v for attr, m in components(parts) for p, v in adapter_layers(m, adapter).items()}
+    problems = []
+    for path, tensors in state.items():
+        if path not in layers:
+            problems.append((path, "in the file but not in the network"))
+            continue
+        net, layer = layers[path]
+        rank, alpha = net.layer_rank_alpha(layer, adapter)
+        if abs(float(tensors["alpha"]) - alpha) > 1e-6 or ("rank" in tensors and int(tensors["rank"]) != rank):
+            problems.append((path, f"file has alpha {float(tensors['alpha']):g}, network has {alpha:g}"))
+            continue
+        own = dict(_layer_tensors(net, layer, adapter))
+        keys = set(tensors) - {"alpha", "rank"}
+        if keys != set(own) or any(own[k].shape != tensors[k].shape for k in keys):
+            problems.append((path, f"file has {_shapes(tensors)}, network has {_shapes(own)}"))
+            continue
+        with torch.no_grad():
+            for k in keys:
+                own[k].copy_(tensors[k].to(own[k]))
+    return problems
+
+
+def _shapes(tensors: dict[str, torch.Tensor]) -> str:
+    return ", ".join(f"{k} {tuple(v.shape)}" for k, v in sorted(tensors.items()) if k not in ("alpha", "rank"))
+
+
+def summary(parts: ModelParts, adapter: str = ADAPTER) -> tuple[NetworkType, ModuleSummary]:
+    """The network's type and its modules' ranks/alphas/options, read from the trained layers (for metadata)."""
+    found: NetworkType | None = None
+    linear, conv, options = [], [], {}
+    for _, module in components(parts):
+        config = (getattr(module, "peft_config", None) or {}).get(adapter)
+        for net, layer in adapter_layers(module, adapter).values():
+            found = net
+            base = layer.get_base_layer()
+            is_conv = isinstance(base, torch.nn.Conv2d) and tuple(base.kernel_size) != (1, 1)
+            (conv if is_conv else linear).append(net.layer_rank_alpha(layer, adapter))
+            options.update(net.layer_options(layer, config, adapter))
+    if found is None:
+        raise LorakitError("the model has no network attached")
+    return found, ModuleSummary(linear=linear, conv=conv, options=options)
