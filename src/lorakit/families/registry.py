@@ -5,6 +5,8 @@ Detecting the family of a model (built-in name, diffusers folder, single file, L
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 
 from ..config.schema import ModelSection
@@ -52,19 +54,26 @@ def family_mismatch(source: str, actual: str, named: str) -> ModelError:
 
 
 # kohya `ss_base_model_version` / `modelspec.architecture` prefixes → family (others name families lorakit lacks)
-_LORA_METADATA = (("sdxl", "sdxl"), ("stable-diffusion-xl", "sdxl"), ("sd_v2", "sd2"), ("stable-diffusion-v2", "sd2"),
-                  ("sd_v1", "sd1"), ("stable-diffusion-v1", "sd1"))
+# kohya `ss_base_model_version` / `modelspec.architecture` values, lower-cased with punctuation removed, → family.
+# Trainers spell them differently: sd-scripts "sd_v1", "sd_v2_768_v", "sdxl_base_v1-0"; modelspec
+# "stable-diffusion-v1/lora"; ai-toolkit "sd_1.5", "sd_2.1". Families lorakit lacks come back by their own name; a
+# value nobody recognises is no evidence (the key names and widths decide).
+_LORA_METADATA = ((re.compile(r"sdxl|stablediffusionxl"), "sdxl"), (re.compile(r"^(sd|stablediffusion)v?2"), "sd2"),
+                  (re.compile(r"^(sd|stablediffusion)v?1"), "sd1"), (re.compile(r"^(sd|stablediffusion)v?3"), "sd3"),
+                  (re.compile(r"flux"), "flux"), (re.compile(r"pixart"), "pixart"), (re.compile(r"auraflow"), "auraflow"),
+                  (re.compile(r"hunyuan"), "hunyuan"), (re.compile(r"kolors"), "kolors"))
 _TEXT_WIDTHS = {768: "sd1", 1024: "sd2"}  # CLIP-L (SD1) and OpenCLIP-H (SD2) text width = cross-attention width
 
 
 def lora_family(shapes: dict[str, list[int]], metadata: dict[str, str]) -> tuple[str | None, str]:
     """(family, evidence) of a kohya LoRA file: its metadata, else its key names and text widths; (None, "")
-    when nothing shows it (tiny models share their widths). A family lorakit lacks comes back by its own name."""
+    when nothing shows it (tiny models share their widths). A family lorakit lacks (sd3, flux, …) comes back by
+    its own name."""
     for key in ("ss_base_model_version", "modelspec.architecture"):
         value = (metadata.get(key) or "").strip()
-        if value:
-            family = next((fam for prefix, fam in _LORA_METADATA if value.lower().startswith(prefix)),
-                          value.removesuffix("/lora"))
+        plain = re.sub(r"[^a-z0-9]", "", value.lower())
+        family = next((fam for pattern, fam in _LORA_METADATA if pattern.search(plain)), None)
+        if family:
             return family, f"{key} = {value}"
     if any(k.startswith(("lora_te1_", "lora_te2_")) or "_input_blocks_" in k or "_output_blocks_" in k
            or "_middle_block_" in k for k in shapes):
