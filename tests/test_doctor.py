@@ -80,3 +80,11 @@ def test_doctor_exit_status_follows_failures(monkeypatch, capsys, tmp_path: Path
     monkeypatch.setattr(doctor, "check_optional", lambda: [doctor.Check("gradio", "warn", "not installed", "x")])
     code, out = run_cli(monkeypatch, capsys, "doctor", "--output-dir", tmp_path / "runs")
     assert code == 0 and "WARN gradio" in out and "OK   torch" in out
+
+
+def test_doctor_without_installed_metadata(monkeypatch) -> None:
+    def missing(name: str):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(doctor.metadata, "requires", missing)
+    assert doctor.lorakit_requirements() == {}

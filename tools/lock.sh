@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Refresh requirements.lock: newest releases pyproject.toml allows, tested before they are written down.
 # Usage: bash tools/lock.sh [LOCKFILE]   (what `make lock` runs)
+# torch stays at the lock's version (the CPU wheel on this project's machines) unless TORCH=<version> is given:
+#   TORCH=2.14.1 make lock
+# The lock is for the Python and platform it was made on (CPython 3.11, Linux x86_64 here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 lock="${1:-requirements.lock}"
-torch_version="$(sed -n 's/^torch==//p' "$lock" 2>/dev/null || true)"
+torch_version="${TORCH:-$(sed -n 's/^torch==//p' "$lock" 2>/dev/null || true)}"
 torch_version="${torch_version:-2.13.0}"    # the CPU wheel this project's machines carry
 venv=.venv-lock
 rm -rf "$venv"

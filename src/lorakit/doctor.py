@@ -44,7 +44,11 @@ def installed_version(package: str) -> str | None:
 def lorakit_requirements() -> dict[str, Requirement]:
     """lorakit's own dependency ranges (from its installed metadata), by lower-case package name."""
     reqs = {}
-    for line in metadata.requires("lorakit") or []:
+    try:
+        lines = metadata.requires("lorakit") or []
+    except metadata.PackageNotFoundError:  # running from a source tree that was never installed
+        return {}
+    for line in lines:
         req = Requirement(line)
         if req.marker is None:  # extras (test, tensorboard…) carry a marker
             reqs[req.name.lower()] = req
@@ -181,8 +185,8 @@ def check_output(output_dir: Path) -> list[Check]:
 def run_checks(output_dir: Path = Path("runs")) -> list[Check]:
     """Every check, in the order the report shows them."""
     python = sys.version.split()[0]
-    found = [Check("python", "ok" if sys.version_info >= (3, 10) else "fail", python,
-                   "" if sys.version_info >= (3, 10) else "lorakit needs Python 3.10 or newer"),
+    found = [Check("python", "ok" if sys.version_info >= (3, 11) else "fail", python,
+                   "" if sys.version_info >= (3, 11) else "lorakit needs Python 3.11 or newer (tomllib)"),
              Check("lorakit", "ok", installed_version("lorakit") or "not installed (running from source)")]
     reqs = lorakit_requirements()
     found += [check_package(name, reqs.get(name)) for name in CORE]

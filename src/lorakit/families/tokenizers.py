@@ -32,11 +32,18 @@ def model_tokenizers(cfg: ModelSection) -> tuple[Any, ...]:
         folder = shipped_config(RANDOM_MODELS[source][1])
     elif path.is_dir():
         folder = path
-    elif path.is_file():
+    elif path.is_file() or _looks_like_hub_id(source):
+        # SD1/SD2/SDXL tokenizers are the shipped CLIP vocabularies: a single file or a hub model needs no download
         folder = shipped_config(default_arch(family.name, cfg.v_parameterization))
     else:
         raise model_not_found(source)
     return _folder_tokenizers(str(folder.resolve()), family.tokenizer_attrs)
+
+
+def _looks_like_hub_id(value: str) -> bool:
+    """'org/name' that is not a local path: a Hugging Face model id."""
+    parts = value.split("/")
+    return len(parts) == 2 and all(parts) and not Path(value).exists()
 
 
 @lru_cache(maxsize=2)
