@@ -33,3 +33,22 @@ def write_images(folder: Path, count: int = 4, size: tuple[int, int] = (96, 96),
 @pytest.fixture
 def image_dir(tmp_path: Path) -> Path:
     return write_images(tmp_path / "images")
+
+
+def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str]:
+    """Run `lorakit ARGS` in-process through the console-script entry point; (exit code, stdout+stderr)."""
+    import sys
+
+    from lorakit.cli.main import main
+
+    monkeypatch.setattr(sys, "argv", ["lorakit", *map(str, args)])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    out = capsys.readouterr()
+    return int(exc.value.code or 0), out.out + out.err
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
+    """`cli("train", "--config", f)` → (exit code, stdout+stderr)."""
+    return lambda *args: run_cli(monkeypatch, capsys, *args)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -10,15 +9,8 @@ import pytest
 from packaging.requirements import Requirement
 
 from lorakit import doctor
-from lorakit.cli.main import main
+from conftest import run_cli
 
-
-def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["lorakit", *map(str, args)])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out = capsys.readouterr()
-    return int(exc.value.code or 0), out.out + out.err
 
 
 def test_version_is_the_installed_distributions(monkeypatch, capsys) -> None:

@@ -10,26 +10,14 @@ import pytest
 from PIL import Image
 from safetensors import safe_open
 
-from lorakit.cli.main import main
+from conftest import run_cli
 
-
-def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
-    """Run `lorakit ARGS` in-process through the console-script entry point; (exit code, stdout+stderr)."""
-    monkeypatch.setattr(sys, "argv", ["lorakit", *map(str, args)])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out = capsys.readouterr()
-    return int(exc.value.code or 0), out.out + out.err
 
 
 def write_config(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
 
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    return lambda *args: run_cli(monkeypatch, capsys, *args)
 
 
 def test_train_then_generate_with_the_lora(cli, tmp_path: Path, image_dir: Path) -> None:

@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
 
-from lorakit.cli.main import main
+from conftest import run_cli
 from lorakit.config.loader import resolve_layers
 
-
-def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["lorakit", *map(str, args)])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out = capsys.readouterr()
-    return int(exc.value.code or 0), out.out + out.err
 
 
 def test_shipped_text_encoder_preset_trains_the_text_encoder(monkeypatch, capsys, tmp_path: Path,
