@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from lorakit.config.loader import resolve_layers
+from lorakit.config.loader import build_layers, merged_values, resolve_layers
+from lorakit.config.schema import LorakitConfig
+from lorakit.errors import ConfigError
 from lorakit.config.plan import build_plan, compute_steps, kohya_gui_estimate, render_plan, reg_factor
 
 F, R = False, True  # is_reg
@@ -230,8 +232,11 @@ def test_plan_lists_adapted_modules_per_block(tmp_path: Path) -> None:
 
 def test_plan_warns_when_the_selection_does_not_fit_the_model(tmp_path: Path) -> None:
     write_images(tmp_path / "img" / "1_x", 1, (64, 64))
-    r = resolve_layers(sets=[f'data.train_data_dir="{tmp_path / "img"}"', "data.resolution=64",
-                             "model.pretrained_model_name_or_path='tiny-sdxl'", "network.blocks=['OUT11']"])
-    plan = build_plan(r.config)
+    sets = [f'data.train_data_dir="{tmp_path / "img"}"', "data.resolution=64",
+            "model.pretrained_model_name_or_path='tiny-sdxl'", "network.blocks=['OUT11']"]
+    with pytest.raises(ConfigError, match="network.blocks: OUT11: not a block of sdxl"):
+        resolve_layers(sets=sets)  # config validate refuses it
+    cfg = LorakitConfig.model_validate(merged_values(build_layers(sets=sets)))  # a config built without checks
+    plan = build_plan(cfg)
     assert plan.network == []
     assert any("network modules not listed" in w and "OUT11: not a block of sdxl" in w for w in plan.warnings)
