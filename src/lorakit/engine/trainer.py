@@ -104,7 +104,7 @@ def build_network(cfg: LorakitConfig, parts: ModelParts, encoder: BatchEncoder) 
     torch.manual_seed(cfg.train.seed)  # the adapter's initial weights
     mode = MODES["lora"](parts, cfg, encoder)
     formats.to_kohya(parts)  # every adapted module has a file name, before training
-    if cfg.output.save_format != "kohya":  # the diffusers folder exists for LoRA/LoCon/DoRA only
+    if cfg.output.save_format != "kohya":  # the diffusers folder exists for LoRA/LoCon only
         formats.check_peft_format(parts)
     if cfg.network.network_weights:
         weights = weights_file(Path(cfg.network.network_weights))

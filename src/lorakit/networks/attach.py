@@ -135,6 +135,7 @@ def write_state(parts: ModelParts, state: dict[str, ModuleState], adapter: str =
             continue
         net, layer = layers[path]
         rank, alpha = net.layer_rank_alpha(layer, adapter)
+        tensors = net.fit_state(tensors, rank, alpha)
         if abs(float(tensors["alpha"]) - alpha) > 1e-6 or ("rank" in tensors and int(tensors["rank"]) != rank):
             problems.append((path, f"file has alpha {float(tensors['alpha']):g}, network has {alpha:g}"))
             continue
@@ -163,7 +164,7 @@ def summary(parts: ModelParts, adapter: str = ADAPTER) -> tuple[NetworkType, Mod
             found = net
             base = layer.get_base_layer()
             is_conv = isinstance(base, torch.nn.Conv2d) and tuple(base.kernel_size) != (1, 1)
-            (conv if is_conv else linear).append(net.layer_rank_alpha(layer, adapter))
+            (conv if is_conv else linear).append((net.file_rank_alpha or net.layer_rank_alpha)(layer, adapter))
             options.update(net.layer_options(layer, config, adapter))
     if found is None:
         raise LorakitError("the model has no network attached")

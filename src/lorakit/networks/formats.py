@@ -205,17 +205,18 @@ DIFFUSERS_WEIGHTS = "pytorch_lora_weights.safetensors"  # the file diffusers' sa
 
 
 def check_peft_format(parts: ModelParts) -> None:
-    """The diffusers folder exists for LoRA/LoCon/DoRA only: refuse it for LoHa/LoKr before training starts."""
-    net, _ = summary(parts)
-    if net.name != "lora":
-        raise ConfigError([f"output.save_format: the diffusers folder for {net.name} is not implemented yet"],
+    """The diffusers folder exists for LoRA/LoCon only: refuse it for DoRA/LoHa/LoKr before training starts."""
+    net, modules = summary(parts)
+    kind = "dora" if modules.options.get("use_dora") else net.name
+    if kind != "lora":  # diffusers' load_lora_weights does not reproduce a DoRA (tested) and has no LoHa/LoKr
+        raise ConfigError([f"output.save_format: the diffusers folder for {kind} is not implemented yet"],
                           "use output.save_format = 'kohya' (ComfyUI, A1111 and lorakit generate load it)")
 
 
 def save_peft(folder: Path, parts: ModelParts, dtype: torch.dtype) -> Path:
     """Write the network as diffusers' own `save_lora_weights` does (`<folder>/pytorch_lora_weights.safetensors`,
     keys `unet.…`/`text_encoder.…`/`text_encoder_2.…`, each component's LoraConfig in the metadata), which
-    `pipe.load_lora_weights(folder)` and ComfyUI load. LoRA/LoCon/DoRA only: diffusers has no LoHa/LoKr."""
+    `pipe.load_lora_weights(folder)` and ComfyUI load. LoRA/LoCon only (see `check_peft_format`)."""
     from peft import get_peft_model_state_dict
 
     check_peft_format(parts)

@@ -92,6 +92,22 @@ def layer_rank_alpha(layer: Any, adapter: str) -> tuple[int, float]:
     return int(layer.r[adapter]), float(layer.alpha[adapter])
 
 
+def file_rank_alpha(layer: Any, adapter: str) -> tuple[int, float]:
+    """(rank, alpha) as the file states it: alpha = rank for a module with two full halves (scale 1)."""
+    rank, alpha = layer_rank_alpha(layer, adapter)
+    full = adapter in layer.lokr_w1 and adapter in layer.lokr_w2
+    return rank, float(rank) if full else alpha
+
+
+def fit_state(state: ModuleState, rank: int, alpha: float) -> ModuleState:
+    """A file module with two full halves (scale 1, any rank) made to fit a layer of another rank/alpha: w1 carries
+    the inverse of the layer's alpha / rank, so the layer computes the file's ΔW (resuming a LoKr)."""
+    if not ("lokr_w1" in state and "lokr_w2" in state) or float(state["alpha"]) != float(state["rank"]):
+        return state
+    return {**state, "lokr_w1": state["lokr_w1"].float() * (rank / alpha), "alpha": scalar(alpha),
+            "rank": scalar(rank)}
+
+
 def layer_options(layer: Any, config: Any, adapter: str) -> dict[str, Any]:
     """The factor and decomposition choices, from the component's peft config."""
     return {"factor": int(getattr(config, "decompose_factor", -1)),
@@ -122,5 +138,7 @@ LOKR = register(NetworkType(
     metadata=metadata,
     layer_rank_alpha=layer_rank_alpha,
     layer_options=layer_options,
+    file_rank_alpha=file_rank_alpha,
+    fit_state=fit_state,
     needs_rank=True,
 ))

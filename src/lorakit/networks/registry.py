@@ -50,6 +50,8 @@ class NetworkType:
     metadata: Callable[[ModuleSummary], dict[str, str]]  # ss_network_module / ss_network_args
     layer_rank_alpha: Callable[[Any, str], tuple[int, float]]  # (layer, adapter) -> (rank, alpha)
     layer_options: Callable[[Any, Any, str], dict[str, Any]] = lambda layer, config, adapter: {}  # metadata options
+    file_rank_alpha: Callable[[Any, str], tuple[int, float]] | None = None  # (rank, alpha) as the file states it
+    fit_state: Callable[[ModuleState, int, float], ModuleState] = lambda state, rank, alpha: state  # to a layer
     needs_rank: bool = False  # module states carry "rank" (LoKr: a full-matrix module's rank is not in its shapes)
     rank_key: str = ""  # the state tensor whose first dimension is the rank (when not needs_rank)
 
