@@ -58,20 +58,20 @@ def lora_file(path: Path, model: str, metadata: bool = True, te: bool = False,
     """A kohya LoRA of a tiny model with non-zero (as if trained) weights, with lorakit's metadata or none."""
     from lorakit.config.schema import NetworkSection
     from lorakit.networks import formats
-    from lorakit.networks.lora import attach_lora
+    from lorakit.networks.attach import attach_network
 
     parts = load_model(ModelSection(pretrained_model_name_or_path=model))
     torch.manual_seed(0)
     extra = {"target_modules": targets} if targets else {}
-    params = attach_lora(parts, NetworkSection(network_dim=4, network_alpha=2, train_text_encoder=te, **extra))
+    params = attach_network(parts, NetworkSection(network_dim=4, network_alpha=2, train_text_encoder=te, **extra))
     with torch.no_grad():
         for p in params:
             p.add_(torch.randn_like(p) * 0.2)
     meta = formats.kohya_metadata(
-        parts, name="x", dim=4, alpha=2.0, resolution=(64, 64), steps=1, epochs=1, learning_rate=1e-4,
+        parts, name="x", resolution=(64, 64), steps=1, epochs=1, learning_rate=1e-4,
         te_trained=te, seed=1, tag_frequency={}, num_images=1, created="2026-01-01T00:00:00+00:00",
     ) if metadata else {}
-    return formats.save_kohya(path, formats.to_kohya(parts, 2.0), meta)
+    return formats.save_kohya(path, formats.to_kohya(parts), meta)
 
 
 def refused(tmp_path: Path, model: str, lora: Path) -> str:
@@ -158,10 +158,10 @@ def test_a_lora_of_the_same_family_still_renders(tmp_path: Path) -> None:
 def test_peft_folder_of_another_family_is_refused(tmp_path: Path) -> None:
     from lorakit.config.schema import NetworkSection
     from lorakit.networks import formats
-    from lorakit.networks.lora import attach_lora
+    from lorakit.networks.attach import attach_network
 
     parts = load_model(ModelSection(pretrained_model_name_or_path="tiny-sdxl"))
-    attach_lora(parts, NetworkSection(network_dim=4, train_text_encoder=True))
+    attach_network(parts, NetworkSection(network_dim=4, train_text_encoder=True))
     folder = formats.save_peft(tmp_path / "xl_peft", parts, torch.float32)
     msg = refused(tmp_path, "tiny-sd1", folder)
     state = formats.load_peft_folder(folder)

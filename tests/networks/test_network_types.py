@@ -285,3 +285,17 @@ def test_resume_loads_every_type_into_the_configured_network(kind: str, tmp_path
     attach_network(fresh, cfg, select_targets(fresh, cfg).components())
     assert formats.load_kohya_weights(fresh, path) == len(formats.read_state(parts))
     assert (unet_output(fresh) - unet_output(parts)).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("kind", ["loha", "lokr", "dora", "locon"])
+@pytest.mark.parametrize("name", ["tiny-sd1", "tiny-sdxl"])
+def test_generate_applies_every_type_at_its_weight(name: str, kind: str, tmp_path: Path) -> None:
+    from lorakit.generate import apply_lora
+
+    parts = adapted(name, kind)
+    path = formats.save_kohya(tmp_path / "n.safetensors", formats.to_kohya(parts), {})
+    fresh = load_model(ModelSection(pretrained_model_name_or_path=name))
+    weight = 1.0 if kind == "dora" else 0.5
+    apply_lora(fresh, path, weight)
+    set_weight(parts, weight)
+    assert (unet_output(fresh) - unet_output(parts)).abs().max() <= 1e-5
