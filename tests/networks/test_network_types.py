@@ -299,3 +299,15 @@ def test_generate_applies_every_type_at_its_weight(name: str, kind: str, tmp_pat
     apply_lora(fresh, path, weight)
     set_weight(parts, weight)
     assert (unet_output(fresh) - unet_output(parts)).abs().max() <= 1e-5
+
+
+def test_network_findings_refuse_what_is_not_implemented() -> None:
+    from lorakit.config.schema import LorakitConfig
+    from lorakit.networks.findings import network_findings
+
+    cfg = LorakitConfig.model_validate({"network": {"network_module": "lokr", "network_dropout": 0.1},
+                                        "output": {"save_format": "both"}})
+    assert [(f.key, "not implemented yet" in f.message) for f in network_findings(cfg)] == [
+        ("output.save_format", True), ("network.network_dropout", False)]
+    assert network_findings(LorakitConfig.model_validate({"network": {"network_module": "locon"},
+                                                          "output": {"save_format": "peft"}})) == []
