@@ -140,7 +140,7 @@ def test_lora_width_differs_from_the_model(tmp_path: Path) -> None:
     assert lora_family({"lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight": [8, 768]}, {})[0] \
         == "sd1"
     assert lora_family({}, {"modelspec.architecture": "stable-diffusion-v3-medium/lora"}) == (
-        "stable-diffusion-v3-medium", "modelspec.architecture = stable-diffusion-v3-medium/lora")
+        "sd3", "modelspec.architecture = stable-diffusion-v3-medium/lora")
     assert lora_family({f"{key}.lora_down.weight": [4, 32]}, {}) == (None, "")
 
 

@@ -148,9 +148,9 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def is_stale_temp(path: Path, now: float | None = None) -> bool:
-    """A temporary file of ours whose writer is gone: untouched for 10 minutes and its process is dead or it names
-    no process (older lorakit); or another machine's, untouched for a week."""
+def is_stale_temp(path: Path, now: float | None = None, min_age: float = STALE_TEMP_AGE_S) -> bool:
+    """A temporary file of ours whose writer is gone: untouched for `min_age` seconds (10 minutes) and its process
+    is dead or it names no process (older lorakit); or another machine's, untouched for a week."""
     m = TEMP_PATTERN.match(path.name)
     if not m:
         return False
@@ -160,14 +160,14 @@ def is_stale_temp(path: Path, now: float | None = None) -> bool:
         return False
     if m["pid"] is not None and m["host"] != _host():
         return age > FOREIGN_TEMP_AGE_S
-    return age > STALE_TEMP_AGE_S and (m["pid"] is None or not pid_alive(int(m["pid"])))
+    return age >= min_age and (m["pid"] is None or not pid_alive(int(m["pid"])))
 
 
-def remove_stale_temps(paths: Iterable[Path]) -> int:
+def remove_stale_temps(paths: Iterable[Path], min_age: float = STALE_TEMP_AGE_S) -> int:
     """Delete the stale temporary files among `paths` (others are left alone); returns how many were removed."""
     removed = 0
     for p in paths:
-        if is_stale_temp(p):
+        if is_stale_temp(p, min_age=min_age):
             try:
                 p.unlink()
                 removed += 1

@@ -54,7 +54,7 @@ def test_resume_from_a_run_saved_in_both_formats(tmp_path: Path, image_dir: Path
               "output.save_format='both'", "output.save_precision='fp32'", "train.learning_rate=1e-2"]
     first = api.train(load_config(sets=common + ["train.max_train_steps=2", "output.save_every_n_steps=1",
                                                  "output.run_id='first'"]))
-    assert (first.run_dir / "train" / "lora_peft" / "unet" / "adapter_model.safetensors").is_file()
+    assert (first.run_dir / "train" / "lora_peft" / "pytorch_lora_weights.safetensors").is_file()
     assert weights_file(first.run_dir) == first.lora_path
     cfg = load_config(sets=common + ["train.max_train_steps=1", "output.run_id='second'",
                                      f'network.network_weights="{first.run_dir.as_posix()}"'])

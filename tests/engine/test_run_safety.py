@@ -66,8 +66,8 @@ def test_saved_files_get_umask_permissions(tmp_path: Path, image_dir: Path) -> N
     finally:
         os.umask(old)
     train_dir = result.run_dir / "train"
-    files = [result.lora_path, *result.checkpoints, result.peft_dir / "unet" / "adapter_model.safetensors",
-             result.peft_dir / "unet" / "adapter_config.json", train_dir / "log.csv", train_dir / "run.log"]
+    files = [result.lora_path, *result.checkpoints, result.peft_dir / "pytorch_lora_weights.safetensors",
+             train_dir / "log.csv", train_dir / "run.log"]
     assert {oct(f.stat().st_mode & 0o777) for f in files} == {"0o644"}
     os.umask(0o077)
     try:

@@ -309,8 +309,9 @@ def _remove_output(raw: Path, out: Path, old: LogRow, report: PrepareReport) -> 
 
 def remove_stale_temps(out: Path) -> int:
     """Delete temporary files an interrupted run left behind (only names lorakit creates, and only when the process
-    that wrote one is gone)."""
-    return _remove_stale(p for p in out.rglob(".*.tmp") if _TEMP.match(p.name))
+    that wrote one is gone). At once, not after lorakit.io's idle time: a prepared folder has one writer, the
+    `prepare` that holds it now, so a re-run right after an interrupt cleans up."""
+    return _remove_stale((p for p in out.rglob(".*.tmp") if _TEMP.match(p.name)), min_age=0)
 
 
 def _open_out(raw: Path, out: Path) -> tuple[dict[str, LogRow], list[str]]:
