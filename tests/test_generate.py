@@ -167,15 +167,15 @@ def test_peft_folder_of_another_family_is_refused(tmp_path: Path) -> None:
     state = formats.load_peft_folder(folder)
     total = sum(len({k.rpartition(".lora_")[0] for k in sd}) for sd in state.values())
     te2 = len({k.rpartition(".lora_")[0] for k in state["text_encoder_2"]})
-    assert te2 == 8  # q, k, v, out of 2 layers
+    assert te2 == 12  # q, k, v, out, fc1, fc2 of 2 layers (kohya: CLIPAttention and CLIPMLP)
     # all of text_encoder_2; in the UNet the second transformer layer SD1 lacks, and attn2.to_k/to_v everywhere
     # (cross-attention width 64 vs 32)
     sd1_unet = dict(load_model(ModelSection(pretrained_model_name_or_path="tiny-sd1")).unet.named_modules())
     unet = {k.rpartition(".lora_")[0] for k in state["unet"]}
     bad = te2 + sum(1 for p in unet if p not in sd1_unet or p.endswith(("attn2.to_k", "attn2.to_v")))
-    assert 8 + 34 < bad < total
+    assert te2 + 34 < bad < total
     assert f"LoRA xl_peft does not fit tiny-sd1 (an sd1 model): {bad} of {total} LoRA modules differ, e.g. " \
-           "text_encoder_2.text_model.encoder.layers.0.self_attn.k_proj (no text_encoder_2 in the sd1 model), " in msg
+           "text_encoder_2.text_model.encoder.layers.0." in msg
     assert msg.count("(no text_encoder_2 in the sd1 model)") == 3 and f"and {bad - 3} more" in msg
 
 

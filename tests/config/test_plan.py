@@ -218,16 +218,17 @@ def test_plan_names_symlinks_it_skips_and_oversized_images(tmp_path: Path) -> No
 
 def test_plan_lists_adapted_modules_per_block(tmp_path: Path) -> None:
     """tiny-sd1 (CLIP of 2 layers): IN04 and OUT05 cross-attention = 4 projections each; the text encoder's
-    q/k/v/out in both layers = 8; block_dims would be per block, here network_dim/alpha everywhere."""
+    attention (q/k/v/out) and MLP (fc1/fc2) in both layers = 12, as kohya's CLIPAttention + CLIPMLP; block_dims
+    would be per block, here network_dim/alpha everywhere."""
     write_images(tmp_path / "img" / "1_x", 1, (64, 64))
     r = resolve_layers(sets=[f'data.train_data_dir="{tmp_path / "img"}"', "data.resolution=64",
                              "network.blocks=['IN04', 'OUT05', 'BASE']", "network.network_element='cross_attention'",
                              "network.train_text_encoder=true", "network.network_dim=4", "network.network_alpha=2"])
     lines = render_plan(build_plan(r.config))
-    start = lines.index("network: lora, 16 modules adapted (component, block, modules, rank/alpha):")
+    start = lines.index("network: lora, 20 modules adapted (component, block, modules, rank/alpha):")
     assert lines[start + 1:start + 4] == ["  unet            IN04       4  4/2",
                                           "  unet            OUT05      4  4/2",
-                                          "  text_encoder    BASE       8  4/2"]
+                                          "  text_encoder    BASE      12  4/2"]
 
 
 def test_plan_warns_when_the_selection_does_not_fit_the_model(tmp_path: Path) -> None:

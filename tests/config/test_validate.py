@@ -211,3 +211,15 @@ def test_output_name_too_long_for_the_file_system(tmp_path: Path) -> None:
     errors, _ = messages(cfg(**base, output={"output_dir": str(tmp_path), "run_id": "r" * (limit + 1)}), paths=True)
     assert errors == [f"output.run_id: '{'r' * 40}…' makes file names of {limit + 1} bytes, longer than the {limit} "
                       f"this file system allows in {tmp_path}; shorten it by 1 bytes"]
+
+
+def test_network_settings_of_another_type_are_refused() -> None:
+    errors, _ = messages(cfg(network={"network_module": "lora", "lokr_factor": 4}))
+    assert errors == ["network.lokr_factor: is only used by network_module 'lokr', not 'lora'; remove it"]
+    assert messages(cfg(network={"network_module": "lokr", "lokr_factor": 4}))[0] == []
+
+
+def test_dreambooth_trains_as_lora_with_regularisation_images() -> None:
+    from lorakit.modes import MODES, LoraMode
+
+    assert MODES["dreambooth"] is LoraMode and {"ileco", "difference"}.isdisjoint(MODES)

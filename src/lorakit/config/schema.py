@@ -60,13 +60,16 @@ class NetworkSection(Section):
     network_alpha: float = Field(8.0, gt=0, description="LoRA alpha; the update is scaled by alpha / dim.")
     network_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA path during training.")
     target_modules: list[str] = Field(
-        default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"],
-        description="UNet module names (suffixes) that receive a LoRA.",
+        default_factory=list,
+        description="UNet module names (suffixes, e.g. to_q, to_k, to_v, to_out.0) that receive an adapter; empty = "
+        "kohya's set for the network type (every Linear and 1×1 conv of the transformer blocks; locon/loha/lokr "
+        "add the resnets and down/upsamplers). See docs/networks.md.",
     )
     train_text_encoder: bool = Field(False, description="Also train LoRA on the text encoder(s).")
     text_encoder_target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"],
-        description="Text-encoder module names (suffixes) that receive a LoRA when train_text_encoder is on.",
+        default_factory=list,
+        description="Text-encoder module names (suffixes, e.g. q_proj, k_proj, v_proj, out_proj) that receive an "
+        "adapter when train_text_encoder is on; empty = kohya's set (attention and MLP of every layer).",
     )
     conv_dim: int | None = Field(
         None, ge=0, le=1024,

@@ -480,10 +480,11 @@ def check(cfg: LorakitConfig, paths: bool = False, machine: str = "error") -> tu
     `paths` adds the checks of this machine: files and folders, and what the run needs here (CUDA for fp16,
     packages, file-name limits, the optimizer built once). `machine = "warn"` reports the latter as warnings
     (`lorakit plan` of a config meant for another machine)."""
+    from ..networks.findings import network_findings  # torch-free: network type combinations
     from ..networks.targets import selection_findings  # torch-free: blocks, element, per-block dims
 
     found = check_unimplemented(cfg) + check_training(cfg) + check_family(cfg) + check_arguments(cfg)
-    found += selection_findings(cfg)
+    found += selection_findings(cfg) + network_findings(cfg)
     if paths:
         found += check_paths(cfg) + check_model(cfg)
         resume_keys = [("network.network_weights", cfg.network.network_weights),

@@ -102,7 +102,7 @@ def prepare_model(cfg: LorakitConfig, accelerator: Accelerator, skip_vae: bool =
 def build_network(cfg: LorakitConfig, parts: ModelParts, encoder: BatchEncoder) -> tuple[Mode, list[dict]]:
     """Attach the adapter (seeded), check its file names, load resume weights; returns the mode and its groups."""
     torch.manual_seed(cfg.train.seed)  # the adapter's initial weights
-    mode = MODES["lora"](parts, cfg, encoder)
+    mode = MODES[cfg.mode.type](parts, cfg, encoder)
     formats.to_kohya(parts)  # every adapted module has a file name, before training
     if cfg.output.save_format != "kohya":  # the diffusers folder exists for LoRA/LoCon only
         formats.check_peft_format(parts)

@@ -5,4 +5,5 @@ from __future__ import annotations
 from .base import Mode
 from .lora import LoraMode
 
-MODES: dict[str, type[Mode]] = {"lora": LoraMode}
+# dreambooth is LoRA training with regularisation images (data.reg_data_dir), as in kohya's train_network
+MODES: dict[str, type[Mode]] = {"lora": LoraMode, "dreambooth": LoraMode}

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 
-from ..errors import ConfigError, LorakitError
+from ..errors import LorakitError
 from ..families import ModelParts
 from .registry import ADAPTER, ModuleState, ModuleSummary, NetworkType, Targets, network_type, scalar, type_of_layer
 
@@ -41,33 +41,17 @@ def base_layers(module: torch.nn.Module) -> dict[str, torch.nn.Module]:
     return out
 
 
-def default_targets(parts: ModelParts, net_cfg: Any) -> dict[str, Targets]:
-    """Targets from `network.target_modules` / `text_encoder_target_modules` (suffix match, as kohya's module
-    names), every module at network_dim / network_alpha."""
-    pairs = [("unet", net_cfg.target_modules, "network.target_modules")]
-    if net_cfg.train_text_encoder:
-        pairs += [(a, net_cfg.text_encoder_target_modules, "network.text_encoder_target_modules")
-                  for a in parts.family.text_encoder_attrs]
-    comps, out = dict(components(parts)), {}
-    for attr, suffixes, key in pairs:
-        layers = base_layers(comps[attr])
-        chosen = {p for p in layers for s in suffixes if p == s or p.endswith("." + s)}
-        missing = [s for s in suffixes if not any(p == s or p.endswith("." + s) for p in layers)]
-        if missing:
-            raise ConfigError([f"{key}: no module matches {missing}; e.g. to_q, to_k, to_v, to_out.0, proj_in, "
-                               "ff.net.2"])
-        out[attr] = {p: (net_cfg.network_dim, net_cfg.network_alpha) for p in sorted(chosen)}
-    return out
-
-
 def attach_network(parts: ModelParts, net_cfg: Any, targets: dict[str, Targets] | None = None,
                    net: NetworkType | None = None, adapter: str = ADAPTER,
                    **options: Any) -> list[torch.nn.Parameter]:
     """Freeze the model, add the configured network to each component with targets, return its trainable
-    parameters. `targets` defaults to `default_targets`; `net`/`options` override the config's type and peft
-    options (loading a file infers them from its tensors)."""
+    parameters. `targets` defaults to the config's selection (`networks.targets.select_targets`); `net`/`options`
+    override the config's type and peft options (loading a file infers them from its tensors)."""
     net = net or network_type(net_cfg.network_module)
-    targets = default_targets(parts, net_cfg) if targets is None else targets
+    if targets is None:
+        from .targets import select_targets
+
+        targets = select_targets(parts, net_cfg).components()
     for module in [m for m in (parts.unet, parts.vae, *parts.text_encoders) if m is not None]:
         module.requires_grad_(False)
     params: list[torch.nn.Parameter] = []

@@ -18,6 +18,9 @@ def network_findings(cfg: Any) -> list[Any]:
     if cfg.output.save_format != "kohya" and (net.use_dora or net.network_module in LYCORIS_TYPES):
         found.append(Finding("output.save_format", f"the diffusers folder for {kind} is not implemented yet; use "
                              "save_format = 'kohya' (ComfyUI, A1111 and lorakit generate load it)"))
+    if net.lokr_factor != -1 and net.network_module != "lokr":
+        found.append(Finding("network.lokr_factor", f"is only used by network_module 'lokr', not "
+                             f"'{net.network_module}'; remove it"))
     if net.network_dropout > 0 and net.network_module in LYCORIS_TYPES:
         found.append(Finding("network.network_dropout", f"{net.network_module} has no input dropout in peft; set "
                              "it to 0"))

@@ -1,0 +1,102 @@
+"""Every config field does something or is refused: a setting that validates and is then ignored is the worst bug.
+
+A real (tiny) run records which fields the trainer reads. Each schema field must be read by it, refused by
+validation when changed from its default ("not implemented yet"), or listed below with where it is read instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from lorakit.config.loader import resolve_layers
+from lorakit.config.schema import LorakitConfig, Section
+from lorakit.config.validate import UNIMPLEMENTED_FIELDS, UNIMPLEMENTED_SECTIONS, check
+from lorakit.data.settings import DataSection
+from lorakit.engine import trainer
+from lorakit.runs import new_run_dir
+
+READ_ELSEWHERE = {  # field → where it takes effect (and the test that shows it)
+    "version": "the loader's migrations (tests/config/test_migrate.py)",
+    "model.allow_pickle": "loading a .ckpt checkpoint (tests/families/test_single_file.py)",
+    "batch.oom_file": "the --oom layer (tests/config/test_loader.py::test_oom_layer_from_batch_oom_file)",
+    "network.lokr_factor": "LoKr networks only, refused with the others (tests/networks/test_network_types.py)",
+}
+
+
+def leaves(model: type[BaseModel] = LorakitConfig, prefix: str = "") -> dict[str, tuple[type, str]]:
+    """Dotted key → (class, field name) for every leaf field of the schema."""
+    out = {}
+    for name, info in model.model_fields.items():
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out.update(leaves(ann, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = (model, name)
+    return out
+
+
+def refused_when_changed() -> set[str]:
+    """Fields of features that have not landed (validate refuses any value but the default)."""
+    keys = {f"{s}.{f}" for s in UNIMPLEMENTED_SECTIONS for f in type(getattr(LorakitConfig(), s)).model_fields}
+    return keys | {f"{s}.{f}" for s, fields in UNIMPLEMENTED_FIELDS.items() for f in fields}
+
+
+@pytest.fixture(scope="module")
+def fields_read(tmp_path_factory: pytest.TempPathFactory) -> set[tuple[str, str]]:
+    """(class name, field) pairs the trainer reads during a short run that exercises text-encoder training,
+    validation, checkpoints and the disk cache."""
+    from conftest import write_images
+
+    tmp = tmp_path_factory.mktemp("walk")
+    images = write_images(tmp / "imgs", count=6)
+    cfg = resolve_layers(sets=[
+        f"data.train_data_dir='{images}'", f"output.output_dir='{tmp / 'runs'}'", "data.resolution=64",
+        "data.validation_split=0.3", "train.validate_every_n_steps=1", "train.max_train_steps=2",
+        "network.network_dim=2", "network.train_text_encoder=true", "train.text_encoder_lr=1e-4",
+        "train.stop_text_encoder_training=1", "output.save_every_n_steps=1", "data.cache_latents_to_disk=true",
+        f"data.cache_folder='{tmp / 'cache'}'"]).config
+    reads: set[tuple[str, str]] = set()
+
+    def tracking(self: BaseModel, name: str):
+        value = object.__getattribute__(self, name)
+        if name in type(self).model_fields and not isinstance(value, BaseModel):
+            reads.add((type(self).__name__, name))
+        return value
+
+    patched = (Section, DataSection)
+    for cls in patched:
+        cls.__getattribute__ = tracking  # type: ignore[method-assign]
+    try:
+        trainer.train(cfg, new_run_dir(tmp / "runs"))
+    finally:
+        for cls in patched:
+            del cls.__getattribute__
+    return reads
+
+
+def test_every_field_is_read_by_a_run_or_refused(fields_read: set[tuple[str, str]]) -> None:
+    refused = refused_when_changed()
+    unaccounted = [key for key, (cls, name) in leaves().items()
+                   if (cls.__name__, name) not in fields_read and key not in refused and key not in READ_ELSEWHERE]
+    assert unaccounted == [], "fields a run ignores: read them, or refuse them in config.validate"
+
+
+def test_refused_fields_really_are_refused() -> None:
+    """Changing any field of an unimplemented feature from its default is a validation error naming the key."""
+    default = LorakitConfig()
+    for key in sorted(refused_when_changed()):
+        section, name = key.split(".")
+        value = getattr(getattr(default, section), name)
+        changed = {str: "x", int: 7, float: 0.5, bool: not value, list: ["x"], type(None): "x"}[type(value)]
+        if isinstance(value, list) and section == "bench":
+            changed = [3] if name == "seeds" else [0.25] if name == "weights" else ["x"]
+        cfg = LorakitConfig.model_validate({section: {name: changed}})
+        errors, _ = check(cfg)
+        assert [f.key for f in errors if "not implemented yet" in f.message] == [key], key
+
+
+def test_the_listed_exceptions_are_real_fields() -> None:
+    assert set(READ_ELSEWHERE) <= set(leaves())
