@@ -39,6 +39,37 @@ def save_size_estimate(groups: list[dict], save_precision: str, save_format: str
     return one * (2 if save_format == "both" else 1)
 
 
+def run_metadata(cfg: LorakitConfig, optimizer: torch.optim.Optimizer, total_epochs: int) -> dict[str, str]:
+    """The training settings sd-scripts records in a LoRA's metadata, in its spelling (train_network.py):
+    `ss_optimizer` is the optimizer's module.class with the user's arguments, e.g.
+    "torch.optim.adamw.AdamW(weight_decay=0.01)"; lorakit has no CLIP skip, so `ss_clip_skip` is "None"."""
+    from ..config.validate import parse_args_list
+
+    t, inner = cfg.train, getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the optimizer
+    kwargs, _ = parse_args_list(t.optimizer_args)
+    args = ",".join(f"{k}={v}" for k, v in kwargs.items())
+    te_lr = t.text_encoder_lr if t.text_encoder_lr is not None else t.learning_rate
+    return {
+        "ss_sd_model_name": Path(cfg.model.pretrained_model_name_or_path).name,
+        "ss_clip_skip": "None",
+        "ss_optimizer": f"{type(inner).__module__}.{type(inner).__name__}" + (f"({args})" if args else ""),
+        "ss_mixed_precision": t.mixed_precision,
+        "ss_num_epochs": str(total_epochs),
+        "ss_max_train_steps": str(t.max_train_steps) if t.max_train_steps else "None",
+        "ss_lr_scheduler": t.lr_scheduler,
+        "ss_unet_lr": str(t.learning_rate),
+        "ss_text_encoder_lr": str(te_lr) if cfg.network.train_text_encoder else "None",
+        "ss_batch_size_per_device": str(t.train_batch_size),
+        "ss_gradient_accumulation_steps": str(t.gradient_accumulation_steps),
+        "ss_max_grad_norm": str(t.max_grad_norm),
+        "ss_network_dropout": str(cfg.network.network_dropout),
+        "ss_noise_offset": str(t.noise_offset) if t.noise_offset else "None",
+        "ss_min_snr_gamma": str(t.min_snr_gamma) if t.min_snr_gamma else "None",
+        "ss_gradient_checkpointing": str(t.gradient_checkpointing),
+        "ss_cache_latents": str(t.cache_latents),
+    }
+
+
 def save_lora(parts: ModelParts, cfg: LorakitConfig, folder: Path, name: str, metadata: dict[str, str]) -> SavedLora:
     """Save `<folder>/<name>.safetensors` (kohya) and/or `<folder>/<name>_peft/` as `output.save_format` says."""
     fmt, dtype = cfg.output.save_format, formats.SAVE_DTYPES[cfg.output.save_precision]

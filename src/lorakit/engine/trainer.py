@@ -24,7 +24,7 @@ from ..families.base import model_identity
 from ..modes import MODES
 from ..modes.base import Mode
 from ..networks import formats
-from .checkpoint import save_lora, save_size_estimate
+from .checkpoint import run_metadata, save_lora, save_size_estimate
 from .encode import BatchEncoder, cache_model_id
 from .events import Callback, CallbackList, Commands
 from .loop import LoopSettings, train_loop
@@ -178,7 +178,7 @@ def train(
             parts, name=name, resolution=cfg.data.max_size, steps=step, epochs=epoch_of(step), learning_rate=t.learning_rate,
             te_trained=cfg.network.train_text_encoder, seed=t.seed, tag_frequency=tag_freq,
             num_images=len(dataset.train), created=started,
-        )
+        ) | run_metadata(cfg, optimizer, epoch_of(steps))
         saved = save_lora(parts, cfg, train_dir, name, meta)
         if final:
             result.peft_dir = saved.peft
