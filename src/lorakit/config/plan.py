@@ -16,7 +16,8 @@ epochs instead of per epoch; `kohya_gui_estimate` gives it for comparison (it ca
 Warnings (`Plan.warnings`, rendered as `warning:` lines, so the run's log shows them too) name what would make
 the run differ from what the folder suggests: symlinks skipped, empty caption files, captions longer than the
 text encoder reads (counted here with the model's own tokenizers; the data side only returns captions), images
-that buckets crop heavily, and images above Pillow's decompression-bomb limit.
+that buckets crop heavily, images above Pillow's decompression-bomb limit, and adapted modules that a consumer
+of the file (sd-scripts, A1111, ComfyUI, diffusers) would ignore.
 
 The network table (`network_table`) lists the adapted modules per component and block with their rank/alpha, as
 `networks.targets.select_targets` chooses them on a weightless skeleton of the model.
@@ -191,10 +192,13 @@ def build_plan(cfg: LorakitConfig, dataset: object | None = None) -> Plan:
 def network_table(cfg: LorakitConfig) -> tuple[list[str], list[str], list[str]]:
     """(table lines, warnings, notes): which modules get which rank, from the model's architecture alone — a
     meta-device skeleton built from its configs, so no weights are read and the plan stays fast. A selection the
-    model cannot satisfy is a warning; a model that cannot be read is only a note (its own checks report it)."""
+    model cannot satisfy is a warning; a model that cannot be read is only a note (its own checks report it).
+    So is every module a consumer (sd-scripts, A1111, ComfyUI, diffusers) would ignore in the saved file
+    (`networks.consumers`), before the user spends a run on it."""
     from ..errors import ConfigError
 
     try:
+        from ..networks.consumers import consumer_warnings
         from ..networks.targets import model_skeleton, render_targets, select_targets
 
         plan = select_targets(model_skeleton(cfg.model), cfg.network)
@@ -202,7 +206,7 @@ def network_table(cfg: LorakitConfig) -> tuple[list[str], list[str], list[str]]:
         return [], [f"network modules not listed: {str(exc).strip()}"], []
     except (LorakitError, OSError, ValueError, KeyError) as exc:
         return [], [], [f"network modules not listed: {str(exc).strip().splitlines()[0]}"]
-    return render_targets(plan, cfg.network.network_module), [], []
+    return render_targets(plan, cfg.network.network_module), consumer_warnings(plan), []
 
 
 def _names(items: Iterable[object], shown: int = SHOWN) -> str:
