@@ -167,8 +167,11 @@ def test_sd_scripts_toml_with_dataset_toml(tmp_path: Path) -> None:
                          "keep_tokens": 1, "enable_bucket": True, "train_data_dir": "/data/10_girl",
                          "num_repeats": 10, "reg_data_dir": "/data/reg/1_girl"}
     unmapped = {k: why for k, _, why in r.unmapped}
-    assert set(unmapped) == {"network_args", "xformers", "dataset.subsets[reg 0].num_repeats",
+    assert set(unmapped) == {"xformers", "dataset.subsets[reg 0].num_repeats",
                              "dataset.subsets[train 0].class_tokens"}
+    # networks.lora + conv_dim=4 is LoCon; sd-scripts' conv_alpha without a value is 1
+    assert v["network"]["network_module"] == "locon"
+    assert v["network"]["conv_dim"] == 4 and v["network"]["conv_alpha"] == 1.0
     assert "folder name" in unmapped["dataset.subsets[reg 0].num_repeats"]
     assert "model.family" in r.mapped["v2"]
     resolve([Layer("imported", v)])
@@ -178,22 +181,15 @@ def test_dataset_config_path_not_found_is_a_note(tmp_path: Path) -> None:
     f = tmp_path / "train.toml"
     f.write_text(SD_SCRIPTS, encoding="utf-8")
     r = import_file(f)
-    assert r.notes == ["dataset_config /nowhere/dataset.toml not found; pass it with --dataset-toml"]
+    assert "dataset_config /nowhere/dataset.toml not found; pass it with --dataset-toml" in r.notes
     assert "num_repeats" not in r.values.get("data", {})
 
 
-def test_network_type_is_mapped_or_listed(tmp_path: Path) -> None:
-    from lorakit.config.importers import literal_values
-
+def test_network_type_is_mapped(tmp_path: Path) -> None:
     f = tmp_path / "k.json"
     f.write_text(json.dumps({"LoRA_type": "LyCORIS/LoHa", "learning_rate": 1e-4}), encoding="utf-8")
     r = import_file(f)
-    offered = literal_values("network.network_module")
-    if "loha" in offered:  # once lorakit has LoHa
-        assert r.values["network"]["network_module"] == "loha"
-    else:
-        assert r.unmapped == [("LoRA_type", "LyCORIS/LoHa",
-                               f"lorakit's network.network_module offers {', '.join(offered)}")]
+    assert r.values["network"]["network_module"] == "loha"
 
 
 def test_non_square_resolution_becomes_image_size(tmp_path: Path) -> None:

@@ -21,13 +21,10 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from ..errors import ConfigError
+from .import_networks import import_network
 from .migrate import section_of
 from .schema import LorakitConfig
 
-NETWORK_TYPES = {  # kohya_ss LoRA_type / sd-scripts network_module → lorakit network_module
-    "Standard": "lora", "networks.lora": "lora", "LoCon": "locon", "Kohya LoCon": "locon",
-    "LyCORIS/LoCon": "locon", "LyCORIS/LoHa": "loha", "LyCORIS/LoKr": "lokr", "LyCORIS/DoRA": "dora",
-}
 PRECISIONS = {"float": "fp32", "fp32": "fp32", "fp16": "fp16", "bf16": "bf16"}
 REASONS = {
     "logging_dir": "lorakit logs into the run folder (runs/<run_id>/)",
@@ -39,7 +36,6 @@ REASONS = {
     "save_model_as": "lorakit always saves .safetensors (output.save_format picks kohya/peft)",
     "save_state": "training-state saving is not supported yet",
     "resume": "resuming training state is not supported yet; network.network_weights starts from a LoRA file",
-    "network_args": "network arguments (conv_dim, algo, block weights, …) are not supported yet",
     "network_train_text_encoder_only": "lorakit cannot train only the text encoder",
     "stop_text_encoder_training_pct": "",
     "full_fp16": "lorakit keeps LoRA weights in fp32 and autocasts (train.mixed_precision)",
@@ -49,7 +45,7 @@ REASONS = {
     "additional_parameters": "free-form command-line arguments cannot be mapped; set the keys individually",
 }
 GUI_ONLY = {
-    "file_path", "save_as", "headless", "print_only", "model_list", "LyCORIS_preset",
+    "file_path", "save_as", "headless", "print_only", "model_list",
     "log_tracker_config", "log_tracker_name", "wandb_api_key", "wandb_run_name", "huggingface_repo_id",
     "huggingface_token", "huggingface_repo_type", "huggingface_repo_visibility", "huggingface_path_in_repo",
     "save_state_to_huggingface", "resume_from_huggingface", "async_upload", "extra_accelerate_launch_args",
@@ -338,8 +334,6 @@ def _conversions(gui: bool) -> dict[str, Callable[[ImportResult, str, Any], None
         "lr_scheduler_num_cycles": number("train.lr_scheduler_num_cycles"),
         "mixed_precision": lambda r, k, v: _choice(r, k, v, "train.mixed_precision"),
         "save_precision": lambda r, k, v: _choice(r, k, v, "output.save_precision", PRECISIONS),
-        "LoRA_type": lambda r, k, v: _choice(r, k, v, "network.network_module", NETWORK_TYPES),
-        "network_module": lambda r, k, v: _choice(r, k, v, "network.network_module", NETWORK_TYPES),
         "min_snr_gamma": number("train.min_snr_gamma"),
         "save_every_n_steps": number("output.save_every_n_steps"),
         "network_weights": lambda r, k, v: r.put(k, "network.network_weights", v) if v else r.skip(k, v, ""),
@@ -369,9 +363,10 @@ def convert(src: dict[str, Any], gui: bool) -> ImportResult:
     _learning_rates(r, src, gui)
     _warmup(r, src)
     _family(r, src)
+    network_keys = import_network(r, src, gui)  # network type, dims, network_args (import_networks.py)
     table = _conversions(gui)
     for key, value in src.items():
-        if key in HANDLED or key in r.mapped:
+        if key in HANDLED or key in network_keys or key in r.mapped:
             continue
         if value in ("", None):
             r.empty.append(key)
