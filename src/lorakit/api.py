@@ -25,17 +25,22 @@ def train(
     config: LorakitConfig | ResolvedConfig,
     callbacks: list[Callback] | None = None,
     commands: Commands | None = None,
+    strict: bool = False,
 ) -> "TrainResult":
     """Train a LoRA: claim a run folder, snapshot the config (with provenance and environment), train, save.
 
     Besides the LoRA, `train/` gets `log.csv` (step, epoch, loss, lr, val_loss, UTC time), `run.log` (plan,
     progress, saves, warnings, the end) and, with `train.log_with = "tensorboard"`, `tensorboard/`.
+    `strict`: refuse (ConfigError, before any run folder exists) a network that a consumer of the file —
+    sd-scripts, A1111, ComfyUI, diffusers — would partly ignore; without it the plan only warns.
     """
     from .engine import trainer
     from .engine.events import CsvLog, RunLog
     from .engine.tblog import TENSORBOARD_DIR, TensorBoardLog
 
     cfg = config.config if isinstance(config, ResolvedConfig) else config
+    if strict:
+        refuse_ignored_modules(cfg)
     run_dir = new_run_dir(Path(cfg.output.output_dir), cfg.output.run_id)
     write_snapshot(run_dir, config)
     train_dir = run_dir / "train"
@@ -48,6 +53,17 @@ def train(
         if not (run_dir / "train").exists():  # failed before training began: leave no empty run behind
             shutil.rmtree(run_dir, ignore_errors=True)
         raise  # once training began, everything stays for debugging
+
+
+def refuse_ignored_modules(cfg: LorakitConfig) -> None:
+    """Raise ConfigError (exit 2) naming every consumer that would ignore some adapted module (`--strict`)."""
+    from .errors import ConfigError
+    from .networks.consumers import consumer_problems
+
+    problems = consumer_problems(cfg)
+    if problems:
+        raise ConfigError(problems, "--strict refuses a LoRA that a consumer would partly ignore: change the "
+                                    "network selection as each line says, or run without --strict")
 
 
 @dataclass

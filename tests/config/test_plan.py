@@ -241,3 +241,17 @@ def test_plan_warns_when_the_selection_does_not_fit_the_model(tmp_path: Path) ->
     plan = build_plan(cfg)
     assert plan.network == []
     assert any("network modules not listed" in w and "OUT11: not a block of sdxl" in w for w in plan.warnings)
+
+
+def test_plan_warns_which_modules_sd_scripts_would_ignore(tmp_path: Path) -> None:
+    """conv_in sits outside sd-scripts' target classes: it is adapted, listed, and named in a warning with the
+    count of the file's modules (tiny-sd1's to_q layers + conv_in); ComfyUI and A1111 load it all."""
+    write_images(tmp_path / "img" / "1_x", 1, (64, 64))
+    plan = plan_for(tmp_path / "img", "network.target_modules=['to_q', 'conv_in']")
+    total = int(plan.network[0].split(", ")[1].split(" ")[0])
+    assert plan.network[0] == f"network: lora, {total} modules adapted (component, block, modules, rank/alpha):"
+    assert f"warning: sd-scripts ignores 1 of {total} modules: lora_unet_conv_in — sd-scripts builds LoRA modules " \
+           "only inside the UNet's transformer, resnet and sampler blocks and CLIP's attention/MLP, and drops the " \
+           "rest without a message; leave them out of network.target_modules" in render_plan(plan)
+    assert not any("ComfyUI" in w or "A1111" in w for w in plan.warnings)
+    assert not any("ignores" in w for w in plan_for(tmp_path / "img", "network.target_modules=['to_q']").warnings)

@@ -71,14 +71,22 @@ def validate(
     preset: PresetName = None,
     set_: SetValues = [],
     paths: Annotated[bool, typer.Option("--paths/--no-paths", help="Also check files and folders.")] = True,
-    strict: Annotated[bool, typer.Option("--strict", help="Treat warnings as errors.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Treat warnings as errors, and refuse modules that "
+                                         "sd-scripts, A1111, ComfyUI or diffusers would ignore.")] = False,
 ) -> None:
-    """Check config files (layered in order) without running anything; exit 2 listing every problem."""
+    """Check config files (layered in order) without running anything; exit 2 listing every problem.
+
+    Only `--strict` builds the model's weightless skeleton to check the adapted modules against each consumer
+    (as `lorakit plan` does): it imports torch and reads model configs, which plain validation stays free of."""
     if not files and not preset:
         raise ConfigError(["nothing to validate: name one or more TOML files (or --preset)"])
     resolved = resolve_options(files, add, preset, set_, check_paths=paths)
-    if strict and resolved.warnings:
-        raise ConfigError(resolved.warnings, "--strict treats warnings as errors")
+    if strict:
+        from ..networks.consumers import consumer_problems
+
+        problems = [*resolved.warnings, *consumer_problems(resolved.config)]
+        if problems:
+            raise ConfigError(problems, "--strict treats warnings, and modules a consumer would ignore, as errors")
     typer.echo(f"ok: {', '.join(x.name for x in resolved.layers) or 'defaults'} ({len(resolved.warnings)} warnings)")
 
 

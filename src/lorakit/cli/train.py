@@ -21,13 +21,15 @@ def train(
     preset: PresetName = None,
     set_: SetValues = [],
     oom: OomLayer = False,
+    strict: bool = typer.Option(False, "--strict", help="Refuse to train (exit 2) when sd-scripts, A1111, ComfyUI "
+                                "or diffusers would ignore some adapted module (the plan's warnings)."),
 ) -> None:
     """Train a LoRA as the config says; prints the plan first; the result goes to runs/<run_id>/train/."""
     from .. import api
     from ..engine.events import RichProgress
 
     resolved = resolve_options(config, add, preset, set_, oom, check_paths=True)
-    result = api.train(resolved, [RichProgress(console)])
+    result = api.train(resolved, [RichProgress(console)], strict=strict)
     state = "[yellow]stopped[/]" if result.stopped else "[green]done[/]"
     console.print(f"{state} {result.steps} steps → {result.lora_path}")
 
