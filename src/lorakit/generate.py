@@ -41,6 +41,8 @@ def apply_lora(parts: ModelParts, lora: Path, weight: float, model: str | None =
             from .networks.loading import attach_file
 
             attach_file(parts, sd, LORA_ADAPTER)
+            if any(k.endswith(".dora_scale") for k in sd):
+                return _merge_dora(parts, weight)
         else:
             try:
                 pipe.load_lora_weights(str(lora), adapter_name=LORA_ADAPTER)
@@ -48,6 +50,24 @@ def apply_lora(parts: ModelParts, lora: Path, weight: float, model: str | None =
                 raise LorakitError(f"cannot load LoRA {lora}: {_first_line(exc)}",
                                    "is it a LoRA .safetensors for this model family?") from exc
     pipe.set_adapters([LORA_ADAPTER], adapter_weights=[weight])
+
+
+def _merge_dora(parts: ModelParts, weight: float) -> None:
+    """A DoRA file at strength s as the UIs apply it: W + s·(W_dora − W), the merged DoRA weight interpolated
+    (ComfyUI `weight_decompose`, LyCORIS `scale = s·(scale − 1) + 1`), so weight 0 is the base model. peft's
+    adapter weight scales only the low-rank part and keeps the magnitude fully applied, so lorakit merges each
+    DoRA layer and interpolates the merged weight itself."""
+    from .networks.attach import components
+
+    for _, module in components(parts):
+        for layer in module.modules():
+            if LORA_ADAPTER not in (getattr(layer, "lora_magnitude_vector", None) or {}):
+                continue
+            base = layer.get_base_layer()
+            before = base.weight.data.clone()
+            layer.merge(adapter_names=[LORA_ADAPTER])
+            with torch.no_grad():
+                base.weight.copy_(before + weight * (base.weight - before))
 
 
 # tensors diffusers' loader does not apply (LoHa, LoKr, DoRA's magnitude): lorakit's own conversion loads them

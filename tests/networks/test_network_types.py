@@ -88,7 +88,8 @@ def delta(t: dict[str, torch.Tensor], shape: torch.Size) -> torch.Tensor:
 @torch.no_grad()
 def merge_file(parts, path: Path, weight: float) -> None:
     """Merge a kohya/LyCORIS file into the model's weights: W + weight·ΔW; DoRA (dora_scale of shape (out, 1)):
-    W' = dora_scale · (W + ΔW) / ‖W + ΔW‖ per output channel (LyCORIS wd_on_output)."""
+    W_dora = dora_scale · (W + ΔW) / ‖W + ΔW‖ per output channel (LyCORIS wd_on_output), applied at a weight as
+    W + weight·(W_dora − W) (ComfyUI `weight_decompose`, LyCORIS `scale = s·(scale − 1) + 1`)."""
     layers, _ = formats.kohya_modules(parts)
     sd = load_file(str(path))
     names = {k.split(".")[0] for k in sd}
@@ -97,9 +98,10 @@ def merge_file(parts, path: Path, weight: float) -> None:
         w = layers[name].weight
         d = delta(t, w.shape)
         if "dora_scale" in t:
-            assert weight == 1.0 and t["dora_scale"].shape == (w.shape[0], *[1] * (w.dim() - 1))
+            assert t["dora_scale"].shape == (w.shape[0], *[1] * (w.dim() - 1))
             merged = w + d
-            w.copy_(t["dora_scale"] * merged / merged.flatten(1).norm(dim=1).reshape(t["dora_scale"].shape))
+            dora = t["dora_scale"] * merged / merged.flatten(1).norm(dim=1).reshape(t["dora_scale"].shape)
+            w.copy_(w + weight * (dora - w))
         else:
             w.add_(weight * d)
 
@@ -294,11 +296,16 @@ def test_generate_applies_every_type_at_its_weight(name: str, kind: str, tmp_pat
 
     parts = adapted(name, kind)
     path = formats.save_kohya(tmp_path / "n.safetensors", formats.to_kohya(parts), {})
-    fresh = load_model(ModelSection(pretrained_model_name_or_path=name))
-    weight = 1.0 if kind == "dora" else 0.5
-    apply_lora(fresh, path, weight)
-    set_weight(parts, weight)
-    assert (unet_output(fresh) - unet_output(parts)).abs().max() <= 1e-5
+    for weight in (0.5, 0.0) if kind == "dora" else (0.5,):
+        fresh = load_model(ModelSection(pretrained_model_name_or_path=name))
+        apply_lora(fresh, path, weight)
+        # the published formulas applied to the file at that weight (DoRA: the UIs' interpolation)
+        expected = load_model(ModelSection(pretrained_model_name_or_path=name))
+        merge_file(expected, path, weight)
+        assert (unet_output(fresh) - unet_output(expected)).abs().max() <= 1e-5, weight
+    if kind == "dora":  # weight 0 is the base model, as in ComfyUI and LyCORIS
+        base = load_model(ModelSection(pretrained_model_name_or_path=name))
+        assert (unet_output(fresh) - unet_output(base)).abs().max() <= 1e-6
 
 
 def test_network_findings_refuse_what_is_not_implemented() -> None:

@@ -58,7 +58,10 @@ class NetworkSection(Section):
     )
     network_dim: int = Field(16, ge=1, le=1024, description="LoRA rank (dim).")
     network_alpha: float = Field(8.0, gt=0, description="LoRA alpha; the update is scaled by alpha / dim.")
-    network_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA path during training.")
+    network_dropout: float = Field(
+        0.0, ge=0, lt=1, description="Dropout on the LoRA path during training: peft's, on the adapter's input "
+        "(kohya's network_dropout drops the down projection's outputs instead)."
+    )
     target_modules: list[str] = Field(
         default_factory=list,
         description="UNet module names (suffixes, e.g. to_q, to_k, to_v, to_out.0) that receive an adapter; empty = "
@@ -78,7 +81,8 @@ class NetworkSection(Section):
         "with conv_dim is network_module = 'locon' here).",
     )
     conv_alpha: float | None = Field(
-        None, ge=0, description="Alpha of the 3×3 convolutions; 0 or unset = network_alpha (as TrainTrain)."
+        None, ge=0, description="Alpha of the 3×3 convolutions; 0 or unset = network_alpha (as TrainTrain and "
+        "LyCORIS; sd-scripts' networks.lora defaults to 1, and `config import` writes that for its configs)."
     )
     blocks: list[str] = Field(
         default_factory=list,
