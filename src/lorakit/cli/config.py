@@ -86,7 +86,7 @@ def validate(
 
         problems = [*resolved.warnings, *consumer_problems(resolved.config)]
         if problems:
-            raise ConfigError(problems, "--strict treats warnings, and modules a consumer would ignore, as errors")
+            raise ConfigError(problems, "--strict treats warnings as errors, and modules a consumer would ignore too")
     typer.echo(f"ok: {', '.join(x.name for x in resolved.layers) or 'defaults'} ({len(resolved.warnings)} warnings)")
 
 
