@@ -12,7 +12,7 @@ from pathlib import Path
 from ..config.schema import ModelSection
 from ..errors import ModelError
 from .base import Family, ModelParts, model_not_found, read_model_index
-from .names import BUILTIN_MODELS
+from .names import BUILTIN_MODELS, family_of_unet_config
 from .sd1 import SD1
 from .sd2 import SD2
 from .sdxl import SDXL
@@ -94,10 +94,7 @@ def _family_of_folder(path: Path) -> str:
     if not read_model_index(path) or not unet_config.is_file():
         raise ModelError(f"{path} is not a diffusers model folder (no model_index.json / unet/config.json)",
                          "point model.pretrained_model_name_or_path at the folder that holds model_index.json")
-    unet = json.loads(unet_config.read_text())
-    if unet.get("addition_embed_type") == "text_time":
-        return "sdxl"
-    return "sd2" if unet.get("use_linear_projection") else "sd1"
+    return family_of_unet_config(json.loads(unet_config.read_text()))
 
 
 def get_family(name: str) -> Family:

@@ -20,8 +20,7 @@ from typing import Any
 
 import torch
 
-BASE = "BASE"  # TrainTrain's and LoRA Block Weight's name for the text encoder(s)
-MID = "MID"
+from .names import BASE, MID, canonical_block  # noqa: F401  (BASE: TrainTrain's name for the text encoders)
 
 # diffusers ResnetBlock2D child → original ResBlock child (sd-scripts `unet_conversion_map_resnet`)
 RESNET_RENAMES = {
@@ -165,23 +164,6 @@ def sgm_path(path: str, shape: UnetShape) -> str | None:
     return f"{slot.sgm}.{rest}" if rest else slot.sgm
 
 
-_BLOCK_ALIAS = re.compile(r"^(IN|OUT|M|MID)(\d*)$")
-
-
-def canonical_block(name: str) -> str:
-    """A user's block name in lorakit's spelling: 'in4'/'IN4' → 'IN04', 'M00'/'M'/'mid' → 'MID', 'base' → 'BASE'.
-
-    TrainTrain and LoRA Block Weight write the middle block 'M00' and SDXL blocks sometimes 'IN4'; a name that is
-    no block at all comes back upper-cased for the caller to reject against `block_names`.
-    """
-    upper = name.strip().upper()
-    m = _BLOCK_ALIAS.match(upper)
-    if not m:
-        return upper
-    kind, digits = m.groups()
-    if kind in ("M", "MID"):
-        return MID if digits in ("", "0", "00") else upper
-    return f"{kind}{int(digits):02d}" if digits else upper
 
 
 def config_key(unet: torch.nn.Module) -> str:

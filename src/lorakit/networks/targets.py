@@ -32,17 +32,14 @@ from typing import Any
 
 from ..config.schema import LorakitConfig, NetworkSection
 from ..errors import ConfigError
-from ..families.names import BUILTIN_MODELS, RANDOM_MODELS, TINY_MODELS
+from ..families.names import (BASE, BUILTIN_MODELS, FAMILY_BLOCKS, RANDOM_MODELS, TINY_MODELS, canonical_block,
+                              family_of_unet_config)
 
 UNET_CLASSES = ("Transformer2DModel",)
 UNET_CONV_CLASSES = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
 TE_CLASSES = ("CLIPAttention", "CLIPSdpaAttention", "CLIPMLP")
 CONV_NETWORKS = ("locon", "loha", "lokr")  # network types that adapt the resnets' and samplers' 3×3 convolutions
 NO_ELEMENT_NETWORKS = ("loha",)  # TrainTrain: "network element … does not work with loha"
-BASE = "BASE"
-# Torch-free copy of each family's full-size block structure: (input/output blocks, kohya names in SGM layout).
-# A test keeps it equal to `Family.block_names()` / `Family.kohya_sgm_names`.
-FAMILY_BLOCKS: dict[str, tuple[int, bool]] = {"sd1": (12, False), "sd2": (12, False), "sdxl": (9, True)}
 
 Targets = dict[str, tuple[int, float]]  # {module path: (rank, alpha)} of one component
 
@@ -136,18 +133,6 @@ def kohya_slot(kohya_name: str, layout: tuple[str, ...], sgm_names: bool) -> int
 def is_block_name(name: str) -> bool:
     """Whether `name` is spelled as a block name of some family: BASE, MID, INnn or OUTnn."""
     return name in (BASE, "MID") or re.fullmatch(r"(IN|OUT)\d\d", name) is not None
-
-
-def canonical_block(name: str) -> str:
-    """'in4' → 'IN04', 'M00'/'mid' → 'MID', 'base' → 'BASE' (TrainTrain and LoRA Block Weight spellings)."""
-    upper = name.strip().upper()
-    m = re.fullmatch(r"(IN|OUT|M|MID)(\d*)", upper)
-    if not m:
-        return upper
-    kind, digits = m.groups()
-    if kind in ("M", "MID"):
-        return "MID" if digits in ("", "0", "00") else upper
-    return f"{kind}{int(digits):02d}" if digits else upper
 
 
 # -- describing a model -------------------------------------------------------------------------------------------
@@ -390,13 +375,9 @@ def family_hint(model_cfg: Any) -> str | None:
         return BUILTIN_MODELS[source]
     config = Path(source).expanduser() / "unet" / "config.json"
     try:
-        unet = json.loads(config.read_text(encoding="utf-8"))
+        return family_of_unet_config(json.loads(config.read_text(encoding="utf-8")))
     except (OSError, ValueError):
         return None
-    # as families.detect_family: SDXL has text-time conditioning, SD2 linear transformer projections
-    if unet.get("addition_embed_type") == "text_time":
-        return "sdxl"
-    return "sd2" if unet.get("use_linear_projection") else "sd1"
 
 
 def selection_findings(cfg: LorakitConfig) -> list[Any]:
