@@ -99,10 +99,11 @@ def test_import_writes_toml_and_lists_unmapped(cli, tmp_path: Path) -> None:
 
 
 def test_invalid_import_writes_nothing(cli, tmp_path: Path) -> None:
-    src = write(tmp_path / "kohya.json", json.dumps({"learning_rate": 1e-4, "network_dim": 0}))
+    # one value lorakit cannot take is listed as not mapped (the rest imports); a config that cannot run is refused
+    src = write(tmp_path / "kohya.json", json.dumps({"learning_rate": 0, "unet_lr": 0, "text_encoder_lr": 0}))
     out_file = tmp_path / "lk.toml"
     code, out, err = cli("config", "import", str(src), "--out", str(out_file))
-    assert code == 2 and "network.network_dim = 0" in err and "Traceback" not in err
+    assert code == 2 and "every learning rate is 0" in err and "Traceback" not in err
     assert not out_file.exists() and list(tmp_path.iterdir()) == [src]
 
 
