@@ -20,6 +20,9 @@ BUILTIN_MODELS: dict[str, str] = {**TINY_MODELS, **{name: fam for name, (fam, _)
 # Full-size UNet block structure: (input blocks = output blocks, kohya names the UNet in the original SGM layout)
 FAMILY_BLOCKS: dict[str, tuple[int, bool]] = {"sd1": (12, False), "sd2": (12, False), "sdxl": (9, True)}
 BASE, MID = "BASE", "MID"
+# kohya prefixes of OpenCLIP text encoders (SD2's only one, SDXL's second): A1111 runs them as one fused
+# MultiheadAttention, unlike Hugging Face CLIP's separate q/k/v/out Linears (networks.consumers)
+OPENCLIP_TE_PREFIXES: dict[str, tuple[str, ...]] = {"sd2": ("lora_te",), "sdxl": ("lora_te2",)}
 _BLOCK_ALIAS = re.compile(r"^(IN|OUT|M|MID)(\d*)$")
 
 

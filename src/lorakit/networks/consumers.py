@@ -17,14 +17,15 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
+from ..families.names import OPENCLIP_TE_PREFIXES
 from .targets import FAMILY_BLOCKS, TargetPlan
 
 SHOWN = 3  # module names per warning before "… and N more"
 
 # Text encoders that A1111 runs as OpenCLIP (a fused `nn.MultiheadAttention` per layer), by family and kohya prefix:
-# SD2's only text encoder (OpenCLIP-H) and SDXL's second (OpenCLIP-bigG). SD1's CLIP-L and SDXL's first are
-# Hugging Face CLIP there, with separate q/k/v/out Linears.
-OPENCLIP_PREFIXES: dict[str, tuple[str, ...]] = {"sd2": ("lora_te",), "sdxl": ("lora_te2",)}
+# SD2's only text encoder (OpenCLIP-H) and SDXL's second (OpenCLIP-bigG), a family fact. SD1's CLIP-L and SDXL's
+# first are Hugging Face CLIP there, with separate q/k/v/out Linears.
+OPENCLIP_PREFIXES = OPENCLIP_TE_PREFIXES
 
 _TE_LAYER = re.compile(r"^(lora_te[12]?)_text_model_encoder_layers_(\d+)_(\w+)$")
 _ATTENTION = ("self_attn_q_proj", "self_attn_k_proj", "self_attn_v_proj", "self_attn_out_proj")
