@@ -127,6 +127,32 @@ def remove_interrupted_saves(output_dir: Path, cache_dir: Path | None) -> int:
     return removed
 
 
+def preflight(cfg: LorakitConfig, events: Callback) -> Path | None:
+    """Before anything loads: arguments and loggers checked, leftovers of interrupted saves removed; returns the
+    disk cache folder (None when latents are not cached on disk)."""
+    from .tblog import check_log_with
+
+    errors = [f"{f.key}: {f.message}" for f in check_arguments(cfg) + check_log_with(cfg) if f.error]
+    if errors:
+        raise ConfigError(errors)
+    disk = (Path(cfg.data.cache_folder) if cfg.data.cache_folder else default_cache_dir()) \
+        if cfg.data.cache_latents_to_disk else None
+    removed = remove_interrupted_saves(Path(cfg.output.output_dir), disk)
+    if removed:
+        events.on_notice(f"removed {removed} temporary file(s) left by interrupted saves")
+    return disk
+
+
+def loop_settings(cfg: LorakitConfig, steps: int, text_encoder_stop: int | None, validation: bool) -> LoopSettings:
+    """The loop's numbers from the config and the plan."""
+    t = cfg.train
+    return LoopSettings(
+        total_steps=steps, accumulation=t.gradient_accumulation_steps, max_grad_norm=t.max_grad_norm,
+        log_every=t.log_every_n_steps, save_every=cfg.output.save_every_n_steps,
+        validate_every=t.validate_every_n_steps if validation else None, text_encoder_stop=text_encoder_stop,
+    )
+
+
 def train(
     cfg: LorakitConfig,
     run_dir: Path,
@@ -136,17 +162,8 @@ def train(
 ) -> TrainResult:
     """Train a LoRA as configured, writing results into `run_dir/train/`."""
     t, out = cfg.train, cfg.output
-    from .tblog import check_log_with
-
-    errors = [f"{f.key}: {f.message}" for f in check_arguments(cfg) + check_log_with(cfg) if f.error]
-    if errors:  # optimizer / scheduler key=value arguments, loggers, before anything loads
-        raise ConfigError(errors)
     events = CallbackList(list(callbacks or []))
-    disk = (Path(cfg.data.cache_folder) if cfg.data.cache_folder else default_cache_dir()) \
-        if cfg.data.cache_latents_to_disk else None
-    removed = remove_interrupted_saves(Path(out.output_dir), disk)
-    if removed:
-        events.on_notice(f"removed {removed} temporary file(s) left by interrupted saves")
+    disk = preflight(cfg, events)
     seed_everything(t.seed)
     dataset = dataset or build_dataset(cfg.data, t.train_batch_size, t.seed)
     accelerator = make_accelerator(cfg)
@@ -175,9 +192,9 @@ def train(
     def save(step: int, final: bool = False) -> Path:
         name = out.output_name if final else f"{out.output_name}-step{step:08d}"
         meta = formats.kohya_metadata(
-            parts, name=name, resolution=cfg.data.max_size, steps=step, epochs=epoch_of(step), learning_rate=t.learning_rate,
-            te_trained=cfg.network.train_text_encoder, seed=t.seed, tag_frequency=tag_freq,
-            num_images=len(dataset.train), created=started,
+            parts, name=name, resolution=cfg.data.max_size, steps=step, epochs=epoch_of(step),
+            learning_rate=t.learning_rate, te_trained=cfg.network.train_text_encoder, seed=t.seed,
+            tag_frequency=tag_freq, num_images=len(dataset.train), created=started,
         ) | run_metadata(cfg, optimizer, epoch_of(steps))
         saved = save_lora(parts, cfg, train_dir, name, meta)
         if final:
@@ -193,12 +210,7 @@ def train(
         result.validation_losses.append((step, loss))
         events.on_validation(step, loss)
 
-    settings = LoopSettings(
-        total_steps=steps, accumulation=t.gradient_accumulation_steps, max_grad_norm=t.max_grad_norm,
-        log_every=t.log_every_n_steps, save_every=out.save_every_n_steps,
-        validate_every=t.validate_every_n_steps if dataset.validation else None,
-        text_encoder_stop=plan.steps.text_encoder_stop,
-    )
+    settings = loop_settings(cfg, steps, plan.steps.text_encoder_stop, bool(dataset.validation))
     gen = torch.Generator(device=accelerator.device).manual_seed(t.seed)
     events.on_start(steps, {"run_dir": str(run_dir), "images": len(dataset.train)})
     try:
