@@ -107,6 +107,13 @@ def doctor(output_dir: Path = Path("runs")) -> "list[Check]":
     return run_checks(Path(output_dir))
 
 
+def dataset_warnings(plan: "DatasetPlan", config: LorakitConfig) -> list[str]:
+    """What `lorakit plan` warns about a scanned dataset (empty or long captions, heavy crops, huge images)."""
+    from .config.plan import data_warnings
+
+    return data_warnings(plan, config)
+
+
 def inspect_dataset(data: "DataSection", batch_size: int = 1, seed: int = 0) -> "DatasetPlan":
     """Scan a dataset as training would (buckets, repeats, captions) without hashing file contents."""
     from .data.pipeline import build_dataset

@@ -13,7 +13,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .. import api
-from ..config.plan import data_warnings
 from ..data.preprocess import PrepareOptions, PrepareReport
 from ..data.settings import DataSection
 from ..data.transforms import parse_color
@@ -122,7 +121,7 @@ def inspect(
             names = listed([p.relative_to(f.path).as_posix() for p in f.uncaptioned])
             console.print(escape(f"images without captions in {f.path} ({len(f.uncaptioned)}): {names}"),
                           highlight=False, soft_wrap=True)
-    for warning in data_warnings(plan, cfg.model_copy(update={"data": data})):
+    for warning in api.dataset_warnings(plan, cfg.model_copy(update={"data": data})):
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
 
 
