@@ -14,8 +14,8 @@ from pydantic import ValidationError
 
 from lorakit.config.schema import LorakitConfig, ModelSection, NetworkSection
 from lorakit.errors import ConfigError
-from lorakit.networks.targets import (FAMILY_BLOCKS, block_names_for, canonical_block, kohya_block_layout,
-                                      model_skeleton, select_targets, selection_findings)
+from lorakit.networks.targets import (FAMILY_BLOCKS, block_names_for, canonical_block, kohya_block_args,
+                                      kohya_block_layout, model_skeleton, select_targets, selection_findings)
 
 TRANSFORMER = ["proj_in", "proj_out", *[f"transformer_blocks.{{t}}.{a}.{p}" for a in ("attn1", "attn2")
                                          for p in ("to_q", "to_k", "to_v", "to_out.0")],
@@ -67,6 +67,28 @@ def ranks(paths: set[str], rank: int, alpha: float) -> dict[str, tuple[int, floa
     return {p: (rank, alpha) for p in paths}
 
 
+def convs_by_slot(downs: int, samplers: int, down_resnets: int = 2) -> dict[int, set[str]]:
+    """The 3×3 convolutions of a diffusers UNet by sd-scripts' SD1/SD2 `get_block_index`: down_blocks.i.resnets.j
+    → 1 + 3i + j, its downsampler → 1 + 3i + 2, the mid block → 12, up_blocks.i.resnets.j → 13 + 3i + j, its
+    upsampler → 13 + 3i + 2. `samplers`: how many levels (from the top) have a down/upsampler."""
+    out: dict[int, set[str]] = {}
+    for i in range(downs):
+        for j in range(down_resnets):
+            out.setdefault(1 + 3 * i + j, set()).update(resnet(f"down_blocks.{i}.resnets.{j}", False)[1])
+        for j in range(3):
+            out.setdefault(13 + 3 * i + j, set()).update(resnet(f"up_blocks.{i}.resnets.{j}", False)[1])
+    for i in range(samplers):
+        out[1 + 3 * i + 2] = out.get(1 + 3 * i + 2, set()) | {f"down_blocks.{i}.downsamplers.0.conv"}
+        out[13 + 3 * i + 2] |= {f"up_blocks.{i}.upsamplers.0.conv"}
+    out[12] = resnet("mid_block.resnets.0", False)[1] | resnet("mid_block.resnets.1", False)[1]
+    return out
+
+
+def commas(values: list) -> str:
+    """A per-block list as sd-scripts users pass it in network_args ("0,8,0,…")."""
+    return ",".join(f"{v:g}" for v in values)
+
+
 # -- SD1.5 (full size, meta device) ---------------------------------------------------------------------------------
 
 SD1_ATTN_DOWN = [f"down_blocks.{i}.attentions.{j}" for i in range(3) for j in range(2)]
@@ -114,10 +136,54 @@ def test_sd15_block_dims_with_zeros() -> None:
     plan = select_targets(skeleton("random-sd15"), net(network_module="locon", block_dims=dims, block_alphas=alphas))
     lin, conv = resnet("down_blocks.1.resnets.0", shortcut=True)
     mid = [resnet(f"mid_block.resnets.{i}", shortcut=False) for i in range(2)]
+    every_conv = set().union(*convs_by_slot(4, 3).values())
     expected = {**ranks(transformer("down_blocks.1.attentions.0") | lin, 8, 1.0),
                 **ranks(transformer("mid_block.attentions.0") | mid[0][0] | mid[1][0], 4, 2.0),
-                **ranks(conv | mid[0][1] | mid[1][1], 16, 8)}  # 3×3 convs keep conv_dim (= network_dim)
+                **ranks(every_conv, 16, 8)}  # sd-scripts: without conv_block_dims every block's convs get conv_dim
+    assert plan.unet == expected and len(every_conv) == 50
+
+
+def test_sd15_conv_block_dims() -> None:
+    """sd-scripts `create_modules` with block_dims + conv_block_dims: 3×3 convs take conv_block_dims/alphas per
+    block (0 = not trained), Linear/1×1 layers block_dims (block_alphas unset = network_alpha)."""
+    dims, conv_dims, conv_alphas = [0] * 25, [0] * 25, [3.0] * 25
+    dims[4] = 8  # IN04: down_blocks.1 layer 0
+    conv_dims[3], conv_dims[12], conv_dims[15] = 2, 6, 3  # IN03 (downsampler), MID, OUT02 (resnet + upsampler)
+    conv_alphas[3], conv_alphas[15] = 1.0, 0.5  # an untrained block's alpha is moot; the file writes the common one
+    cfg = net(network_module="locon", conv_dim=4, conv_alpha=1, block_dims=dims, conv_block_dims=conv_dims,
+              conv_block_alphas=conv_alphas)
+    plan = select_targets(skeleton("random-sd15"), cfg)
+    convs = convs_by_slot(4, 3)
+    assert convs[3] == {"down_blocks.0.downsamplers.0.conv"}
+    assert convs[15] == {"up_blocks.0.resnets.2.conv1", "up_blocks.0.resnets.2.conv2", "up_blocks.0.upsamplers.0.conv"}
+    lin, _ = resnet("down_blocks.1.resnets.0", shortcut=True)
+    expected = {**ranks(transformer("down_blocks.1.attentions.0") | lin, 8, 8), **ranks(convs[3], 2, 1.0),
+                **ranks(convs[12], 6, 3.0), **ranks(convs[15], 3, 0.5)}
     assert plan.unet == expected
+    # the saved file's network args: what a kohya user passes for this network (block_alphas = network_alpha)
+    assert kohya_block_args(skeleton("random-sd15"), plan.unet) == {
+        "block_dims": commas(dims), "block_alphas": commas([8] * 25), "conv_block_dims": commas(conv_dims),
+        "conv_block_alphas": commas(conv_alphas)}
+    # conv_block_alphas unset: conv_alpha in every block (sd-scripts' default; lorakit's conv_alpha unset =
+    # network_alpha)
+    plan = select_targets(skeleton("random-sd15"), net(network_module="locon", conv_alpha=5, block_dims=[16] * 25,
+                                                       conv_block_dims=conv_dims))
+    assert {p: v for p, v in plan.unet.items() if p in convs[12]} == ranks(convs[12], 6, 5)
+    # IN00 (conv_in) and the downsampler blocks IN03/IN06/IN09 hold no Linear/1×1 layer: written as 0, untrained
+    assert kohya_block_args(skeleton("random-sd15"), plan.unet) == {
+        "block_dims": commas([0 if i in (0, 3, 6, 9) else 16 for i in range(25)]),
+        "block_alphas": commas([8] * 25), "conv_block_dims": commas(conv_dims), "conv_block_alphas": commas([5] * 25)}
+
+
+def test_block_args_stay_out_when_every_block_is_alike() -> None:
+    """A network sd-scripts builds without per-block lists writes none; zero blocks of plain LoRA do."""
+    info = skeleton("random-sd15")
+    assert kohya_block_args(info, select_targets(info, net(network_module="locon")).unet) == {}
+    assert kohya_block_args(info, select_targets(info, net(network_element="cross_attention")).unet) == {}
+    dims = [0] * 25
+    dims[12] = 4
+    plan = select_targets(info, net(block_dims=dims))
+    assert kohya_block_args(info, plan.unet) == {"block_dims": commas(dims), "block_alphas": commas([8] * 25)}
 
 
 def test_base_only_trains_the_text_encoders() -> None:
@@ -182,8 +248,19 @@ def test_sdxl_block_dims_use_kohyas_23_slots() -> None:
     alphas = [3.0] * 23
     plan = select_targets(skeleton("random-sdxl"), net(network_module="locon", conv_dim=2, conv_alpha=1,
                                                        block_dims=dims, block_alphas=alphas))
-    lin, conv = resnet("mid_block.resnets.0", shortcut=False)
-    assert plan.unet == {**ranks(lin, 4, 3.0), **ranks(conv, 2, 1)}
+    lin, _ = resnet("mid_block.resnets.0", shortcut=False)
+    convs = {f"down_blocks.{i}.downsamplers.0.conv" for i in range(2)} | \
+        {f"up_blocks.{i}.upsamplers.0.conv" for i in range(2)} | {
+        c for prefix in [f"down_blocks.{i}.resnets.{j}" for i in range(3) for j in range(2)]
+        + [f"up_blocks.{i}.resnets.{j}" for i in range(3) for j in range(3)] + ["mid_block.resnets.0",
+                                                                               "mid_block.resnets.1"]
+        for c in resnet(prefix, False)[1]}
+    assert plan.unet == {**ranks(lin, 4, 3.0), **ranks(convs, 2, 1)} and len(convs) == 38  # every block's convs
+    conv_dims = [0] * 23
+    conv_dims[12] = 6  # middle_block.2: the second resnet
+    plan = select_targets(skeleton("random-sdxl"), net(network_module="locon", conv_dim=2, conv_alpha=1,
+                                                       block_dims=dims, conv_block_dims=conv_dims))
+    assert plan.unet == {**ranks(lin, 4, 8), **ranks(resnet("mid_block.resnets.1", False)[1], 6, 1)}
 
 
 # -- tiny models (as built) -------------------------------------------------------------------------------------------
@@ -213,6 +290,18 @@ def test_tiny_block_dims_follow_the_full_size_layout() -> None:
         ranks(transformer("down_blocks.1.attentions.0", 2), 2, 8)
 
 
+def test_tiny_conv_block_dims() -> None:
+    """Tiny SD1: two levels, a downsampler in down_blocks.0 (IN03) and an upsampler in up_blocks.0 (OUT02); slots
+    as in the full-size layout. Linear layers all at 0, convs only where conv_block_dims says."""
+    convs = convs_by_slot(2, 1)
+    conv_dims = [0] * 25
+    conv_dims[3], conv_dims[16] = 2, 4  # IN03, OUT03 (up_blocks.1.resnets.0)
+    plan = select_targets(skeleton("tiny-sd1"), net(network_module="loha", block_dims=[0] * 25,
+                                                    conv_block_dims=conv_dims))
+    assert convs[16] == {"up_blocks.1.resnets.0.conv1", "up_blocks.1.resnets.0.conv2"}
+    assert plan.unet == {**ranks(convs[3], 2, 8), **ranks(convs[16], 4, 8)}
+
+
 # -- validation ---------------------------------------------------------------------------------------------------------
 
 def test_block_spellings_and_bad_names() -> None:
@@ -223,6 +312,10 @@ def test_block_spellings_and_bad_names() -> None:
         NetworkSection(blocks=["IN4x"])
     with pytest.raises(ValidationError, match="block dim is 0"):
         NetworkSection(block_dims=[2000])
+    with pytest.raises(ValidationError, match="block dim is 0"):
+        NetworkSection(conv_block_dims=[-1])
+    with pytest.raises(ValidationError, match="block alpha must be > 0"):
+        NetworkSection(conv_block_alphas=[0.0])
     with pytest.raises(ConfigError, match="IN09, OUT10: not a block of sdxl; valid: BASE, IN00–IN08, MID, "
                                           "OUT00–OUT08"):
         select_targets(skeleton("tiny-sdxl"), net(blocks=["IN09", "OUT10"]))
@@ -232,7 +325,13 @@ def test_block_dims_length_names_the_count() -> None:
     with pytest.raises(ConfigError, match="block_dims: has 25 values; sdxl needs 23"):
         select_targets(skeleton("tiny-sdxl"), net(block_dims=[4] * 25))
     with pytest.raises(ConfigError, match="block_alphas: has 23 values; sd1 needs 25"):
-        select_targets(skeleton("tiny-sd1"), net(block_alphas=[4.0] * 23))
+        select_targets(skeleton("tiny-sd1"), net(block_dims=[4] * 25, block_alphas=[4.0] * 23))
+    with pytest.raises(ConfigError, match="conv_block_dims: has 25 values; sdxl needs 23"):
+        select_targets(skeleton("tiny-sdxl"), net(network_module="locon", block_dims=[4] * 23,
+                                                  conv_block_dims=[4] * 25))
+    with pytest.raises(ConfigError, match="conv_block_alphas: has 23 values; sd1 needs 25"):
+        select_targets(skeleton("tiny-sd1"), net(network_module="locon", block_dims=[4] * 25,
+                                                 conv_block_dims=[4] * 25, conv_block_alphas=[1.0] * 23))
 
 
 def test_nothing_selected_is_an_error() -> None:
@@ -258,6 +357,21 @@ def test_selection_findings_without_loading() -> None:
     assert findings(model="random-sd15", block_dims=[1] * 23)["network.block_dims"].startswith(
         "has 23 values; sd1 needs 25")
     assert findings(model="/nowhere/model.safetensors", blocks=["IN11"]) == {}  # family unknown: any family's name
+    assert findings(model="random-sdxl", network_module="locon", block_dims=[1] * 23, conv_block_dims=[1] * 25)[
+        "network.conv_block_dims"].startswith("has 25 values; sdxl needs 23")
+
+
+def test_per_block_lists_that_sd_scripts_ignores_alone_are_refused() -> None:
+    """sd-scripts `create_network` reads block_alphas and the conv lists only with block_dims, and
+    `get_block_dims_and_alphas` reads conv_block_alphas only with conv_block_dims."""
+    assert findings(block_alphas=[1.0] * 25)["network.block_alphas"].startswith(
+        "is set without block_dims: sd-scripts reads block_alphas only together with block_dims")
+    assert "without block_dims" in findings(network_module="locon", conv_block_dims=[1] * 25)[
+        "network.conv_block_dims"]
+    assert "without conv_block_dims" in findings(network_module="locon", block_dims=[1] * 25,
+                                                 conv_block_alphas=[1.0] * 25)["network.conv_block_alphas"]
+    assert "adapts no 3×3 convolutions" in findings(block_dims=[1] * 25, conv_block_dims=[1] * 25)[
+        "network.conv_block_dims"]
 
 
 def test_family_table_matches_the_families() -> None:

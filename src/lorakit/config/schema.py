@@ -97,7 +97,19 @@ class NetworkSection(Section):
     )
     block_alphas: list[float] = Field(
         default_factory=list,
-        description="Alpha per UNet block, in block_dims' order and length; empty = network_alpha everywhere.",
+        description="Alpha per UNet block, in block_dims' order and length; empty = network_alpha everywhere. "
+        "Only with block_dims (sd-scripts reads it only then).",
+    )
+    conv_block_dims: list[int] = Field(
+        default_factory=list,
+        description="Rank of the 3×3 convolutions per UNet block, in block_dims' order and length (sd-scripts' "
+        "conv_block_dims; locon/loha/lokr, only with block_dims); 0 = the block's convolutions not trained; "
+        "empty = conv_dim in every block, whatever block_dims says.",
+    )
+    conv_block_alphas: list[float] = Field(
+        default_factory=list,
+        description="Alpha of the 3×3 convolutions per UNet block, in block_dims' order and length; only with "
+        "conv_block_dims; empty = conv_alpha everywhere.",
     )
     network_element: Literal["full", "cross_attention", "self_attention"] = Field(
         "full",
@@ -120,19 +132,19 @@ class NetworkSection(Section):
             raise ValueError(f"{', '.join(bad)}: not a block name; use BASE, IN00…, MID, OUT00…")
         return names
 
-    @field_validator("block_dims")
+    @field_validator("block_dims", "conv_block_dims")
     @classmethod
     def _block_dim_range(cls, value: list[int]) -> list[int]:
-        """Each rank is 0 (block not trained) to 1024, like network_dim."""
+        """Each rank is 0 (block not trained) to 1024, like network_dim and conv_dim."""
         bad = [v for v in value if not 0 <= v <= 1024]
         if bad:
             raise ValueError(f"{bad}: each block dim is 0 (not trained) to 1024")
         return value
 
-    @field_validator("block_alphas")
+    @field_validator("block_alphas", "conv_block_alphas")
     @classmethod
     def _block_alpha_range(cls, value: list[float]) -> list[float]:
-        """Each alpha is positive, like network_alpha."""
+        """Each alpha is positive, like network_alpha (the kohya importer turns sd-scripts' 0 into the rank)."""
         if any(v <= 0 for v in value):
             raise ValueError(f"{[v for v in value if v <= 0]}: each block alpha must be > 0")
         return value

@@ -15,17 +15,23 @@ The rules are kohya sd-scripts' (`networks/lora.py`), TrainTrain's and LyCORIS's
 - `blocks` (TrainTrain's "network blocks"): only modules in the listed blocks; "BASE" is the text encoders.
 - `network_element` (TrainTrain): cross_attention = only attn2's layers, self_attention = only attn1's (UNet).
 - `block_dims` / `block_alphas` (kohya): rank/alpha per block of the UNet's Linear/1×1 layers in kohya's order
-  (25 values for SD1/SD2, 23 for SDXL, see `kohya_block_layout`); a 0 dim leaves the whole block untrained.
+  (25 values for SD1/SD2, 23 for SDXL, see `kohya_block_layout`); a 0 dim leaves the block's Linear/1×1 layers
+  untrained. `conv_block_dims` / `conv_block_alphas` do the same for the 3×3 convolutions; without them every
+  block's convolutions keep conv_dim / conv_alpha, a block_dims 0 included (sd-scripts' `get_block_dims_and_alphas`
+  and `LoRANetwork.create_modules`). As in sd-scripts, block_alphas and conv_block_dims count only with block_dims,
+  conv_block_alphas only with conv_block_dims; lorakit refuses them alone instead of ignoring them.
 
 `select_targets` is pure over a `ModelInfo` (module lists with block, element and kohya block index); `describe`
 builds one from loaded or meta-device modules, `model_skeleton` from configs alone (no weights) for `lorakit plan`.
-`selection_findings` checks a config without torch (for `config validate`).
+`selection_findings` checks a config without torch (for `config validate`). `kohya_block_args` writes the trained
+per-block ranks back as sd-scripts' network args for the saved file's `ss_network_args`.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +48,7 @@ CONV_NETWORKS = ("locon", "loha", "lokr")  # network types that adapt the resnet
 NO_ELEMENT_NETWORKS = ("loha",)  # TrainTrain: "network element … does not work with loha"
 
 Targets = dict[str, tuple[int, float]]  # {module path: (rank, alpha)} of one component
+BLOCK_ARGS = ("block_dims", "block_alphas", "conv_block_dims", "conv_block_alphas")  # kohya's per-block lists
 
 
 @dataclass(frozen=True)
@@ -150,13 +157,14 @@ def _kind(module: Any) -> str | None:
 
 def _layers(root: Any, classes: tuple[str, ...]) -> list[tuple[str, str, str]]:
     """(path, kind, owner class) of every Linear/Conv2d of `root`; owner is the nearest enclosing module whose class
-    is in `classes` ("" when none), as kohya walks `named_modules` of each target-class module."""
-    owners: list[tuple[str, str]] = []  # (path prefix, class) of target-class modules seen so far (pre-order)
+    is in `classes` ("" when none), as kohya walks `named_modules` of each target-class module. A peft-adapted
+    layer counts under its own path (its base layer), so an adapted model describes as the model it was."""
+    from .attach import base_layers
+
+    # (path prefix, class) of target-class modules in pre-order: the last one that encloses a layer is the nearest
+    owners = [(path + ".", type(m).__name__) for path, m in root.named_modules() if type(m).__name__ in classes]
     out = []
-    for path, module in root.named_modules():
-        cls = type(module).__name__
-        if cls in classes:
-            owners.append((path + ".", cls))
+    for path, module in base_layers(root).items():
         kind = _kind(module)
         if kind:
             owner = next((c for prefix, c in reversed(owners) if path.startswith(prefix)), "")
@@ -240,14 +248,28 @@ def _check_suffixes(candidates: tuple[Candidate, ...], suffixes: list[str], key:
             "conv1 (or leave it empty for kohya's module set)"] if missing else []
 
 
+def _at(values: list[Any], slot: int | None, default: Any) -> Any:
+    """A per-block value (kohya's block_dims and kin) for a layer in `slot`, or `default` when the list is unset or
+    the layer sits outside every block."""
+    return values[slot] if values and slot is not None else default
+
+
+def _rank_alpha(c: Candidate, cfg: NetworkSection) -> tuple[int, float]:
+    """(rank, alpha) of one UNet layer by sd-scripts' rules: a 3×3 convolution takes conv_block_dims/alphas, else
+    conv_dim/alpha in every block (block_dims never applies to it); a Linear/1×1 layer takes block_dims/alphas,
+    else network_dim/alpha."""
+    if c.kind == "conv":
+        rank, alpha = conv_rank_alpha(cfg)
+        return _at(cfg.conv_block_dims, c.slot, rank), _at(cfg.conv_block_alphas, c.slot, alpha)
+    return _at(cfg.block_dims, c.slot, cfg.network_dim), _at(cfg.block_alphas, c.slot, cfg.network_alpha)
+
+
 def _unet_choice(info: ModelInfo, cfg: NetworkSection, problems: list[str]) -> Targets:
-    """The UNet's targets: kohya's classes (or the suffix filter), narrowed by blocks, element and block_dims."""
+    """The UNet's targets: kohya's classes (or the suffix filter), narrowed by blocks, element and the per-block
+    dims (a rank of 0 is kohya's "not trained")."""
     conv_on = cfg.network_module in CONV_NETWORKS
     classes = UNET_CLASSES + (UNET_CONV_CLASSES if conv_on else ())
     blocks = set(cfg.blocks)
-    dims, alphas = list(cfg.block_dims), list(cfg.block_alphas)
-    rank, alpha = cfg.network_dim, cfg.network_alpha
-    conv = conv_rank_alpha(cfg)
     if cfg.target_modules:
         problems += _check_suffixes(info.unet, cfg.target_modules, "target_modules")
     out: Targets = {}
@@ -257,14 +279,9 @@ def _unet_choice(info: ModelInfo, cfg: NetworkSection, problems: list[str]) -> T
             continue
         if cfg.network_element != "full" and c.element != cfg.network_element:
             continue
-        if dims and c.slot is not None and dims[c.slot] == 0:
-            continue  # kohya's "dim 0: not trained"; lorakit leaves the block's convolutions out too
-        if c.kind == "conv":
-            out[c.path] = conv
-        else:
-            r = dims[c.slot] if dims and c.slot is not None else rank
-            a = alphas[c.slot] if alphas and c.slot is not None else alpha
-            out[c.path] = (r, a)
+        rank, alpha = _rank_alpha(c, cfg)
+        if rank:
+            out[c.path] = (rank, alpha)
     return out
 
 
@@ -297,7 +314,8 @@ def select_targets(model: Any, cfg: NetworkSection) -> TargetPlan:
     plan = TargetPlan(_unet_choice(info, cfg, problems), _te_choice(info, cfg, problems), info)
     if not problems and plan.total() == 0:
         problems.append(f"network: no module is selected for a {info.family} model (blocks {cfg.blocks or 'all'}, "
-                        f"network_element {cfg.network_element}, block_dims {cfg.block_dims or 'unset'}); "
+                        f"network_element {cfg.network_element}, block_dims {cfg.block_dims or 'unset'}, "
+                        f"conv_block_dims {cfg.conv_block_dims or 'unset'}); "
                         "widen the selection")
     if problems:
         raise ConfigError(problems)
@@ -339,11 +357,12 @@ def network_problems(cfg: NetworkSection, family: str | None, block_names: tuple
     if cfg.network_element != "full" and cfg.network_module in NO_ELEMENT_NETWORKS:
         problems.append(("network.network_element", f"'{cfg.network_element}' does not work with network_module "
                          f"'{cfg.network_module}' (as in TrainTrain); use 'full' or another network type"))
-    if (cfg.conv_dim or cfg.conv_alpha) and cfg.network_module not in CONV_NETWORKS:
-        key = "network.conv_dim" if cfg.conv_dim else "network.conv_alpha"
-        problems.append((key, f"is set, but network_module '{cfg.network_module}' adapts no 3×3 convolutions; use "
+    conv_keys = [k for k in ("conv_dim", "conv_alpha", "conv_block_dims", "conv_block_alphas") if getattr(cfg, k)]
+    if conv_keys and cfg.network_module not in CONV_NETWORKS:
+        problems.append((f"network.{conv_keys[0]}", f"is set, but network_module '{cfg.network_module}' adapts no 3×3 convolutions; use "
                          "network_module = 'locon' (kohya's networks.lora with conv_dim, TrainTrain's c3lier), "
                          "'loha' or 'lokr'"))
+    problems += _block_arg_pairs(cfg)
     if BASE in cfg.blocks and not cfg.train_text_encoder:
         problems.append(("network.blocks", "lists BASE (the text encoders) but network.train_text_encoder is "
                          "false; set it to true or drop BASE"))
@@ -357,12 +376,23 @@ def network_problems(cfg: NetworkSection, family: str | None, block_names: tuple
         problems.append(("network.blocks", f"{', '.join(unknown)}: not a block of {family or 'this model'}; "
                          f"valid: {_span(block_names)}"))
     layout = kohya_block_layout(block_names, sgm_names)
-    for key in ("block_dims", "block_alphas"):
+    for key in BLOCK_ARGS:
         values = getattr(cfg, key)
         if values and len(values) != len(layout):
             problems.append((f"network.{key}", f"has {len(values)} values; {family or 'this model'} needs "
                              f"{len(layout)}, one per block as sd-scripts counts them: {_span(layout)}"))
     return problems
+
+
+def _block_arg_pairs(cfg: NetworkSection) -> list[tuple[str, str]]:
+    """Per-block lists that sd-scripts reads only beside another (`create_network`: block_alphas and the conv lists
+    only when block_dims is given; `get_block_dims_and_alphas`: conv_block_alphas only with conv_block_dims). It
+    ignores them alone; lorakit refuses them, so the same settings never train differently here."""
+    needs = (("block_alphas", "block_dims"), ("conv_block_dims", "block_dims"),
+             ("conv_block_alphas", "conv_block_dims"))
+    return [(f"network.{key}", f"is set without {other}: sd-scripts reads {key} only together with {other} and "
+             f"ignores it alone; set {other} too (network_dim / conv_dim in every block keeps today's ranks) or "
+             f"drop {key}") for key, other in needs if getattr(cfg, key) and not getattr(cfg, other)]
 
 
 def family_hint(model_cfg: Any) -> str | None:
@@ -401,6 +431,64 @@ def selection_findings(cfg: LorakitConfig) -> list[Any]:
         found.append(Finding("network.blocks", f"BASE (the text encoders) is not trained in mode "
                                                f"'{cfg.mode.type}' (as in TrainTrain); drop BASE"))
     return found
+
+
+# -- the saved file's network args -------------------------------------------------------------------------------------
+
+def _most_common(values: list[tuple[int, float]]) -> tuple[int, float]:
+    """The most common (rank, alpha); ties go to the first seen."""
+    return Counter(values).most_common(1)[0][0]
+
+
+def _per_block(info: ModelInfo, unet: Targets, conv: bool, classes: tuple[str, ...],
+               size: int) -> tuple[list[list[tuple[int, float]]], bool]:
+    """(trained (rank, alpha) per kohya slot, uneven) for the UNet's 3×3 convolutions (`conv`) or its Linear/1×1
+    layers. Uneven: they differ between blocks, or a block that has such layers in the adapted classes has none
+    trained — what only per-block dims express."""
+    per_slot: list[list[tuple[int, float]]] = [[] for _ in range(size)]
+    holders = set()
+    for c in info.unet:
+        if c.slot is None or (c.kind == "conv") != conv:
+            continue
+        if c.path in unet:
+            per_slot[c.slot].append(unet[c.path])
+        if c.owner in classes:
+            holders.add(c.slot)
+    trained = {v for values in per_slot for v in values}
+    return per_slot, len(trained) > 1 or any(not per_slot[s] for s in holders)
+
+
+def _block_strings(per_slot: list[list[tuple[int, float]]], fallback: float) -> tuple[str, str]:
+    """("dims", "alphas") comma-separated as users pass them; a block with nothing trained is dim 0 (kohya's "not
+    trained"), with the network's common alpha."""
+    pairs = [_most_common(values) if values else (0, fallback) for values in per_slot]
+    return ",".join(str(r) for r, _ in pairs), ",".join(f"{a:g}" for _, a in pairs)
+
+
+def kohya_block_args(info: ModelInfo, unet: Targets) -> dict[str, str]:
+    """sd-scripts' per-block network args for `ss_network_args`, read from the trained UNet modules
+    {path: (rank, alpha)} (paths as in `info`): block_dims / block_alphas when the Linear/1×1 layers are not one
+    rank/alpha in every block that has them, conv_block_dims / conv_block_alphas likewise for the 3×3
+    convolutions (with block_dims too: sd-scripts reads them only beside it). Values are strings as sd-scripts
+    writes the network_args a user passed ("0,8,8,…", one per slot of `kohya_block_layout`); {} when uniform.
+    """
+    layout = kohya_block_layout(info.block_names, info.sgm_names)
+    where = {c.path: c for c in info.unet}
+    if not any(where[p].slot is not None for p in unet if p in where):
+        return {}  # nothing trained inside a block: no per-block statement to make
+    conv_classes = any(where[p].owner in UNET_CONV_CLASSES for p in unet if p in where)
+    classes = UNET_CLASSES + (UNET_CONV_CLASSES if conv_classes else ())
+    lin, lin_uneven = _per_block(info, unet, False, classes, len(layout))
+    conv, conv_uneven = _per_block(info, unet, True, classes, len(layout))
+    out: dict[str, str] = {}
+    if lin_uneven or conv_uneven:
+        lin_pairs = [v for values in lin for v in values]
+        fallback = _most_common(lin_pairs or list(unet.values()))[1]
+        out["block_dims"], out["block_alphas"] = _block_strings(lin, fallback)
+    if conv_uneven:
+        fallback = _most_common([v for values in conv for v in values] or list(unet.values()))[1]
+        out["conv_block_dims"], out["conv_block_alphas"] = _block_strings(conv, fallback)
+    return out
 
 
 # -- the plan's table -------------------------------------------------------------------------------------------------
