@@ -184,6 +184,33 @@ def test_metadata_names_the_network_as_kohya_and_lycoris(kind: str, module: str,
     assert (meta["ss_network_dim"], meta["ss_network_alpha"]) == ("4", "4.0" if kind == "lokr" else "2.0")
 
 
+def test_metadata_writes_per_block_dims_as_kohya_users_pass_them(tmp_path: Path) -> None:
+    """sd-scripts' train_network.py stores network_args as the user passed them ("block_dims": "0,0,0,0,8,…"). A
+    tiny SD1 LoCon trained with block_dims / conv_block_dims writes the lists a kohya user passes for it, read
+    from the trained modules: the same after the file is loaded into a fresh model."""
+    dims, alphas, conv_dims, conv_alphas = [0] * 25, [2.0] * 25, [0] * 25, [3.0] * 25
+    dims[4], dims[12] = 8, 2  # IN04 (down_blocks.1 layer 0), MID
+    conv_dims[3], conv_dims[13] = 2, 4  # IN03 (the downsampler), OUT00 (up_blocks.0.resnets.0)
+    conv_alphas[3] = 1.0
+    parts = load_model(ModelSection(pretrained_model_name_or_path="tiny-sd1"))
+    cfg = NetworkSection(network_module="locon", network_dim=4, network_alpha=2, conv_dim=4, conv_alpha=3,
+                         target_modules=[], block_dims=dims, block_alphas=alphas, conv_block_dims=conv_dims,
+                         conv_block_alphas=conv_alphas)
+    attach_network(parts, cfg, select_targets(parts, cfg).components())
+    meta_args = dict(name="x", resolution=(64, 64), steps=1, epochs=1, learning_rate=1e-4, te_trained=False,
+                     seed=1, tag_frequency={}, num_images=1, created="now")
+    meta = formats.kohya_metadata(parts, **meta_args)
+    commas = lambda values: ",".join(f"{v:g}" for v in values)  # noqa: E731
+    assert json.loads(meta["ss_network_args"]) == {
+        "conv_dim": "4", "conv_alpha": "3", "block_dims": commas(dims), "block_alphas": commas(alphas),
+        "conv_block_dims": commas(conv_dims), "conv_block_alphas": commas(conv_alphas)}
+    path = formats.save_kohya(tmp_path / "n.safetensors", formats.to_kohya(parts), meta)
+    assert "lora_unet_down_blocks_0_downsamplers_0_conv.alpha" in load_file(str(path))
+    fresh = load_model(ModelSection(pretrained_model_name_or_path="tiny-sd1"))
+    attach_file(fresh, load_file(str(path)))
+    assert formats.kohya_metadata(fresh, **meta_args)["ss_network_args"] == meta["ss_network_args"]
+
+
 def lycoris_file(parts) -> dict[str, torch.Tensor]:
     """A LyCORIS-layout file written from its documented keys: LoHa on two attention projections (alpha 2,
     rank 2), and the shapes LyCORIS gives them."""

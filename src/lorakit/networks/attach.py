@@ -140,16 +140,22 @@ def _shapes(tensors: dict[str, torch.Tensor]) -> str:
 
 def summary(parts: ModelParts, adapter: str = ADAPTER) -> tuple[NetworkType, ModuleSummary]:
     """The network's type and its modules' ranks/alphas/options, read from the trained layers (for metadata)."""
+    from .targets import describe, kohya_block_args  # lazy: targets imports this module
+
     found: NetworkType | None = None
-    linear, conv, options = [], [], {}
-    for _, module in components(parts):
+    linear, conv, options, unet = [], [], {}, {}
+    for attr, module in components(parts):
         config = (getattr(module, "peft_config", None) or {}).get(adapter)
-        for net, layer in adapter_layers(module, adapter).values():
+        for path, (net, layer) in adapter_layers(module, adapter).items():
             found = net
             base = layer.get_base_layer()
             is_conv = isinstance(base, torch.nn.Conv2d) and tuple(base.kernel_size) != (1, 1)
-            (conv if is_conv else linear).append((net.file_rank_alpha or net.layer_rank_alpha)(layer, adapter))
+            rank_alpha = (net.file_rank_alpha or net.layer_rank_alpha)(layer, adapter)
+            (conv if is_conv else linear).append(rank_alpha)
+            if attr == "unet":
+                unet[path] = rank_alpha
             options.update(net.layer_options(layer, config, adapter))
     if found is None:
         raise LorakitError("the model has no network attached")
-    return found, ModuleSummary(linear=linear, conv=conv, options=options)
+    blocks = kohya_block_args(describe(parts.family, parts.unet, []), unet) if unet else {}
+    return found, ModuleSummary(linear=linear, conv=conv, options=options, block_args=blocks)

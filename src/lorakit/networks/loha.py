@@ -14,7 +14,7 @@ import torch
 from peft import LoHaConfig
 from peft.tuners.loha import LoHaLayer
 
-from .lora import conv_args
+from .lora import shape_args
 from .registry import ModuleState, ModuleSummary, NetworkType, Targets, check_consumed, pattern_config, register, \
     scalar, take
 
@@ -65,7 +65,7 @@ def layer_options(layer: Any, config: Any, adapter: str) -> dict[str, Any]:
 
 def metadata(summary: ModuleSummary) -> dict[str, str]:
     """LyCORIS network args as its users write them."""
-    args = {"algo": "loha", **conv_args(summary)}
+    args = {"algo": "loha", **shape_args(summary)}
     if summary.options.get("use_tucker"):
         args["use_tucker"] = "True"
     return {"ss_network_module": "lycoris.kohya", "ss_network_args": json.dumps(args)}

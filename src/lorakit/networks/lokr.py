@@ -16,7 +16,7 @@ import torch
 from peft import LoKrConfig
 from peft.tuners.lokr import LoKrLayer
 
-from .lora import conv_args
+from .lora import shape_args
 from .registry import ModuleState, ModuleSummary, NetworkType, Targets, check_consumed, pattern_config, register, \
     scalar, take
 
@@ -117,7 +117,7 @@ def layer_options(layer: Any, config: Any, adapter: str) -> dict[str, Any]:
 
 def metadata(summary: ModuleSummary) -> dict[str, str]:
     """LyCORIS network args as its users write them (`factor` always: it decides the file's shapes)."""
-    args = {"algo": "lokr", **conv_args(summary), "factor": str(summary.options.get("factor", -1))}
+    args = {"algo": "lokr", **shape_args(summary), "factor": str(summary.options.get("factor", -1))}
     for key in ("decompose_both", "use_tucker"):
         if summary.options.get(key):
             args[key] = "True"

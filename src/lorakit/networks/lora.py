@@ -90,12 +90,18 @@ def conv_args(summary: ModuleSummary) -> dict[str, str]:
     return {"conv_dim": str(rank), "conv_alpha": f"{alpha:g}"}
 
 
+def shape_args(summary: ModuleSummary) -> dict[str, str]:
+    """conv_dim / conv_alpha and the per-block block_dims / block_alphas / conv_block_dims / conv_block_alphas, in
+    the order and spelling sd-scripts users write them (train_network.py stores the network_args as passed)."""
+    return {**conv_args(summary), **summary.block_args}
+
+
 def metadata(summary: ModuleSummary) -> dict[str, str]:
     """`networks.lora` (kohya) for LoRA/LoCon; DoRA is LyCORIS `locon` with `dora_wd`, kohya has no DoRA."""
     if summary.options.get("use_dora"):
-        args = {"algo": "locon", **conv_args(summary), "dora_wd": "True", "wd_on_output": "True"}
+        args = {"algo": "locon", **shape_args(summary), "dora_wd": "True", "wd_on_output": "True"}
         return {"ss_network_module": "lycoris.kohya", "ss_network_args": json.dumps(args)}
-    args = conv_args(summary)
+    args = shape_args(summary)
     return {"ss_network_module": "networks.lora", **({"ss_network_args": json.dumps(args)} if args else {})}
 
 

@@ -31,6 +31,9 @@ class ModuleSummary:
     linear: list[tuple[int, float]] = field(default_factory=list)  # (rank, alpha) of Linear / 1×1 conv modules
     conv: list[tuple[int, float]] = field(default_factory=list)  # (rank, alpha) of k×k convolutions
     options: dict[str, Any] = field(default_factory=dict)  # e.g. {"use_dora": True} or {"factor": 4}
+    # sd-scripts' per-block network args as strings ({"block_dims": "0,8,…", …}), read from the trained UNet by
+    # `targets.kohya_block_args`; empty when every block has the same rank/alpha
+    block_args: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -443,8 +443,8 @@ def _most_common(values: list[tuple[int, float]]) -> tuple[int, float]:
 def _per_block(info: ModelInfo, unet: Targets, conv: bool, classes: tuple[str, ...],
                size: int) -> tuple[list[list[tuple[int, float]]], bool]:
     """(trained (rank, alpha) per kohya slot, uneven) for the UNet's 3×3 convolutions (`conv`) or its Linear/1×1
-    layers. Uneven: they differ between blocks, or a block that has such layers in the adapted classes has none
-    trained — what only per-block dims express."""
+    layers. Uneven: blocks differ in their common (rank, alpha), or a block that has such layers in the adapted
+    classes has none trained — what only per-block dims express."""
     per_slot: list[list[tuple[int, float]]] = [[] for _ in range(size)]
     holders = set()
     for c in info.unet:
@@ -454,7 +454,9 @@ def _per_block(info: ModelInfo, unet: Targets, conv: bool, classes: tuple[str, .
             per_slot[c.slot].append(unet[c.path])
         if c.owner in classes:
             holders.add(c.slot)
-    trained = {v for values in per_slot for v in values}
+    # each block's common value: a LoKr module with two full halves states alpha = rank in the file, so modules
+    # of one block may differ without any per-block setting
+    trained = {_most_common(values) for values in per_slot if values}
     return per_slot, len(trained) > 1 or any(not per_slot[s] for s in holders)
 
 
