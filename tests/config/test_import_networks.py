@@ -94,8 +94,15 @@ GUI_CASES: list[tuple[str, dict[str, Any], dict[str, Any], set[str]]] = [
     ("sdxl block dims", {"LoRA_type": "Standard", "sdxl": True, "block_dims": SDXL_23},
      {"block_dims": [0] + [8] * 21 + [0]}, set()),
     ("sdxl needs 23", {"LoRA_type": "Standard", "sdxl": True, "block_dims": SD1_25}, {}, {"block_dims"}),
-    ("conv_block_dims", {"LoRA_type": "Kohya LoCon", "conv_dim": 4, "conv_block_dims": SD1_25},
-     {"network_module": "locon", "conv_dim": 4}, {"conv_block_dims"}),
+    # sd-scripts create_network reads conv_block_dims only when block_dims is given
+    ("conv_block_dims without block_dims are inert", {"LoRA_type": "Kohya LoCon", "conv_dim": 4,
+                                                      "conv_block_dims": SD1_25},
+     {"network_module": "locon", "conv_dim": 4, "conv_block_dims": None}, set()),
+    ("conv_block_dims", {"LoRA_type": "Kohya LoCon", "conv_dim": 4, "conv_alpha": 1, "block_dims": SD1_25,
+                         "conv_block_dims": SD1_25, "conv_block_alphas": SD1_25_ALPHAS},
+     {"network_module": "locon", "conv_dim": 4, "block_dims": [8] * 12 + [16] + [4] * 12,
+      "conv_block_dims": [8] * 12 + [16] + [4] * 12, "conv_block_alphas": [4.0] * 12 + [16.0] + [2.0] * 12},
+     set()),
 ]
 
 
@@ -135,6 +142,25 @@ TOML_CASES: list[tuple[str, str, dict[str, Any], set[str]]] = [
      {"network_args.block_dims"}),
     ("block alphas alone are inert", _toml("networks.lora", [f"block_alphas={SD1_25_ALPHAS}"]),
      {"block_alphas": None}, set()),
+    # create_network: conv_block_dims with block_dims adds the 3×3 convs even without conv_dim; conv_block_alphas
+    # absent = conv_alpha, itself absent = 1 (get_block_dims_and_alphas)
+    ("conv block dims make a locon", _toml("networks.lora", [f"block_dims={SD1_25}", f"conv_block_dims={SD1_25}"]),
+     {"network_module": "locon", "conv_dim": None, "conv_alpha": 1.0,
+      "conv_block_dims": [8] * 12 + [16] + [4] * 12}, set()),
+    ("conv block alphas, 0 = rank", _toml("networks.lora", [f"block_dims={SD1_25}", f"conv_block_dims={SD1_25}",
+                                                            f"conv_block_alphas={SD1_25_ALPHAS}"]),
+     {"network_module": "locon", "conv_block_alphas": [4.0] * 12 + [16.0] + [2.0] * 12}, set()),
+    ("conv block dims alone are inert", _toml("networks.lora", [f"conv_block_dims={SD1_25}",
+                                                                f"conv_block_alphas={SD1_25_ALPHAS}"]),
+     {"network_module": "lora", "conv_block_dims": None, "conv_block_alphas": None}, set()),
+    ("conv block alphas need conv block dims", _toml("networks.lora", ["conv_dim=4", f"block_dims={SD1_25}",
+                                                                       f"conv_block_alphas={SD1_25_ALPHAS}"]),
+     {"network_module": "locon", "conv_dim": 4, "conv_block_alphas": None}, set()),
+    ("conv_alpha unparsed without conv_dim", _toml("networks.lora", [f"block_dims={SD1_25}", "conv_alpha=4",
+                                                                     f"conv_block_dims={SD1_25}"]),
+     {"network_module": "locon", "conv_alpha": None}, {"network_args.conv_alpha"}),
+    ("conv block dims at 0", _toml("networks.lora", [f"block_dims={SD1_25}", f"conv_block_dims={','.join(['0'] * 25)}"]),
+     {"network_module": "lora", "conv_block_dims": None}, set()),
     ("not key=value", _toml("networks.lora", ["conv_dim"]), {"network_module": "lora"}, {"network_args[0]"}),
     ("alpha 0 = rank", 'network_module = "networks.lora"\nnetwork_dim = 32\nnetwork_alpha = 0\n',
      {"network_dim": 32, "network_alpha": 32.0}, set()),
@@ -202,6 +228,10 @@ def test_conv_alpha_default_and_inert_keys_are_reported(tmp_path: Path) -> None:
     _, _, r = _network(tmp_path, _toml("networks.lora", [f"block_alphas={SD1_25_ALPHAS}", "foo=1"]), gui=False)
     assert "only together with block_dims" in r.mapped["network_args.block_alphas"]
     assert "does not read it" in r.mapped["network_args.foo"]
+    _, _, r = _network(tmp_path, _toml("networks.lora", [f"conv_block_dims={SD1_25}",
+                                                         f"conv_block_alphas={SD1_25_ALPHAS}"]), gui=False)
+    assert "reads conv_block_dims only together with block_dims" in r.mapped["network_args.conv_block_dims"]
+    assert "reads conv_block_alphas only together with block_dims" in r.mapped["network_args.conv_block_alphas"]
 
 
 def test_lokr_factorisation_follows_lycoris() -> None:

@@ -3,7 +3,8 @@
 What each tool does with the settings (read from their code, not copied): kohya_ss `kohya_gui/lora_gui.py`
 `train_model` turns `LoRA_type` and the GUI's own keys into sd-scripts' `network_module` + `network_args`;
 sd-scripts `networks/lora.py` `create_network` reads conv_dim/conv_alpha (conv_alpha absent = 1), block_dims /
-block_alphas (25 values, 23 for SDXL), conv_block_*, *_lr_weight, rank/module_dropout, loraplus_*; LyCORIS
+block_alphas (25 values, 23 for SDXL), conv_block_dims / conv_block_alphas (only with block_dims; 3×3 convs per
+block, conv_dim everywhere without them), *_lr_weight, rank/module_dropout, loraplus_*; LyCORIS
 `lycoris/kohya.py` `create_network` reads algo (default lora), preset (default full), conv_dim/conv_alpha
 (absent = network_dim/alpha; "0" turns the convolutions off), dora_wd, factor, … and booleans as "anything but
 'false'". sd-scripts and LyCORIS both treat an alpha of 0 as "alpha = rank".
@@ -90,8 +91,6 @@ MAX_DIM = 1024  # lorakit's largest rank (NetworkSection.network_dim)
 # layer widths of SD1/SD2/SDXL (channels, skip concatenations, GEGLU and MLP widths, text contexts)
 WIDTHS = (320, 640, 768, 960, 1024, 1280, 1920, 2048, 2560, 3072, 4096, 5120, 10240)
 UNSUPPORTED_ARGS = {
-    "conv_block_dims": "lorakit has no per-block conv rank; the convolutions take conv_dim in every block",
-    "conv_block_alphas": "lorakit has no per-block conv alpha; the convolutions take conv_alpha in every block",
     "down_lr_weight": "per-block learning-rate weights are not supported",
     "mid_lr_weight": "per-block learning-rate weights are not supported",
     "up_lr_weight": "per-block learning-rate weights are not supported",
@@ -331,11 +330,14 @@ def _set_type(net: Net, spec: Spec, kind: str, how: str) -> None:
 
 
 def _kohya_lora(net: Net, spec: Spec, src: dict[str, Any], family: str | None) -> None:
-    """sd-scripts networks.lora: LoCon when conv_dim > 0 (conv_alpha absent = 1), per-block dims and alphas."""
+    """sd-scripts networks.lora: LoCon when conv_dim > 0 or conv_block_dims applies (conv_alpha absent = 1),
+    per-block dims and alphas."""
     args, labels = spec.args, spec.labels
     conv = _whole(args["conv_dim"]) if "conv_dim" in args else None
-    _set_type(net, spec, "locon" if conv else "lora",
-              "networks.lora with conv_dim" if conv else "networks.lora without conv_dim")
+    block_conv = _block_convs(args)
+    _set_type(net, spec, "locon" if conv or block_conv else "lora",
+              "networks.lora with conv_dim" if conv else "networks.lora with block_dims and conv_block_dims"
+              if block_conv else "networks.lora without conv_dim")
     _dims(net, src)
     for arg, value in args.items():
         label = labels[arg]
@@ -347,32 +349,54 @@ def _kohya_lora(net: Net, spec: Spec, src: dict[str, Any], family: str | None) -
             else:
                 net.put(label, "conv_dim", conv)
         elif arg == "conv_alpha":
-            if not conv:
+            if not conv and block_conv and "conv_block_alphas" not in args:
+                net.unmapped(label, value, "without conv_dim sd-scripts hands conv_alpha unparsed to the blocks of "
+                             "conv_block_dims and stops; set conv_block_alphas (or conv_dim)")
+            elif not conv:
                 net.inert(label, "sd-scripts uses conv_alpha only with conv_dim")
             else:
                 _alpha(net, label, value, "conv_alpha", net.values.get("conv_dim", conv))
-        elif arg in ("block_dims", "block_alphas"):
-            _blocks(net, args, labels, arg, family)
+        elif arg in BLOCK_NEEDS:
+            continue  # below, each after the list it needs
         elif arg in UNSUPPORTED_ARGS:
             net.off(label) if _off(value) else net.unmapped(label, value, UNSUPPORTED_ARGS[arg])
         else:
             net.inert(label, "sd-scripts' networks.lora does not read it")
-    if conv and "conv_alpha" not in args:
+    for arg in [a for a in BLOCK_NEEDS if a in args]:
+        _blocks(net, args, labels, arg, family)
+    takes_conv_alpha = conv or "conv_block_dims" in net.values and "conv_block_alphas" not in net.values
+    if takes_conv_alpha and "conv_alpha" not in args:
         net.values["conv_alpha"] = 1.0
         net.r.notes.append("conv_alpha is not set: sd-scripts then uses 1 for the convolutions, and so does the "
                            "import (lorakit's own default would be network_alpha)")
-    if conv and any(d == 0 for d in net.values.get("block_dims", [])):
-        net.r.notes.append("block_dims has blocks at 0: sd-scripts still trains their 3×3 convolutions at "
-                           "conv_dim, lorakit leaves those blocks untrained")
+
+
+# per-block list → the list it needs beside it (sd-scripts ignores it alone)
+BLOCK_NEEDS = {"block_dims": None, "block_alphas": "block_dims", "conv_block_dims": "block_dims",
+               "conv_block_alphas": "conv_block_dims"}
+
+
+def _block_convs(args: dict[str, str]) -> bool:
+    """Whether sd-scripts trains 3×3 convolutions through conv_block_dims (read only beside block_dims)."""
+    dims = [_whole(v) for v in args.get("conv_block_dims", "").split(",")]
+    return "block_dims" in args and any(dims) and None not in dims
 
 
 def _blocks(net: Net, args: dict[str, str], labels: dict[str, str], arg: str, family: str | None) -> None:
-    """block_dims / block_alphas: comma-separated, 25 values (23 for SDXL); alphas only count with dims."""
+    """block_dims / block_alphas / conv_block_dims / conv_block_alphas: comma-separated, 25 values (23 for SDXL);
+    each counts only beside the list it needs (`BLOCK_NEEDS`, as sd-scripts' create_network reads them)."""
     label, value = labels[arg], args[arg]
-    if arg == "block_alphas" and "block_dims" not in args:
-        net.inert(label, "sd-scripts reads block_alphas only together with block_dims")
+    other = BLOCK_NEEDS[arg]
+    while other is not None and other in args:
+        other = BLOCK_NEEDS[other]  # conv_block_alphas needs conv_block_dims, which needs block_dims
+    if other is not None:
+        net.inert(label, f"sd-scripts reads {arg} only together with {other}")
         return
-    parse = _whole if arg == "block_dims" else _float
+    needed = BLOCK_NEEDS[arg]
+    if needed is not None and needed not in net.values:
+        net.unmapped(label, value, f"{needed} is not mapped, and {arg} counts only together with it")
+        return
+    parse = _whole if arg.endswith("dims") else _float
     values = [parse(v) for v in value.split(",")]
     counts = {"sdxl": (23,), "sd1": (25,), "sd2": (25,)}.get(family or "", (23, 25))
     if any(v is None for v in values):
@@ -380,11 +404,13 @@ def _blocks(net: Net, args: dict[str, str], labels: dict[str, str], arg: str, fa
     elif len(values) not in counts:
         net.unmapped(label, value, f"{len(values)} values; sd-scripts needs {' or '.join(map(str, counts))} "
                      "(25 for SD1/SD2, 23 for SDXL) and stops otherwise")
-    elif arg == "block_alphas" and len(values) != len(args["block_dims"].split(",")):
-        net.unmapped(label, value, "block_alphas needs as many values as block_dims")
+    elif arg.endswith("alphas") and len(values) != len(args[arg.replace("alphas", "dims")].split(",")):
+        net.unmapped(label, value, f"{arg} needs as many values as {arg.replace('alphas', 'dims')}")
+    elif arg == "conv_block_dims" and net.kind == "lora":
+        net.off(label)  # every block at 0 and no conv_dim: sd-scripts trains no convolution
     else:
-        if arg == "block_alphas":  # an alpha of 0 is the block's rank in sd-scripts
-            dims = [_whole(d) for d in args["block_dims"].split(",")]
+        if arg.endswith("alphas"):  # an alpha of 0 is the block's rank in sd-scripts
+            dims = [_whole(d) for d in args[arg.replace("alphas", "dims")].split(",")]
             values = [a if a else float(d or 1) for a, d in zip(values, dims)]
         net.put(label, arg, values)
 
