@@ -92,8 +92,9 @@ class NetworkSection(Section):
     block_dims: list[int] = Field(
         default_factory=list,
         description="Rank per UNet block in sd-scripts' order (25 values for SD1/SD2: IN00–IN11, MID, OUT00–OUT11; "
-        "23 for SDXL: time_embed, IN00–IN08, 3 middle-block parts, OUT00–OUT08, out); 0 = block not trained; "
-        "empty = network_dim everywhere.",
+        "23 for SDXL: time_embed, IN00–IN08, 3 middle-block parts, OUT00–OUT08, out) for its Linear/1×1 layers; 0 = "
+        "not trained (the block's 3×3 convolutions follow conv_block_dims, else conv_dim); empty = network_dim "
+        "everywhere.",
     )
     block_alphas: list[float] = Field(
         default_factory=list,
