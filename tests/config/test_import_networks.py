@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from lorakit.config.import_networks import ATTENTION, TE_ATTENTION, TRANSFORMER, kron_halves, lokr_full_fits
+from lorakit.config.import_network_tables import ATTENTION, TE_ATTENTION, TRANSFORMER
+from lorakit.config.import_networks import kron_halves, lokr_full_fits
 from lorakit.config.importers import import_file
 from lorakit.config.loader import Layer, resolve
 from lorakit.config.schema import LorakitConfig
