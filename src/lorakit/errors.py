@@ -48,6 +48,13 @@ class ModelError(LorakitError):
     """A base model cannot be found, recognised or loaded."""
 
 
+def some_of(items, shown: int = 3) -> str:
+    """'a, b, c … and 4 more': a message names a few examples, never hundreds."""
+    items = [str(i) for i in items]
+    more = f" … and {len(items) - shown} more" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
+
+
 def human_bytes(n: int) -> str:
     """1536 → '1.5 KiB'."""
     size = float(n)

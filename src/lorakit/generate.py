@@ -37,7 +37,7 @@ def apply_lora(parts: ModelParts, lora: Path, weight: float, model: str | None =
         from .networks.formats import read_lora_file
 
         sd, _ = read_lora_file(lora, "LoRA")
-        if any(k.endswith(LYCORIS_SUFFIXES) for k in sd):
+        if _needs_lorakit_loader(sd):
             from .networks.loading import attach_file
 
             attach_file(parts, sd, LORA_ADAPTER)
@@ -50,6 +50,15 @@ def apply_lora(parts: ModelParts, lora: Path, weight: float, model: str | None =
                 raise LorakitError(f"cannot load LoRA {lora}: {_first_line(exc)}",
                                    "is it a LoRA .safetensors for this model family?") from exc
     pipe.set_adapters([LORA_ADAPTER], adapter_weights=[weight])
+
+
+def _needs_lorakit_loader(sd: dict[str, torch.Tensor]) -> bool:
+    """Tensors diffusers' loader does not apply: another registered network type than LoRA (LoHa, LoKr), or
+    DoRA's magnitude."""
+    from .networks.registry import all_types
+
+    other = tuple(f".{s}" for net in all_types() if net.name != "lora" for s in net.file_suffixes)
+    return any(k.endswith((*other, ".dora_scale")) for k in sd)
 
 
 def _merge_dora(parts: ModelParts, weight: float) -> None:
@@ -68,11 +77,6 @@ def _merge_dora(parts: ModelParts, weight: float) -> None:
             layer.merge(adapter_names=[LORA_ADAPTER])
             with torch.no_grad():
                 base.weight.copy_(before + weight * (base.weight - before))
-
-
-# tensors diffusers' loader does not apply (LoHa, LoKr, DoRA's magnitude): lorakit's own conversion loads them
-LYCORIS_SUFFIXES = tuple(f".{k}" for k in ("hada_w1_a", "hada_w1_b", "lokr_w1", "lokr_w1_a", "lokr_w2", "lokr_w2_a",
-                                           "dora_scale"))
 
 
 def _apply_folder(parts: ModelParts, lora: Path, model: str | None) -> None:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors import safe_open
 
 from lorakit.config.schema import ModelSection, NetworkSection
@@ -14,7 +13,8 @@ from lorakit.errors import LorakitError
 from lorakit.families import FAMILIES, load_model
 from lorakit.networks import formats
 from lorakit.networks.attach import adapter_layers, attach_network, components
-from lorakit.networks.registry import ADAPTER
+
+from .helpers import set_weight, unet_output
 
 TINY = [f.tiny_name for f in FAMILIES.values()]
 
@@ -30,25 +30,6 @@ def trained_parts(name: str, train_te: bool):
     return parts
 
 
-@torch.no_grad()
-def unet_output(parts) -> torch.Tensor:
-    """UNet output on fixed latents, timesteps and prompts (through the text encoders)."""
-    fam = parts.family
-    cond = fam.encode_prompts(parts, ["a red cat", "blue dog"])
-    sizes = [{"original_size": (64, 64), "crop_top_left": (0, 0), "target_size": (64, 64)}] * 2
-    gen = torch.Generator().manual_seed(3)
-    latents = torch.randn((2, 4, 8, 8), generator=gen)
-    return parts.unet(latents, torch.tensor([10, 600]), **fam.unet_kwargs(cond, sizes)).sample
-
-
-def scale_in_memory(parts, weight: float) -> None:
-    parts.unet.set_adapters([ADAPTER], [weight])
-    for te in parts.text_encoders:
-        for m in te.modules():
-            if isinstance(m, BaseTunerLayer) and ADAPTER in m.scaling:
-                m.set_scale(ADAPTER, weight)
-
-
 @pytest.mark.parametrize("train_te", [False, True], ids=["unet", "unet+te"])
 @pytest.mark.parametrize("name", TINY)
 def test_kohya_file_loads_in_diffusers_with_same_output(name: str, train_te: bool, tmp_path: Path) -> None:
@@ -62,7 +43,7 @@ def test_kohya_file_loads_in_diffusers_with_same_output(name: str, train_te: boo
     fresh.pipeline.load_lora_weights(str(path), adapter_name="loaded")
     assert (unet_output(fresh) - expected).abs().max() <= 1e-5
 
-    scale_in_memory(parts, 0.5)
+    set_weight(parts, 0.5)
     fresh.pipeline.set_adapters(["loaded"], adapter_weights=[0.5])
     half = unet_output(parts)
     assert (half - expected).abs().max() > 1e-4  # scaling matters

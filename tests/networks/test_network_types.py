@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -18,8 +17,9 @@ from lorakit.families import FAMILIES, load_model
 from lorakit.networks import formats
 from lorakit.networks.attach import adapter_layers, attach_network, components
 from lorakit.networks.loading import attach_file
-from lorakit.networks.registry import ADAPTER
 from lorakit.networks.targets import select_targets
+
+from .helpers import set_weight, unet_output
 
 TINY = [f.tiny_name for f in FAMILIES.values()]
 KINDS = {  # name: NetworkSection settings (LoCon-style types adapt the 3×3 convs at conv_dim/conv_alpha)
@@ -42,24 +42,6 @@ def adapted(name: str, kind: str, train_te: bool = True):
         for p in params:
             p.add_(torch.randn_like(p) * 0.2) if p.dim() > 1 else p.mul_(1 + 0.1 * torch.randn_like(p))
     return parts
-
-
-@torch.no_grad()
-def unet_output(parts) -> torch.Tensor:
-    """UNet output on fixed latents, timesteps and prompts (through the text encoders)."""
-    fam = parts.family
-    cond = fam.encode_prompts(parts, ["a red cat", "blue dog"])
-    sizes = [{"original_size": (64, 64), "crop_top_left": (0, 0), "target_size": (64, 64)}] * 2
-    latents = torch.randn((2, 4, 8, 8), generator=torch.Generator().manual_seed(3))
-    return parts.unet(latents, torch.tensor([10, 600]), **fam.unet_kwargs(cond, sizes)).sample
-
-
-def set_weight(parts, weight: float, adapter: str = ADAPTER) -> None:
-    """The in-memory network at `weight` (peft scales each layer's alpha / r)."""
-    for _, module in components(parts):
-        for m in module.modules():
-            if isinstance(m, BaseTunerLayer) and adapter in m.scaling:
-                m.set_scale(adapter, weight)
 
 
 # -- the published merge formulas (kohya / LyCORIS / ComfyUI), independent of lorakit -------------------------------

@@ -16,7 +16,7 @@ from .. import api
 from ..data.preprocess import PrepareOptions, PrepareReport
 from ..data.settings import DataSection
 from ..data.transforms import parse_color
-from ..errors import DataError
+from ..errors import DataError, some_of
 from .main import app
 from .options import ConfigFiles, SetValues, resolve_options
 
@@ -118,14 +118,8 @@ def inspect(
                   f"[bold]steps per epoch: {len(plan.sampler)}[/]", highlight=False)
     for f in plan.folders:
         if f.uncaptioned:
-            names = listed([p.relative_to(f.path).as_posix() for p in f.uncaptioned])
+            names = some_of([p.relative_to(f.path).as_posix() for p in f.uncaptioned], LISTED)
             console.print(escape(f"images without captions in {f.path} ({len(f.uncaptioned)}): {names}"),
                           highlight=False, soft_wrap=True)
     for warning in api.dataset_warnings(plan, cfg.model_copy(update={"data": data})):
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
-
-
-def listed(names: list[str], limit: int = LISTED) -> str:
-    """'a.png, b.png … and 3 more'."""
-    more = f" … and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more

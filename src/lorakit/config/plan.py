@@ -30,10 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..errors import LorakitError
+from ..errors import LorakitError, some_of
 from .schema import LorakitConfig
 
-SHOWN = 3  # files named per warning before "… and N more"
 
 
 @dataclass(frozen=True)
@@ -209,20 +208,13 @@ def network_table(cfg: LorakitConfig) -> tuple[list[str], list[str], list[str]]:
     return render_targets(plan, cfg.network.network_module), consumer_warnings(plan), []
 
 
-def _names(items: Iterable[object], shown: int = SHOWN) -> str:
-    """'a, b, c … and 4 more'."""
-    items = [str(i) for i in items]
-    more = f" … and {len(items) - shown} more" if len(items) > shown else ""
-    return ", ".join(items[:shown]) + more
-
-
 def data_warnings(dataset: object, cfg: LorakitConfig) -> list[str]:
     """What the data side found that the user should know before training (no model needed)."""
     out = list(getattr(dataset, "scan_notes", []))
     empty = [p for f in getattr(dataset, "folders", []) for p in getattr(f, "empty_captions", [])]
     if empty:
         out.append(f"{len(empty)} caption file(s) are empty (0 bytes or only spaces), so their images train with no "
-                   f"caption text of their own: {_names(empty)} — write the captions or delete the files")
+                   f"caption text of their own: {some_of(empty)} — write the captions or delete the files")
     crops = getattr(dataset, "heavy_crops", [])
     if crops:
         d = cfg.data
@@ -237,7 +229,7 @@ def data_warnings(dataset: object, cfg: LorakitConfig) -> list[str]:
         else:
             why = f"their aspect ratio is far outside the buckets' range (long side at most " \
                   f"{d.max_aspect_ratio:g} × the short side)"
-        shown = _names(f"{c.path} ({c.size[0]}×{c.size[1]} → {c.bucket[0]}×{c.bucket[1]}, "
+        shown = some_of(f"{c.path} ({c.size[0]}×{c.size[1]} → {c.bucket[0]}×{c.bucket[1]}, "
                        f"{round(100 * c.cropped)} % cut)" for c in crops)
         fix = "set data.enable_bucket = true" if not d.enable_bucket else \
             "widen the bucket range (data.max_aspect_ratio, data.min_bucket_reso)"
@@ -248,7 +240,7 @@ def data_warnings(dataset: object, cfg: LorakitConfig) -> list[str]:
         from ..data.scan import pixel_limit
 
         limit = pixel_limit() or 0
-        shown = _names(f"{p} ({w}×{h}, {w * h / 1e6:.0f} MP)" for p, (w, h) in large)
+        shown = some_of(f"{p} ({w}×{h}, {w * h / 1e6:.0f} MP)" for p, (w, h) in large)
         out.append(f"{len(large)} image(s) are above Pillow's decompression-bomb limit ({limit / 1e6:.0f} MP) and "
                    f"are decoded at full size every time they are loaded: {shown} — shrink them, e.g. `lorakit "
                    f"prepare <folder> --out <new folder> --max-side 4096`")

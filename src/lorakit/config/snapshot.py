@@ -23,6 +23,7 @@ import tomli_w
 from ..io import write_text_atomic
 from .loader import ResolvedConfig
 from .schema import LorakitConfig
+from .validate import looks_like_hub_id
 
 PACKAGES = ("lorakit", "torch", "diffusers", "transformers", "peft", "accelerate", "safetensors", "pydantic",
             "bitsandbytes", "xformers")
@@ -40,17 +41,11 @@ def _absolute(value: str, cwd: Path) -> str:
     return os.path.normpath(cwd / value)
 
 
-def _looks_like_hub_id(value: str) -> bool:
-    """'org/name' with no file extension: a Hugging Face model id rather than a local path."""
-    parts = value.split("/")
-    return len(parts) == 2 and all(parts) and "\\" not in value and not Path(value).suffix
-
-
 def _model_path(value: str, cwd: Path) -> str:
     """A local model path made absolute; a built-in model name or a hub id (not a local folder) as it is."""
     from ..families import BUILTIN_MODELS
 
-    if value in BUILTIN_MODELS or (_looks_like_hub_id(value) and not (cwd / value).exists()):
+    if value in BUILTIN_MODELS or (looks_like_hub_id(value) and not (cwd / value).exists()):
         return value
     return _absolute(value, cwd)
 

@@ -424,7 +424,7 @@ def _writable(path: Path) -> bool:
     return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
 
 
-def _looks_like_hub_id(value: str) -> bool:
+def looks_like_hub_id(value: str) -> bool:
     """'org/name' with no file extension: a Hugging Face model id rather than a local path."""
     parts = value.split("/")
     return len(parts) == 2 and all(parts) and "\\" not in value and not Path(value).suffix
@@ -448,9 +448,9 @@ def check_paths(cfg: LorakitConfig) -> list[Finding]:
             found.append(Finding(key, f"{value}: not readable"))
 
     model = cfg.model.pretrained_model_name_or_path
-    if model not in BUILTIN_FAMILIES and not (_looks_like_hub_id(model) and not Path(model).exists()):
+    if model not in BUILTIN_FAMILIES and not (looks_like_hub_id(model) and not Path(model).exists()):
         need("model.pretrained_model_name_or_path", model, None)
-    if cfg.model.vae and not _looks_like_hub_id(cfg.model.vae):
+    if cfg.model.vae and not looks_like_hub_id(cfg.model.vae):
         need("model.vae", cfg.model.vae, None)
     if cfg.mode.type in ("lora", "dreambooth") and not cfg.data.train_data_dir:
         found.append(Finding("data.train_data_dir", "is empty: set it to your image folder"))

@@ -140,12 +140,6 @@ class Caption:
     file_empty: bool = False
 
 
-def base_caption(record: ImageRecord, rules: CaptionRules, meta: Metadata | None) -> tuple[str, bool]:
-    """The caption text of an image (without trigger word) and whether a caption file was found."""
-    caption = image_caption(record, rules, meta)
-    return caption.text, caption.file is not None
-
-
 def image_caption(record: ImageRecord, rules: CaptionRules, meta: Metadata | None) -> Caption:
     """The caption of an image with where it came from (see the module docstring for the precedence)."""
     side = caption_file(record.path, rules.extension)

@@ -25,13 +25,12 @@ import imagehash
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
-from ..io import TEMP_PATTERN, atomic_path, remove_stale_temps as _remove_stale, temp_name
+from ..io import atomic_path, remove_stale_temps as _remove_stale, temp_name
 from .prepare_log import REUSE_HINT as _HINT, PREPARE_META, LogRow, _write_meta, read_log, read_meta, write_log
 from .scan import CAPTION_EXTENSIONS, IMAGE_EXTENSIONS, PREPARE_LOG, REJECTED_DIR
 from .similarity import colour_signature, dedupe, grey_thumbnail, laplacian_variance
 from .transforms import RGB, WHITE, decode
 
-_TEMP = TEMP_PATTERN  # lorakit.io.temp_name: `.<name>[.<host>_<pid>].<32 hex>.tmp`
 CHECKPOINT_EVERY = 64  # processed files between two commits of outputs and log during a run
 DATA_EXTENSIONS = frozenset({".csv", ".json", ".jsonl"})
 Progress = Callable[[int, int, str], None]
@@ -311,7 +310,7 @@ def remove_stale_temps(out: Path) -> int:
     """Delete temporary files an interrupted run left behind (only names lorakit creates, and only when the process
     that wrote one is gone). At once, not after lorakit.io's idle time: a prepared folder has one writer, the
     `prepare` that holds it now, so a re-run right after an interrupt cleans up."""
-    return _remove_stale((p for p in out.rglob(".*.tmp") if _TEMP.match(p.name)), min_age=0)
+    return _remove_stale(out.rglob(".*.tmp"), min_age=0)  # io.is_stale_temp matches lorakit's temp names
 
 
 def _open_out(raw: Path, out: Path) -> tuple[dict[str, LogRow], list[str]]:

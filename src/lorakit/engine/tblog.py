@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..config.validate import check_log_with  # noqa: F401  (a machine check; re-exported for the trainer)
 from .events import Callback, StepEvent
 
 TENSORBOARD_DIR = "tensorboard"

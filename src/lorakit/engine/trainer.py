@@ -14,7 +14,7 @@ from accelerate.state import AcceleratorState, GradientState
 
 from ..config.plan import build_plan, render_plan
 from ..config.schema import LorakitConfig
-from ..config.validate import check_arguments, weights_file
+from ..config.validate import check_arguments, check_log_with, weights_file
 from ..data.cache import TensorCache, default_cache_dir, missing_examples
 from ..data.pipeline import DatasetPlan, build_dataset
 from ..errors import ConfigError, LorakitError
@@ -109,7 +109,9 @@ def build_network(cfg: LorakitConfig, parts: ModelParts, encoder: BatchEncoder) 
     if cfg.network.network_weights:
         weights = weights_file(Path(cfg.network.network_weights))
         if weights is None:
-            raise LorakitError(f"network.network_weights: no .safetensors LoRA in {cfg.network.network_weights}")
+            raise LorakitError(f"network.network_weights: no kohya .safetensors LoRA in {cfg.network.network_weights}",
+                               "point it at a LoRA .safetensors file, or at a run saved with output.save_format = "
+                               "'kohya' or 'both' (a diffusers folder alone cannot be resumed)")
         formats.load_kohya_weights(parts, weights)
     groups = mode.param_groups()
     for g in groups:  # trainable weights stay fp32 whatever the compute precision
@@ -130,8 +132,6 @@ def remove_interrupted_saves(output_dir: Path, cache_dir: Path | None) -> int:
 def preflight(cfg: LorakitConfig, events: Callback) -> Path | None:
     """Before anything loads: arguments and loggers checked, leftovers of interrupted saves removed; returns the
     disk cache folder (None when latents are not cached on disk)."""
-    from .tblog import check_log_with
-
     errors = [f"{f.key}: {f.message}" for f in check_arguments(cfg) + check_log_with(cfg) if f.error]
     if errors:
         raise ConfigError(errors)
@@ -189,13 +189,15 @@ def train(
     def epoch_of(step: int) -> int:
         return max(1, -(-step // max(1, plan.steps.steps_per_epoch)))
 
+    run_meta = run_metadata(cfg, optimizer, epoch_of(steps))  # the same for every save
+
     def save(step: int, final: bool = False) -> Path:
         name = out.output_name if final else f"{out.output_name}-step{step:08d}"
         meta = formats.kohya_metadata(
             parts, name=name, resolution=cfg.data.max_size, steps=step, epochs=epoch_of(step),
             learning_rate=t.learning_rate, te_trained=cfg.network.train_text_encoder, seed=t.seed,
             tag_frequency=tag_freq, num_images=len(dataset.train), created=started,
-        ) | run_metadata(cfg, optimizer, epoch_of(steps))
+        ) | run_meta
         saved = save_lora(parts, cfg, train_dir, name, meta)
         if final:
             result.peft_dir = saved.peft

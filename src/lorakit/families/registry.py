@@ -53,7 +53,6 @@ def family_mismatch(source: str, actual: str, named: str) -> ModelError:
                       f"drop --family (model.family = 'auto') or use {actual}")
 
 
-# kohya `ss_base_model_version` / `modelspec.architecture` prefixes → family (others name families lorakit lacks)
 # kohya `ss_base_model_version` / `modelspec.architecture` values, lower-cased with punctuation removed, → family.
 # Trainers spell them differently: sd-scripts "sd_v1", "sd_v2_768_v", "sdxl_base_v1-0"; modelspec
 # "stable-diffusion-v1/lora"; ai-toolkit "sd_1.5", "sd_2.1". Families lorakit lacks come back by their own name; a

@@ -17,15 +17,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from ..families.names import OPENCLIP_TE_PREFIXES
-from .targets import FAMILY_BLOCKS, TargetPlan
-
-SHOWN = 3  # module names per warning before "… and N more"
-
-# Text encoders that A1111 runs as OpenCLIP (a fused `nn.MultiheadAttention` per layer), by family and kohya prefix:
-# SD2's only text encoder (OpenCLIP-H) and SDXL's second (OpenCLIP-bigG), a family fact. SD1's CLIP-L and SDXL's
-# first are Hugging Face CLIP there, with separate q/k/v/out Linears.
-OPENCLIP_PREFIXES = OPENCLIP_TE_PREFIXES
+from ..errors import some_of
+from ..families.names import FAMILY_BLOCKS, OPENCLIP_TE_PREFIXES
+from .targets import TargetPlan
 
 _TE_LAYER = re.compile(r"^(lora_te[12]?)_text_model_encoder_layers_(\d+)_(\w+)$")
 _ATTENTION = ("self_attn_q_proj", "self_attn_k_proj", "self_attn_v_proj", "self_attn_out_proj")
@@ -98,7 +92,7 @@ def _a1111_openclip(names: list[str]) -> list[str]:
 
 def _a1111(family: str, names: list[str]) -> list[str]:
     """Names A1111's built-in Lora extension does not apply."""
-    openclip = OPENCLIP_PREFIXES.get(family, ())
+    openclip = OPENCLIP_TE_PREFIXES.get(family, ())
     ignored: list[str] = []
     for n in names:
         if n.startswith("lora_unet_"):
@@ -255,18 +249,12 @@ def _unet_shape(paths: list[str]) -> Any:
                      any(p.startswith("mid_block.attentions.") for p in paths))
 
 
-def _shorten(names: list[str]) -> str:
-    """'a, b, c … and 4 more'."""
-    more = f" … and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
-    return ", ".join(names[:SHOWN]) + more
-
-
 def consumer_warnings(plan: TargetPlan) -> list[str]:
     """One line per consumer that would ignore some of the plan's modules: how many, the first few, what to do."""
     names = planned_kohya_names(plan)
     family = plan.info.family if plan.info else ""
     by_name = {c.name: c for c in CONSUMERS}
-    return [f"{consumer} ignores {len(ignored)} of {len(names)} modules: {_shorten(ignored)} — "
+    return [f"{consumer} ignores {len(ignored)} of {len(names)} modules: {some_of(ignored)} — "
             f"{by_name[consumer].hint(family, ignored)}"
             for consumer, ignored in ignored_by_consumers(family, names).items()]
 

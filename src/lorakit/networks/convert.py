@@ -85,15 +85,5 @@ def name_map(parts: ModelParts) -> dict[str, str]:
 
 
 def _unet_names(parts: ModelParts, layers: dict[str, torch.nn.Module]) -> dict[str, str]:
-    """The family's kohya names of the UNet's layers (`kohya_unet_names` where the family has it)."""
-    fam = parts.family
-    if hasattr(fam, "kohya_unet_names"):
-        names = {p.replace(".base_layer", ""): n for p, n in fam.kohya_unet_names(parts.unet).items()}
-        return {p: n for p, n in names.items() if p in layers}
-    out = {}
-    for path in layers:
-        try:
-            out[path] = fam.kohya_unet_name(path, parts.unet)
-        except LorakitError:  # a layer the family leaves unnamed (SDXL outside its mapped blocks)
-            pass
-    return out
+    """The family's kohya names of the UNet's layers (every family names every Linear/Conv2d)."""
+    return {p: n for p, n in parts.family.kohya_unet_names(parts.unet).items() if p in layers}

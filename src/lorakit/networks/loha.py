@@ -53,11 +53,6 @@ def module_options(state: ModuleState) -> dict[str, Any]:
     return {"use_effective_conv2d": "hada_t1" in state}
 
 
-def layer_rank_alpha(layer: Any, adapter: str) -> tuple[int, float]:
-    """(rank, alpha) of a peft LyCORIS-family layer."""
-    return int(layer.r[adapter]), float(layer.alpha[adapter])
-
-
 def layer_options(layer: Any, config: Any, adapter: str) -> dict[str, Any]:
     """Tucker convs, reported as LyCORIS's use_tucker."""
     return {"use_tucker": bool(adapter in layer.hada_t1)}
@@ -74,16 +69,13 @@ def metadata(summary: ModuleSummary) -> dict[str, str]:
 LOHA = register(NetworkType(
     name="loha",
     config_names=("loha",),
-    config_fields=(),
     layer_class=LoHaLayer,
     peft_keys=(*KEYS, *TUCKER),
-    file_suffixes=(*KEYS, *TUCKER),
     peft_config=peft_config,
     to_file=to_file,
     from_file=from_file,
     module_options=module_options,
     metadata=metadata,
-    layer_rank_alpha=layer_rank_alpha,
     layer_options=layer_options,
     rank_key="hada_w1_b",
 ))

@@ -17,8 +17,8 @@ from peft import LoKrConfig
 from peft.tuners.lokr import LoKrLayer
 
 from .lora import shape_args
-from .registry import ModuleState, ModuleSummary, NetworkType, Targets, check_consumed, pattern_config, register, \
-    scalar, take
+from .registry import (ModuleState, ModuleSummary, NetworkType, Targets, check_consumed, lycoris_rank_alpha,
+                       pattern_config, register, scalar, take)
 
 W1 = ("lokr_w1", "lokr_w1_a", "lokr_w1_b")
 W2 = ("lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2")
@@ -87,14 +87,9 @@ def module_options(state: ModuleState) -> dict[str, Any]:
     return {"decompose_both": "lokr_w1_a" in state, "use_effective_conv2d": "lokr_t2" in state}
 
 
-def layer_rank_alpha(layer: Any, adapter: str) -> tuple[int, float]:
-    """(rank, alpha) of a peft LoKr layer."""
-    return int(layer.r[adapter]), float(layer.alpha[adapter])
-
-
 def file_rank_alpha(layer: Any, adapter: str) -> tuple[int, float]:
     """(rank, alpha) as the file states it: alpha = rank for a module with two full halves (scale 1)."""
-    rank, alpha = layer_rank_alpha(layer, adapter)
+    rank, alpha = lycoris_rank_alpha(layer, adapter)
     full = adapter in layer.lokr_w1 and adapter in layer.lokr_w2
     return rank, float(rank) if full else alpha
 
@@ -127,16 +122,13 @@ def metadata(summary: ModuleSummary) -> dict[str, str]:
 LOKR = register(NetworkType(
     name="lokr",
     config_names=("lokr",),
-    config_fields=("lokr_factor",),
     layer_class=LoKrLayer,
     peft_keys=(*W1, *W2),
-    file_suffixes=(*W1, *W2),
     peft_config=peft_config,
     to_file=to_file,
     from_file=from_file,
     module_options=module_options,
     metadata=metadata,
-    layer_rank_alpha=layer_rank_alpha,
     layer_options=layer_options,
     file_rank_alpha=file_rank_alpha,
     fit_state=fit_state,

@@ -108,7 +108,6 @@ def metadata(summary: ModuleSummary) -> dict[str, str]:
 LORA = register(NetworkType(
     name="lora",
     config_names=("lora", "locon"),
-    config_fields=("use_dora", "network_dropout"),
     layer_class=LoraLayer,
     peft_keys=("lora_A", "lora_B", "lora_magnitude_vector"),
     file_suffixes=("lora_down.weight", "lora_up.weight", "dora_scale"),

@@ -36,27 +36,37 @@ class ModuleSummary:
     block_args: dict[str, str] = field(default_factory=dict)
 
 
+def lycoris_rank_alpha(layer: Any, adapter: str) -> tuple[int, float]:
+    """(rank, alpha) of a trained peft LyCORIS-family layer (LoHa, LoKr)."""
+    return int(layer.r[adapter]), float(layer.alpha[adapter])
+
+
 @dataclass(frozen=True)
 class NetworkType:
     """One adapter algorithm over peft. See the module docstring."""
 
     name: str  # "lora", "loha", "lokr"
     config_names: tuple[str, ...]  # network.network_module values that select it ("lora", "locon", …)
-    config_fields: tuple[str, ...]  # NetworkSection fields it reads besides dim/alpha/dropout/targets
     layer_class: type  # peft's tuner layer class (LoraLayer, LoHaLayer, LoKrLayer)
     peft_keys: tuple[str, ...]  # peft parameter names one module may hold
-    file_suffixes: tuple[str, ...]  # file key suffixes that identify it ("lora_down.weight", "hada_w1_a", …)
     peft_config: Callable[..., Any]  # (net_cfg, targets, **inferred options) -> peft config
     to_file: Callable[[ModuleState], dict[str, torch.Tensor]]  # one module: peft state -> {suffix: tensor}
     from_file: Callable[[dict[str, torch.Tensor]], ModuleState]  # one module: {suffix: tensor} -> peft state
     module_options: Callable[[ModuleState], dict[str, Any]]  # peft config options a module's state needs
     metadata: Callable[[ModuleSummary], dict[str, str]]  # ss_network_module / ss_network_args
-    layer_rank_alpha: Callable[[Any, str], tuple[int, float]]  # (layer, adapter) -> (rank, alpha)
+    # file key suffixes that identify it ("lora_down.weight", "hada_w1_a", …); empty = its peft keys (LyCORIS)
+    file_suffixes: tuple[str, ...] = ()
+    # (layer, adapter) -> (rank, alpha) of a trained layer; default: peft's LyCORIS layers (`r`, `alpha`)
+    layer_rank_alpha: Callable[[Any, str], tuple[int, float]] = lycoris_rank_alpha
     layer_options: Callable[[Any, Any, str], dict[str, Any]] = lambda layer, config, adapter: {}  # metadata options
     file_rank_alpha: Callable[[Any, str], tuple[int, float]] | None = None  # (rank, alpha) as the file states it
     fit_state: Callable[[ModuleState, int, float], ModuleState] = lambda state, rank, alpha: state  # to a layer
     needs_rank: bool = False  # module states carry "rank" (LoKr: a full-matrix module's rank is not in its shapes)
     rank_key: str = ""  # the state tensor whose first dimension is the rank (when not needs_rank)
+
+    def __post_init__(self) -> None:
+        if not self.file_suffixes:
+            object.__setattr__(self, "file_suffixes", self.peft_keys)
 
     def state_rank(self, state: ModuleState) -> int:
         """The rank of one module's state."""
