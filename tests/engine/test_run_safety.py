@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 
 from lorakit import api
 from lorakit.config.loader import load_config
-from lorakit.engine import tblog, trainer
+from lorakit.engine import trainer
 from lorakit.engine.checkpoint import save_size_estimate
 from lorakit.engine.events import Callback, CallbackList, CsvLog, ProgressLines, RichProgress, RunLog, StepEvent
 from lorakit.errors import EXIT_DISK_FULL, ConfigError, DiskFullError, LorakitError, is_disk_full
@@ -337,7 +337,7 @@ def test_tensorboard_missing_is_a_config_error_before_anything_runs(tmp_path: Pa
         api.train(cfg)  # a config built before (or by other code): api.train checks too
     assert "train.log_with" in str(info.value) and "pip install tensorboard" in str(info.value)
     assert not (tmp_path / "runs").exists() or list((tmp_path / "runs").iterdir()) == []
-    assert tblog.check_log_with(config(tmp_path, image_dir)) == []
+    assert validate.check_log_with(config(tmp_path, image_dir)) == []
 
 
 # --- callbacks that fail -------------------------------------------------------------------------------------------
