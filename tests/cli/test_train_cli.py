@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 from safetensors import safe_open
 
-from conftest import run_cli
 
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from lorakit.config.loader import build_layers, merged_values, resolve_layers
-from lorakit.config.schema import LorakitConfig
+from lorakit.config.schema import LorakitConfig, ModelSection
+from lorakit.families import load_model
 from lorakit.errors import ConfigError
 from lorakit.config.plan import build_plan, compute_steps, kohya_gui_estimate, render_plan, reg_factor
 
@@ -248,7 +249,8 @@ def test_plan_warns_which_modules_sd_scripts_would_ignore(tmp_path: Path) -> Non
     count of the file's modules (tiny-sd1's to_q layers + conv_in); ComfyUI and A1111 load it all."""
     write_images(tmp_path / "img" / "1_x", 1, (64, 64))
     plan = plan_for(tmp_path / "img", "network.target_modules=['to_q', 'conv_in']")
-    total = int(plan.network[0].split(", ")[1].split(" ")[0])
+    unet = load_model(ModelSection(pretrained_model_name_or_path="tiny-sd1")).unet
+    total = 1 + sum(1 for name, _ in unet.named_modules() if name.endswith(".to_q"))  # conv_in + every to_q
     assert plan.network[0] == f"network: lora, {total} modules adapted (component, block, modules, rank/alpha):"
     assert f"warning: sd-scripts ignores 1 of {total} modules: lora_unet_conv_in — sd-scripts builds LoRA modules " \
            "only inside the UNet's transformer, resnet and sampler blocks and CLIP's attention/MLP, and drops the " \

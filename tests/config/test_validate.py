@@ -165,13 +165,6 @@ def test_local_model_family_is_read_from_the_model(tmp_path: Path) -> None:
     assert messages(right, True)[0] == []
 
 
-def test_builtin_family_table_matches_the_families() -> None:
-    from lorakit.config.validate import BUILTIN_FAMILIES
-    from lorakit.families import BUILTIN_MODELS, TINY_MODELS
-
-    assert BUILTIN_FAMILIES == BUILTIN_MODELS and set(TINY_MODELS) < set(BUILTIN_FAMILIES)
-
-
 def test_malformed_optimizer_literal_is_an_error() -> None:  # parsed without torch: also with paths off
     errors, _ = messages(cfg(train={"optimizer_args": ["betas=(0.9,0.99"]}))
     assert errors == ["train.optimizer_args: 'betas=(0.9,0.99': the value is not a valid Python literal "

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors import safe_open
 
 from lorakit import api
@@ -56,7 +57,8 @@ def test_resume_from_a_run_saved_in_both_formats(tmp_path: Path, image_dir: Path
                                                  "output.run_id='first'"]))
     assert (first.run_dir / "train" / "lora_peft" / "pytorch_lora_weights.safetensors").is_file()
     assert weights_file(first.run_dir) == first.lora_path
-    cfg = load_config(sets=common + ["train.max_train_steps=1", "output.run_id='second'",
+    # a learning rate so small that one step barely moves the weights: the result shows what was loaded
+    cfg = load_config(sets=common + ["train.max_train_steps=1", "output.run_id='second'", "train.learning_rate=1e-8",
                                      f'network.network_weights="{first.run_dir.as_posix()}"'])
     errors, _ = check(cfg, paths=True)
     assert errors == []
@@ -64,7 +66,5 @@ def test_resume_from_a_run_saved_in_both_formats(tmp_path: Path, image_dir: Path
     with safe_open(str(first.lora_path), "pt") as a, safe_open(str(second.lora_path), "pt") as b:
         key = next(k for k in a.keys() if k.endswith("lora_up.weight"))
         start, after = a.get_tensor(key), b.get_tensor(key)
-    assert start.abs().max() > 0  # the first run trained the up weights away from zero
-    # one more step from the loaded weights: close to them, far closer than a fresh (zero) start would be
-    assert (after - start).abs().max() < start.abs().max()
-    assert not (after == start).all()
+    assert start.abs().max() > 1e-3  # the first run trained the up weights away from zero (a fresh start)
+    assert torch.allclose(after, start, atol=1e-6)  # the second run began from the first run's kohya weights

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from conftest import run_cli
 from lorakit.config.loader import resolve_layers
+from lorakit.errors import ConfigError
 
 
 
@@ -40,7 +41,7 @@ def _longest_valid_name(tmp_path: Path, image_dir: Path) -> int:
             resolve_layers(sets=[f"data.train_data_dir='{image_dir}'", f"output.output_dir='{tmp_path / 'runs'}'",
                                  f"output.output_name='{'n' * n}'"], check_paths=True)
             return True
-        except Exception:
+        except ConfigError:
             return False
 
     lo, hi = 1, os.pathconf(tmp_path, "PC_NAME_MAX")

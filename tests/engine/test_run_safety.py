@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 
 from lorakit import api
 from lorakit.config.loader import load_config
+from lorakit.config.plan import build_plan, render_plan
 from lorakit.engine import trainer
 from lorakit.engine.checkpoint import save_size_estimate
 from lorakit.engine.events import Callback, CallbackList, CsvLog, ProgressLines, RichProgress, RunLog, StepEvent
@@ -44,15 +45,6 @@ def dead_pid() -> int:
 def stamp(seconds: int) -> datetime:
     return datetime(2025, 1, 31, 12, 0, 0, tzinfo=timezone.utc) + timedelta(seconds=seconds)
 
-
-class Ticks:
-    """An injected clock: each call returns the next value."""
-
-    def __init__(self, *values: float) -> None:
-        self.values = list(values)
-
-    def __call__(self) -> float:
-        return self.values.pop(0)
 
 
 # --- atomic writes: permissions, full disk -------------------------------------------------------------------------
@@ -293,16 +285,19 @@ def test_csv_time_column_and_run_log(tmp_path: Path) -> None:
 
 
 def test_run_writes_run_log_and_time_column(tmp_path: Path, image_dir: Path) -> None:
-    before = datetime.now(timezone.utc).replace(microsecond=0)
-    result = api.train(config(tmp_path, image_dir, "train.max_train_steps=3"))
+    cfg = config(tmp_path, image_dir, "train.max_train_steps=3")
+    result = api.train(cfg)
     train_dir = result.run_dir / "train"
     rows = list(csv.DictReader(open(train_dir / "log.csv", encoding="utf-8")))
     times = [datetime.fromisoformat(r["time"].replace("Z", "+00:00")) for r in rows]
-    assert len(rows) == 3 and before <= times[0] <= times[-1] <= datetime.now(timezone.utc)
+    # UTC times that never go backwards (the exact format is tested with an injected clock above)
+    assert len(rows) == 3 and all(t.tzinfo == timezone.utc for t in times) and times == sorted(times)
     log = [line.split("  ", 1)[1] for line in (train_dir / "run.log").read_text().splitlines()]
     assert log[-1] == "ended after 3 steps" and f"saved {result.lora_path}" in log
     assert "training 3 steps" in log and any(line.startswith("step 3/3 (100%)") for line in log)
-    assert any("total steps" in line or "steps" in line for line in log[: log.index("training 3 steps")])
+    plan = render_plan(build_plan(cfg))  # the run's plan, with its warnings, comes before training starts
+    start = log.index(plan[0])
+    assert log[start:start + len(plan)] == plan and start + len(plan) <= log.index("training 3 steps")
 
 
 def test_tensorboard_scalars_match_log_csv(tmp_path: Path) -> None:
