@@ -139,10 +139,11 @@ def _buckets(dataset: object) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def build_plan(cfg: LorakitConfig, dataset: object | None = None) -> Plan:
+def build_plan(cfg: LorakitConfig, dataset: object | None = None, model: object | None = None) -> Plan:
     """Plan the run; scans the data (no images decoded beyond what the data side does) unless `dataset` is given.
 
-    The trainer passes the dataset it trains on, so the run executes exactly the numbers the plan shows.
+    The trainer passes the dataset it trains on, so the run executes exactly the numbers the plan shows, and the
+    model it loaded (`ModelParts`), whose layers and tokenizers the plan then reads instead of building its own.
     """
     from ..data.pipeline import build_dataset
 
@@ -181,26 +182,26 @@ def build_plan(cfg: LorakitConfig, dataset: object | None = None) -> Plan:
         plan.text_encoder = "trained to the end"
     else:
         plan.text_encoder = f"trained until step {steps.text_encoder_stop}"
-    plan.warnings = data_warnings(dataset, cfg) + caption_warnings(dataset, cfg)
-    plan.network, problems, unread = network_table(cfg)
+    plan.warnings = data_warnings(dataset, cfg) + caption_warnings(dataset, cfg, getattr(model, "tokenizers", None))
+    plan.network, problems, unread = network_table(cfg, model)
     plan.warnings += problems
     plan.notes += unread
     return plan
 
 
-def network_table(cfg: LorakitConfig) -> tuple[list[str], list[str], list[str]]:
+def network_table(cfg: LorakitConfig, model: object | None = None) -> tuple[list[str], list[str], list[str]]:
     """(table lines, warnings, notes): which modules get which rank, from the model's architecture alone — a
     meta-device skeleton built from its configs, so no weights are read and the plan stays fast. A selection the
     model cannot satisfy is a warning; a model that cannot be read is only a note (its own checks report it).
     So is every module a consumer (sd-scripts, A1111, ComfyUI, diffusers) would ignore in the saved file
-    (`networks.consumers`), before the user spends a run on it."""
+    (`networks.consumers`), before the user spends a run on it. A loaded `model` is read instead of a skeleton."""
     from ..errors import ConfigError
 
     try:
         from ..networks.consumers import consumer_warnings
         from ..networks.targets import model_skeleton, render_targets, select_targets
 
-        plan = select_targets(model_skeleton(cfg.model), cfg.network)
+        plan = select_targets(model if model is not None else model_skeleton(cfg.model), cfg.network)
     except ConfigError as exc:
         return [], [f"network modules not listed: {str(exc).strip()}"], []
     except (LorakitError, OSError, ValueError, KeyError) as exc:
@@ -274,15 +275,16 @@ def overlong_captions(captions: dict[Path, str], tokenizers: Iterable[Any]) -> l
     return sorted(((p, n, lim) for p, (n, lim) in worst.items()), key=lambda x: (x[2] - x[1], str(x[0])))
 
 
-def caption_warnings(dataset: object, cfg: LorakitConfig) -> list[str]:
-    """A warning when captions are longer than the text encoder's context (the rest is cut off in training)."""
+def caption_warnings(dataset: object, cfg: LorakitConfig, tokenizers: Any = None) -> list[str]:
+    """A warning when captions are longer than the text encoder's context (the rest is cut off in training);
+    `tokenizers` are the loaded model's, else they are read from the model's files."""
     captions = {p: c for p, c in (dataset.captions() if hasattr(dataset, "captions") else {}).items() if c}
     if not captions:  # nothing to tokenize: the tokenizer (and the model family's libraries) is not even imported
         return []
     try:
         from ..families.tokenizers import model_tokenizers
 
-        tokenizers = model_tokenizers(cfg.model)
+        tokenizers = tokenizers or model_tokenizers(cfg.model)
     except (LorakitError, OSError, ValueError) as exc:
         return [f"caption lengths not checked: no tokenizer for {cfg.model.pretrained_model_name_or_path} "
                 f"({str(exc).splitlines()[0]})"]

@@ -174,7 +174,7 @@ def train(
     mode, groups = build_network(cfg, parts, encoder)
     train_dir = run_dir / "train"  # before the first step: room for at least one save of the LoRA
     check_free_space(run_dir, save_size_estimate(groups, out.save_precision, out.save_format), "output folder")
-    plan = build_plan(cfg, dataset)
+    plan = build_plan(cfg, dataset, parts)
     steps = plan.steps.total_steps
     optimizer = build_optimizer(t.optimizer_type, groups, t.learning_rate, t.optimizer_args)
     scheduler = build_scheduler(t.lr_scheduler, optimizer, plan.steps.warmup_steps, steps, t.lr_scheduler_num_cycles,
