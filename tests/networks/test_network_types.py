@@ -72,7 +72,7 @@ def merge_file(parts, path: Path, weight: float) -> None:
     """Merge a kohya/LyCORIS file into the model's weights: W + weight·ΔW; DoRA (dora_scale of shape (out, 1)):
     W_dora = dora_scale · (W + ΔW) / ‖W + ΔW‖ per output channel (LyCORIS wd_on_output), applied at a weight as
     W + weight·(W_dora − W) (ComfyUI `weight_decompose`, LyCORIS `scale = s·(scale − 1) + 1`)."""
-    layers, _ = formats.kohya_modules(parts)
+    layers = formats.kohya_modules(parts)
     sd = load_file(str(path))
     names = {k.split(".")[0] for k in sd}
     for name in names:
@@ -196,7 +196,7 @@ def test_metadata_writes_per_block_dims_as_kohya_users_pass_them(tmp_path: Path)
 def lycoris_file(parts) -> dict[str, torch.Tensor]:
     """A LyCORIS-layout file written from its documented keys: LoHa on two attention projections (alpha 2,
     rank 2), and the shapes LyCORIS gives them."""
-    layers, _ = formats.kohya_modules(parts)
+    layers = formats.kohya_modules(parts)
     g = torch.Generator().manual_seed(5)
     sd = {}
     for name in ("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q",
@@ -212,7 +212,7 @@ def lycoris_file(parts) -> dict[str, torch.Tensor]:
 def lokr_file(parts) -> dict[str, torch.Tensor]:
     """A LyCORIS LoKr file with both halves factorised (decompose_both, factor 4) and one full-matrix module
     (no rank: scale 1 whatever alpha says)."""
-    layers, _ = formats.kohya_modules(parts)
+    layers = formats.kohya_modules(parts)
     g = torch.Generator().manual_seed(6)
     q = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
     out_dim, in_dim = layers[q].weight.shape  # 32 × 32 in tiny-sd1: factor 4 -> (4, 8) × (4, 8)

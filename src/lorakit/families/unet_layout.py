@@ -179,10 +179,16 @@ LAYERS = (torch.nn.Linear, torch.nn.Conv2d)
 
 
 def layer_paths(module: torch.nn.Module) -> list[str]:
-    """Paths of every Linear and Conv2d in `module`, in module order. A layer that peft has wrapped counts once,
-    by its original path (the wrapper's), and the adapter's own layers (lora_A, …) are not counted."""
-    out, skip = [], None
-    for path, mod in module.named_modules():
+    """Paths of every Linear and Conv2d in `module`, in module order (see `base_layers`)."""
+    return list(base_layers(module))
+
+
+def base_layers(module: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """{path: layer} of every Linear and Conv2d of the model itself, in module order. A layer that peft has wrapped
+    counts once, by its original path (the wrapper's), and the adapter's own layers (lora_A, …) are not counted."""
+    out: dict[str, torch.nn.Module] = {}
+    skip = None
+    for path, mod in module.named_modules():  # pre-order: a tuner layer comes before its children
         if skip is not None and path.startswith(skip):
             continue
         skip = None
@@ -192,9 +198,9 @@ def layer_paths(module: torch.nn.Module) -> list[str]:
             while isinstance(getattr(base, "base_layer", None), torch.nn.Module):
                 base = base.base_layer
             if isinstance(base, LAYERS):
-                out.append(path)
+                out[path] = base
         elif isinstance(mod, LAYERS):
-            out.append(path)
+            out[path] = mod
     return out
 
 

@@ -16,29 +16,10 @@ from ..errors import LorakitError
 from ..families import ModelParts
 from .registry import ADAPTER, ModuleState, ModuleSummary, NetworkType, Targets, network_type, scalar, type_of_layer
 
-LAYERS = (torch.nn.Linear, torch.nn.Conv2d)
-
-
 def components(parts: ModelParts) -> list[tuple[str, torch.nn.Module]]:
     """(attribute name, module) of the UNet and the text encoders, in kohya-prefix order."""
     attrs = ("unet", *parts.family.text_encoder_attrs)
     return [(a, getattr(parts.pipeline, a)) for a in attrs if getattr(parts.pipeline, a, None) is not None]
-
-
-def base_layers(module: torch.nn.Module) -> dict[str, torch.nn.Module]:
-    """{path: Linear/Conv2d} of the model itself: a peft-wrapped layer under its own path (its base layer), never
-    the adapter's inner layers."""
-    out: dict[str, torch.nn.Module] = {}
-    skip: str | None = None
-    for path, mod in module.named_modules():  # pre-order: a tuner layer comes before its children
-        if skip is not None and path.startswith(skip):
-            continue
-        skip = None
-        if isinstance(mod, BaseTunerLayer):
-            out[path], skip = mod.get_base_layer(), path + "."
-        elif isinstance(mod, LAYERS):
-            out[path] = mod
-    return out
 
 
 def attach_network(parts: ModelParts, net_cfg: Any, targets: dict[str, Targets] | None = None,

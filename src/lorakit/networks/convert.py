@@ -12,7 +12,8 @@ import torch
 
 from ..errors import LorakitError
 from ..families import ModelParts
-from .attach import base_layers, components
+from ..families.unet_layout import base_layers
+from .attach import components
 from .registry import ModuleState, type_of_file_module, type_of_state
 
 
@@ -72,7 +73,7 @@ def from_file(file_sd: dict[str, torch.Tensor], name_map: dict[str, str]) -> dic
 
 def name_map(parts: ModelParts) -> dict[str, str]:
     """{"<component>.<module path>": kohya name} for every Linear/Conv2d of the UNet and text encoders that the
-    family can name (SD1/SD2 all; SDXL as far as its family maps the original layout)."""
+    family names (every Linear and Conv2d)."""
     fam, out = parts.family, {}
     for index, (attr, module) in enumerate(components(parts)):
         layers = base_layers(module)

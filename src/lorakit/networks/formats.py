@@ -19,8 +19,9 @@ from safetensors.torch import save, save_file
 
 from ..errors import ConfigError, LorakitError
 from ..families import ModelParts
+from ..families.unet_layout import base_layers
 from ..io import atomic_path
-from .attach import base_layers, components, read_state, summary, write_state
+from .attach import components, read_state, summary, write_state
 from .convert import from_file, group_file, name_map, short_list, to_file
 from .registry import ADAPTER
 
@@ -78,24 +79,16 @@ def load_kohya_weights(parts: ModelParts, path: Path) -> int:
     return len(state)
 
 
-def kohya_modules(parts: ModelParts) -> tuple[dict[str, torch.nn.Module], set[str]]:
-    """({kohya name: Linear/Conv2d layer} of UNet and text encoders, name prefixes that cover only part of their
-    component's layers — a family that leaves some UNet layers unnamed)."""
-    names, named, partial = name_map(parts), {}, set()
-    prefixes = ("lora_unet", *parts.family.kohya_te_prefixes)  # in `components` order
-    for (attr, module), prefix in zip(components(parts), prefixes):
-        for path, layer in base_layers(module).items():
-            name = names.get(f"{attr}.{path}")
-            if name is None:
-                partial.add(prefix)
-            else:
-                named[name] = layer
-    return named, partial
+def kohya_modules(parts: ModelParts) -> dict[str, torch.nn.Module]:
+    """{kohya name: Linear/Conv2d layer} of the UNet and text encoders (every family names every layer)."""
+    names = name_map(parts)
+    return {names[f"{attr}.{path}"]: layer for attr, module in components(parts)
+            for path, layer in base_layers(module).items()}
 
 
 def kohya_module_names(parts: ModelParts) -> set[str]:
     """Every kohya name a loader could match in this model (Linear and Conv modules of UNet and text encoders)."""
-    return set(kohya_modules(parts)[0])
+    return set(kohya_modules(parts))
 
 
 def _prefix(name: str) -> str:
@@ -106,21 +99,18 @@ def _prefix(name: str) -> str:
 def kohya_fit_problems(parts: ModelParts, shapes: dict[str, list[int]]) -> tuple[int, list[str]]:
     """(kohya modules in a LoRA file, those that do not fit the model): a module the model lacks, or whose
     input/output width or kind (Linear vs Conv) differs from the model's layer. Only `shapes` (tensor name → shape,
-    from the header) is needed. Names the model's family leaves unmapped (SDXL UNet resnets) are not counted
-    against it as long as some of that component's modules match."""
-    model, partial = kohya_modules(parts)
+    from the header) is needed."""
+    model = kohya_modules(parts)
     modules: dict[str, dict[str, list[int]]] = {}
     for key, shape in shapes.items():
         name, _, suffix = key.partition(".")
         if name.startswith(("lora_unet_", "lora_te")):
             modules.setdefault(name, {})[suffix] = shape
-    matched = {_prefix(n) for n in modules if n in model}
     problems = []
     for name, tensors in modules.items():
         layer = model.get(name)
         if layer is None:
-            if _prefix(name) not in partial or _prefix(name) not in matched:
-                problems.append(f"{name} (not in the model)")
+            problems.append(f"{name} (not in the model)")
             continue
         down, up = tensors.get("lora_down.weight"), tensors.get("lora_up.weight")
         if down is None or up is None:  # LoHa / LoKr / other layouts: the name is what can be checked

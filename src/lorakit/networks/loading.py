@@ -14,7 +14,8 @@ import torch
 
 from ..errors import LorakitError
 from ..families import ModelParts
-from .attach import attach_network, base_layers, components, write_state
+from ..families.unet_layout import base_layers
+from .attach import attach_network, components, write_state
 from .convert import from_file, name_map, short_list
 from .registry import ADAPTER, ModuleState, NetworkType, Targets, type_of_state
 

@@ -159,7 +159,7 @@ def _layers(root: Any, classes: tuple[str, ...]) -> list[tuple[str, str, str]]:
     """(path, kind, owner class) of every Linear/Conv2d of `root`; owner is the nearest enclosing module whose class
     is in `classes` ("" when none), as kohya walks `named_modules` of each target-class module. A peft-adapted
     layer counts under its own path (its base layer), so an adapted model describes as the model it was."""
-    from .attach import base_layers
+    from ..families.unet_layout import base_layers
 
     # (path prefix, class) of target-class modules in pre-order: the last one that encloses a layer is the nearest
     owners = [(path + ".", type(m).__name__) for path, m in root.named_modules() if type(m).__name__ in classes]
