@@ -16,7 +16,6 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .config.loader import Layer, resolve
-from .config.schema import SampleSection
 from .engine.events import Callback
 from .engine.trainer import TrainResult
 from .io import atomic_path
@@ -75,9 +74,18 @@ class DemoResult:
     visible: bool = False  # pixel_change >= VISIBLE_CHANGE
 
 
-# The before/after render. Not part of the training config: sample images during training are a later feature,
-# and the config refuses settings nothing reads.
-DEMO_SAMPLE = SampleSection(prompt=f"{TRIGGER}, a red circle, flat colours", steps=12, seed=7)
+# The before/after render: the LoRA at weight 0 and 1 on the same seed (a comparison, not a training sample).
+@dataclass(frozen=True)
+class DemoRender:
+    """The prompt, seed and steps of the before/after pair."""
+
+    prompt: str
+    steps: int = 12
+    seed: int = 7
+    guidance_scale: float = 7.0
+
+
+DEMO_SAMPLE = DemoRender(f"{TRIGGER}, a red circle, flat colours")
 
 
 def demo_config(workdir: Path, steps: int = 40):

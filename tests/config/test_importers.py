@@ -162,7 +162,7 @@ def test_sd_scripts_toml_with_dataset_toml(tmp_path: Path) -> None:
     assert v["train"]["stop_text_encoder_training"] == 800
     assert v["train"]["optimizer_args"] == ["relative_step=False", "scale_parameter=False"]
     assert v["train"]["train_batch_size"] == 4  # the dataset's batch_size wins (read after the main file)
-    assert "mode" not in v and "prior_loss_weight" in r.empty  # 1.0 is what lorakit does (weights not implemented)
+    assert v["mode"] == {"prior_loss_weight": 1.0}
     assert v["data"] == {"resolution": 768, "shuffle_caption": True, "caption_extension": ".caption",
                          "keep_tokens": 1, "enable_bucket": True, "train_data_dir": "/data/10_girl",
                          "num_repeats": 10, "reg_data_dir": "/data/reg/1_girl"}
@@ -303,9 +303,10 @@ def test_files_with_a_utf8_bom_import(tmp_path: Path) -> None:
         assert v["train"]["learning_rate"] == 0.0003 and v["network"]["network_dim"] == 12
 
 
-def test_prior_loss_weight_other_than_one_is_listed_not_dropped(tmp_path: Path) -> None:
+def test_prior_loss_weight_and_sample_settings_are_mapped(tmp_path: Path) -> None:
     f = tmp_path / "t.toml"
-    f.write_text("prior_loss_weight = 0.5\n", encoding="utf-8")
+    f.write_text('prior_loss_weight = 0.5\nsample_prompts = "prompts.txt"\nsample_every_n_steps = 100\n'
+                 "sample_every_n_epochs = 2\nsample_at_first = true\n", encoding="utf-8")
     r = import_file(f)
-    assert [(k, v) for k, v, _ in r.unmapped] == [("prior_loss_weight", 0.5)]
-    assert "not implemented yet" in r.unmapped[0][2]
+    assert r.values["mode"] == {"prior_loss_weight": 0.5} and r.unmapped == []
+    assert r.values["sample"] == {"prompts_file": "prompts.txt", "every_n_steps": 100, "every_n_epochs": 2}

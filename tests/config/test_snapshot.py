@@ -88,7 +88,7 @@ def test_snapshot_paths_are_absolute_and_run_from_another_folder(tmp_path: Path,
     assert saved["batch"]["oom_file"] == str(a / "oom.toml")
     # settings of features that have not landed are refused by validation, but their paths are made absolute too
     later = absolute_paths(LorakitConfig.model_validate({
-        "mode": {"original_image": "before.png"}, "batch": {"add": ["extra.toml", "lowvram-8gb"],
+        "mode": {"type": "difference", "original_image": "before.png"}, "batch": {"add": ["extra.toml", "lowvram-8gb"],
                                                             "stage_dir": "stage", "working_dir": "work"}}), a)
     assert later.mode.original_image == str(a / "before.png")
     assert later.batch.add == [str(a / "extra.toml"), "lowvram-8gb"]  # a preset name stays a name

@@ -17,7 +17,7 @@ from lorakit.errors import ConfigError
 from lorakit.engine.encode import BatchEncoder
 from lorakit.engine.validation import held_out_loss
 from lorakit.families import load_model
-from lorakit.modes import LoraMode
+from lorakit.modes.lora import DenoisingTask
 
 
 def config(tmp_path: Path, image_dir: Path, *extra: str):
@@ -34,11 +34,10 @@ def test_held_out_loss_goes_down(tmp_path: Path, image_dir: Path) -> None:
     def loss_with(lora: Path | None) -> float:
         parts = load_model(cfg.model)
         enc = BatchEncoder(parts, torch.device("cpu"), torch.float32, True, True, seed=0)
-        mode = LoraMode(parts, cfg, enc)
         if lora:
-            parts.pipeline.unet.delete_adapters("lorakit")
             parts.pipeline.load_lora_weights(str(lora), adapter_name="lorakit")
-        return held_out_loss(mode, enc, dataset.train, 4)
+        task = DenoisingTask(parts, cfg, enc, dataset.sampler)
+        return held_out_loss(task, enc, dataset.train, 4)
 
     result = api.train(cfg)
     before, after = loss_with(None), loss_with(result.lora_path)

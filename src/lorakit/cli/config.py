@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from ..config.loader import ResolvedConfig, read_toml
-from ..config.plan import build_plan, render_plan
+from ..config.plan import build_plan, mode_plan_lines, render_plan
 from ..config.provenance import DEFAULT_ORIGIN
 from ..config.schema import LorakitConfig
 from ..errors import ConfigError
@@ -169,5 +169,7 @@ def plan(
     What this machine lacks for the run (CUDA for fp16, a package) is a warning here, so a run meant for a GPU
     machine can be planned on a laptop; `config validate` and `train` refuse it."""
     resolved = resolve_options([*files, *config], add, preset, set_, check_paths=True, machine="warn")
-    for line in render_plan(build_plan(resolved.config)):
+    cfg = resolved.config
+    lines = mode_plan_lines(cfg) if cfg.mode.type in ("ileco", "difference") else render_plan(build_plan(cfg))
+    for line in lines:
         typer.echo(line)

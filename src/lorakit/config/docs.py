@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from .schema import LorakitConfig
+from .schema import MODE_SECTIONS, LorakitConfig
 
 DEFAULT_PATH = Path("docs/config.md")
 
@@ -75,15 +75,36 @@ def render() -> str:
     ]
     for section, info in LorakitConfig.model_fields.items():
         model = info.annotation
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            continue
-        doc = (model.__doc__ or "").strip().splitlines()[0]
-        lines += ["", f"## [{section}]", "", doc, ""]
-        lines += ["| key | type | default | description |", "| --- | --- | --- | --- |"]
-        for name, field in model.model_fields.items():
-            desc = (field.description or "").replace("|", "\\|")
-            lines.append(f"| `{name}` | {type_name(field.annotation)}{_bounds(field)} | {_default(field)} | {desc} |")
+        if section == "mode":
+            lines += ["", "## [mode]", "", (info.description or ""), ""]
+            for mode_type, mode_model in MODE_SECTIONS.items():
+                lines += _table("mode", mode_model, "###", f"[mode] type = '{mode_type}'")
+        elif isinstance(model, type) and issubclass(model, BaseModel):
+            lines += _table(section, model)
     return "\n".join(lines) + "\n"
+
+
+def _table(key: str, model: type[BaseModel], level: str = "##", heading: str = "") -> list[str]:
+    """One section's keys as a Markdown table, then the tables nested in it ([mode.second_pass], the
+    [[mode.prompts]] array of tables)."""
+    doc = " ".join((model.__doc__ or "").strip().split("\n\n")[0].split())
+    lines = ["", f"{level} {heading or f'[{key}]'}", "", doc, "", "| key | type | default | description |",
+             "| --- | --- | --- | --- |"]
+    nested = []
+    for name, field in model.model_fields.items():
+        desc = (field.description or "").replace("|", "\\|")
+        ann, default = field.annotation, _default(field)
+        inner = (typing.get_args(ann) or [None])[0] if typing.get_origin(ann) is list else ann
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            table = f"[[{key}.{name}]]" if inner is not ann else f"[{key}.{name}]"
+            nested.append((f"{key}.{name}", inner, table))
+            desc, default = desc or f"the table {table} below", "`[]`" if inner is not ann else "see below"
+        if name == "type" and level == "###":
+            desc = "selects this mode"
+        lines.append(f"| `{name}` | {type_name(ann)}{_bounds(field)} | {default} | {desc} |")
+    for sub_key, sub, table in nested:
+        lines += _table(sub_key, sub, level + "#", table)
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,7 +40,6 @@ REASONS = {
     "stop_text_encoder_training_pct": "",
     "full_fp16": "lorakit keeps LoRA weights in fp32 and autocasts (train.mixed_precision)",
     "full_bf16": "lorakit keeps LoRA weights in fp32 and autocasts (train.mixed_precision)",
-    "sample_prompts": "sample prompts come from sample.prompt / bench.prompts",
     "sample_sampler": "lorakit samples with the model's own scheduler",
     "additional_parameters": "free-form command-line arguments cannot be mapped; set the keys individually",
 }
@@ -118,14 +117,11 @@ def _is_empty(value: Any) -> bool:
 
 def field_info(dotted: str) -> FieldInfo | None:
     """The schema field `dotted` (e.g. 'data.reg_data_dir'), or None if lorakit has no such key."""
-    model: type[BaseModel] = LorakitConfig
+    from .loader import model_at
+
     *parents, leaf = dotted.split(".")
-    for p in parents:
-        ann = model.model_fields[p].annotation if p in model.model_fields else None
-        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
-            return None
-        model = ann
-    return model.model_fields.get(leaf)
+    model = model_at(tuple(parents))  # [mode] is lora's section: imported configs train kohya's train_network
+    return model.model_fields.get(leaf) if model is not None else None
 
 
 def has_field(dotted: str) -> bool:
@@ -338,9 +334,11 @@ def _conversions(gui: bool) -> dict[str, Callable[[ImportResult, str, Any], None
         "save_every_n_steps": number("output.save_every_n_steps"),
         "network_weights": lambda r, k, v: r.put(k, "network.network_weights", v) if v else r.skip(k, v, ""),
         "vae": lambda r, k, v: r.put(k, "model.vae", v) if v else r.skip(k, v, ""),
-        # lorakit weighs regularisation images like training images (1.0); other weights are not implemented yet
-        "prior_loss_weight": lambda r, k, v: r.skip(k, None, "") if _number(v) == 1 else r.skip(
-            k, v, "regularisation loss weights are not implemented yet (1.0 is used)"),
+        "prior_loss_weight": number("mode.prior_loss_weight"),
+        "sample_prompts": lambda r, k, v: r.put(k, "sample.prompts_file", v) if v else r.skip(k, v, ""),
+        "sample_every_n_steps": lambda r, k, v: r.put(k, "sample.every_n_steps", v) if v else r.skip(k, v, ""),
+        "sample_every_n_epochs": lambda r, k, v: r.put(k, "sample.every_n_epochs", v) if v else r.skip(k, v, ""),
+        "sample_at_first": lambda r, k, v: r.skip(k, None, ""),  # lorakit always renders step 0
         "sdpa": lambda r, k, v: r.put(k, "train.sdpa", v),
     }
     if gui:

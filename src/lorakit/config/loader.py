@@ -21,7 +21,7 @@ from ..errors import ConfigError
 from .migrate import migrate
 from .presets import OOM_PRESET, preset_path
 from .provenance import origins as compute_origins
-from .schema import LorakitConfig
+from .schema import MODE_SECTIONS, LorakitConfig
 
 
 @dataclass
@@ -128,12 +128,14 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _model_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The pydantic model class that holds the key at `path` (for suggestions), if any."""
+def model_at(path: tuple[Any, ...], mode_type: str = "lora") -> type[BaseModel] | None:
+    """The pydantic model class that holds the key at `path` (for suggestions), if any; `[mode]` is the section
+    of `mode_type`."""
     model: type[BaseModel] = LorakitConfig
     for part in path:
         info = model.model_fields.get(str(part))
-        ann = getattr(info, "annotation", None)
+        ann = MODE_SECTIONS.get(mode_type) if (model, part) == (LorakitConfig, "mode") else \
+            getattr(info, "annotation", None)
         if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
             return None
         model = ann
@@ -153,9 +155,9 @@ def _owner(dotted: str, layers: list[Layer]) -> str:
     return "defaults"
 
 
-def allowed(loc: tuple[Any, ...]) -> str:
+def allowed(loc: tuple[Any, ...], mode_type: str = "lora") -> str:
     """What a field accepts, e.g. 'an integer, 1 ≤ value ≤ 1024' or "one of 'AdamW', 'Adafactor'"."""
-    parent = _model_at(loc[:-1])
+    parent = model_at(loc[:-1], mode_type)
     info = parent.model_fields.get(str(loc[-1])) if parent else None
     if info is None:
         return ""
@@ -188,12 +190,17 @@ ALIASES = {
 }
 
 
-def _suggest(loc: tuple[Any, ...]) -> str | None:
-    """Nearest valid dotted key for an unknown key: an alias, the same section, then the same name elsewhere."""
-    parent = _model_at(loc[:-1])
+def _suggest(loc: tuple[Any, ...], mode_type: str = "lora") -> str | None:
+    """Nearest valid dotted key for an unknown key: an alias, another mode's setting, the same section, then the
+    same name elsewhere."""
+    parent = model_at(loc[:-1], mode_type)
     leaf = str(loc[-1])
     if leaf in ALIASES:
         return ALIASES[leaf]
+    if loc[:1] == ("mode",) and len(loc) == 2:
+        owners = [t for t, section in MODE_SECTIONS.items() if leaf in section.model_fields]
+        if owners:
+            return f"it is a setting of mode '{owners[0]}', and this config's mode.type is '{mode_type}'"
     near = difflib.get_close_matches(leaf, list(parent.model_fields) if parent else [], n=1, cutoff=0.5)
     if near:
         return ".".join([*map(str, loc[:-1]), near[0]])
@@ -212,18 +219,21 @@ def describe(exc: ValidationError, layers: list[Layer]) -> list[str]:
     """One actionable line per pydantic error: source, key path, value, what is allowed."""
     lines = []
     for err in exc.errors():
-        loc = tuple(err["loc"])
+        loc, mode_type = tuple(err["loc"]), "lora"
+        if loc[:1] == ("mode",) and len(loc) > 1 and loc[1] in MODE_SECTIONS:  # the union's tag is not a key
+            loc, mode_type = ("mode", *loc[2:]), str(loc[1])
         dotted = ".".join(str(p) for p in loc) or "(config)"
         source = _owner(dotted, layers)
         if err["type"] == "extra_forbidden":
-            near = _suggest(loc)
-            lines.append(f"{source}: unknown key '{dotted}'" + (f"; did you mean '{near}'?" if near else ""))
+            near = _suggest(loc, mode_type)
+            hint = (f"; {near}" if near.startswith("it is") else f"; did you mean '{near}'?") if near else ""
+            lines.append(f"{source}: unknown key '{dotted}'{hint}")
         elif not loc:  # a rule across sections: no single layer to blame
             lines.append(f"config: {err['msg'].removeprefix('Value error, ')}")
         elif isinstance(err.get("input"), dict) or "input" not in err:  # a rule across one section's keys
             lines.append(f"{source}: {dotted}: {err['msg'].removeprefix('Value error, ')}")
         else:
-            rule = allowed(loc) if err["type"] != "literal_error" else ""
+            rule = allowed(loc, mode_type) if err["type"] != "literal_error" else ""
             lines.append(
                 f"{source}: {dotted} = {err['input']!r}: {err['msg']}" + (f" (allowed: {rule})" if rule else "")
             )

@@ -26,7 +26,7 @@ The network table (`network_table`) lists the adapted modules per component and 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -146,6 +146,7 @@ def build_plan(cfg: LorakitConfig, dataset: object | None = None, model: object 
     model it loaded (`ModelParts`), whose layers and tokenizers the plan then reads instead of building its own.
     """
     from ..data.pipeline import build_dataset
+    from ..engine.sample_prompts import sample_schedule  # torch-free
 
     t = cfg.train
     dataset = dataset or build_dataset(cfg.data, t.train_batch_size, t.seed, fingerprints=False)
@@ -153,7 +154,6 @@ def build_plan(cfg: LorakitConfig, dataset: object | None = None, model: object 
     # sub-images and mirroring make several training examples of one image: count examples, not files
     examples = [sum(getattr(f, "buckets", {}).values()) or f.images for f in dataset.folders]
     counts = [(n, repeats, is_reg) for n, (_, _, repeats, is_reg) in zip(examples, folders)]
-    sample_every = getattr(cfg.sample, "sample_every_n_steps", None)
     steps = compute_steps(
         counts,
         t.train_batch_size,
@@ -165,8 +165,8 @@ def build_plan(cfg: LorakitConfig, dataset: object | None = None, model: object 
         warmup_ratio=t.lr_warmup_ratio,
         text_encoder_stop=t.stop_text_encoder_training if cfg.network.train_text_encoder else None,
         save_every=cfg.output.save_every_n_steps,
-        sample_every=sample_every,
     )
+    steps = replace(steps, sample_steps=sample_schedule(cfg, steps.total_steps, steps.steps_per_epoch))
     plan = Plan(folders, steps, _buckets(dataset), str(output_path(cfg)), examples=examples)
     plain = compute_steps(counts, t.train_batch_size, t.gradient_accumulation_steps, t.max_train_epochs)
     if plain.batches_per_epoch != steps.batches_per_epoch:
@@ -329,3 +329,57 @@ def render_plan(plan: Plan) -> list[str]:
         f"output: {plan.output_path}",
     ]
     return lines + [f"note: {n}" for n in plan.notes] + [f"warning: {w}" for w in plan.warnings]
+
+
+# -- modes that do not train on data.train_data_dir ------------------------------------------------------------------
+
+DEFAULT_ITERATIONS = 500  # TrainTrain's README: iLECO and Difference converge in about 500 iterations
+
+
+def stage_steps(cfg: LorakitConfig) -> list[tuple[str, int]]:
+    """(stage label, steps) of an ileco or difference run, in order (torch-free: `lorakit plan` and the run share
+    it). Their steps are train.max_train_steps (TrainTrain's train_iterations), 500 when unset."""
+    steps = cfg.train.max_train_steps or DEFAULT_ITERATIONS
+    m = cfg.mode
+    if m.type == "ileco":
+        return [("ileco", steps)]
+    if m.type == "difference":
+        stages = [] if m.first_pass_file else [("pass 1: copy machine", steps)]
+        if not m.first_pass_only:
+            stages.append(("pass 2: difference", m.second_pass.max_train_steps or steps))
+        return stages
+    raise ValueError(f"mode {m.type!r} plans from its dataset (build_plan)")
+
+
+def mode_plan_lines(cfg: LorakitConfig) -> list[str]:
+    """The plan of an ileco or difference run as console lines: what it trains on, its stages, the output."""
+    m, n, t = cfg.mode, cfg.network, cfg.train
+    w, h = cfg.data.max_size
+    lines = [f"mode: {m.type}"]
+    if m.type == "ileco":
+        lines.append(f"random latents of {w}x{h} pixels (data.resolution / data.image_size); no images")
+        for pair in m.pairs():
+            g = pair.guidance_scale if pair.guidance_scale is not None else m.guidance_scale
+            target = repr(pair.target_prompt) if pair.target_prompt else "'' (erase)"
+            lines.append(f"  edit: {pair.original_prompt!r} → {target}, guidance_scale {g:g}")
+    else:
+        lines.append(f"original image: {m.original_image}")
+        lines.append(f"target image: {m.target_image}")
+        lines.append(f"caption of both: {m.prompt!r}" if m.prompt else "caption of both: none (empty prompt)")
+        if m.first_pass_file:
+            lines.append(f"copy machine: loaded from {m.first_pass_file}")
+    second = m.second_pass if m.type == "difference" else None
+    for label, steps in stage_steps(cfg):
+        is_second = second is not None and label.startswith("pass 2")
+        dim = (second.network_dim if is_second and second.network_dim else n.network_dim)
+        alpha = (second.network_alpha if is_second and second.network_alpha else n.network_alpha)
+        lr = (second.learning_rate if is_second and second.learning_rate else t.learning_rate)
+        batch = (second.train_batch_size if is_second and second.train_batch_size else t.train_batch_size)
+        lines.append(f"{label}: {steps} steps, batch {batch}, lr {lr:g}, {n.network_module} rank {dim} "
+                     f"alpha {alpha:g}")
+    if m.type == "difference" and (m.save_first_pass or m.first_pass_only) and not m.first_pass_file:
+        copy = output_path(cfg).with_name(f"{cfg.output.output_name}_copy.safetensors")
+        lines.append(f"copy machine saved to: {copy}")
+    if not (m.type == "difference" and m.first_pass_only):
+        lines.append(f"output: {output_path(cfg)}")
+    return lines

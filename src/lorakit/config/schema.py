@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -264,35 +264,147 @@ class OutputSection(Section):
 
 
 class SampleSection(Section):
-    """Images rendered with the LoRA (the demo's before/after pair, `lorakit generate`). Not used by training yet
-    (sample images during training come later): any value other than the default is refused."""
+    """Sample images rendered with the LoRA during training (kohya's sample_prompts): at step 0, every N steps
+    and/or epochs, and at the end, under runs/<run_id>/samples/ with a contact sheet. Off while `prompts` and
+    `prompts_file` are empty. Sampling never changes what the run trains."""
 
-    prompt: str = Field("", description="Prompt for sample images; unset = the first training caption.")
-    negative_prompt: str = Field("", description="Negative prompt for sample images.")
-    steps: int = Field(20, ge=1, description="Inference steps.")
-    guidance_scale: float = Field(7.0, ge=0, description="Classifier-free guidance scale.")
-    seed: int = Field(1, description="Seed of sample images.")
-
-
-class ModeSection(Section):
-    """Which training strategy runs over the one engine. Settings of modes that have not landed (ileco,
-    difference, dreambooth's class prompt and loss weight) are refused unless left at their defaults."""
-
-    type: Literal["lora", "ileco", "difference", "dreambooth"] = Field(
-        "lora",
-        description="lora: captioned images; ileco: erase/replace a concept from prompts; difference: two-image "
-        "slider; dreambooth: lora with regularisation (class) images.",
+    prompts: list[str] = Field(
+        default_factory=list,
+        description="Prompts to render; each may end with kohya's per-prompt options --n (negative prompt), --w, "
+        "--h, --s (steps), --l (guidance scale), --d (seed).",
     )
-    target_prompt: str = Field("", description="ileco: the concept to erase or replace (not implemented yet).")
-    replacement_prompt: str = Field(
-        "", description="ileco: what the target becomes; empty = erase it (not implemented yet)."
+    prompts_file: str | None = Field(
+        None, description="Text file with one prompt per line (kohya's format, with the same options; '#' lines "
+        "and empty lines skipped); added after `prompts`.",
     )
-    original_image: str | None = Field(None, description="difference: the 'before' image (not implemented yet).")
-    target_image: str | None = Field(None, description="difference: the 'after' image (not implemented yet).")
-    class_prompt: str = Field("", description="dreambooth: caption of the regularisation images (not implemented yet).")
+    every_n_steps: int | None = Field(None, ge=1, description="Render the samples every N steps.")
+    every_n_epochs: int | None = Field(
+        None, ge=1, description="Render the samples at the end of every N epochs (with every_n_steps, both apply).")
+    negative_prompt: str = Field("", description="Negative prompt of every sample (a prompt's --n overrides it).")
+    steps: int = Field(20, ge=1, le=1000, description="Inference steps (a prompt's --s overrides it).")
+    guidance_scale: float = Field(7.0, ge=0, description="Classifier-free guidance scale (--l overrides it).")
+    seed: int = Field(1, description="Seed of the samples (--d overrides it); the same for every render.")
+    width: int | None = Field(
+        None, ge=64, le=4096,
+        description="Sample width, a multiple of 8 (--w overrides it); unset = the training size.")
+    height: int | None = Field(
+        None, ge=64, le=4096,
+        description="Sample height, a multiple of 8 (--h overrides it); unset = the training size.")
+
+    @field_validator("width", "height")
+    @classmethod
+    def _multiple_of_8(cls, value: int | None) -> int | None:
+        if value is not None and value % 8:
+            raise ValueError(f"{value}: must be a multiple of 8 (the VAE works on 8×8 pixel blocks)")
+        return value
+
+
+class LoraModeSection(Section):
+    """lora: the denoising loss on captioned images (kohya's train_network); with data.reg_data_dir it trains
+    DreamBooth-style with prior preservation."""
+
+    type: Literal["lora"] = "lora"
     prior_loss_weight: float = Field(
-        1.0, ge=0, description="dreambooth: loss weight of regularisation images (kohya's prior_loss_weight)."
+        1.0, ge=0, description="Loss weight of each regularisation image (data.reg_data_dir), per sample before "
+        "the batch mean (kohya's prior_loss_weight).",
     )
+
+
+class DreamBoothModeSection(LoraModeSection):
+    """dreambooth: lora with regularisation (class) images, which data.reg_data_dir must name."""
+
+    type: Literal["dreambooth"] = "dreambooth"  # type: ignore[assignment]
+
+
+class PromptPair(Section):
+    """One iLECO edit: the concept and what it becomes."""
+
+    original_prompt: str = Field(..., min_length=1, description="The concept to edit, e.g. 'Mona Lisa'.")
+    target_prompt: str = Field("", description="What the concept becomes; empty = erase it.")
+    guidance_scale: float | None = Field(
+        None, description="This pair's strength; unset = the section's guidance_scale.")
+
+
+class IlecoModeSection(Section):
+    """ileco: edit a concept from prompts alone (TrainTrain's instant LECO); see docs/modes.md."""
+
+    type: Literal["ileco"] = "ileco"
+    original_prompt: str = Field("", description="The concept to edit (TrainTrain's Original Prompt).")
+    target_prompt: str = Field(
+        "", description="What the concept becomes (TrainTrain's Target Prompt); empty = erase it.")
+    guidance_scale: float = Field(
+        0.0, description="LECO's erase term: 0 = TrainTrain's iLECO (the target prompt's prediction alone); > 0 "
+        "also pushes away from the original prompt (LECO erase, ESD's negative guidance); < 0 towards it (enhance).")
+    prompts: list[PromptPair] = Field(
+        default_factory=list,
+        description="Several edits in one run, as a list of {original_prompt, target_prompt, guidance_scale} "
+        "tables (LECO's prompts file); added after original_prompt/target_prompt.",
+    )
+
+    @model_validator(mode="after")
+    def _some_prompt(self) -> "IlecoModeSection":
+        if not self.original_prompt and not self.prompts:
+            raise ValueError("ileco needs original_prompt (the concept to edit) or a prompts list")
+        if self.target_prompt and not self.original_prompt:
+            raise ValueError("target_prompt is set but original_prompt is empty: set the concept to edit")
+        return self
+
+    def pairs(self) -> list[PromptPair]:
+        """Every edit of the run: original_prompt/target_prompt first, then `prompts`."""
+        first = [PromptPair(original_prompt=self.original_prompt, target_prompt=self.target_prompt)] \
+            if self.original_prompt else []
+        return first + list(self.prompts)
+
+
+class SecondPassSection(Section):
+    """difference: settings of pass 2 (the difference LoRA) that differ from pass 1 (the copy machine), as
+    TrainTrain's Difference_Use2ndPassSettings; unset = pass 1's value."""
+
+    network_dim: int | None = Field(None, ge=1, le=1024, description="Rank (TrainTrain's preset: 4, vs 16).")
+    network_alpha: float | None = Field(None, gt=0, description="Alpha.")
+    learning_rate: float | None = Field(None, gt=0, description="Learning rate.")
+    max_train_steps: int | None = Field(None, ge=1, description="Iterations.")
+    train_batch_size: int | None = Field(None, ge=1, description="Batch size (1–3 is enough: one image).")
+
+
+class DifferenceModeSection(Section):
+    """difference: a slider from two images (TrainTrain's copy-machine method); see docs/modes.md."""
+
+    type: Literal["difference"] = "difference"
+    original_image: str | None = Field(None, description="The 'before' image; pass 1 learns to copy it.")
+    target_image: str | None = Field(
+        None, description="The 'after' image, the same size; pass 2 learns only what differs.")
+    second_pass: SecondPassSection = Field(default_factory=SecondPassSection)
+    save_first_pass: bool = Field(False, description="Also save the copy machine (<output_name>_copy).")
+    first_pass_only: bool = Field(False, description="Train and save only the copy machine.")
+    first_pass_file: str | None = Field(
+        None, description="Load the copy machine from this LoRA file instead of training pass 1.")
+    prompt: str = Field(
+        "", description="Caption of both images in both passes; empty = none, as TrainTrain's original prompt.")
+
+    @model_validator(mode="after")
+    def _options(self) -> "DifferenceModeSection":
+        """Contradictory options (the images themselves are checked with the other paths by config validate)."""
+        problems = []
+        if self.first_pass_only and self.first_pass_file:
+            problems.append("first_pass_only with first_pass_file trains nothing: remove one")
+        if self.save_first_pass and self.first_pass_file:
+            problems.append("save_first_pass with first_pass_file: pass 1 is loaded, not trained; remove one")
+        if self.first_pass_only and any(v is not None for v in self.second_pass.model_dump().values()):
+            problems.append("second_pass is set but first_pass_only skips pass 2: remove one")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+ModeSection = Annotated[
+    Union[LoraModeSection, DreamBoothModeSection, IlecoModeSection, DifferenceModeSection],
+    Field(discriminator="type"),
+]
+MODE_SECTIONS: dict[str, type[Section]] = {
+    "lora": LoraModeSection, "dreambooth": DreamBoothModeSection, "ileco": IlecoModeSection,
+    "difference": DifferenceModeSection,
+}
 
 
 class BenchSection(Section):
@@ -304,7 +416,7 @@ class BenchSection(Section):
     )
     seeds: list[int] = Field(default_factory=lambda: [1, 2], description="Seeds to sweep.")
     prompts: list[str] = Field(
-        default_factory=list, description="Prompts to render; empty = sample.prompt (or the first caption)."
+        default_factory=list, description="Prompts to render; empty = the first training caption."
     )
     steps: int = Field(20, ge=1, description="Inference steps per image.")
 
@@ -355,10 +467,22 @@ class LorakitConfig(Section):
     train: TrainSection = Field(default_factory=TrainSection)
     output: OutputSection = Field(default_factory=OutputSection)
     sample: SampleSection = Field(default_factory=SampleSection)
-    mode: ModeSection = Field(default_factory=ModeSection)
+    mode: ModeSection = Field(
+        default_factory=LoraModeSection,
+        description="The training strategy: [mode] type = lora, dreambooth, ileco or difference, with that "
+        "mode's settings (a setting of another mode is an error).",
+    )
     bench: BenchSection = Field(default_factory=BenchSection)
     batch: BatchSection = Field(default_factory=BatchSection)
     storage: StorageSection = Field(default_factory=StorageSection)
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode_type_default(cls, value: Any) -> Any:
+        """A [mode] table without `type` is plain lora (the default mode)."""
+        if isinstance(value, dict) and "type" not in value:
+            return {"type": "lora", **value}
+        return value
 
     @model_validator(mode="after")
     def _some_learning_rate(self) -> "LorakitConfig":

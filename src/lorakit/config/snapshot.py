@@ -73,7 +73,10 @@ def absolute_paths(config: LorakitConfig, cwd: Path | None = None) -> LorakitCon
     if metadata and ((cwd / metadata).exists() or not in_images):  # else relative to the image folder: kept
         data_paths["caption_metadata"] = _absolute(metadata, cwd)
     mode = c.mode.model_copy(update={key: getattr(c.mode, key) and _absolute(getattr(c.mode, key), cwd)
-                                     for key in ("original_image", "target_image")})
+                                     for key in ("original_image", "target_image", "first_pass_file")
+                                     if key in type(c.mode).model_fields})
+    sample = c.sample.model_copy(update={"prompts_file": c.sample.prompts_file and
+                                         _absolute(c.sample.prompts_file, cwd)})
     # batch.working_dir is read only by `lorakit batch`: left at its default it stays relative to where that starts
     work = c.batch.working_dir
     batch = c.batch.model_copy(update={
@@ -82,7 +85,7 @@ def absolute_paths(config: LorakitConfig, cwd: Path | None = None) -> LorakitCon
         "oom_file": c.batch.oom_file and _absolute(c.batch.oom_file, cwd),
         "add": [_layer_arg(a, cwd) for a in c.batch.add]})
     return c.model_copy(update={
-        "model": model, "network": network, "data": c.data.model_copy(update=data_paths), "mode": mode,
+        "model": model, "network": network, "data": c.data.model_copy(update=data_paths), "mode": mode, "sample": sample,
         "output": c.output.model_copy(update={"output_dir": _absolute(c.output.output_dir, cwd)}),
         "batch": batch})
 

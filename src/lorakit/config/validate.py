@@ -238,24 +238,16 @@ NOT_YET = "is not implemented yet"
 UNIMPLEMENTED_SECTIONS = {
     "bench": "the benchmark (`lorakit bench`)",
     "storage": "remote storage (`lorakit batch`)",
-    "sample": "sample images during training (`lorakit generate` renders with a LoRA today)",
 }
 UNIMPLEMENTED_FIELDS = {  # section → {field: feature}; the section's other fields work
     "batch": {f: "unattended batches (`lorakit batch`)" for f in
               ("working_dir", "stage_dir", "add", "oom_retries", "cleanup_on_success")},
-    "mode": {"target_prompt": "mode 'ileco'", "replacement_prompt": "mode 'ileco'",
-             "original_image": "mode 'difference'", "target_image": "mode 'difference'",
-             "class_prompt": "mode 'dreambooth' class prompts", "prior_loss_weight": "mode 'dreambooth' loss weights"},
 }
-UNIMPLEMENTED_MODES = {"ileco", "difference"}
 
 
 def check_unimplemented(cfg: LorakitConfig) -> list[Finding]:
     """A setting of a feature that has not landed yet, changed from its default, is an error that says so."""
     found = []
-    if cfg.mode.type in UNIMPLEMENTED_MODES:
-        found.append(Finding("mode.type", f"'{cfg.mode.type}' {NOT_YET}; use 'lora' (or 'dreambooth' with "
-                                          "data.reg_data_dir)"))
     fields = {**{s: {f: feature for f in type(getattr(cfg, s)).model_fields}
                  for s, feature in UNIMPLEMENTED_SECTIONS.items()}, **UNIMPLEMENTED_FIELDS}
     for section, names in fields.items():
@@ -264,6 +256,49 @@ def check_unimplemented(cfg: LorakitConfig) -> list[Finding]:
             if getattr(current, name) != getattr(default, name):
                 found.append(Finding(f"{section}.{name}", f"{feature} {NOT_YET}; remove this setting "
                                      f"(default: {getattr(default, name)!r})"))
+    return found
+
+
+# What the modes that do not train on data.train_data_dir read of the other sections. Any other data field, and
+# the settings listed as unused, changed from the default, are refused: the mode would silently ignore them.
+MODE_DATA_FIELDS = {
+    "ileco": {"resolution", "image_size"},  # the size of the random latents
+    "difference": {"resolution", "image_size", "cache_latents_to_disk", "cache_folder"},
+}
+MODE_UNUSED = {
+    "ileco": {
+        "train.max_train_epochs": "it counts iterations: set train.max_train_steps",
+        "train.noise_offset": "it predicts on pure noise",
+        "network.train_text_encoder": "the text encoder is what encodes the concept (UNet only, as TrainTrain)",
+        "train.cache_latents": "it encodes no images",
+        "train.cache_text_encoder_outputs": "its prompts are always encoded once (the text encoders are frozen)",
+        "train.validate_every_n_steps": "it has no held-out images",
+    },
+    "difference": {
+        "train.max_train_epochs": "it counts iterations: set train.max_train_steps",
+        "network.train_text_encoder": "TrainTrain trains the UNet only in this mode",
+        "network.network_weights": "load the copy machine with mode.first_pass_file",
+        "train.validate_every_n_steps": "it has no held-out images",
+    },
+}
+
+
+def check_mode(cfg: LorakitConfig) -> list[Finding]:
+    """Settings the configured mode would ignore are errors that say why."""
+    mode = cfg.mode.type
+    if mode not in MODE_DATA_FIELDS:
+        return []
+    found = []
+    default_data = type(cfg.data)()
+    for name in type(cfg.data).model_fields:
+        if name not in MODE_DATA_FIELDS[mode] and getattr(cfg.data, name) != getattr(default_data, name):
+            found.append(Finding(f"data.{name}", f"is not used by mode '{mode}' (it does not train on an image "
+                                                 "folder); remove it"))
+    for key, why in MODE_UNUSED[mode].items():
+        section, name = key.split(".")
+        current, default = getattr(cfg, section), type(getattr(cfg, section))()
+        if getattr(current, name) != getattr(default, name):
+            found.append(Finding(key, f"is not used by mode '{mode}': {why}; remove it"))
     return found
 
 
@@ -289,8 +324,9 @@ def check_training(cfg: LorakitConfig) -> list[Finding]:
         found.append(Finding("data.bucket_reso_steps", f"{bucket_step}: the bucket step must be ≥ 1"))
     if not 0 <= t.noise_offset <= 1:
         found.append(Finding("train.noise_offset", f"{t.noise_offset}: must be in [0, 1]"))
-    if cfg.mode.type == "dreambooth" and not getattr(cfg.data, "reg_data_dir", None):
-        found.append(Finding("mode.type", "dreambooth without data.reg_data_dir trains like plain lora", False))
+    if cfg.mode.type in ("lora", "dreambooth") and cfg.mode.prior_loss_weight != 1 and not cfg.data.reg_data_dir:
+        found.append(Finding("mode.prior_loss_weight", "weights regularisation images, but data.reg_data_dir is "
+                                                       "not set: set it, or remove prior_loss_weight"))
     return found
 
 
@@ -454,6 +490,9 @@ def check_paths(cfg: LorakitConfig) -> list[Finding]:
         need("model.vae", cfg.model.vae, None)
     if cfg.mode.type in ("lora", "dreambooth") and not cfg.data.train_data_dir:
         found.append(Finding("data.train_data_dir", "is empty: set it to your image folder"))
+    if cfg.mode.type == "dreambooth" and not cfg.data.reg_data_dir:
+        found.append(Finding("data.reg_data_dir", "is empty: mode 'dreambooth' trains with regularisation (class) "
+                                                  "images; set it to their folder (or use mode.type = 'lora')"))
     for name in type(cfg.data).model_fields:
         value = getattr(cfg.data, name)
         if name.endswith("_dir") and isinstance(value, str):
@@ -463,14 +502,49 @@ def check_paths(cfg: LorakitConfig) -> list[Finding]:
         need("data.caption_metadata", metadata, False)
     need("network.network_weights", cfg.network.network_weights, None)
     if cfg.mode.type == "difference":
+        m = cfg.mode
+        if not m.original_image and not m.first_pass_file:
+            found.append(Finding("mode.original_image", "is not set: pass 1 learns to copy it (or load pass 1 "
+                                                        "with mode.first_pass_file)"))
+        if not m.target_image and not m.first_pass_only:
+            found.append(Finding("mode.target_image", "is not set: pass 2 learns how it differs from the original"))
         need("mode.original_image", cfg.mode.original_image, False)
         need("mode.target_image", cfg.mode.target_image, False)
+        need("mode.first_pass_file", cfg.mode.first_pass_file, False)
     need("batch.oom_file", cfg.batch.oom_file, False)
+    need("sample.prompts_file", cfg.sample.prompts_file, False)
     outputs = [("output.output_dir", cfg.output.output_dir), ("batch.stage_dir", cfg.batch.stage_dir),
                ("data.cache_folder", getattr(cfg.data, "cache_folder", ""))]
     for key, value in outputs:
         if value and not _writable(Path(value)):
             found.append(Finding(key, f"{value}: cannot be created or written (check the folder's permissions)"))
+    return found
+
+
+def check_samples(cfg: LorakitConfig, paths: bool = False) -> list[Finding]:
+    """Sample prompts that cannot be rendered as written (each line named), and sample settings without prompts.
+    The prompts file's lines are read only with `paths` (and when the file is there)."""
+    from ..engine.sample_prompts import file_problem, line_problems, prompt_lines  # torch-free
+
+    s = cfg.sample
+    if not (s.prompts or s.prompts_file):
+        default = type(s)()
+        return [Finding(f"sample.{name}", "is set but there are no sample prompts: add sample.prompts or "
+                                          "sample.prompts_file, or remove it")
+                for name in type(s).model_fields if getattr(s, name) != getattr(default, name)]
+    found = [Finding("sample.prompts", p) for p in line_problems(prompt_lines(s.prompts, None))]
+    problem = file_problem(s.prompts_file) if s.prompts_file else None
+    if problem:
+        return found + [Finding("sample.prompts_file", problem)]
+    if paths and s.prompts_file and Path(s.prompts_file).is_file() and os.access(s.prompts_file, os.R_OK):
+        try:
+            lines = prompt_lines([], s.prompts_file)
+        except UnicodeDecodeError as exc:
+            return found + [Finding("sample.prompts_file", f"{s.prompts_file}: not UTF-8 text ({exc.reason})")]
+        found += [Finding("sample.prompts_file", p) for p in line_problems(lines)]
+        if not lines and not s.prompts:
+            found.append(Finding("sample.prompts_file", f"{s.prompts_file}: holds no prompt (only empty or '#' "
+                                                        "lines)"))
     return found
 
 
@@ -483,8 +557,9 @@ def check(cfg: LorakitConfig, paths: bool = False, machine: str = "error") -> tu
     from ..networks.findings import network_findings  # torch-free: network type combinations
     from ..networks.targets import selection_findings  # torch-free: blocks, element, per-block dims
 
-    found = check_unimplemented(cfg) + check_training(cfg) + check_family(cfg) + check_arguments(cfg)
+    found = check_unimplemented(cfg) + check_mode(cfg) + check_training(cfg) + check_family(cfg) + check_arguments(cfg)
     found += selection_findings(cfg) + network_findings(cfg)
+    found += check_samples(cfg, paths)
     if paths:
         found += check_paths(cfg) + check_model(cfg)
         resume_keys = [("network.network_weights", cfg.network.network_weights),

@@ -11,6 +11,7 @@ from ..config.schema import LorakitConfig
 from ..errors import LorakitError
 from ..families import ModelParts
 from ..networks import formats
+from ..networks.registry import ADAPTER
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,10 @@ def run_metadata(cfg: LorakitConfig, optimizer: torch.optim.Optimizer, total_epo
     }
 
 
-def save_lora(parts: ModelParts, cfg: LorakitConfig, folder: Path, name: str, metadata: dict[str, str]) -> SavedLora:
-    """Save `<folder>/<name>.safetensors` (kohya) and/or `<folder>/<name>_peft/` as `output.save_format` says."""
+def save_lora(parts: ModelParts, cfg: LorakitConfig, folder: Path, name: str, metadata: dict[str, str],
+              adapter: str = ADAPTER) -> SavedLora:
+    """Save the network `adapter` as `<folder>/<name>.safetensors` (kohya) and/or `<folder>/<name>_peft/`, as
+    `output.save_format` says."""
     fmt, dtype = cfg.output.save_format, formats.SAVE_DTYPES[cfg.output.save_precision]
     saved = SavedLora(folder / f"{name}.safetensors" if fmt in ("kohya", "both") else None,
                       folder / f"{name}_peft" if fmt in ("peft", "both") else None)
@@ -79,7 +82,7 @@ def save_lora(parts: ModelParts, cfg: LorakitConfig, folder: Path, name: str, me
         if p is not None and p.exists():
             raise LorakitError(f"{p} already exists; refusing to overwrite", "use a new run folder")
     if saved.kohya:
-        formats.save_kohya(saved.kohya, formats.to_kohya(parts, dtype), metadata)
+        formats.save_kohya(saved.kohya, formats.to_kohya(parts, dtype, adapter), metadata)
     if saved.peft:
-        formats.save_peft(saved.peft, parts, dtype)
+        formats.save_peft(saved.peft, parts, dtype, adapter)
     return saved

@@ -4,30 +4,30 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from accelerate import Accelerator
 
-from ..data.example import BatchSampler, Example
-from ..modes.base import Mode
+from ..data.example import BatchSampler
 from .events import Callback, Commands, StepEvent
+from .mode import Task
 
 
 @dataclass
 class LoopSettings:
-    """Numbers the loop needs; all derived from the config by the trainer."""
+    """Numbers the loop needs; all derived from the stage's config by the run."""
 
     total_steps: int
     accumulation: int = 1
     max_grad_norm: float = 0.0
     log_every: int = 1
-    save_every: int | None = None
-    validate_every: int | None = None
     text_encoder_stop: int | None = None
+    step_offset: int = 0  # steps of earlier stages: events count the run's steps
+    run_total: int | None = None  # the run's steps over all stages; None = total_steps
 
 
-def endless_batches(sampler: BatchSampler) -> Iterator[tuple[int, list[Example], bool]]:
+def endless_batches(sampler: BatchSampler) -> Iterator[tuple[int, list[Any], bool]]:
     """(epoch, batch, last batch of the epoch), epoch after epoch."""
     epoch = 0
     while True:
@@ -38,8 +38,7 @@ def endless_batches(sampler: BatchSampler) -> Iterator[tuple[int, list[Example],
 
 
 def train_loop(
-    mode: Mode,
-    sampler: BatchSampler,
+    task: Task,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     accelerator: Accelerator,
@@ -47,25 +46,28 @@ def train_loop(
     gen: torch.Generator,
     events: Callback,
     commands: Commands,
-    save: Callable[[int], None],
-    validate: Callable[[int], None] | None = None,
+    after_step: Callable[[int, int, bool], None],
 ) -> tuple[int, bool]:
-    """Run optimizer steps until done or asked to stop; returns (steps done, stopped early)."""
+    """Run optimizer steps until done or asked to stop; returns (steps done, stopped early).
+
+    `after_step(step, epoch, epoch ended)` runs after each step (validation, saves, samples)."""
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    batches = endless_batches(sampler)
+    batches = endless_batches(task.sampler)
     running, counted = torch.zeros((), device=accelerator.device), 0
     started, step, epoch = time.perf_counter(), 0, 1
-    mode.train(True)
+    total = settings.run_total or settings.total_steps
+    task.train(True)
     while step < settings.total_steps and not commands.stop:
         if step == settings.text_encoder_stop:
-            mode.freeze_text_encoders()
+            task.freeze_text_encoders()
+        epoch_ended = False
         for _ in range(settings.accumulation):  # an epoch's last window may be shorter, as in kohya's loop
-            epoch, examples, last = next(batches)
+            epoch, batch, epoch_ended = next(batches)
             with accelerator.autocast():
-                loss = mode.loss(examples, gen) / settings.accumulation
+                loss = task.loss(batch, gen) / settings.accumulation
             accelerator.backward(loss)
             running += loss.detach()
-            if last:
+            if epoch_ended:
                 break
         if settings.max_grad_norm:
             accelerator.clip_grad_norm_(params, settings.max_grad_norm)
@@ -79,13 +81,7 @@ def train_loop(
         if log_now:  # the only host sync of a step, and only on logging steps
             loss_value, running, counted = running.item() / counted, torch.zeros_like(running), 0
         rate = step / max(time.perf_counter() - started, 1e-9)
-        events.on_step(StepEvent(step, settings.total_steps, epoch, loss_value, lr, rate))
-        if validate and settings.validate_every and step % settings.validate_every == 0:
-            mode.train(False)
-            validate(step)
-            mode.train(True)
-        if commands.save or (settings.save_every and step % settings.save_every == 0 and step < settings.total_steps):
-            commands.save = False
-            save(step)
-    mode.train(False)
+        events.on_step(StepEvent(settings.step_offset + step, total, epoch, loss_value, lr, rate))
+        after_step(step, epoch, epoch_ended)
+    task.train(False)
     return step, commands.stop

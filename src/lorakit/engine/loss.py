@@ -35,10 +35,14 @@ def snr(scheduler: DDPMScheduler, t: torch.Tensor) -> torch.Tensor:
 
 
 def diffusion_loss(
-    pred: torch.Tensor, target: torch.Tensor, scheduler: DDPMScheduler, t: torch.Tensor, min_snr_gamma: float | None
+    pred: torch.Tensor, target: torch.Tensor, scheduler: DDPMScheduler, t: torch.Tensor, min_snr_gamma: float | None,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean-squared error per sample, optionally weighted by min(SNR, γ)/SNR (v-prediction: /(SNR+1))."""
+    """Mean-squared error per sample, times the sample's weight (kohya's loss_weights: prior_loss_weight for a
+    regularisation image), optionally times min(SNR, γ)/SNR (v-prediction: /(SNR+1)); then the batch mean."""
     per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    if weights is not None:
+        per_sample = per_sample * weights.to(per_sample)
     if min_snr_gamma:
         s = snr(scheduler, t)
         denom = s + 1 if scheduler.config.prediction_type == "v_prediction" else s

@@ -1,8 +1,9 @@
-"""Set up a run from the config (data, model, adapter, optimizer), run the loop, save the LoRA."""
+"""A run: set up once (data, model, encoder), then the mode's stages through the one loop, then finish."""
 
 from __future__ import annotations
 
 import random
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,8 +13,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 
-from ..config.plan import build_plan, render_plan
-from ..config.schema import LorakitConfig
+from ..config.schema import LorakitConfig, NetworkSection, TrainSection
 from ..config.validate import check_arguments, check_log_with, weights_file
 from ..data.cache import TensorCache, default_cache_dir, missing_examples
 from ..data.pipeline import DatasetPlan, build_dataset
@@ -21,16 +21,16 @@ from ..errors import ConfigError, LorakitError
 from ..io import check_free_space, remove_stale_temps, temps_under
 from ..families import ModelParts, detect_family, load_model
 from ..families.base import model_identity
-from ..modes import MODES
-from ..modes.base import Mode
 from ..networks import formats
+from ..networks.attach import adapter_weights, attach_network, components, freeze_adapter, network_parameters
+from ..networks.registry import ADAPTER
 from .checkpoint import run_metadata, save_lora, save_size_estimate
 from .encode import BatchEncoder, cache_model_id
 from .events import Callback, CallbackList, Commands
 from .loop import LoopSettings, train_loop
+from .mode import Mode, Stage
 from .optim import build_optimizer
 from .schedule import build_scheduler
-from .validation import held_out_loss
 
 WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -44,6 +44,7 @@ class TrainResult:
     steps: int
     stopped: bool
     checkpoints: list[Path] = field(default_factory=list)
+    stage_files: list[Path] = field(default_factory=list)  # other stages' final files (Difference's copy machine)
     peft_dir: Path | None = None
     validation_losses: list[tuple[int, float]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # e.g. a callback that failed (the run went on)
@@ -99,27 +100,6 @@ def prepare_model(cfg: LorakitConfig, accelerator: Accelerator, skip_vae: bool =
     return parts
 
 
-def build_network(cfg: LorakitConfig, parts: ModelParts, encoder: BatchEncoder) -> tuple[Mode, list[dict]]:
-    """Attach the adapter (seeded), check its file names, load resume weights; returns the mode and its groups."""
-    torch.manual_seed(cfg.train.seed)  # the adapter's initial weights
-    mode = MODES[cfg.mode.type](parts, cfg, encoder)
-    formats.to_kohya(parts)  # every adapted module has a file name, before training
-    if cfg.output.save_format != "kohya":  # the diffusers folder exists for LoRA/LoCon only
-        formats.check_peft_format(parts)
-    if cfg.network.network_weights:
-        weights = weights_file(Path(cfg.network.network_weights))
-        if weights is None:
-            raise LorakitError(f"network.network_weights: no kohya .safetensors LoRA in {cfg.network.network_weights}",
-                               "point it at a LoRA .safetensors file, or at a run saved with output.save_format = "
-                               "'kohya' or 'both' (a diffusers folder alone cannot be resumed)")
-        formats.load_kohya_weights(parts, weights)
-    groups = mode.param_groups()
-    for g in groups:  # trainable weights stay fp32 whatever the compute precision
-        for p in g["params"]:
-            p.data = p.data.float()
-    return mode, groups
-
-
 def remove_interrupted_saves(output_dir: Path, cache_dir: Path | None) -> int:
     """Remove temporary files of interrupted saves whose writer is gone, in the run folders of `output_dir`
     (`<run>/`, `<run>/train/`, `<run>/train/<name>_peft/<part>/`, …) and in the disk cache; returns how many."""
@@ -143,14 +123,214 @@ def preflight(cfg: LorakitConfig, events: Callback) -> Path | None:
     return disk
 
 
-def loop_settings(cfg: LorakitConfig, steps: int, text_encoder_stop: int | None, validation: bool) -> LoopSettings:
-    """The loop's numbers from the config and the plan."""
-    t = cfg.train
-    return LoopSettings(
-        total_steps=steps, accumulation=t.gradient_accumulation_steps, max_grad_norm=t.max_grad_norm,
-        log_every=t.log_every_n_steps, save_every=cfg.output.save_every_n_steps,
-        validate_every=t.validate_every_n_steps if validation else None, text_encoder_stop=text_encoder_stop,
-    )
+def param_groups(parts: ModelParts, train: TrainSection, network: NetworkSection,
+                 adapter: str = ADAPTER) -> list[dict]:
+    """Optimizer groups of `adapter`: the UNet's weights at train.learning_rate, the text encoders' at
+    text_encoder_lr. A rate of 0 trains nothing (no gradients computed or kept for it); trainable weights are fp32
+    whatever the compute precision."""
+    groups = [{"params": network_parameters(parts.unet, adapter), "lr": train.learning_rate}]
+    if network.train_text_encoder:
+        te_lr = train.text_encoder_lr if train.text_encoder_lr is not None else train.learning_rate
+        groups.append({"params": [p for te in parts.text_encoders for p in network_parameters(te, adapter)],
+                       "lr": te_lr})
+    for g in groups:
+        if g["lr"] == 0:
+            for p in g["params"]:
+                p.requires_grad_(False)
+    groups = [g for g in groups if g["params"] and g["lr"] > 0]
+    for g in groups:
+        for p in g["params"]:
+            p.data = p.data.float()
+    return groups
+
+
+def warmup_steps(train: TrainSection, steps: int) -> int:
+    """Warm-up steps of a stage of `steps` steps: lr_warmup_steps, or lr_warmup_ratio of the steps."""
+    if train.lr_warmup_ratio is not None:
+        return int(train.lr_warmup_ratio * steps)
+    return min(train.lr_warmup_steps, steps)
+
+
+class Run:
+    """One training run. Set up once (model, encoder, and the dataset when the mode trains on one); the mode then
+    attaches networks (`attach`), switches them (`adapters`, `freeze`) and yields its stages, which `execute`
+    trains through the one loop."""
+
+    def __init__(self, cfg: LorakitConfig, run_dir: Path, callbacks: list[Callback] | None = None,
+                 commands: Commands | None = None, dataset: DatasetPlan | None = None) -> None:
+        from ..modes import MODES  # the registry: the engine names no concrete mode
+        from .samples import SampleRenderer, sampling_enabled
+
+        t = cfg.train
+        self.cfg, self.run_dir, self.train_dir = cfg, run_dir, run_dir / "train"
+        self.events = CallbackList(list(callbacks or []))
+        self.commands = commands or Commands()
+        self.disk = preflight(cfg, self.events)
+        seed_everything(t.seed)
+        self.mode_class: type[Mode] = MODES[cfg.mode.type]
+        self.dataset = (dataset or build_dataset(cfg.data, t.train_batch_size, t.seed)) \
+            if self.mode_class.uses_dataset else None
+        self.accelerator = make_accelerator(cfg)
+        sampling = sampling_enabled(cfg)
+        skip_vae = not sampling and (not self.mode_class.uses_images or (
+            self.dataset is not None and all_latents_cached(cfg, self.dataset, self.disk)))
+        self.parts = prepare_model(cfg, self.accelerator, skip_vae=skip_vae)
+        self.dtype = WEIGHT_DTYPES[t.mixed_precision]
+        captions_vary = self.dataset is not None and self.dataset.captions_vary
+        cache_text = t.cache_text_encoder_outputs and not cfg.network.train_text_encoder and not captions_vary
+        self.encoder = BatchEncoder(self.parts, self.device, self.dtype, t.cache_latents, cache_text, t.seed,
+                                    self.disk)
+        self.gen = torch.Generator(device=self.device).manual_seed(t.seed)  # every random draw of the loss
+        self.samples = SampleRenderer(cfg, self.parts, run_dir / "samples", self.accelerator.autocast,
+                                      self.events) if sampling else None
+        self.result = TrainResult(run_dir, self.train_dir / f"{cfg.output.output_name}.safetensors", 0, False)
+        self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.step = 0  # optimizer steps so far, over all stages
+        self.total = 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    def attach(self, network: NetworkSection, adapter: str = ADAPTER, weights: str | None = None) -> None:
+        """Attach `network` as `adapter` (initial weights from the run's seed), check before training that every
+        adapted module has a file name and the save format fits, and load `weights` (a LoRA file) into it."""
+        torch.manual_seed(self.cfg.train.seed)
+        attach_network(self.parts, network, adapter=adapter)
+        formats.to_kohya(self.parts, adapter=adapter)  # raises if a module has no kohya name
+        if self.cfg.output.save_format != "kohya":
+            formats.check_peft_format(self.parts, adapter)
+        if weights:
+            path = weights_file(Path(weights))
+            if path is None:
+                raise LorakitError(f"network.network_weights: no kohya .safetensors LoRA in {weights}",
+                                   "point it at a LoRA .safetensors file, or at a run saved with output.save_format "
+                                   "= 'kohya' or 'both' (a diffusers folder alone cannot be resumed)")
+            formats.load_kohya_weights(self.parts, path, adapter)
+
+    def param_groups(self, train: TrainSection, network: NetworkSection, adapter: str = ADAPTER) -> list[dict]:
+        return param_groups(self.parts, train, network, adapter)
+
+    def adapters(self, weights: dict[str, float]) -> AbstractContextManager[None]:
+        """Within: the named adapters at these weights (0 = off, the base model)."""
+        return adapter_weights(self.parts, weights)
+
+    def freeze(self, adapter: str) -> None:
+        """Keep `adapter` applied, no longer trained."""
+        freeze_adapter(self.parts, adapter)
+
+    def execute(self) -> TrainResult:
+        """Run the mode's stages; a stop request ends the run after saving the stage it interrupted."""
+        mode = self.mode_class(self)
+        out = self.cfg.output  # before anything is written: room for at least one save of what was attached
+        trainable = [p for _, m in components(self.parts) for p in m.parameters() if p.requires_grad]
+        check_free_space(self.run_dir, save_size_estimate([{"params": trainable}], out.save_precision,
+                                                          out.save_format), "output folder")
+        self.events.on_plan(mode.plan_lines())
+        self.total = mode.total_steps()
+        info = {"run_dir": str(self.run_dir), "mode": self.cfg.mode.type}
+        if self.dataset is not None:
+            info["images"] = len(self.dataset.train)
+        self.events.on_start(self.total, info)
+        try:
+            for stage in mode.stages():
+                if self.train_stage(stage):
+                    self.result.stopped = True
+                    break
+            if self.samples and self.samples.last_step != self.step:
+                self._sample(None)
+        except BaseException as exc:
+            self.events.on_error(str(exc) if isinstance(exc, LorakitError) else f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            self.result.steps = self.step
+            self.events.on_end(self.step, self.result.stopped)
+            self.result.warnings = list(self.events.failures)
+        return self.result
+
+    def train_stage(self, stage: Stage) -> bool:
+        """Train one stage, saving as its config says; returns True when the run was asked to stop."""
+        t, out = stage.cfg.train, stage.cfg.output
+        if stage.label:
+            self.events.on_notice(f"{stage.label}: {stage.steps} steps")
+        if stage.save and self.step:  # a later stage's network: room for its save too
+            check_free_space(self.run_dir, save_size_estimate(stage.groups, out.save_precision, out.save_format),
+                             "output folder")
+        optimizer = build_optimizer(t.optimizer_type, stage.groups, t.learning_rate, t.optimizer_args)
+        scheduler = build_scheduler(t.lr_scheduler, optimizer, stage.warmup_steps, stage.steps,
+                                    t.lr_scheduler_num_cycles, t.lr_scheduler_args)
+        optimizer, scheduler = self.accelerator.prepare(optimizer, scheduler)
+        meta = run_metadata(stage.cfg, optimizer, _epoch(stage, stage.steps))
+        offset = self.step
+        if self.samples and offset == 0:
+            self._sample(stage)  # step 0: the model before training
+
+        def after_step(step: int, epoch: int, epoch_done: bool) -> None:
+            self.step = offset + step
+            validate = stage.validate is not None and step % t.validate_every_n_steps == 0
+            sample = self.samples is not None and self.samples.due(self.step, epoch if epoch_done else None)
+            if validate:
+                stage.task.train(False)
+                with self.accelerator.autocast():
+                    loss = stage.validate()  # type: ignore[misc]
+                self.result.validation_losses.append((self.step, loss))
+                self.events.on_validation(self.step, loss)
+                stage.task.train(True)
+            every = out.save_every_n_steps
+            if self.commands.save or (every and step % every == 0 and step < stage.steps):
+                self.commands.save = False
+                if stage.save:
+                    self._save(stage, step, meta)
+            if sample:
+                self._sample(stage)
+
+        settings = LoopSettings(
+            total_steps=stage.steps, accumulation=t.gradient_accumulation_steps, max_grad_norm=t.max_grad_norm,
+            log_every=t.log_every_n_steps, text_encoder_stop=stage.text_encoder_stop, step_offset=offset,
+            run_total=self.total,
+        )
+        steps, stopped = train_loop(stage.task, optimizer, scheduler, self.accelerator, settings, self.gen,
+                                    self.events, self.commands, after_step)
+        self.step = offset + steps
+        if stage.save:
+            self._save(stage, steps, meta, final=True)
+        return stopped
+
+    def _save(self, stage: Stage, step: int, run_meta: dict[str, str], final: bool = False) -> Path:
+        """Save the stage's network: `<output_name>` at its end, `<output_name>-step<N>` before."""
+        c = stage.cfg
+        name = stage.output_name if final else f"{stage.output_name}-step{step:08d}"
+        meta = formats.kohya_metadata(
+            self.parts, name=name, resolution=stage.resolution, steps=step, epochs=_epoch(stage, step),
+            learning_rate=c.train.learning_rate, te_trained=c.network.train_text_encoder, seed=c.train.seed,
+            tag_frequency=stage.tag_frequency, num_images=stage.num_images, created=self.started,
+            adapter=stage.adapter,
+        ) | run_meta
+        saved = save_lora(self.parts, c, self.train_dir, name, meta, stage.adapter)
+        if final and stage.final:
+            self.result.lora_path, self.result.peft_dir = saved.main, saved.peft
+        elif final:
+            self.result.stage_files.append(saved.main)
+        else:
+            self.result.checkpoints.append(saved.main)
+        self.events.on_save(step, saved.main)
+        return saved.main
+
+    def _sample(self, stage: Stage | None) -> None:
+        """Render the sample prompts with the networks as they are now (eval mode; training RNG untouched)."""
+        assert self.samples is not None
+        if stage is not None:
+            stage.task.train(False)
+        try:
+            self.samples.render(self.step)
+        finally:
+            if stage is not None:
+                stage.task.train(True)
+
+
+def _epoch(stage: Stage, step: int) -> int:
+    """The epoch `step` falls in (at least 1)."""
+    return max(1, -(-step // max(1, stage.steps_per_epoch)))
 
 
 def train(
@@ -160,71 +340,5 @@ def train(
     commands: Commands | None = None,
     dataset: DatasetPlan | None = None,
 ) -> TrainResult:
-    """Train a LoRA as configured, writing results into `run_dir/train/`."""
-    t, out = cfg.train, cfg.output
-    events = CallbackList(list(callbacks or []))
-    disk = preflight(cfg, events)
-    seed_everything(t.seed)
-    dataset = dataset or build_dataset(cfg.data, t.train_batch_size, t.seed)
-    accelerator = make_accelerator(cfg)
-    parts = prepare_model(cfg, accelerator, skip_vae=all_latents_cached(cfg, dataset, disk))
-    cache_text = t.cache_text_encoder_outputs and not cfg.network.train_text_encoder and not dataset.captions_vary
-    encoder = BatchEncoder(parts, accelerator.device, WEIGHT_DTYPES[t.mixed_precision], t.cache_latents, cache_text,
-                           t.seed, disk)
-    mode, groups = build_network(cfg, parts, encoder)
-    train_dir = run_dir / "train"  # before the first step: room for at least one save of the LoRA
-    check_free_space(run_dir, save_size_estimate(groups, out.save_precision, out.save_format), "output folder")
-    plan = build_plan(cfg, dataset, parts)
-    steps = plan.steps.total_steps
-    optimizer = build_optimizer(t.optimizer_type, groups, t.learning_rate, t.optimizer_args)
-    scheduler = build_scheduler(t.lr_scheduler, optimizer, plan.steps.warmup_steps, steps, t.lr_scheduler_num_cycles,
-                                t.lr_scheduler_args)
-    optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
-    events.on_plan(render_plan(plan))
-    encoder.prefill(dataset.examples, t.train_batch_size, events.on_cache)
-
-    result = TrainResult(run_dir, train_dir / f"{out.output_name}.safetensors", 0, False)
-    tag_freq, started = dataset.tag_frequency, datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-    def epoch_of(step: int) -> int:
-        return max(1, -(-step // max(1, plan.steps.steps_per_epoch)))
-
-    run_meta = run_metadata(cfg, optimizer, epoch_of(steps))  # the same for every save
-
-    def save(step: int, final: bool = False) -> Path:
-        name = out.output_name if final else f"{out.output_name}-step{step:08d}"
-        meta = formats.kohya_metadata(
-            parts, name=name, resolution=cfg.data.max_size, steps=step, epochs=epoch_of(step),
-            learning_rate=t.learning_rate, te_trained=cfg.network.train_text_encoder, seed=t.seed,
-            tag_frequency=tag_freq, num_images=len(dataset.train), created=started,
-        ) | run_meta
-        saved = save_lora(parts, cfg, train_dir, name, meta)
-        if final:
-            result.peft_dir = saved.peft
-        else:
-            result.checkpoints.append(saved.main)
-        events.on_save(step, saved.main)
-        return saved.main
-
-    def validate(step: int) -> None:
-        with accelerator.autocast():
-            loss = held_out_loss(mode, encoder, dataset.validation, t.train_batch_size)
-        result.validation_losses.append((step, loss))
-        events.on_validation(step, loss)
-
-    settings = loop_settings(cfg, steps, plan.steps.text_encoder_stop, bool(dataset.validation))
-    gen = torch.Generator(device=accelerator.device).manual_seed(t.seed)
-    events.on_start(steps, {"run_dir": str(run_dir), "images": len(dataset.train)})
-    try:
-        result.steps, result.stopped = train_loop(
-            mode, dataset.sampler, optimizer, scheduler, accelerator, settings, gen, events, commands or Commands(),
-            lambda s: save(s), validate,
-        )
-        result.lora_path = save(result.steps, final=True)
-    except BaseException as exc:
-        events.on_error(str(exc) if isinstance(exc, LorakitError) else f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        events.on_end(result.steps, result.stopped)
-        result.warnings = list(events.failures)
-    return result
+    """Train as configured (the mode from `mode.type`), writing results into `run_dir/train/`."""
+    return Run(cfg, run_dir, callbacks, commands, dataset).execute()

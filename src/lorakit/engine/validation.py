@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 
 from ..data.example import Example
-from ..modes.base import Mode
 from .encode import BatchEncoder
+from .mode import Task
 
 
 @torch.no_grad()
-def held_out_loss(mode: Mode, encoder: BatchEncoder, examples: list[Example], batch_size: int,
+def held_out_loss(task: Task, encoder: BatchEncoder, examples: list[Example], batch_size: int,
                   seed: int = 1234) -> float:
     """Mean loss over `examples` with fixed noise, timesteps and latent samples (deterministic for given weights).
 
@@ -18,17 +18,16 @@ def held_out_loss(mode: Mode, encoder: BatchEncoder, examples: list[Example], ba
     """
     if not examples:
         raise ValueError("held_out_loss needs at least one example")
-    device = next(p.device for g in mode.param_groups() for p in g["params"])
-    gen = torch.Generator(device=device).manual_seed(seed)
+    gen = torch.Generator(device=encoder.device).manual_seed(seed)
     saved = encoder.gen.get_state()
     encoder.gen.manual_seed(seed)
     try:
-        return _mean_loss(mode, examples, batch_size, gen)
+        return _mean_loss(task, examples, batch_size, gen)
     finally:
         encoder.gen.set_state(saved)
 
 
-def _mean_loss(mode: Mode, examples: list[Example], batch_size: int, gen: torch.Generator) -> float:
+def _mean_loss(task: Task, examples: list[Example], batch_size: int, gen: torch.Generator) -> float:
     by_size: dict[tuple[int, int], list[Example]] = {}
     for e in examples:
         by_size.setdefault(e.size, []).append(e)
@@ -36,6 +35,6 @@ def _mean_loss(mode: Mode, examples: list[Example], batch_size: int, gen: torch.
     for group in by_size.values():
         for i in range(0, len(group), batch_size):
             batch = group[i : i + batch_size]
-            total += mode.loss(batch, gen).item() * len(batch)
+            total += task.loss(batch, gen).item() * len(batch)
             n += len(batch)
     return total / n

@@ -1,8 +1,8 @@
-"""Training modes: strategies (what trains, how a batch becomes a loss) over the one engine."""
+"""Training modes: strategies (what trains on what, with which loss) over the one engine (`engine.mode`)."""
 
 from __future__ import annotations
 
-from .base import Mode
+from ..engine.mode import Mode
 from .lora import LoraMode
 
 # dreambooth is LoRA training with regularisation images (data.reg_data_dir), as in kohya's train_network

@@ -7,6 +7,7 @@ matching parameter names.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any, Iterator
 
 import torch
@@ -41,6 +42,7 @@ def attach_network(parts: ModelParts, net_cfg: Any, targets: dict[str, Targets] 
         if not chosen:
             continue
         module.add_adapter(net.peft_config(net_cfg, chosen, **options), adapter_name=adapter)
+        _activate_all(module)
         got = set(adapter_layers(module, adapter))
         if got != set(chosen):  # peft matches by suffix: make sure it adapted exactly the modules asked for
             extra, missing = sorted(got - set(chosen)), sorted(set(chosen) - got)
@@ -49,6 +51,17 @@ def attach_network(parts: ModelParts, net_cfg: Any, targets: dict[str, Targets] 
             p.requires_grad_(True)
             params.append(p)
     return params
+
+
+def _activate_all(module: torch.nn.Module) -> None:
+    """Every adapter of every layer active, trainable or not as before: diffusers' `add_adapter` activates only
+    the new one, and Difference's copy machine must stay applied under the new network."""
+    layers = [m for m in module.modules() if isinstance(m, BaseTunerLayer)]
+    trainable = {p: p.requires_grad for layer in layers for p in layer.parameters()}
+    for layer in layers:
+        layer.set_adapter(layer._all_available_adapter_names())
+    for p, flag in trainable.items():
+        p.requires_grad_(flag)
 
 
 def adapter_layers(module: torch.nn.Module, adapter: str = ADAPTER) -> dict[str, tuple[NetworkType, Any]]:
@@ -140,3 +153,43 @@ def summary(parts: ModelParts, adapter: str = ADAPTER) -> tuple[NetworkType, Mod
         raise LorakitError("the model has no network attached")
     blocks = kohya_block_args(describe(parts.family, parts.unet, []), unet) if unet else {}
     return found, ModuleSummary(linear=linear, conv=conv, options=options, block_args=blocks)
+
+
+def tuner_layers(parts: ModelParts) -> list[BaseTunerLayer]:
+    """Every peft tuner layer of the UNet and the text encoders."""
+    return [layer for _, module in components(parts) for layer in module.modules()
+            if isinstance(layer, BaseTunerLayer)]
+
+
+@contextmanager
+def adapter_weights(parts: ModelParts, weights: dict[str, float]) -> Iterator[None]:
+    """Within the block, each named adapter at the given weight: 0 = off (not computed at all: the base model, for
+    DoRA too), 1 = as trained, −1 = the opposite; adapters not named stay as they are. Which weights train is kept:
+    peft's `set_adapter` would make every active adapter trainable."""
+    layers = tuner_layers(parts)
+    trainable = {p: p.requires_grad for layer in layers for p in layer.parameters()}
+    saved = [(layer, list(layer.active_adapters), dict(getattr(layer, "scaling", {}))) for layer in layers]
+    try:
+        for layer, active, scaling in saved:
+            layer.set_adapter([a for a in active if weights.get(a, 1.0) != 0])
+            for name, w in weights.items():
+                if name in scaling and w != 0:
+                    layer.scaling[name] = scaling[name] * w
+        for p, flag in trainable.items():
+            p.requires_grad_(flag)
+        yield
+    finally:
+        for layer, active, scaling in saved:
+            layer.set_adapter(active)
+            if scaling:
+                layer.scaling.update(scaling)
+        for p, flag in trainable.items():
+            p.requires_grad_(flag)
+
+
+def freeze_adapter(parts: ModelParts, adapter: str) -> None:
+    """Keep `adapter` applied but stop training it (Difference's copy machine during pass 2)."""
+    for _, module in components(parts):
+        for p in network_parameters(module, adapter):
+            p.requires_grad_(False)
+            p.grad = None

@@ -29,10 +29,10 @@ SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloa
 PEFT_PREFIX = "base_model.model."  # PeftModel.save_pretrained's key prefix, which PeftModel.from_pretrained expects
 
 
-def to_kohya(parts: ModelParts, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+def to_kohya(parts: ModelParts, dtype: torch.dtype = torch.float32, adapter: str = ADAPTER) -> dict[str, torch.Tensor]:
     """The attached network as a kohya/LyCORIS state dict (any registered type), checked against the model's
     module names. Rank and alpha come from the trained modules."""
-    state = read_state(parts)
+    state = read_state(parts, adapter)
     if not state:
         raise LorakitError("the model has no network attached")
     sd = {k: v.detach().to("cpu", dtype).contiguous() for k, v in to_file(state, name_map(parts)).items()}
@@ -51,7 +51,7 @@ def read_lora_file(path: Path, what: str = "network.network_weights") -> tuple[d
         raise LorakitError(f"cannot read {what} {path}: {exc}", "point it at a LoRA .safetensors file") from exc
 
 
-def load_kohya_weights(parts: ModelParts, path: Path) -> int:
+def load_kohya_weights(parts: ModelParts, path: Path, adapter: str = ADAPTER) -> int:
     """Copy a network file's weights into the attached network (resuming); returns the modules loaded.
 
     The file must fit the network exactly: same type, modules, ranks and alphas; otherwise an error names what
@@ -65,10 +65,10 @@ def load_kohya_weights(parts: ModelParts, path: Path) -> int:
     state = from_file(known, names)
     file_parts = {_prefix(n) for n in grouped}
     problems = [f"{n}: in the file but not in the network" for n in sorted(set(grouped) - set(path_of))]
-    for p in read_state(parts):
+    for p in read_state(parts, adapter):
         if p not in state and _prefix(names[p]) in file_parts:  # a component the file has must be complete
             problems.append(f"{names[p]}: not in the file")
-    problems += [f"{names[p]}: {msg}" for p, msg in write_state(parts, state)]
+    problems += [f"{names[p]}: {msg}" for p, msg in write_state(parts, state, adapter)]
     if problems or not state:
         what = (f"{len(problems)} module(s) differ, e.g. " + "; ".join(problems[:3])) if problems \
             else "no module names match"
@@ -194,28 +194,28 @@ def _file_size(sd: dict[str, torch.Tensor], metadata: dict[str, str]) -> int:
 DIFFUSERS_WEIGHTS = "pytorch_lora_weights.safetensors"  # the file diffusers' save_lora_weights writes
 
 
-def check_peft_format(parts: ModelParts) -> None:
+def check_peft_format(parts: ModelParts, adapter: str = ADAPTER) -> None:
     """The diffusers folder exists for LoRA/LoCon only: refuse it for DoRA/LoHa/LoKr before training starts."""
-    net, modules = summary(parts)
+    net, modules = summary(parts, adapter)
     kind = "dora" if modules.options.get("use_dora") else net.name
     if kind != "lora":  # diffusers' load_lora_weights does not reproduce a DoRA (tested) and has no LoHa/LoKr
         raise ConfigError([f"output.save_format: the diffusers folder for {kind} is not implemented yet"],
                           "use output.save_format = 'kohya' (ComfyUI, A1111 and lorakit generate load it)")
 
 
-def save_peft(folder: Path, parts: ModelParts, dtype: torch.dtype) -> Path:
+def save_peft(folder: Path, parts: ModelParts, dtype: torch.dtype, adapter: str = ADAPTER) -> Path:
     """Write the network as diffusers' own `save_lora_weights` does (`<folder>/pytorch_lora_weights.safetensors`,
     keys `unet.…`/`text_encoder.…`/`text_encoder_2.…`, each component's LoraConfig in the metadata), which
     `pipe.load_lora_weights(folder)` and ComfyUI load. LoRA/LoCon only (see `check_peft_format`)."""
     from peft import get_peft_model_state_dict
 
-    check_peft_format(parts)
+    check_peft_format(parts, adapter)
     kwargs: dict[str, object] = {}
     for attr, module in components(parts):
-        if ADAPTER in (getattr(module, "peft_config", None) or {}):
+        if adapter in (getattr(module, "peft_config", None) or {}):
             kwargs[f"{attr}_lora_layers"] = {k: v.detach().to("cpu", dtype).contiguous() for k, v in
-                                             get_peft_model_state_dict(module, adapter_name=ADAPTER).items()}
-            config = module.peft_config[ADAPTER].to_dict()
+                                             get_peft_model_state_dict(module, adapter_name=adapter).items()}
+            config = module.peft_config[adapter].to_dict()
             kwargs[f"{attr}_lora_adapter_metadata"] = json.loads(json.dumps(config, default=sorted))  # sets -> lists
     size = sum(_file_size(v, {}) for k, v in kwargs.items() if k.endswith("_layers"))  # type: ignore[arg-type]
     folder.mkdir(parents=True, exist_ok=True)
@@ -243,11 +243,12 @@ def load_peft_folder(folder: Path) -> dict[str, dict[str, torch.Tensor]]:
 
 def kohya_metadata(parts: ModelParts, *, name: str, resolution: tuple[int, int],
                    steps: int, epochs: int, learning_rate: float, te_trained: bool, seed: int,
-                   tag_frequency: dict[str, dict[str, int]], num_images: int, created: str) -> dict[str, str]:
+                   tag_frequency: dict[str, dict[str, int]], num_images: int, created: str,
+                   adapter: str = ADAPTER) -> dict[str, str]:
     """String metadata: the `ss_*` keys A1111/kohya tools read and the `modelspec.*` keys. The network's module,
     args, dim and alpha are read from the attached (trained) modules."""
     fam, (w, h) = parts.family, resolution
-    net, modules = summary(parts)
+    net, modules = summary(parts, adapter)
     pairs = modules.linear or modules.conv
     dim, alpha = max(set(pairs), key=pairs.count)  # the most common (rank, alpha): kohya's network_dim/alpha
     meta = {
