@@ -79,7 +79,7 @@ def test_schema_is_json_schema(cli) -> None:
 
 def test_presets_lists_them(cli) -> None:
     code, out, _ = cli("config", "presets")
-    assert code == 0 and out.splitlines()[0].startswith("lowvram-8gb") and "sd21-floorplan" in out
+    assert code == 0 and out.splitlines()[0].startswith("difference-slider") and "sd21-floorplan" in out
 
 
 def test_import_writes_toml_and_lists_unmapped(cli, tmp_path: Path) -> None:

@@ -6,13 +6,14 @@ validation when changed from its default ("not implemented yet"), or listed belo
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
 
 from lorakit.config.loader import resolve_layers
-from lorakit.config.schema import LorakitConfig, Section
+from lorakit.config.schema import MODE_SECTIONS, LorakitConfig, Section
 from lorakit.config.validate import UNIMPLEMENTED_FIELDS, UNIMPLEMENTED_SECTIONS, check
 from lorakit.data.settings import DataSection
 from lorakit.engine import trainer
@@ -27,12 +28,20 @@ READ_ELSEWHERE = {  # field → where it takes effect (and the test that shows i
 
 
 def leaves(model: type[BaseModel] = LorakitConfig, prefix: str = "") -> dict[str, tuple[type, str]]:
-    """Dotted key → (class, field name) for every leaf field of the schema."""
+    """Dotted key → (class, field name) for every leaf field of the schema; each mode's section as
+    `mode(<type>).<field>`, a list of tables by its item's fields."""
     out = {}
     for name, info in model.model_fields.items():
         ann = info.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
+        item = typing.get_args(ann)[0] if typing.get_origin(ann) is list else None
+        if model is LorakitConfig and name == "mode":
+            for mode_type, section in MODE_SECTIONS.items():
+                out.update(leaves(section, f"mode({mode_type})."))
+        elif isinstance(ann, type) and issubclass(ann, BaseModel):
             out.update(leaves(ann, f"{prefix}{name}."))
+        elif isinstance(item, type) and issubclass(item, BaseModel):
+            out[f"{prefix}{name}"] = (model, name)
+            out.update(leaves(item, f"{prefix}{name}[]."))
         else:
             out[f"{prefix}{name}"] = (model, name)
     return out
@@ -52,12 +61,31 @@ def fields_read(tmp_path_factory: pytest.TempPathFactory) -> set[tuple[str, str]
 
     tmp = tmp_path_factory.mktemp("walk")
     images = write_images(tmp / "imgs", count=6)
+    prompts_file = tmp / "prompts.txt"
+    prompts_file.write_text("# a comment\na dog --w 64 --h 64 --s 1\n", encoding="utf-8")
     cfg = resolve_layers(sets=[
         f"data.train_data_dir='{images}'", f"output.output_dir='{tmp / 'runs'}'", "data.resolution=64",
         "data.validation_split=0.3", "train.validate_every_n_steps=1", "train.max_train_steps=2",
         "network.network_dim=2", "network.train_text_encoder=true", "train.text_encoder_lr=1e-4",
         "train.stop_text_encoder_training=1", "output.save_every_n_steps=1", "data.cache_latents_to_disk=true",
         f"data.cache_folder='{tmp / 'cache'}'"]).config
+    reg = write_images(tmp / "reg", count=2)
+    pair = write_images(tmp / "pair", count=2, size=(64, 64))
+    before, after = pair / "img0.png", pair / "img1.png"
+    other_modes = [[f"output.output_dir='{tmp / 'runs'}'", "data.resolution=64", "network.network_dim=2", *sets]
+                   for sets in (
+        ["mode.type='dreambooth'", "mode.prior_loss_weight=0.5", f"data.train_data_dir='{images}'",
+         f"data.reg_data_dir='{reg}'", "train.max_train_steps=1"],
+        ["mode.type='ileco'", "mode.original_prompt='a cat'", "mode.target_prompt='a dog'",
+         "mode.guidance_scale=0.5", "mode.prompts=[{original_prompt='x', target_prompt='y', guidance_scale=1.0}]",
+         "train.max_train_steps=1"],
+        ["mode.type='difference'", f"mode.original_image='{before}'", f"mode.target_image='{after}'",
+         "mode.prompt='a face'", "mode.save_first_pass=true", "train.max_train_steps=1",
+         "mode.second_pass={network_dim=1, network_alpha=1.0, learning_rate=1e-3, max_train_steps=1, "
+         "train_batch_size=2}", "sample.prompts=['a cat --s 1']", "sample.every_n_steps=1",
+         "sample.every_n_epochs=1", "sample.negative_prompt='bad'", "sample.steps=1", "sample.guidance_scale=2.0",
+         "sample.seed=3", "sample.width=64", "sample.height=64", f"sample.prompts_file='{prompts_file}'"],
+    )]
     reads: set[tuple[str, str]] = set()
 
     def tracking(self: BaseModel, name: str):
@@ -71,6 +99,8 @@ def fields_read(tmp_path_factory: pytest.TempPathFactory) -> set[tuple[str, str]
         cls.__getattribute__ = tracking  # type: ignore[method-assign]
     try:
         trainer.train(cfg, new_run_dir(tmp / "runs"))
+        for sets in other_modes:
+            trainer.train(resolve_layers(sets=sets).config, new_run_dir(tmp / "runs"))
     finally:
         for cls in patched:
             del cls.__getattribute__

@@ -8,12 +8,13 @@ from lorakit.config.loader import resolve_layers
 from lorakit.config.presets import list_presets, preset_dir
 
 PRESETS = sorted(list_presets())
-BASES = ["sd15-character", "sd15-style", "sdxl-character", "sdxl-style", "sd21-floorplan"]
+BASES = ["sd15-character", "sd15-style", "sdxl-character", "sdxl-style", "sd21-floorplan", "sd15-dreambooth"]
+MODE_PRESETS = ["ileco-erase", "ileco-replace", "difference-slider"]
 LAYERS = ["lowvram-8gb", "oom-fallback"]
 
 
 def test_the_issue_s_presets_are_shipped() -> None:
-    assert PRESETS == sorted(BASES + LAYERS)
+    assert PRESETS == sorted(BASES + LAYERS + MODE_PRESETS)
     assert all(list_presets()[name] for name in PRESETS)  # each has a one-line description
     assert preset_dir().name == "presets" and (preset_dir().parent / "__init__.py").is_file()
 
