@@ -308,5 +308,61 @@ def test_prior_loss_weight_and_sample_settings_are_mapped(tmp_path: Path) -> Non
     f.write_text('prior_loss_weight = 0.5\nsample_prompts = "prompts.txt"\nsample_every_n_steps = 100\n'
                  "sample_every_n_epochs = 2\nsample_at_first = true\n", encoding="utf-8")
     r = import_file(f)
-    assert r.values["mode"] == {"prior_loss_weight": 0.5} and r.unmapped == []
-    assert r.values["sample"] == {"prompts_file": "prompts.txt", "every_n_steps": 100, "every_n_epochs": 2}
+    assert r.values["mode"] == {"prior_loss_weight": 0.5}
+    # kohya ignores the steps when the epochs are set; sample_at_first = true is what lorakit does anyway
+    assert r.values["sample"] == {"prompts_file": "prompts.txt", "every_n_epochs": 2}
+    assert r.unmapped == [("sample_every_n_steps", 100,
+                           "kohya ignores sample_every_n_steps when sample_every_n_epochs is set")]
+    assert "sample_at_first" in r.empty and r.mapped["sample_prompts"] == "sample.prompts_file"
+    resolve([Layer("imported", r.values)])
+
+
+def test_gui_sample_prompts_are_the_prompt_text(tmp_path: Path) -> None:
+    f = tmp_path / "kohya.json"
+    f.write_text(json.dumps({**GUI, "sample_prompts": "a photo of mychar --w 512 --h 512\n\n# a comment\n"
+                             "  mychar in the snow --n blurry  \n", "sample_every_n_epochs": 2,
+                             "sample_every_n_steps": 0, "sample_at_first": False, "sample_sampler": "euler_a"}),
+                 encoding="utf-8")
+    r = import_file(f)
+    assert r.values["sample"] == {"prompts": ["a photo of mychar --w 512 --h 512", "mychar in the snow --n blurry"],
+                                  "every_n_epochs": 2}
+    unmapped = {k: why for k, _, why in r.unmapped}
+    assert unmapped["sample_at_first"] == "lorakit always renders step 0"
+    assert "sample_every_n_steps" in r.empty
+    cfg = resolve([Layer("imported", r.values)])
+    assert cfg.sample.prompts[1] == "mychar in the snow --n blurry"
+
+
+def test_sd_scripts_txt_prompt_file_is_mapped_and_toml_skipped(tmp_path: Path) -> None:
+    f = tmp_path / "t.toml"
+    f.write_text('sample_prompts = "/data/prompts.txt"\nsample_every_n_steps = 50\nsample_at_first = false\n',
+                 encoding="utf-8")
+    r = import_file(f)
+    assert r.values["sample"] == {"prompts_file": "/data/prompts.txt", "every_n_steps": 50}
+    assert r.unmapped == [("sample_at_first", False, "lorakit always renders step 0")]
+    for name in ("prompts.toml", "prompts.JSON"):
+        f.write_text(f'sample_prompts = "/data/{name}"\nsample_every_n_steps = 50\n', encoding="utf-8")
+        r = import_file(f)
+        assert r.values["sample"] == {"every_n_steps": 50}
+        assert r.unmapped == [("sample_prompts", f"/data/{name}",
+                               "lorakit reads kohya's .txt prompt format; convert it to one prompt per line")]
+
+
+def test_sample_prompts_without_a_schedule_are_not_imported(tmp_path: Path) -> None:
+    # the schedule keys come after the prompts and are 0: kohya renders nothing, so lorakit must not either
+    gui = tmp_path / "kohya.json"
+    gui.write_text(json.dumps({"sample_prompts": "a cat\n", "sample_every_n_steps": 0, "sample_every_n_epochs": 0,
+                               "sample_at_first": False}), encoding="utf-8")
+    toml = tmp_path / "t.toml"
+    toml.write_text('sample_prompts = "p.txt"\n', encoding="utf-8")
+    for f, value in ((gui, "a cat\n"), (toml, "p.txt")):
+        r = import_file(f)
+        assert "sample" not in r.values and "sample_prompts" not in r.mapped
+        assert r.unmapped == [("sample_prompts", value, "kohya renders no samples without "
+                               "sample_every_n_steps/epochs (lorakit would render them at step 0 and the end)")]
+    assert {"sample_every_n_steps", "sample_every_n_epochs", "sample_at_first"} <= set(import_file(gui).empty)
+    # sample_at_first alone: kohya renders them at step 0, lorakit at step 0 and the end
+    toml.write_text('sample_prompts = "p.txt"\nsample_at_first = true\n', encoding="utf-8")
+    r = import_file(toml)
+    assert r.values["sample"] == {"prompts_file": "p.txt"} and r.unmapped == []
+    assert any("only at step 0" in n for n in r.notes)

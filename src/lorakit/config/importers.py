@@ -23,7 +23,7 @@ from pydantic.fields import FieldInfo
 from ..errors import ConfigError
 from .import_networks import import_network
 from .migrate import section_of
-from .schema import LorakitConfig
+from .schema import CONFIG_VERSION, LorakitConfig
 
 PRECISIONS = {"float": "fp32", "fp32": "fp32", "fp16": "fp16", "bf16": "bf16"}
 REASONS = {
@@ -107,7 +107,7 @@ class ImportResult:
             head.append("# Not mapped (set these by hand if you need them):")
             head += [f"#   {k} = {v!r}: {why}" for k, v, why in self.unmapped]
         head += [f"# Note: {n}" for n in self.notes]
-        return "\n".join(head) + "\n\n" + tomli_w.dumps({"version": 1, **self.values})
+        return "\n".join(head) + "\n\n" + tomli_w.dumps({"version": CONFIG_VERSION, **self.values})
 
 
 def _is_empty(value: Any) -> bool:
@@ -301,6 +301,73 @@ def _family(r: ImportResult, src: dict[str, Any]) -> None:
             r.mapped[key] = "model.family (auto)"
 
 
+PROMPT_FORMAT = "lorakit reads kohya's .txt prompt format; convert it to one prompt per line"
+NO_SCHEDULE = "kohya renders no samples without sample_every_n_steps/epochs"
+
+
+def _gui_sample_prompts(r: ImportResult, key: str, value: Any) -> None:
+    """kohya_ss GUI: `sample_prompts` is the prompt text itself (the GUI writes it to a file for sd-scripts), one
+    prompt per line; blank lines and '#' lines are skipped, as sd-scripts reads that file."""
+    if not isinstance(value, str):
+        r.bad(key, value, "sample.prompts takes the prompt text, one prompt per line")
+        return
+    prompts = [line.strip() for line in value.splitlines() if line.strip() and not line.strip().startswith("#")]
+    if prompts:
+        r.put(key, "sample.prompts", prompts)
+    else:
+        r.skip(key, None, "")
+
+
+def _sample_prompts_file(r: ImportResult, key: str, value: Any) -> None:
+    """sd-scripts: `sample_prompts` is a path; lorakit reads the .txt format (sd-scripts also reads .toml/.json)."""
+    suffix = Path(str(value)).suffix.lower()
+    if suffix == ".txt":
+        r.put(key, "sample.prompts_file", value)
+    elif suffix in (".toml", ".json"):
+        r.skip(key, value, PROMPT_FORMAT)
+    else:
+        r.skip(key, value, "sd-scripts reads a .txt, .toml or .json prompt file; " + PROMPT_FORMAT)
+
+
+def _sample_schedule(r: ImportResult, src: dict[str, Any]) -> None:
+    """kohya's sampling rules, applied once every key is read (their order in the file is arbitrary).
+
+    sd-scripts renders at step 0 only with sample_at_first, then every sample_every_n_epochs epochs, else every
+    sample_every_n_steps steps (the steps are ignored when the epochs are set); with neither, nothing after step 0.
+    lorakit renders its prompts at step 0, on the schedule and at the end.
+    """
+    sample = r.values.get("sample", {})
+    if sample.get("every_n_epochs") and sample.pop("every_n_steps", None) is not None:
+        r.mapped.pop("sample_every_n_steps", None)
+        r.unmapped.append(("sample_every_n_steps", src["sample_every_n_steps"],
+                           "kohya ignores sample_every_n_steps when sample_every_n_epochs is set"))
+    at_first, unreadable = False, False
+    if src.get("sample_at_first") not in ("", None):
+        try:
+            at_first = cast(src["sample_at_first"], bool)
+        except ValueError:
+            r.bad("sample_at_first", src["sample_at_first"], "takes true or false")
+            unreadable = True
+    prompts = [k for k, dotted in r.mapped.items() if dotted in ("sample.prompts", "sample.prompts_file")]
+    if prompts and not (sample.get("every_n_epochs") or sample.get("every_n_steps")):
+        if at_first:
+            r.notes.append("kohya renders the sample prompts only at step 0 (sample_at_first without "
+                           "sample_every_n_steps/epochs); lorakit renders them at the end too")
+        else:
+            for key in prompts:
+                sample.pop(r.mapped.pop(key).split(".", 1)[1], None)
+                r.unmapped.append((key, src[key], NO_SCHEDULE + " (lorakit would render them at step 0 and the "
+                                   "end)"))
+            prompts = []
+    if "sample" in r.values and not sample:
+        del r.values["sample"]
+    if "sample_at_first" in src and not unreadable:
+        if at_first or not prompts:
+            r.skip("sample_at_first", None, "")  # lorakit renders step 0 as well; or no samples at all
+        else:
+            r.unmapped.append(("sample_at_first", src["sample_at_first"], "lorakit always renders step 0"))
+
+
 def _conversions(gui: bool) -> dict[str, Callable[[ImportResult, str, Any], None]]:
     """Source keys that need more than a copy."""
 
@@ -335,10 +402,9 @@ def _conversions(gui: bool) -> dict[str, Callable[[ImportResult, str, Any], None
         "network_weights": lambda r, k, v: r.put(k, "network.network_weights", v) if v else r.skip(k, v, ""),
         "vae": lambda r, k, v: r.put(k, "model.vae", v) if v else r.skip(k, v, ""),
         "prior_loss_weight": number("mode.prior_loss_weight"),
-        "sample_prompts": lambda r, k, v: r.put(k, "sample.prompts_file", v) if v else r.skip(k, v, ""),
+        "sample_prompts": _gui_sample_prompts if gui else _sample_prompts_file,
         "sample_every_n_steps": lambda r, k, v: r.put(k, "sample.every_n_steps", v) if v else r.skip(k, v, ""),
         "sample_every_n_epochs": lambda r, k, v: r.put(k, "sample.every_n_epochs", v) if v else r.skip(k, v, ""),
-        "sample_at_first": lambda r, k, v: r.skip(k, None, ""),  # lorakit always renders step 0
         "sdpa": lambda r, k, v: r.put(k, "train.sdpa", v),
     }
     if gui:
@@ -352,7 +418,7 @@ def _conversions(gui: bool) -> dict[str, Callable[[ImportResult, str, Any], None
 
 
 HANDLED = {"learning_rate", "unet_lr", "text_encoder_lr", "network_train_unet_only", "lr_warmup",
-           "lr_warmup_steps", "sdxl", "v2", "dataset_config"}
+           "lr_warmup_steps", "sdxl", "v2", "dataset_config", "sample_at_first"}  # sample_at_first: _sample_schedule
 
 
 def convert(src: dict[str, Any], gui: bool) -> ImportResult:
@@ -384,6 +450,7 @@ def convert(src: dict[str, Any], gui: bool) -> ImportResult:
         r.mapped["max_train_steps"] = "(dropped: max_train_epochs wins, as in kohya)"
         r.notes.append(f"max_train_steps is ignored: kohya trains for max_train_epochs = {train['max_train_epochs']} "
                        "when both are set, and so does lorakit")
+    _sample_schedule(r, src)
     return r
 
 
