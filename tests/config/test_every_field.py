@@ -75,7 +75,8 @@ def fields_read(tmp_path_factory: pytest.TempPathFactory) -> set[tuple[str, str]
     other_modes = [[f"output.output_dir='{tmp / 'runs'}'", "data.resolution=64", "network.network_dim=2", *sets]
                    for sets in (
         ["mode.type='dreambooth'", "mode.prior_loss_weight=0.5", f"data.train_data_dir='{images}'",
-         f"data.reg_data_dir='{reg}'", "train.max_train_steps=1"],
+         f"data.reg_data_dir='{reg}'", "train.max_train_steps=1", "sample.prompts=['a dog --s 1 --w 64 --h 64']",
+         "sample.every_n_epochs=1"],
         ["mode.type='ileco'", "mode.original_prompt='a cat'", "mode.target_prompt='a dog'",
          "mode.guidance_scale=0.5", "mode.prompts=[{original_prompt='x', target_prompt='y', guidance_scale=1.0}]",
          "train.max_train_steps=1"],
@@ -83,7 +84,7 @@ def fields_read(tmp_path_factory: pytest.TempPathFactory) -> set[tuple[str, str]
          "mode.prompt='a face'", "mode.save_first_pass=true", "train.max_train_steps=1",
          "mode.second_pass={network_dim=1, network_alpha=1.0, learning_rate=1e-3, max_train_steps=1, "
          "train_batch_size=2}", "sample.prompts=['a cat --s 1']", "sample.every_n_steps=1",
-         "sample.every_n_epochs=1", "sample.negative_prompt='bad'", "sample.steps=1", "sample.guidance_scale=2.0",
+         "sample.negative_prompt='bad'", "sample.steps=1", "sample.guidance_scale=2.0",
          "sample.seed=3", "sample.width=64", "sample.height=64", f"sample.prompts_file='{prompts_file}'"],
     )]
     reads: set[tuple[str, str]] = set()

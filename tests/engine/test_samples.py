@@ -205,3 +205,20 @@ def test_a_render_never_overwrites(tmp_path: Path) -> None:
     assert [p.name for p in first + second] == ["step00000000_00.png", "step00000000_00_2.png"]
     assert np.array_equal(np.asarray(Image.open(first[0])), np.asarray(Image.open(second[0])))  # seeded
     assert Image.open(tmp_path / "s" / "contact_sheet.png").size == sheet_size(2, 1, (72, 72))
+
+
+@pytest.mark.parametrize("model", ["tiny-sd1", "tiny-sdxl"])
+def test_decode_outside_autocast_equals_the_pipelines_own(model: str) -> None:
+    """Samples denoise under the training autocast and decode in the VAE's dtype; in fp32 that is exactly what the
+    pipeline itself returns."""
+
+    from lorakit.config.schema import ModelSection
+    from lorakit.engine.samples import decode
+    from lorakit.families import load_model
+
+    pipe = load_model(ModelSection(pretrained_model_name_or_path=model)).pipeline
+    pipe.set_progress_bar_config(disable=True)
+    args = dict(prompt="a cat", width=64, height=64, num_inference_steps=2, guidance_scale=5.0)
+    own = pipe(**args, generator=torch.Generator().manual_seed(3)).images[0]
+    latents = pipe(**args, generator=torch.Generator().manual_seed(3), output_type="latent").images
+    assert np.array_equal(np.asarray(decode(pipe, latents)), np.asarray(own))

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from lorakit import api
 from lorakit.config.loader import resolve_layers
+from lorakit.config.validate import check
 from lorakit.engine.encode import BatchEncoder
 from lorakit.engine.trainer import Run
 from lorakit.errors import ConfigError, DataError, LorakitError
@@ -21,6 +22,7 @@ from lorakit.networks.attach import adapter_weights, network_parameters, read_st
 from lorakit.networks.formats import read_lora_file
 from lorakit.networks.loading import attach_file
 from lorakit.runs import new_run_dir
+from networks.helpers import unet_output
 
 STEPS, PASS2_STEPS, LR = 30, 20, 1e-2  # the tiny UNet at rank 2–4
 
@@ -173,6 +175,10 @@ def test_images_of_different_sizes_are_refused_before_training(tmp_path: Path) -
         api.train(config(tmp_path, original, target))
     assert f"mode.original_image {original} is 64×64 pixels but mode.target_image {target} is 64×72" in str(err.value)
     assert not list((tmp_path / "runs").rglob("*.safetensors"))
+    # and `config validate` says so before anything loads, from the images' headers
+    errors = [f"{f.key}: {f.message}" for f in check(config(tmp_path, original, target), paths=True)[0]]
+    assert errors == [f"mode.target_image: {target} is 64×72 pixels but mode.original_image {original} is 64×64: "
+                      "the two images must be the same size (crop or resize one to match the other)"]
 
 
 def test_settings_that_would_be_ignored_are_refused(pair, tmp_path: Path) -> None:
@@ -193,9 +199,58 @@ def test_training_size_keeps_small_images_and_scales_large_ones_down() -> None:
 
 @pytest.mark.parametrize("network", [  # lora: the tests above
     ["network.network_module='locon'", "network.conv_dim=2"], ["network.network_module='loha'"],
-    ["network.network_module='lokr'"], ["network.use_dora=true"]], ids=["locon", "loha", "lokr", "dora"])
+    ["network.network_module='lokr'"]], ids=["locon", "loha", "lokr"])
 def test_every_network_type_trains_both_passes(network: list[str], pair, tmp_path: Path) -> None:
     result = api.train(config(tmp_path, *pair, "mode.save_first_pass=true", *network, steps=1))
     copy, slider = load_file(result.stage_files[0]), load_file(result.lora_path)
     assert copy.keys() == slider.keys()  # the same network type in both passes, stacked on the same layers
     assert any(not torch.equal(copy[k], slider[k]) for k in copy)  # two networks, not one saved twice
+    parts = load_model(config(tmp_path, *pair, *network).model)
+    attach_file(parts, slider)
+    with adapter_weights(parts, {"lorakit": 0.0}):
+        base = unet_output(parts)
+    assert not torch.allclose(unet_output(parts), base)  # pass 2 trained: the slider changes the model
+
+
+def test_dora_and_overrides_that_would_not_apply_are_refused(pair, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="network.use_dora: DoRA in mode 'difference' is not implemented yet"):
+        config(tmp_path, *pair, "network.use_dora=true")
+    with pytest.raises(ConfigError, match="mode.second_pass.network_dim: pass 2 would keep network.conv_dim"):
+        config(tmp_path, *pair, "network.network_module='locon'", "network.conv_dim=8",
+               "mode.second_pass.network_dim=2")
+
+
+def test_a_stop_during_pass_1_keeps_the_copy_machine(pair, tmp_path: Path) -> None:
+    """Stopping (Ctrl-C, the queue's stop) in pass 1 saves the copy machine even without save_first_pass, and it
+    is the run's result; a save request saves it too."""
+    from lorakit.engine.events import Callback, Commands
+
+    commands = Commands()
+
+    class StopAt(Callback):
+        def on_step(self, event) -> None:
+            commands.save = event.step == 1
+            commands.stop = event.step == 2
+
+    result = api.train(config(tmp_path, *pair, steps=5), [StopAt()], commands)
+    assert result.stopped and result.steps == 2
+    files = sorted(p.name for p in (result.run_dir / "train").glob("*.safetensors"))
+    assert files == ["lora_copy-step00000001.safetensors", "lora_copy.safetensors"]
+    assert result.lora_path.name == "lora_copy.safetensors" and result.lora_path.is_file()
+
+
+@pytest.mark.parametrize("module", ["lora", "locon"])  # loha/lokr: network_dropout is refused (none in peft)
+def test_a_frozen_copy_machine_drops_nothing(module: str) -> None:
+    """With network_dropout, the frozen copy machine must give the same output at every step of pass 2."""
+    from lorakit.config.schema import ModelSection, NetworkSection
+    from lorakit.networks.attach import attach_network, freeze_adapter
+
+    parts = load_model(ModelSection())
+    attach_network(parts, NetworkSection(network_module=module, network_dim=2, network_dropout=0.5), adapter=COPY)
+    for p in network_parameters(parts.unet, COPY):
+        torch.nn.init.normal_(p, std=0.1)  # a trained copy machine: every factor non-zero
+    parts.unet.train()
+    assert not torch.equal(unet_output(parts), unet_output(parts))  # dropout draws differ between calls
+    freeze_adapter(parts, COPY)
+    parts.unet.train()
+    assert torch.equal(unet_output(parts), unet_output(parts))

@@ -120,6 +120,17 @@ def test_pairs_are_batched_in_order_cycling() -> None:
     assert list(sampler.batches(1)) == [[a, b], [c, a]]
     assert list(sampler.batches(2)) == [[b, c], [a, b]]  # the cycle goes on: every pair as often as the others
     assert list(EditSampler([a], 3).batches(1)) == [[a, a, a]]  # one pair: B noise latents and timesteps
+    assert list(EditSampler([a, b, c], 2, accumulation=2).batches(1)) == [[a, b], [c, a], [b, c], [a, b]]
+
+
+def test_gradient_accumulation_accumulates_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each optimizer step sums `gradient_accumulation_steps` batches, also with one pair (an epoch of one step)."""
+    calls: list[int] = []
+    loss = IlecoTask.loss
+    monkeypatch.setattr(IlecoTask, "loss", lambda self, batch, gen: (calls.append(len(batch)), loss(self, batch, gen))[1])
+    result = api.train(ileco_config(tmp_path, "train.max_train_steps=2", "train.gradient_accumulation_steps=3",
+                                    "train.train_batch_size=1"))
+    assert result.steps == 2 and calls == [1] * 6
 
 
 @pytest.mark.parametrize("model, network", [

@@ -351,8 +351,10 @@ def stage_steps(cfg: LorakitConfig) -> list[tuple[str, int]]:
     raise ValueError(f"mode {m.type!r} plans from its dataset (build_plan)")
 
 
-def mode_plan_lines(cfg: LorakitConfig) -> list[str]:
-    """The plan of an ileco or difference run as console lines: what it trains on, its stages, the output."""
+def mode_plan_lines(cfg: LorakitConfig, output: Path | None = None) -> list[str]:
+    """The plan of an ileco or difference run as console lines: what it trains on, its stages, the output (the
+    run's file when known)."""
+    output = output or output_path(cfg)
     m, n, t = cfg.mode, cfg.network, cfg.train
     w, h = cfg.data.max_size
     lines = [f"mode: {m.type}"]
@@ -363,8 +365,8 @@ def mode_plan_lines(cfg: LorakitConfig) -> list[str]:
             target = repr(pair.target_prompt) if pair.target_prompt else "'' (erase)"
             lines.append(f"  edit: {pair.original_prompt!r} → {target}, guidance_scale {g:g}")
     else:
-        lines.append(f"original image: {m.original_image}")
-        lines.append(f"target image: {m.target_image}")
+        lines += [f"{key} image: {path}" for key, path in (("original", m.original_image), ("target", m.target_image))
+                  if path]
         lines.append(f"caption of both: {m.prompt!r}" if m.prompt else "caption of both: none (empty prompt)")
         if m.first_pass_file:
             lines.append(f"copy machine: loaded from {m.first_pass_file}")
@@ -378,8 +380,16 @@ def mode_plan_lines(cfg: LorakitConfig) -> list[str]:
         lines.append(f"{label}: {steps} steps, batch {batch}, lr {lr:g}, {n.network_module} rank {dim} "
                      f"alpha {alpha:g}")
     if m.type == "difference" and (m.save_first_pass or m.first_pass_only) and not m.first_pass_file:
-        copy = output_path(cfg).with_name(f"{cfg.output.output_name}_copy.safetensors")
+        copy = output.with_name(f"{cfg.output.output_name}_copy.safetensors")
         lines.append(f"copy machine saved to: {copy}")
     if not (m.type == "difference" and m.first_pass_only):
-        lines.append(f"output: {output_path(cfg)}")
+        lines.append(f"output: {output}")
+    total = sum(steps for _, steps in stage_steps(cfg))
+    if cfg.sample.prompts or cfg.sample.prompts_file:
+        from ..engine.sample_prompts import sample_schedule  # torch-free
+
+        between = sample_schedule(cfg, total, 0)
+        lines.append(f"samples: at step 0, {_schedule(between, total)}")
+    else:
+        lines.append("samples: none during training")
     return lines

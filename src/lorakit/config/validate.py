@@ -273,8 +273,10 @@ MODE_UNUSED = {
         "train.cache_latents": "it encodes no images",
         "train.cache_text_encoder_outputs": "its prompts are always encoded once (the text encoders are frozen)",
         "train.validate_every_n_steps": "it has no held-out images",
+        "sample.every_n_epochs": "it has no image epochs: use sample.every_n_steps",
     },
     "difference": {
+        "sample.every_n_epochs": "each pass is one epoch: use sample.every_n_steps",
         "train.max_train_epochs": "it counts iterations: set train.max_train_steps",
         "network.train_text_encoder": "TrainTrain trains the UNet only in this mode",
         "network.network_weights": "load the copy machine with mode.first_pass_file",
@@ -299,6 +301,22 @@ def check_mode(cfg: LorakitConfig) -> list[Finding]:
         current, default = getattr(cfg, section), type(getattr(cfg, section))()
         if getattr(current, name) != getattr(default, name):
             found.append(Finding(key, f"is not used by mode '{mode}': {why}; remove it"))
+    return found + (check_difference(cfg) if mode == "difference" else [])
+
+
+def check_difference(cfg: LorakitConfig) -> list[Finding]:
+    """Pass 2's network: its overrides must take effect, and DoRA cannot stack on a copy machine."""
+    found, n, second = [], cfg.network, cfg.mode.second_pass
+    per_layer = [k for k in ("block_dims", "block_alphas", "conv_block_dims", "conv_block_alphas")
+                 if getattr(n, k)] + [k for k in ("conv_dim", "conv_alpha") if getattr(n, k)]
+    for key in ("network_dim", "network_alpha"):
+        if getattr(second, key) is not None and per_layer:
+            found.append(Finding(f"mode.second_pass.{key}", f"pass 2 would keep network.{per_layer[0]} for the "
+                                 "layers it sets, so this value would not apply everywhere; remove one"))
+    if n.use_dora:
+        found.append(Finding("network.use_dora", "DoRA in mode 'difference' is not implemented yet: peft's DoRA "
+                             "rescales the frozen copy machine's output too, so the slider would differ from what "
+                             "the UIs apply; use network_module 'lora' or 'locon' without DoRA"))
     return found
 
 
@@ -466,6 +484,33 @@ def looks_like_hub_id(value: str) -> bool:
     return len(parts) == 2 and all(parts) and "\\" not in value and not Path(value).suffix
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) as the image is shown (EXIF rotation applied), from its header: nothing is decoded."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        w, h = im.size
+        rotated = im.getexif().get(0x0112) in (5, 6, 7, 8)  # EXIF orientations that swap the sides
+    return (h, w) if rotated else (w, h)
+
+
+def check_image_pair(original: str | None, target: str | None) -> list[Finding]:
+    """Difference's two images: readable, and the same size (pass 2 learns the pixel-wise change)."""
+    found, sizes = [], {}
+    for key, value in (("mode.original_image", original), ("mode.target_image", target)):
+        if value and Path(value).is_file():
+            try:
+                sizes[key] = image_size(Path(value))
+            except Exception as exc:  # PIL raises several types for a file that is no image
+                found.append(Finding(key, f"{value}: not an image lorakit can read ({type(exc).__name__})"))
+    if len(sizes) == 2 and sizes["mode.original_image"] != sizes["mode.target_image"]:
+        (wo, ho), (wt, ht) = sizes["mode.original_image"], sizes["mode.target_image"]
+        found.append(Finding("mode.target_image", f"{target} is {wt}×{ht} pixels but mode.original_image "
+                                                  f"{original} is {wo}×{ho}: the two images must be the same size "
+                                                  "(crop or resize one to match the other)"))
+    return found
+
+
 def check_paths(cfg: LorakitConfig) -> list[Finding]:
     """Every input path exists and is readable; every output folder exists writable or is creatable."""
     found = []
@@ -511,6 +556,7 @@ def check_paths(cfg: LorakitConfig) -> list[Finding]:
         need("mode.original_image", cfg.mode.original_image, False)
         need("mode.target_image", cfg.mode.target_image, False)
         need("mode.first_pass_file", cfg.mode.first_pass_file, False)
+        found += check_image_pair(m.original_image, m.target_image)
     need("batch.oom_file", cfg.batch.oom_file, False)
     need("sample.prompts_file", cfg.sample.prompts_file, False)
     outputs = [("output.output_dir", cfg.output.output_dir), ("batch.stage_dir", cfg.batch.stage_dir),

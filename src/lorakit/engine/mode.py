@@ -65,6 +65,7 @@ class Mode(Protocol):
     """A training strategy, constructed with the run it trains in."""
 
     uses_dataset: ClassVar[bool]  # it trains on data.train_data_dir (the engine builds the dataset first)
+    uses_images: ClassVar[bool]  # it encodes images (the VAE is loaded even when no sample is rendered)
 
     def __init__(self, run: Run) -> None: ...
 

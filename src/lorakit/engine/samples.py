@@ -161,10 +161,27 @@ class SampleRenderer:
         pipe.set_progress_bar_config(disable=True)
         models = [parts.unet, *parts.text_encoders] + ([parts.vae] if parts.vae is not None else [])
         images = []
-        with preserved_rng(), eval_mode(models), torch.no_grad(), self.autocast():
+        with preserved_rng(), eval_mode(models), torch.no_grad():
             for p in self.prompts:
-                out = pipe(prompt=p.prompt, negative_prompt=p.negative_prompt or None, width=p.width,
-                           height=p.height, num_inference_steps=p.steps, guidance_scale=p.guidance_scale,
-                           generator=torch.Generator("cpu").manual_seed(p.seed))
-                images.append(out.images[0])
+                with self.autocast():  # denoise in the training precision; decode outside it (below)
+                    out = pipe(prompt=p.prompt, negative_prompt=p.negative_prompt or None, width=p.width,
+                               height=p.height, num_inference_steps=p.steps, guidance_scale=p.guidance_scale,
+                               generator=torch.Generator("cpu").manual_seed(p.seed), output_type="latent")
+                images.append(decode(pipe, out.images))
         return images
+
+
+@torch.no_grad()
+def decode(pipe: Any, latents: torch.Tensor) -> Image.Image:
+    """The first latent as a PIL image, decoded in the VAE's own dtype: a VAE kept in fp32 (force_upcast: SDXL's
+    overflows to NaN in fp16) must not run under the training autocast."""
+    vae = pipe.vae
+    latents = latents[:1].to(vae.dtype)
+    mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+    if mean is not None and std is not None:  # VAEs that normalise their latents (diffusers' SDXL pipeline)
+        shape = (1, len(mean), 1, 1)
+        latents = latents * torch.tensor(std).view(shape).to(latents) / vae.config.scaling_factor \
+            + torch.tensor(mean).view(shape).to(latents)
+    else:
+        latents = latents / vae.config.scaling_factor
+    return pipe.image_processor.postprocess(vae.decode(latents).sample, output_type="pil")[0]

@@ -253,7 +253,7 @@ class Run:
         t, out = stage.cfg.train, stage.cfg.output
         if stage.label:
             self.events.on_notice(f"{stage.label}: {stage.steps} steps")
-        if stage.save and self.step:  # a later stage's network: room for its save too
+        if stage.save:  # this stage's network (a later stage's, or one after a loaded first pass): room for it
             check_free_space(self.run_dir, save_size_estimate(stage.groups, out.save_precision, out.save_format),
                              "output folder")
         optimizer = build_optimizer(t.optimizer_type, stage.groups, t.learning_rate, t.optimizer_args)
@@ -276,10 +276,10 @@ class Run:
                 self.result.validation_losses.append((self.step, loss))
                 self.events.on_validation(self.step, loss)
                 stage.task.train(True)
-            every = out.save_every_n_steps
-            if self.commands.save or (every and step % every == 0 and step < stage.steps):
+            every, requested = out.save_every_n_steps, self.commands.save
+            if requested or (every and step % every == 0 and step < stage.steps):
                 self.commands.save = False
-                if stage.save:
+                if stage.save or requested:  # asked for: saved even in a stage that is not (the copy machine)
                     self._save(stage, step, meta)
             if sample:
                 self._sample(stage)
@@ -292,7 +292,7 @@ class Run:
         steps, stopped = train_loop(stage.task, optimizer, scheduler, self.accelerator, settings, self.gen,
                                     self.events, self.commands, after_step)
         self.step = offset + steps
-        if stage.save:
+        if stage.save or stopped:  # a stopped run keeps what it trained, whatever the stage
             self._save(stage, steps, meta, final=True)
         return stopped
 
@@ -307,7 +307,7 @@ class Run:
             adapter=stage.adapter,
         ) | run_meta
         saved = save_lora(self.parts, c, self.train_dir, name, meta, stage.adapter)
-        if final and stage.final:
+        if final and (stage.final or self.commands.stop):  # a run stopped early: its last network is the result
             self.result.lora_path, self.result.peft_dir = saved.main, saved.peft
         elif final:
             self.result.stage_files.append(saved.main)

@@ -48,13 +48,14 @@ def edits(mode: IlecoModeSection) -> list[Edit]:
 
 class EditSampler:
     """Batches of `batch_size` edits, cycling through them in order: batch k of the run holds edits
-    k·B, k·B+1, … (mod the number of edits). An epoch is ceil(edits / B) batches, so it covers every edit."""
+    k·B, k·B+1, … (mod the number of edits). An epoch is ceil(edits / B) optimizer steps of `accumulation`
+    batches each, so it covers every edit and the loop never cuts an accumulation window short."""
 
-    def __init__(self, items: list[Edit], batch_size: int) -> None:
-        self.items, self.batch_size = items, batch_size
+    def __init__(self, items: list[Edit], batch_size: int, accumulation: int = 1) -> None:
+        self.items, self.batch_size, self.accumulation = items, batch_size, accumulation
 
     def __len__(self) -> int:
-        return math.ceil(len(self.items) / self.batch_size)
+        return math.ceil(len(self.items) / self.batch_size) * self.accumulation
 
     def batches(self, epoch: int) -> Iterator[list[Edit]]:
         n, b = len(self.items), self.batch_size
@@ -144,7 +145,7 @@ class IlecoMode:
     def plan_lines(self) -> list[str]:
         from ..config.plan import mode_plan_lines  # the same lines `lorakit plan` shows
 
-        return mode_plan_lines(self.run.cfg)
+        return mode_plan_lines(self.run.cfg, self.run.result.lora_path)
 
     def _warmup(self) -> int:
         from ..engine.trainer import warmup_steps
@@ -156,12 +157,12 @@ class IlecoMode:
 
     def stages(self) -> Iterator[Stage]:
         run, cfg = self.run, self.run.cfg
-        sampler = EditSampler(self.edits, cfg.train.train_batch_size)
+        sampler = EditSampler(self.edits, cfg.train.train_batch_size, cfg.train.gradient_accumulation_steps)
         prompts = [p for e in self.edits for p in (e.original, e.target) + ((EMPTY,) if e.guidance else ())]
         conds = encode_prompts(run.encoder.text_conditioning, prompts)
         task = IlecoTask(run.parts, cfg, sampler, conds, lambda: run.adapters({ADAPTER: 0.0}), run.dtype)
         groups = run.param_groups(cfg.train, cfg.network)
-        per_epoch = math.ceil(len(sampler) / cfg.train.gradient_accumulation_steps)
+        per_epoch = len(sampler) // cfg.train.gradient_accumulation_steps
         yield Stage(cfg=cfg, task=task, groups=groups, steps=self.steps, steps_per_epoch=per_epoch,
                     output_name=cfg.output.output_name, warmup_steps=self._warmup(), num_images=0,
                     resolution=cfg.data.max_size)

@@ -7,6 +7,7 @@ matching parameter names.
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -41,7 +42,9 @@ def attach_network(parts: ModelParts, net_cfg: Any, targets: dict[str, Targets] 
         chosen = targets.get(attr)
         if not chosen:
             continue
-        module.add_adapter(net.peft_config(net_cfg, chosen, **options), adapter_name=adapter)
+        with warnings.catch_warnings():  # a second adapter on the same model is intended (Difference's pass 2)
+            warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+            module.add_adapter(net.peft_config(net_cfg, chosen, **options), adapter_name=adapter)
         _activate_all(module)
         got = set(adapter_layers(module, adapter))
         if got != set(chosen):  # peft matches by suffix: make sure it adapted exactly the modules asked for
@@ -188,8 +191,13 @@ def adapter_weights(parts: ModelParts, weights: dict[str, float]) -> Iterator[No
 
 
 def freeze_adapter(parts: ModelParts, adapter: str) -> None:
-    """Keep `adapter` applied but stop training it (Difference's copy machine during pass 2)."""
+    """Keep `adapter` applied but stop training it (Difference's copy machine during pass 2): no gradients, and
+    no dropout while the model trains another network, so the frozen network is the same at every step."""
     for _, module in components(parts):
         for p in network_parameters(module, adapter):
             p.requires_grad_(False)
             p.grad = None
+    for layer in tuner_layers(parts):
+        dropout = getattr(layer, "lora_dropout", None)
+        if dropout is not None and adapter in dropout:
+            dropout[adapter] = torch.nn.Identity()
