@@ -201,6 +201,13 @@ def test_output_name_too_long_for_the_file_system(tmp_path: Path) -> None:
                          paths=True)
     assert len(errors) == 1 and errors[0].startswith("output.output_name: 'xxxx")
     assert f"longer than the {limit} this file system allows" in errors[0]
+    # Difference's copy machine adds "_copy": a name that fits a lora run is 5 bytes too long there
+    name = "x" * (limit - len("-step00000000.safetensors"))
+    assert messages(cfg(**base, output={"output_dir": str(tmp_path), "output_name": name}), paths=True)[0] == []
+    pair = {"type": "difference", "first_pass_only": True, "original_image": str(tmp_path / "a.png")}
+    (tmp_path / "a.png").write_bytes(b"")
+    errors, _ = messages(cfg(output={"output_dir": str(tmp_path), "output_name": name}, mode=pair), paths=True)
+    assert [e.split(":")[0] for e in errors if "shorten it by 5 bytes" in e] == ["output.output_name"]
     errors, _ = messages(cfg(**base, output={"output_dir": str(tmp_path), "run_id": "r" * (limit + 1)}), paths=True)
     assert errors == [f"output.run_id: '{'r' * 40}…' makes file names of {limit + 1} bytes, longer than the {limit} "
                       f"this file system allows in {tmp_path}; shorten it by 1 bytes"]

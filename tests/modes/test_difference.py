@@ -152,6 +152,11 @@ def test_first_pass_file_of_another_type_is_refused(trained, pair, tmp_path: Pat
     with pytest.raises(LorakitError, match="is a lora network but network.network_module is 'loha'"):
         api.train(config(tmp_path, None, pair[1], f"mode.first_pass_file='{copy_file}'",
                          "network.network_module='loha'", steps=1))
+    # `config validate` says so first (type and family; the copy machine keeps its own rank)
+    cfg = config(tmp_path, None, pair[1], f"mode.first_pass_file='{copy_file}'", "network.network_module='loha'",
+                 "network.network_dim=8")
+    assert [(f.key, f.message) for f in check(cfg, paths=True)[0]] == [
+        ("mode.first_pass_file", f"{copy_file} is a lora network but network.network_module is 'loha'")]
 
 
 def test_second_pass_rank_and_copy_rank(trained) -> None:

@@ -220,7 +220,8 @@ def check_output_names(cfg: LorakitConfig) -> list[Finding]:
         limit = os.pathconf(probe, "PC_NAME_MAX")
     except (OSError, ValueError):
         limit = 255
-    names = {"output.output_name": (out.output_name, f"{out.output_name}-step00000000.safetensors")}
+    copy = "_copy" if cfg.mode.type == "difference" else ""  # Difference's copy machine: <name>_copy-step…
+    names = {"output.output_name": (out.output_name, f"{out.output_name}{copy}-step00000000.safetensors")}
     if out.run_id:
         names["output.run_id"] = (out.run_id, out.run_id)
     found = []
@@ -442,8 +443,9 @@ def check_model(cfg: LorakitConfig) -> list[Finding]:
     return []
 
 
-def check_resume(cfg: LorakitConfig, key: str, value: str) -> list[Finding]:
-    """A LoRA to start from must have the configured rank and fit the model family."""
+def check_resume(cfg: LorakitConfig, key: str, value: str, rank: bool = True) -> list[Finding]:
+    """A LoRA to start from must be of the configured network type, fit the model family and (`rank`) have the
+    configured rank."""
     file = weights_file(Path(value))
     if file is None:
         return [Finding(key, f"{value}: no .safetensors LoRA file found there")]
@@ -457,7 +459,7 @@ def check_resume(cfg: LorakitConfig, key: str, value: str) -> list[Finding]:
         found.append(Finding(key, f"{file} is a {kind} network but network.network_module is "
                                   f"'{cfg.network.network_module}'"))
     ranks = {s[0] for k, s in shapes.items() if k.endswith((".lora_down.weight", ".lora_A.weight")) and s}
-    if ranks and ranks != {cfg.network.network_dim}:
+    if rank and ranks and ranks != {cfg.network.network_dim}:
         found.append(Finding(key, f"{file} has rank {sorted(ranks)} but network.network_dim is "
                                   f"{cfg.network.network_dim}; set network.network_dim to match"))
     sdxl = any(k.startswith(("lora_te1_", "lora_te2_")) or "input_blocks" in k for k in shapes)
@@ -609,10 +611,11 @@ def check(cfg: LorakitConfig, paths: bool = False, machine: str = "error") -> tu
     if paths:
         found += check_paths(cfg) + check_model(cfg)
         resume_keys = [("network.network_weights", cfg.network.network_weights),
-                       ("train.resume", getattr(cfg.train, "resume", None))]
+                       ("train.resume", getattr(cfg.train, "resume", None)),
+                       ("mode.first_pass_file", getattr(cfg.mode, "first_pass_file", None))]
         for key, value in resume_keys:
-            if value and Path(value).exists():
-                found += check_resume(cfg, key, value)
+            if value and Path(value).exists():  # a copy machine keeps its own rank: only type and family
+                found += check_resume(cfg, key, value, rank=key != "mode.first_pass_file")
         here = check_environment(cfg) + check_output_names(cfg)
         if not any(f.error for f in found if f.key.startswith("train.")):
             here += _dry_run(cfg)

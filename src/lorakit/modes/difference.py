@@ -1,6 +1,6 @@
 """Difference: a slider from two images (TrainTrain's "copy machine" method).
 
-Pass 1 trains a LoRA (the copy machine, adapter "copy") to reproduce the original image. It is then frozen and
+Pass 1 trains a LoRA (the copy machine, adapter "copy_machine") to reproduce the original image. It is then frozen and
 stays applied while pass 2 trains a new LoRA on the target image: everything the two images share is already
 produced by the copy machine, so pass 2 learns only what differs. Only pass 2's network is the run's result; at a
 negative weight it moves the other way.
