@@ -259,3 +259,12 @@ def test_a_frozen_copy_machine_drops_nothing(module: str) -> None:
     freeze_adapter(parts, COPY)
     parts.unet.train()
     assert torch.equal(unet_output(parts), unet_output(parts))
+
+
+def test_checkpoints_are_named_by_the_runs_step(pair, tmp_path: Path) -> None:
+    """Pass 2's checkpoints count the run's steps, as log.csv and the samples do (pass 1 had 3)."""
+    result = api.train(config(tmp_path, *pair, "mode.save_first_pass=true", "output.save_every_n_steps=2", steps=3))
+    files = sorted(p.name for p in (result.run_dir / "train").glob("*.safetensors"))
+    assert files == ["lora-step00000005.safetensors", "lora.safetensors", "lora_copy-step00000002.safetensors",
+                     "lora_copy.safetensors"]
+    assert load_file(result.checkpoints[1]).keys() == load_file(result.lora_path).keys()

@@ -351,10 +351,12 @@ def stage_steps(cfg: LorakitConfig) -> list[tuple[str, int]]:
     raise ValueError(f"mode {m.type!r} plans from its dataset (build_plan)")
 
 
-def mode_plan_lines(cfg: LorakitConfig, output: Path | None = None) -> list[str]:
-    """The plan of an ileco or difference run as console lines: what it trains on, its stages, the output (the
-    run's file when known)."""
+def mode_plan_lines(cfg: LorakitConfig, output: Path | None = None,
+                    images: dict[str, str] | None = None) -> list[str]:
+    """The plan of an ileco or difference run as console lines: what it trains on, its stages, the output. The run
+    passes what it knows besides: its output file, and Difference's images described (size, scaling)."""
     output = output or output_path(cfg)
+    images = images or {}
     m, n, t = cfg.mode, cfg.network, cfg.train
     w, h = cfg.data.max_size
     lines = [f"mode: {m.type}"]
@@ -365,8 +367,8 @@ def mode_plan_lines(cfg: LorakitConfig, output: Path | None = None) -> list[str]
             target = repr(pair.target_prompt) if pair.target_prompt else "'' (erase)"
             lines.append(f"  edit: {pair.original_prompt!r} → {target}, guidance_scale {g:g}")
     else:
-        lines += [f"{key} image: {path}" for key, path in (("original", m.original_image), ("target", m.target_image))
-                  if path]
+        lines += [f"{key} image: {images.get(key, path)}" for key, path in
+                  (("original", m.original_image), ("target", m.target_image)) if path]
         lines.append(f"caption of both: {m.prompt!r}" if m.prompt else "caption of both: none (empty prompt)")
         if m.first_pass_file:
             lines.append(f"copy machine: loaded from {m.first_pass_file}")
@@ -377,8 +379,8 @@ def mode_plan_lines(cfg: LorakitConfig, output: Path | None = None) -> list[str]
         alpha = (second.network_alpha if is_second and second.network_alpha else n.network_alpha)
         lr = (second.learning_rate if is_second and second.learning_rate else t.learning_rate)
         batch = (second.train_batch_size if is_second and second.train_batch_size else t.train_batch_size)
-        lines.append(f"{label}: {steps} steps, batch {batch}, lr {lr:g}, {n.network_module} rank {dim} "
-                     f"alpha {alpha:g}")
+        kind = n.network_module + (" + DoRA" if n.use_dora else "")
+        lines.append(f"{label}: {steps} steps, batch {batch}, lr {lr:g}, {kind} rank {dim} alpha {alpha:g}")
     if m.type == "difference" and (m.save_first_pass or m.first_pass_only) and not m.first_pass_file:
         copy = output.with_name(f"{cfg.output.output_name}_copy.safetensors")
         lines.append(f"copy machine saved to: {copy}")

@@ -34,9 +34,14 @@ class BatchEncoder:
         self.cache_latents, self.cache_text = cache_latents, cache_text
         self.latents: dict[str, torch.Tensor] = {}
         self.texts: dict[str, dict[str, torch.Tensor]] = {}
-        self.gen = torch.Generator(device="cpu").manual_seed(seed + 1)
+        self.gen = torch.Generator(device="cpu")
+        self.reseed(seed)
         self.model_id = cache_model_id(parts.family.name, parts.identity, dtype)
         self.disk = (TensorCache(disk_dir, "latents"), TensorCache(disk_dir, "text")) if disk_dir else None
+
+    def reseed(self, seed: int) -> None:
+        """Restart the draws of latent samples from the run's seed (a mode's later stage does, as a new run would)."""
+        self.gen.manual_seed(seed + 1)
 
     @torch.no_grad()
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -297,9 +297,11 @@ class Run:
         return stopped
 
     def _save(self, stage: Stage, step: int, run_meta: dict[str, str], final: bool = False) -> Path:
-        """Save the stage's network: `<output_name>` at its end, `<output_name>-step<N>` before."""
+        """Save the stage's network after its `step`-th step: `<output_name>` at its end, `<output_name>-step<N>`
+        before (N: the run's step)."""
         c = stage.cfg
-        name = stage.output_name if final else f"{stage.output_name}-step{step:08d}"
+        # file names and events count the run's steps (as log.csv and the samples do); the metadata the network's
+        name = stage.output_name if final else f"{stage.output_name}-step{self.step:08d}"
         meta = formats.kohya_metadata(
             self.parts, name=name, resolution=stage.resolution, steps=step, epochs=_epoch(stage, step),
             learning_rate=c.train.learning_rate, te_trained=c.network.train_text_encoder, seed=c.train.seed,
@@ -313,7 +315,7 @@ class Run:
             self.result.stage_files.append(saved.main)
         else:
             self.result.checkpoints.append(saved.main)
-        self.events.on_save(step, saved.main)
+        self.events.on_save(self.step, saved.main)
         return saved.main
 
     def _sample(self, stage: Stage | None) -> None:

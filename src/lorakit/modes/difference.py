@@ -156,37 +156,11 @@ class DifferenceMode:
         return net.name
 
     def plan_lines(self) -> list[str]:
-        cfg, mode, p2 = self.run.cfg, self.mode, self.pass2
-        out = cfg.output
-        train_dir = self.run.train_dir
-        lines = ["mode: difference (copy-machine slider)"]
-        lines += [f"{key.removeprefix('mode.').replace('_', ' ')}: {image.describe()}"
-                  for key, image in self.images.items()]
-        lines.append(f"prompt: {mode.prompt!r}" if mode.prompt else "prompt: none (empty caption)")
+        from ..config.plan import mode_plan_lines  # the same lines `lorakit plan` shows, with the images' sizes
 
-        def settings(c: LorakitConfig, steps: int) -> str:
-            n, t = c.network, c.train
-            kind = n.network_module + (" + DoRA" if n.use_dora else "")
-            return (f"{steps} steps, {kind} rank {n.network_dim} alpha {n.network_alpha:g}, "
-                    f"lr {t.learning_rate:g}, batch {t.train_batch_size}")
-
-        if self.loaded:
-            lines.append(f"pass 1: copy machine loaded from {mode.first_pass_file} ({self.loaded}), frozen")
-        else:
-            lines.append(f"pass 1: copy machine on the original image, {settings(cfg, self.steps[PASS1])}")
-        if mode.first_pass_only:
-            lines.append("pass 2: skipped (mode.first_pass_only)")
-        else:
-            lines.append(f"pass 2: difference on the target image, copy machine applied, "
-                         f"{settings(p2, self.steps[PASS2])}")
-        saves = []
-        if not self.loaded and (mode.save_first_pass or mode.first_pass_only):
-            saves.append(f"{train_dir / out.output_name}_copy (pass 1)")
-        if not mode.first_pass_only:
-            saves.append(f"{train_dir / out.output_name} (pass 2, the slider)")
-        lines.append(f"saves: {', '.join(saves)} [{out.save_format}]")
-        lines.append(f"total steps: {self.total_steps()}")
-        return lines
+        described = {key.removeprefix("mode.").removesuffix("_image"): image.describe()
+                     for key, image in self.images.items()}
+        return mode_plan_lines(self.run.cfg, self.run.result.lora_path, described)
 
     def total_steps(self) -> int:
         return sum(self.steps.values())
@@ -218,6 +192,6 @@ class DifferenceMode:
         # pass 2 starts from the seed whether pass 1 trained or was loaded (TrainTrain re-seeds before it too)
         seed = cfg.train.seed
         run.gen.manual_seed(seed)
-        run.encoder.gen.manual_seed(seed + 1)
+        run.encoder.reseed(seed)
         run.attach(self.pass2.network)
         yield self._stage(self.pass2, self.images["mode.target_image"], PASS2, ADAPTER, cfg.output.output_name)
