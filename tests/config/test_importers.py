@@ -306,7 +306,7 @@ def test_files_with_a_utf8_bom_import(tmp_path: Path) -> None:
 def test_prior_loss_weight_and_sample_settings_are_mapped(tmp_path: Path) -> None:
     f = tmp_path / "t.toml"
     f.write_text('prior_loss_weight = 0.5\nsample_prompts = "prompts.txt"\nsample_every_n_steps = 100\n'
-                 "sample_every_n_epochs = 2\nsample_at_first = true\n", encoding="utf-8")
+                 'sample_every_n_epochs = 2\nsample_at_first = true\nreg_data_dir = "reg"\n', encoding="utf-8")
     r = import_file(f)
     assert r.values["mode"] == {"prior_loss_weight": 0.5}
     # kohya ignores the steps when the epochs are set; sample_at_first = true is what lorakit does anyway
@@ -314,6 +314,11 @@ def test_prior_loss_weight_and_sample_settings_are_mapped(tmp_path: Path) -> Non
     assert r.unmapped == [("sample_every_n_steps", 100,
                            "kohya ignores sample_every_n_steps when sample_every_n_epochs is set")]
     assert "sample_at_first" in r.empty and r.mapped["sample_prompts"] == "sample.prompts_file"
+    # without regularisation images kohya ignores the weight; lorakit would refuse it, so it is listed, not mapped
+    f.write_text("prior_loss_weight = 0.5\n", encoding="utf-8")
+    r = import_file(f)
+    assert "mode" not in r.values
+    assert r.unmapped == [("prior_loss_weight", 0.5, "kohya ignores it without regularisation images")]
     resolve([Layer("imported", r.values)])
 
 

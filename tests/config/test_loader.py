@@ -164,3 +164,17 @@ def test_toml_with_utf8_bom_is_read(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         load_config([bad])
     assert exc.value.problems[0] == f"{bad}: not UTF-8 text (byte 30); save it as UTF-8"
+
+
+def test_mode_errors_name_the_key_and_what_to_do() -> None:
+    cases = {
+        "mode.type='foo'": "--set: mode.type = 'foo': not a mode (allowed: 'lora', 'dreambooth', 'ileco', "
+                           "'difference')",
+        "mode='ileco'": "--set: mode = 'ileco': [mode] is a table; set mode.type (e.g. --set mode.type='ileco')",
+        "mode.original_prompt='x'": "--set: unknown key 'mode.original_prompt'; it is a setting of mode 'ileco', "
+                                    "and this config's mode.type is 'lora'",
+    }
+    for setting, message in cases.items():
+        with pytest.raises(ConfigError) as err:
+            resolve_layers(sets=[setting])
+        assert err.value.problems == [message]

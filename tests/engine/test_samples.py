@@ -222,3 +222,31 @@ def test_decode_outside_autocast_equals_the_pipelines_own(model: str) -> None:
     own = pipe(**args, generator=torch.Generator().manual_seed(3)).images[0]
     latents = pipe(**args, generator=torch.Generator().manual_seed(3), output_type="latent").images
     assert np.array_equal(np.asarray(decode(pipe, latents)), np.asarray(own))
+
+
+def test_a_failed_render_warns_and_training_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A render that fails (out of GPU memory, say) costs its images, not the run."""
+    from lorakit.engine.events import Callback
+    from lorakit.engine.samples import SampleRenderer
+
+    def fail(self, step):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(SampleRenderer, "render", fail)
+    warnings: list[str] = []
+
+    class Warnings(Callback):
+        def on_warning(self, message: str) -> None:
+            warnings.append(message)
+
+    images = tmp_path / "imgs"
+    from conftest import write_images
+
+    write_images(images, count=2)
+    cfg = resolve_layers(sets=[f"data.train_data_dir='{images}'", f"output.output_dir='{tmp_path / 'runs'}'",
+                               "data.resolution=64", "train.max_train_steps=2", "network.network_dim=2",
+                               "sample.prompts=['a cat --s 1']"]).config
+    result = api.train(cfg, [Warnings()])
+    assert result.steps == 2 and result.lora_path.is_file()
+    assert warnings == ["samples at step 0 failed (RuntimeError: CUDA out of memory (simulated)); training goes on",
+                        "samples at step 2 failed (RuntimeError: CUDA out of memory (simulated)); training goes on"]

@@ -268,3 +268,21 @@ def test_checkpoints_are_named_by_the_runs_step(pair, tmp_path: Path) -> None:
     assert files == ["lora-step00000005.safetensors", "lora.safetensors", "lora_copy-step00000002.safetensors",
                      "lora_copy.safetensors"]
     assert load_file(result.checkpoints[1]).keys() == load_file(result.lora_path).keys()
+
+
+def test_samples_show_the_copy_machine_in_pass_1_and_the_slider_alone_after(pair, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pass 2's samples (and the final ones) render the slider on the base model, as the file will be used."""
+    from lorakit.engine.samples import SampleRenderer
+
+    seen: dict[int, list[str]] = {}
+
+    def record(self, step):
+        layer = next(layer for layer in tuner_layers(self.parts) if COPY in layer.scaling)
+        seen[step] = sorted(layer.active_adapters)
+        self.last_step = step
+        return []
+
+    monkeypatch.setattr(SampleRenderer, "render", record)
+    api.train(config(tmp_path, *pair, "sample.prompts=['a face --s 1']", "sample.every_n_steps=1", steps=2))
+    assert seen == {0: [COPY], 1: [COPY], 2: [COPY], 3: ["lorakit"], 4: ["lorakit"]}  # pass 1: steps 1–2

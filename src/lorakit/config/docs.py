@@ -40,6 +40,8 @@ def _default(info: object) -> str:
     """The field's default as TOML-ish text (`unset` for None)."""
     default = getattr(info, "default", PydanticUndefined)
     factory = getattr(info, "default_factory", None)
+    if default is PydanticUndefined and factory is None:
+        return "required"
     if default is PydanticUndefined and factory is not None:
         default = factory()
     if default is None:

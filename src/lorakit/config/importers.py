@@ -454,6 +454,18 @@ def convert(src: dict[str, Any], gui: bool) -> ImportResult:
     return r
 
 
+def _drop_unused_prior_loss_weight(r: ImportResult) -> None:
+    """kohya ignores prior_loss_weight without regularisation images; lorakit would refuse it (it does nothing)."""
+    mode = r.values.get("mode", {})
+    if "prior_loss_weight" in mode and not r.values.get("data", {}).get("reg_data_dir"):
+        weight = mode.pop("prior_loss_weight")
+        if not mode:
+            r.values.pop("mode")
+        r.mapped.pop("prior_loss_weight", None)
+        r.skip("prior_loss_weight", weight if weight != 1 else None,
+               "kohya ignores it without regularisation images" if weight != 1 else "")
+
+
 def _flatten_tables(values: dict[str, Any]) -> dict[str, Any]:
     """sd-scripts reads every table of its config TOML as one flat namespace; do the same."""
     flat: dict[str, Any] = {}
@@ -576,4 +588,5 @@ def import_file(path: Path, dataset_toml: Path | None = None) -> ImportResult:
         result.strict_source = None
         if result.errors:
             raise ConfigError(result.errors)
+    _drop_unused_prior_loss_weight(result)  # after the dataset TOML, which may name the regularisation images
     return result

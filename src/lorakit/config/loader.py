@@ -224,7 +224,13 @@ def describe(exc: ValidationError, layers: list[Layer]) -> list[str]:
             loc, mode_type = ("mode", *loc[2:]), str(loc[1])
         dotted = ".".join(str(p) for p in loc) or "(config)"
         source = _owner(dotted, layers)
-        if err["type"] == "extra_forbidden":
+        if err["type"] == "union_tag_invalid" and loc == ("mode",):
+            lines.append(f"{_owner('mode.type', layers)}: mode.type = {err['ctx']['tag']!r}: not a mode (allowed: "
+                         f"{', '.join(repr(t) for t in MODE_SECTIONS)})")
+        elif loc == ("mode",) and not isinstance(err.get("input"), dict):
+            lines.append(f"{_owner('mode', layers)}: mode = {err.get('input')!r}: [mode] is a table; set "
+                         f"mode.type (e.g. --set mode.type='ileco')")
+        elif err["type"] == "extra_forbidden":
             near = _suggest(loc, mode_type)
             hint = (f"; {near}" if near.startswith("it is") else f"; did you mean '{near}'?") if near else ""
             lines.append(f"{source}: unknown key '{dotted}'{hint}")

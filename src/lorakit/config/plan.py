@@ -122,6 +122,7 @@ class Plan:
     examples: list[int] = field(default_factory=list)  # training images per folder (sub-images, mirrors)
     warnings: list[str] = field(default_factory=list)
     network: list[str] = field(default_factory=list)  # the adapted modules per component and block
+    sampling: bool = False  # sample prompts set: step 0 and the final step are rendered besides sample_steps
 
 
 def output_path(cfg: LorakitConfig) -> Path:
@@ -167,7 +168,8 @@ def build_plan(cfg: LorakitConfig, dataset: object | None = None, model: object 
         save_every=cfg.output.save_every_n_steps,
     )
     steps = replace(steps, sample_steps=sample_schedule(cfg, steps.total_steps, steps.steps_per_epoch))
-    plan = Plan(folders, steps, _buckets(dataset), str(output_path(cfg)), examples=examples)
+    plan = Plan(folders, steps, _buckets(dataset), str(output_path(cfg)), examples=examples,
+                sampling=bool(cfg.sample.prompts or cfg.sample.prompts_file))
     plain = compute_steps(counts, t.train_batch_size, t.gradient_accumulation_steps, t.max_train_epochs)
     if plain.batches_per_epoch != steps.batches_per_epoch:
         plan.notes.append(f"buckets split the data into {steps.batches_per_epoch} batches per epoch "
@@ -325,7 +327,7 @@ def render_plan(plan: Plan) -> list[str]:
         f"text encoder: {plan.text_encoder}",
         *plan.network,
         f"saves: {_schedule(s.save_steps, s.total_steps)}",
-        f"samples: {_schedule(s.sample_steps, s.total_steps) if s.sample_steps else 'none during training'}",
+        samples_line(plan.sampling, s.sample_steps, s.total_steps),
         f"output: {plan.output_path}",
     ]
     return lines + [f"note: {n}" for n in plan.notes] + [f"warning: {w}" for w in plan.warnings]
@@ -386,12 +388,18 @@ def mode_plan_lines(cfg: LorakitConfig, output: Path | None = None,
         lines.append(f"copy machine saved to: {copy}")
     if not (m.type == "difference" and m.first_pass_only):
         lines.append(f"output: {output}")
-    total = sum(steps for _, steps in stage_steps(cfg))
-    if cfg.sample.prompts or cfg.sample.prompts_file:
-        from ..engine.sample_prompts import sample_schedule  # torch-free
+    from ..engine.sample_prompts import sample_schedule  # torch-free
 
-        between = sample_schedule(cfg, total, 0)
-        lines.append(f"samples: at step 0, {_schedule(between, total)}")
-    else:
-        lines.append("samples: none during training")
+    total = sum(steps for _, steps in stage_steps(cfg))
+    lines.append(samples_line(bool(cfg.sample.prompts or cfg.sample.prompts_file), sample_schedule(cfg, total, 0),
+                              total))
     return lines
+
+
+def samples_line(sampling: bool, between: tuple[int, ...], total: int) -> str:
+    """'samples: at step 0, 100, 200 (2 between) + final at 300', or none."""
+    if not sampling:
+        return "samples: none during training"
+    shown = ", ".join(map(str, between[:5])) + (", …" if len(between) > 5 else "")
+    return f"samples: at step 0, " + (f"{shown} ({len(between)} between), " if between else "") + \
+        f"final at {total}"

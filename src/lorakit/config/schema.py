@@ -283,7 +283,8 @@ class SampleSection(Section):
     negative_prompt: str = Field("", description="Negative prompt of every sample (a prompt's --n overrides it).")
     steps: int = Field(20, ge=1, le=1000, description="Inference steps (a prompt's --s overrides it).")
     guidance_scale: float = Field(7.0, ge=0, description="Classifier-free guidance scale (--l overrides it).")
-    seed: int = Field(1, description="Seed of the samples (--d overrides it); the same for every render.")
+    seed: int = Field(1, ge=0, le=2**63 - 1,
+                      description="Seed of the samples (--d overrides it); the same for every render.")
     width: int | None = Field(
         None, ge=64, le=4096,
         description="Sample width, a multiple of 8 (--w overrides it); unset = the training size.")

@@ -55,6 +55,7 @@ class Stage:
     text_encoder_stop: int | None = None
     validate: Callable[[], float] | None = None  # held-out loss, every train.validate_every_n_steps
     save: bool = True  # write its file (Difference's copy machine only when asked)
+    sample_weights: dict[str, float] = field(default_factory=dict)  # adapters' weights in samples (0 = off)
     final: bool = True  # its file is the run's result
     num_images: int = 0  # metadata: ss_num_train_images, ss_tag_frequency, ss_resolution
     tag_frequency: dict[str, dict[str, int]] = field(default_factory=dict)

@@ -75,8 +75,8 @@ def _scale(value: str) -> float:
 
 
 def _seed(value: str) -> int:
-    if not re.fullmatch(r"\d+", value):
-        raise PromptError(f"--d {value}: the seed must be a whole number ≥ 0")
+    if not re.fullmatch(r"\d+", value) or int(value) >= 2**63:
+        raise PromptError(f"--d {value}: the seed must be a whole number from 0 to 2**63 - 1")
     return int(value)
 
 

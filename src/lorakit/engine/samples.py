@@ -139,8 +139,8 @@ class SampleRenderer:
 
     def render(self, step: int) -> list[Path]:
         """Render every prompt, write `step{N:08d}_{i:02d}.png` (never over an existing file) and the sheet."""
-        self.last_step = step
         images = self._images()
+        self.last_step = step  # after the render: a failed one is tried again at the end
         paths = []
         for i, image in enumerate(images):
             path = unique_path(self.folder, f"step{step:08d}_{i:02d}")

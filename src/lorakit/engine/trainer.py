@@ -186,6 +186,7 @@ class Run:
         self.result = TrainResult(run_dir, self.train_dir / f"{cfg.output.output_name}.safetensors", 0, False)
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.step = 0  # optimizer steps so far, over all stages
+        self.stage: Stage | None = None  # the stage training (or trained last)
         self.total = 0
 
     @property
@@ -251,6 +252,7 @@ class Run:
     def train_stage(self, stage: Stage) -> bool:
         """Train one stage, saving as its config says; returns True when the run was asked to stop."""
         t, out = stage.cfg.train, stage.cfg.output
+        self.stage = stage
         if stage.label:
             self.events.on_notice(f"{stage.label}: {stage.steps} steps")
         if stage.save:  # this stage's network (a later stage's, or one after a loaded first pass): room for it
@@ -319,12 +321,20 @@ class Run:
         return saved.main
 
     def _sample(self, stage: Stage | None) -> None:
-        """Render the sample prompts with the networks as they are now (eval mode; training RNG untouched)."""
+        """Render the sample prompts with the networks as they are now, at the stage's sample weights (Difference:
+        the slider without its copy machine, as the file will be used); eval mode, training RNG untouched."""
         assert self.samples is not None
         if stage is not None:
             stage.task.train(False)
+        weights = (stage or self.stage).sample_weights if (stage or self.stage) else {}
         try:
-            self.samples.render(self.step)
+            with self.adapters(weights):
+                self.samples.render(self.step)
+        except LorakitError:
+            raise  # e.g. the disk is full: the saves would fail too
+        except Exception as exc:  # e.g. out of GPU memory while rendering: training goes on without this render
+            self.events.on_warning(f"samples at step {self.step} failed ({type(exc).__name__}: {exc}); "
+                                   "training goes on")
         finally:
             if stage is not None:
                 stage.task.train(True)

@@ -194,4 +194,6 @@ class DifferenceMode:
         run.gen.manual_seed(seed)
         run.encoder.reseed(seed)
         run.attach(self.pass2.network)
-        yield self._stage(self.pass2, self.images["mode.target_image"], PASS2, ADAPTER, cfg.output.output_name)
+        stage = self._stage(self.pass2, self.images["mode.target_image"], PASS2, ADAPTER, cfg.output.output_name)
+        stage.sample_weights = {COPY: 0.0}  # samples show the slider as it will be used: on the base model
+        yield stage
