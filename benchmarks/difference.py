@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,46 +18,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from lorakit import api  # noqa: E402
 from lorakit.config.loader import Layer, resolve  # noqa: E402
-from lorakit.engine.events import Callback, StepEvent  # noqa: E402
-
-
-class PassClock(Callback):
-    """The time each stage was announced and each step ended."""
-
-    def __init__(self) -> None:
-        self.starts: list[float] = []
-        self.steps: list[float] = []
-
-    def on_notice(self, message: str) -> None:
-        if message.startswith("pass "):
-            self.starts.append(time.perf_counter())
-
-    def on_step(self, event: StepEvent) -> None:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        self.steps.append(time.perf_counter())
-
-
-def write_pair(folder: Path, size: int) -> tuple[Path, Path]:
-    """An original and the same picture with a bright square."""
-    original = np.full((size, size, 3), (40, 90, 160), np.uint8)
-    target = original.copy()
-    target[size // 4 : size // 2, size // 4 : size // 2] = 250
-    paths = folder / "original.png", folder / "target.png"
-    Image.fromarray(original).save(paths[0])
-    Image.fromarray(target).save(paths[1])
-    return paths
+from common import StepClock, positional, write_pair  # noqa: E402
 
 
 def main() -> None:
-    model = sys.argv[1] if len(sys.argv) > 1 else "tiny-sd1"
-    resolution = int(sys.argv[2]) if len(sys.argv) > 2 else 64
-    steps = int(sys.argv[3]) if len(sys.argv) > 3 else 30
-    batch = int(sys.argv[4]) if len(sys.argv) > 4 else 2
+    model, resolution, steps, batch = positional("tiny-sd1", 64, 30, 2)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with tempfile.TemporaryDirectory() as out:
         original, target = write_pair(Path(out), resolution)
@@ -73,15 +40,15 @@ def main() -> None:
                       "mixed_precision": "bf16" if device == "cuda" else "no"},
             "output": {"output_dir": out},
         })])
-        clock = PassClock()
+        clock = StepClock()
         began = time.perf_counter()
         api.train(cfg, [clock])
         ended = time.perf_counter()
     print(f"difference, {model}, {resolution} px, batch {batch}, rank 16 then 4, {steps} steps a pass, {device}; "
           f"whole run {ended - began:.1f} s (model load included)")
     for i, label in enumerate(("pass 1 (copy machine, rank 16)", "pass 2 (difference, rank 4)")):
-        times = clock.steps[i * steps : (i + 1) * steps]
-        wall = times[-1] - clock.starts[i]
+        times = clock.times[i * steps : (i + 1) * steps]
+        wall = times[-1] - clock.stages[i]
         step = statistics.median(np.diff(times[1:])) if len(times) > 2 else float("nan")
         print(f"{label}: {wall:7.2f} s, {step * 1000:8.1f} ms/step (median, first step left out)")
 

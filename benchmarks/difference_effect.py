@@ -10,16 +10,14 @@ numbers; asserts nothing.
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
 
+from common import positional, write_pair  # noqa: E402
 from lorakit import api  # noqa: E402
 from lorakit.config.loader import resolve_layers  # noqa: E402
 from lorakit.engine.encode import BatchEncoder  # noqa: E402
@@ -30,19 +28,6 @@ from lorakit.networks.formats import read_lora_file  # noqa: E402
 from lorakit.networks.loading import attach_file  # noqa: E402
 
 SIZES = [{"original_size": (64, 64), "crop_top_left": (0, 0), "target_size": (64, 64)}]
-
-
-def write_pair(folder: Path) -> tuple[Path, Path]:
-    """A two-tone picture and the same picture with a bright square."""
-    folder.mkdir(parents=True, exist_ok=True)
-    original = np.zeros((64, 64, 3), np.uint8)
-    original[:, :], original[40:] = (40, 90, 160), (120, 70, 30)
-    target = original.copy()
-    target[12:36, 12:36] = (250, 250, 240)
-    paths = folder / "original.png", folder / "target.png"
-    Image.fromarray(original).save(paths[0])
-    Image.fromarray(target).save(paths[1])
-    return paths
 
 
 def main(steps: int, module: str, rank: int) -> None:
@@ -97,5 +82,4 @@ def main(steps: int, module: str, rank: int) -> None:
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    main(int(args[0]) if args else 200, args[1] if len(args) > 1 else "locon", int(args[2]) if len(args) > 2 else 8)
+    main(*positional(200, "locon", 8))

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 import tempfile
-import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -21,21 +19,9 @@ import torch  # noqa: E402
 
 from lorakit import api  # noqa: E402
 from lorakit.config.loader import Layer, resolve  # noqa: E402
-from lorakit.engine.events import Callback, StepEvent  # noqa: E402
+from common import StepClock, positional  # noqa: E402
 
 WARMUP = 3  # steps left out of the median (allocations, first kernels)
-
-
-class StepClock(Callback):
-    """Wall-clock time at the end of every step."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-
-    def on_step(self, event: StepEvent) -> None:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        self.times.append(time.perf_counter())
 
 
 def iterations_per_second(model: str, resolution: int, steps: int, batch: int, guidance: float) -> float:
@@ -57,10 +43,7 @@ def iterations_per_second(model: str, resolution: int, steps: int, batch: int, g
 
 
 def main() -> None:
-    model = sys.argv[1] if len(sys.argv) > 1 else "tiny-sd1"
-    resolution = int(sys.argv[2]) if len(sys.argv) > 2 else 64
-    steps = int(sys.argv[3]) if len(sys.argv) > 3 else 30
-    batch = int(sys.argv[4]) if len(sys.argv) > 4 else 2
+    model, resolution, steps, batch = positional("tiny-sd1", 64, 30, 2)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"ileco, {model}, {resolution} px, batch {batch}, rank 4, {steps} steps, {device}")
     for guidance in (0.0, 1.0):

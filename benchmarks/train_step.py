@@ -26,20 +26,9 @@ from lorakit import api  # noqa: E402
 from lorakit.config.loader import Layer, resolve  # noqa: E402
 from lorakit.config.schema import ModelSection  # noqa: E402
 from lorakit.demo import write_sample_images  # noqa: E402
-from lorakit.engine.events import Callback, StepEvent  # noqa: E402
 from lorakit.families import load_model  # noqa: E402
 
-
-class StepClock(Callback):
-    """Wall-clock time of every step."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-
-    def on_step(self, event: StepEvent) -> None:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        self.times.append(time.perf_counter())
+from common import StepClock  # noqa: E402
 
 
 def per_step(times: list[float], warmup: int) -> float:

@@ -341,6 +341,15 @@ LYCO_BOOLS = {"use_tucker", "use_scalar", "train_norm", "full_matrix", "rs_lora"
               "rescaled", "bypass_mode", "rank_dropout_scale", "train_t5xxl", "dora_wd", "train_on_input"}
 
 
+def _unset(net: Net, src: dict[str, Any], key: str, default: int | float, says: str) -> None:
+    """An empty value is off; a key a TOML leaves out takes sd-scripts' default (a GUI file writes every key)."""
+    if key in src:
+        net.off(key)
+    elif not net.gui:
+        net.values[key] = default
+        net.r.notes.append(f"{key} is not set: sd-scripts then {says}, and so does the import")
+
+
 def _dims(net: Net, src: dict[str, Any], factor: int = -1) -> None:
     """network_dim / network_alpha: sd-scripts' defaults (4, 1) when a TOML leaves them out; alpha 0 = rank;
     LoKr's 'full dimension' (a dim above any layer) as rank 1024 at scale 1 when that keeps every half full."""
@@ -349,11 +358,7 @@ def _dims(net: Net, src: dict[str, Any], factor: int = -1) -> None:
     dim_v, alpha_v, full = src.get("network_dim"), src.get("network_alpha"), False
     dim = None if isinstance(dim_v, bool) else _whole(dim_v)
     if dim_v in ("", None):
-        if "network_dim" in src:
-            net.off("network_dim")
-        elif not net.gui:
-            net.values["network_dim"] = 4
-            net.r.notes.append("network_dim is not set: sd-scripts then trains rank 4, and so does the import")
+        _unset(net, src, "network_dim", 4, "trains rank 4")
     elif dim is None:
         net.unmapped("network_dim", dim_v, f"network.network_dim takes {_allowed('network_dim')}")
     elif net.kind == "lokr" and dim > MAX_DIM:
@@ -370,11 +375,7 @@ def _dims(net: Net, src: dict[str, Any], factor: int = -1) -> None:
     if full:
         net.put("network_alpha", "network_alpha", float(MAX_DIM), "LyCORIS scales full×full halves by 1")
     elif alpha_v in ("", None):
-        if "network_alpha" in src:
-            net.off("network_alpha")
-        elif not net.gui:
-            net.values["network_alpha"] = 1.0
-            net.r.notes.append("network_alpha is not set: sd-scripts then uses 1, and so does the import")
+        _unset(net, src, "network_alpha", 1.0, "uses 1")
     else:
         _alpha(net, "network_alpha", alpha_v, "network_alpha", net.values.get("network_dim", 16))
     net.done.add("network_alpha")

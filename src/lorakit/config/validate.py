@@ -260,67 +260,6 @@ def check_unimplemented(cfg: LorakitConfig) -> list[Finding]:
     return found
 
 
-# What the modes that do not train on data.train_data_dir read of the other sections. Any other data field, and
-# the settings listed as unused, changed from the default, are refused: the mode would silently ignore them.
-MODE_DATA_FIELDS = {
-    "ileco": {"resolution", "image_size"},  # the size of the random latents
-    "difference": {"resolution", "image_size", "cache_latents_to_disk", "cache_folder"},
-}
-MODE_UNUSED = {
-    "ileco": {
-        "train.max_train_epochs": "it counts iterations: set train.max_train_steps",
-        "train.noise_offset": "it predicts on pure noise",
-        "network.train_text_encoder": "the text encoder is what encodes the concept (UNet only, as TrainTrain)",
-        "train.cache_latents": "it encodes no images",
-        "train.cache_text_encoder_outputs": "its prompts are always encoded once (the text encoders are frozen)",
-        "train.validate_every_n_steps": "it has no held-out images",
-        "sample.every_n_epochs": "it has no image epochs: use sample.every_n_steps",
-    },
-    "difference": {
-        "sample.every_n_epochs": "each pass is one epoch: use sample.every_n_steps",
-        "train.max_train_epochs": "it counts iterations: set train.max_train_steps",
-        "network.train_text_encoder": "TrainTrain trains the UNet only in this mode",
-        "network.network_weights": "load the copy machine with mode.first_pass_file",
-        "train.validate_every_n_steps": "it has no held-out images",
-    },
-}
-
-
-def check_mode(cfg: LorakitConfig) -> list[Finding]:
-    """Settings the configured mode would ignore are errors that say why."""
-    mode = cfg.mode.type
-    if mode not in MODE_DATA_FIELDS:
-        return []
-    found = []
-    default_data = type(cfg.data)()
-    for name in type(cfg.data).model_fields:
-        if name not in MODE_DATA_FIELDS[mode] and getattr(cfg.data, name) != getattr(default_data, name):
-            found.append(Finding(f"data.{name}", f"is not used by mode '{mode}' (it does not train on an image "
-                                                 "folder); remove it"))
-    for key, why in MODE_UNUSED[mode].items():
-        section, name = key.split(".")
-        current, default = getattr(cfg, section), type(getattr(cfg, section))()
-        if getattr(current, name) != getattr(default, name):
-            found.append(Finding(key, f"is not used by mode '{mode}': {why}; remove it"))
-    return found + (check_difference(cfg) if mode == "difference" else [])
-
-
-def check_difference(cfg: LorakitConfig) -> list[Finding]:
-    """Pass 2's network: its overrides must take effect, and DoRA cannot stack on a copy machine."""
-    found, n, second = [], cfg.network, cfg.mode.second_pass
-    per_layer = [k for k in ("block_dims", "block_alphas", "conv_block_dims", "conv_block_alphas")
-                 if getattr(n, k)] + [k for k in ("conv_dim", "conv_alpha") if getattr(n, k)]
-    for key in ("network_dim", "network_alpha"):
-        if getattr(second, key) is not None and per_layer:
-            found.append(Finding(f"mode.second_pass.{key}", f"pass 2 would keep network.{per_layer[0]} for the "
-                                 "layers it sets, so this value would not apply everywhere; remove one"))
-    if n.use_dora:
-        found.append(Finding("network.use_dora", "DoRA in mode 'difference' is not implemented yet: peft's DoRA "
-                             "rescales the frozen copy machine's output too, so the slider would differ from what "
-                             "the UIs apply; use network_module 'lora' or 'locon' without DoRA"))
-    return found
-
-
 def check_training(cfg: LorakitConfig) -> list[Finding]:
     """Cross-field rules of the training settings."""
     t, n = cfg.train, cfg.network
@@ -486,35 +425,10 @@ def looks_like_hub_id(value: str) -> bool:
     return len(parts) == 2 and all(parts) and "\\" not in value and not Path(value).suffix
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) as the image is shown (EXIF rotation applied), from its header: nothing is decoded."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        w, h = im.size
-        rotated = im.getexif().get(0x0112) in (5, 6, 7, 8)  # EXIF orientations that swap the sides
-    return (h, w) if rotated else (w, h)
-
-
-def check_image_pair(original: str | None, target: str | None) -> list[Finding]:
-    """Difference's two images: readable, and the same size (pass 2 learns the pixel-wise change)."""
-    found, sizes = [], {}
-    for key, value in (("mode.original_image", original), ("mode.target_image", target)):
-        if value and Path(value).is_file():
-            try:
-                sizes[key] = image_size(Path(value))
-            except Exception as exc:  # PIL raises several types for a file that is no image
-                found.append(Finding(key, f"{value}: not an image lorakit can read ({type(exc).__name__})"))
-    if len(sizes) == 2 and sizes["mode.original_image"] != sizes["mode.target_image"]:
-        (wo, ho), (wt, ht) = sizes["mode.original_image"], sizes["mode.target_image"]
-        found.append(Finding("mode.target_image", f"{target} is {wt}×{ht} pixels but mode.original_image "
-                                                  f"{original} is {wo}×{ho}: the two images must be the same size "
-                                                  "(crop or resize one to match the other)"))
-    return found
-
-
 def check_paths(cfg: LorakitConfig) -> list[Finding]:
     """Every input path exists and is readable; every output folder exists writable or is creatable."""
+    from .mode_rules import check_mode_inputs  # imports Finding from here
+
     found = []
 
     def need(key: str, value: str | None, folder: bool | None) -> None:
@@ -535,11 +449,7 @@ def check_paths(cfg: LorakitConfig) -> list[Finding]:
         need("model.pretrained_model_name_or_path", model, None)
     if cfg.model.vae and not looks_like_hub_id(cfg.model.vae):
         need("model.vae", cfg.model.vae, None)
-    if cfg.mode.type in ("lora", "dreambooth") and not cfg.data.train_data_dir:
-        found.append(Finding("data.train_data_dir", "is empty: set it to your image folder"))
-    if cfg.mode.type == "dreambooth" and not cfg.data.reg_data_dir:
-        found.append(Finding("data.reg_data_dir", "is empty: mode 'dreambooth' trains with regularisation (class) "
-                                                  "images; set it to their folder (or use mode.type = 'lora')"))
+    found += check_mode_inputs(cfg)
     for name in type(cfg.data).model_fields:
         value = getattr(cfg.data, name)
         if name.endswith("_dir") and isinstance(value, str):
@@ -548,17 +458,8 @@ def check_paths(cfg: LorakitConfig) -> list[Finding]:
     if metadata and not (Path(cfg.data.train_data_dir) / metadata).is_file():  # relative to the images is fine
         need("data.caption_metadata", metadata, False)
     need("network.network_weights", cfg.network.network_weights, None)
-    if cfg.mode.type == "difference":
-        m = cfg.mode
-        if not m.original_image and not m.first_pass_file:
-            found.append(Finding("mode.original_image", "is not set: pass 1 learns to copy it (or load pass 1 "
-                                                        "with mode.first_pass_file)"))
-        if not m.target_image and not m.first_pass_only:
-            found.append(Finding("mode.target_image", "is not set: pass 2 learns how it differs from the original"))
-        need("mode.original_image", cfg.mode.original_image, False)
-        need("mode.target_image", cfg.mode.target_image, False)
-        need("mode.first_pass_file", cfg.mode.first_pass_file, False)
-        found += check_image_pair(m.original_image, m.target_image)
+    for key in ("original_image", "target_image", "first_pass_file"):  # Difference's inputs
+        need(f"mode.{key}", getattr(cfg.mode, key, None), False)
     need("batch.oom_file", cfg.batch.oom_file, False)
     need("sample.prompts_file", cfg.sample.prompts_file, False)
     outputs = [("output.output_dir", cfg.output.output_dir), ("batch.stage_dir", cfg.batch.stage_dir),
@@ -604,6 +505,7 @@ def check(cfg: LorakitConfig, paths: bool = False, machine: str = "error") -> tu
     (`lorakit plan` of a config meant for another machine)."""
     from ..networks.findings import network_findings  # torch-free: network type combinations
     from ..networks.targets import selection_findings  # torch-free: blocks, element, per-block dims
+    from .mode_rules import check_mode  # imports Finding from here
 
     found = check_unimplemented(cfg) + check_mode(cfg) + check_training(cfg) + check_family(cfg) + check_arguments(cfg)
     found += selection_findings(cfg) + network_findings(cfg)

@@ -326,7 +326,8 @@ class Run:
         assert self.samples is not None
         if stage is not None:
             stage.task.train(False)
-        weights = (stage or self.stage).sample_weights if (stage or self.stage) else {}
+        current = stage or self.stage
+        weights = current.sample_weights if current else {}
         try:
             with self.adapters(weights):
                 self.samples.render(self.step)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
@@ -57,12 +57,18 @@ def attach_network(parts: ModelParts, net_cfg: Any, targets: dict[str, Targets] 
 
 
 def _activate_all(module: torch.nn.Module) -> None:
-    """Every adapter of every layer active, trainable or not as before: diffusers' `add_adapter` activates only
-    the new one, and Difference's copy machine must stay applied under the new network."""
-    layers = [m for m in module.modules() if isinstance(m, BaseTunerLayer)]
+    """Every adapter of every layer active: diffusers' `add_adapter` activates only the new one, and Difference's
+    copy machine must stay applied under the new network."""
+    _set_active([m for m in module.modules() if isinstance(m, BaseTunerLayer)],
+                lambda layer: layer._all_available_adapter_names())
+
+
+def _set_active(layers: list[BaseTunerLayer], names: Callable[[BaseTunerLayer], list[str]]) -> None:
+    """Each layer's active adapters set to `names(layer)`, keeping which weights train: peft's `set_adapter` would
+    make every active adapter trainable (a frozen copy machine included)."""
     trainable = {p: p.requires_grad for layer in layers for p in layer.parameters()}
     for layer in layers:
-        layer.set_adapter(layer._all_available_adapter_names())
+        layer.set_adapter(names(layer))
     for p, flag in trainable.items():
         p.requires_grad_(flag)
 
@@ -167,27 +173,23 @@ def tuner_layers(parts: ModelParts) -> list[BaseTunerLayer]:
 @contextmanager
 def adapter_weights(parts: ModelParts, weights: dict[str, float]) -> Iterator[None]:
     """Within the block, each named adapter at the given weight: 0 = off (not computed at all: the base model, for
-    DoRA too), 1 = as trained, −1 = the opposite; adapters not named stay as they are. Which weights train is kept:
-    peft's `set_adapter` would make every active adapter trainable."""
+    DoRA too), 1 = as trained, −1 = the opposite; adapters not named stay as they are, and so does which weights
+    train."""
     layers = tuner_layers(parts)
-    trainable = {p: p.requires_grad for layer in layers for p in layer.parameters()}
-    saved = [(layer, list(layer.active_adapters), dict(getattr(layer, "scaling", {}))) for layer in layers]
+    active = {layer: list(layer.active_adapters) for layer in layers}
+    scaling = {layer: dict(getattr(layer, "scaling", {})) for layer in layers}
     try:
-        for layer, active, scaling in saved:
-            layer.set_adapter([a for a in active if weights.get(a, 1.0) != 0])
+        _set_active(layers, lambda layer: [a for a in active[layer] if weights.get(a, 1.0) != 0])
+        for layer in layers:
             for name, w in weights.items():
-                if name in scaling and w != 0:
-                    layer.scaling[name] = scaling[name] * w
-        for p, flag in trainable.items():
-            p.requires_grad_(flag)
+                if name in scaling[layer] and w != 0:
+                    layer.scaling[name] = scaling[layer][name] * w
         yield
     finally:
-        for layer, active, scaling in saved:
-            layer.set_adapter(active)
-            if scaling:
-                layer.scaling.update(scaling)
-        for p, flag in trainable.items():
-            p.requires_grad_(flag)
+        _set_active(layers, lambda layer: active[layer])
+        for layer in layers:
+            if scaling[layer]:
+                layer.scaling.update(scaling[layer])
 
 
 def freeze_adapter(parts: ModelParts, adapter: str) -> None:

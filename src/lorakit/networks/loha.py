@@ -7,14 +7,13 @@ Tucker-decomposed (peft `use_effective_conv2d`, LyCORIS `use_tucker`). Metadata:
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import torch
 from peft import LoHaConfig
 from peft.tuners.loha import LoHaLayer
 
-from .lora import shape_args
+from .lora import lycoris_metadata
 from .registry import ModuleState, ModuleSummary, NetworkType, Targets, check_consumed, pattern_config, register, \
     scalar, take
 
@@ -60,10 +59,7 @@ def layer_options(layer: Any, config: Any, adapter: str) -> dict[str, Any]:
 
 def metadata(summary: ModuleSummary) -> dict[str, str]:
     """LyCORIS network args as its users write them."""
-    args = {"algo": "loha", **shape_args(summary)}
-    if summary.options.get("use_tucker"):
-        args["use_tucker"] = "True"
-    return {"ss_network_module": "lycoris.kohya", "ss_network_args": json.dumps(args)}
+    return lycoris_metadata("loha", summary, "use_tucker")
 
 
 LOHA = register(NetworkType(

@@ -9,14 +9,13 @@ computes the trained ΔW; reading such a module back gives peft r = alpha = the 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import torch
 from peft import LoKrConfig
 from peft.tuners.lokr import LoKrLayer
 
-from .lora import shape_args
+from .lora import lycoris_metadata
 from .registry import (ModuleState, ModuleSummary, NetworkType, Targets, check_consumed, lycoris_rank_alpha,
                        pattern_config, register, scalar, take)
 
@@ -112,11 +111,8 @@ def layer_options(layer: Any, config: Any, adapter: str) -> dict[str, Any]:
 
 def metadata(summary: ModuleSummary) -> dict[str, str]:
     """LyCORIS network args as its users write them (`factor` always: it decides the file's shapes)."""
-    args = {"algo": "lokr", **shape_args(summary), "factor": str(summary.options.get("factor", -1))}
-    for key in ("decompose_both", "use_tucker"):
-        if summary.options.get(key):
-            args[key] = "True"
-    return {"ss_network_module": "lycoris.kohya", "ss_network_args": json.dumps(args)}
+    return lycoris_metadata("lokr", summary, "decompose_both", "use_tucker",
+                            factor=str(summary.options.get("factor", -1)))
 
 
 LOKR = register(NetworkType(

@@ -96,11 +96,17 @@ def shape_args(summary: ModuleSummary) -> dict[str, str]:
     return {**conv_args(summary), **summary.block_args}
 
 
+def lycoris_metadata(algo: str, summary: ModuleSummary, *flags: str, **extra: str) -> dict[str, str]:
+    """LyCORIS network args as its users write them: the algo, the shape args, `extra`, then each of `flags` that
+    the trained layers have on (as "True")."""
+    args = {"algo": algo, **shape_args(summary), **extra, **{f: "True" for f in flags if summary.options.get(f)}}
+    return {"ss_network_module": "lycoris.kohya", "ss_network_args": json.dumps(args)}
+
+
 def metadata(summary: ModuleSummary) -> dict[str, str]:
     """`networks.lora` (kohya) for LoRA/LoCon; DoRA is LyCORIS `locon` with `dora_wd`, kohya has no DoRA."""
     if summary.options.get("use_dora"):
-        args = {"algo": "locon", **shape_args(summary), "dora_wd": "True", "wd_on_output": "True"}
-        return {"ss_network_module": "lycoris.kohya", "ss_network_args": json.dumps(args)}
+        return lycoris_metadata("locon", summary, dora_wd="True", wd_on_output="True")
     args = shape_args(summary)
     return {"ss_network_module": "networks.lora", **({"ss_network_args": json.dumps(args)} if args else {})}
 
