@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING, Callable
 from .config.loader import ResolvedConfig
 from .config.schema import LorakitConfig
 from .config.snapshot import write_snapshot
+from .errors import LorakitError
 from .runs import new_run_dir
 
 if TYPE_CHECKING:
     from .engine.events import Callback, Commands
+    from .engine.resume import ResumePoint
     from .engine.trainer import TrainResult
     from .data.pipeline import DatasetPlan
     from .data.preprocess import PrepareOptions, PrepareReport
@@ -26,6 +28,7 @@ def train(
     callbacks: list[Callback] | None = None,
     commands: Commands | None = None,
     strict: bool = False,
+    resume: Path | None = None,
 ) -> "TrainResult":
     """Train a LoRA: claim a run folder, snapshot the config (with provenance and environment), train, save.
 
@@ -33,6 +36,8 @@ def train(
     progress, saves, warnings, the end) and, with `train.log_with = "tensorboard"`, `tensorboard/`.
     `strict`: refuse (ConfigError, before any run folder exists) a network that a consumer of the file —
     sd-scripts, A1111, ComfyUI, diffusers — would partly ignore; without it the plan only warns.
+    `resume`: a checkpoint folder (see `find_checkpoint`); the run continues in its run folder, exactly, after
+    the config's changes are checked (a breaking one raises ConfigError).
     """
     from .engine import trainer
     from .engine.events import CsvLog, RunLog
@@ -41,18 +46,74 @@ def train(
     cfg = config.config if isinstance(config, ResolvedConfig) else config
     if strict:
         refuse_ignored_modules(cfg)
-    run_dir = new_run_dir(Path(cfg.output.output_dir), cfg.output.run_id)
-    write_snapshot(run_dir, config)
+    point = resume_point(resume, cfg) if resume is not None else None
+    if point is not None:
+        run_dir = point.run_dir
+        write_snapshot(run_dir / "resumed" / f"step-{point.step:08d}-{_stamp()}", config)
+    else:
+        run_dir = new_run_dir(Path(cfg.output.output_dir), cfg.output.run_id)
+        write_snapshot(run_dir, config)
     train_dir = run_dir / "train"
     logs: list[Callback] = [CsvLog(train_dir / "log.csv"), RunLog(train_dir / "run.log")]
     if cfg.train.log_with == "tensorboard":
         logs.append(TensorBoardLog(train_dir / TENSORBOARD_DIR))
     try:
-        return trainer.train(cfg, run_dir, [*(callbacks or []), *logs], commands)
+        return trainer.train(cfg, run_dir, [*(callbacks or []), *logs], commands, resume=point)
     except BaseException:
-        if not (run_dir / "train").exists():  # failed before training began: leave no empty run behind
+        if point is None and not (run_dir / "train").exists():  # failed before training: leave no empty run
             shutil.rmtree(run_dir, ignore_errors=True)
         raise  # once training began, everything stays for debugging
+
+
+def _stamp() -> str:
+    from datetime import datetime
+
+    return datetime.now().strftime("%Y%m%d_%H%M%S")
+
+
+def find_checkpoint(spec: str | Path, config: LorakitConfig | None = None,
+                    warn: Callable[[str], None] = lambda m: None) -> Path:
+    """The checkpoint `lorakit train --resume` means: a run folder (its newest complete checkpoint), a
+    checkpoint folder, or "auto": the newest complete checkpoint in output.output_dir (of `config`, else
+    `runs`) that `config` can continue without a breaking change. Incomplete checkpoints are named to `warn`."""
+    from .engine.resume import find_checkpoint as find
+
+    def fits(path: Path) -> bool:
+        try:
+            checkpoint_changes(path, config)  # type: ignore[arg-type]
+            return True
+        except LorakitError:
+            return False
+
+    output_dir = Path(config.output.output_dir) if config is not None else Path("runs")
+    return find(spec, output_dir, warn, fits if config is not None else lambda p: True)
+
+
+def resume_point(path: Path, config: LorakitConfig) -> "ResumePoint":
+    """The checkpoint loaded, with `config`'s changes against the checkpoint's config checked: safe ones are
+    listed on it, a breaking one raises ConfigError listing every breaking change."""
+    from .engine.resume import load_point
+
+    changes = checkpoint_changes(Path(path), config)
+    point = load_point(Path(path))
+    point.changes = [c.describe() for c in changes]
+    return point
+
+
+def checkpoint_changes(path: Path, config: LorakitConfig) -> list:
+    """`config`'s changes against the checkpoint's config (read alone); a breaking one raises ConfigError."""
+    import tomllib
+
+    from .config.resume_rules import config_changes, refuse_breaking
+    from .config.snapshot import absolute_paths
+
+    try:
+        saved = LorakitConfig.model_validate(tomllib.loads((path / "config.toml").read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:
+        raise LorakitError(f"{path / 'config.toml'}: cannot read the checkpoint's config ({exc})") from exc
+    changes = config_changes(saved, absolute_paths(config))
+    refuse_breaking(changes, path)
+    return changes
 
 
 def refuse_ignored_modules(cfg: LorakitConfig) -> None:

@@ -1,7 +1,8 @@
 """User-facing errors: every one names the file, key or image and says what to do.
 
 The CLI turns a `LorakitError` into a message and its `exit_code`, never a traceback: 2 for bad input (config,
-data, model), 3 for `DiskFullError` (out of disk space or quota while writing).
+data, model), 3 for `DiskFullError` (out of disk space or quota while writing), 5 for `OutOfMemoryStop`, 6 for
+`NonFiniteStop`. `lorakit train` exits 4 when it was asked to stop and saved (docs/stopping-and-resuming.md lists them all).
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ from pathlib import Path
 
 EXIT_INPUT = 2  # config / data / model errors: fix the input and run again
 EXIT_DISK_FULL = 3  # out of disk space (ENOSPC) or over quota (EDQUOT): free space and run again
+EXIT_STOPPED = 4  # stopped on request (SIGINT, SIGTERM, a queue's stop): checkpoint and LoRA saved, resumable
+EXIT_OOM = 5  # out of GPU memory in a step: checkpoint and LoRA saved; retry with less memory and --resume
+EXIT_NONFINITE = 6  # too many NaN/inf steps in a row: checkpoint of the last good weights saved
+EXIT_INTERRUPTED = 130  # a second Ctrl+C: quit at once (every file is written atomically)
 _DISK_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", 122)}
 # safetensors (Rust) reports I/O errors as SafetensorError("Error while serializing: IoError(Os { code: 28, …")
 _DISK_FULL_TEXT = re.compile(r"code: (28|122)\b|os error (28|122)\b|StorageFull|QuotaExceeded|No space left on device"
@@ -90,3 +95,15 @@ class DiskFullError(LorakitError):
         super().__init__(f"out of disk space {what} {self.path}{need}{have}",
                          "free space on that drive (or set output.output_dir / data.cache_folder to another one) "
                          "and run again; files written before are kept")
+
+
+class OutOfMemoryStop(LorakitError):
+    """A training step ran out of GPU memory (after the split retry, if enabled); a checkpoint was saved."""
+
+    exit_code = EXIT_OOM
+
+
+class NonFiniteStop(LorakitError):
+    """Too many steps in a row had a NaN/inf loss or gradient; a checkpoint of the last good weights was saved."""
+
+    exit_code = EXIT_NONFINITE

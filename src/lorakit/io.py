@@ -1,8 +1,8 @@
 """Safe file writes: write to a temporary name beside the target, then rename (never a half-written file).
 
-Temporary names are `.<name>.<host>_<pid>.<32 hex>.tmp`: a run killed mid-write leaves files that the next
-`prepare` or `train` recognises and removes — but only when the writing process is gone, so two runs sharing a
-folder never delete each other's file in progress. The result gets the usual permissions (0o666 & ~umask, or the
+Temporary names are `.<name>.<host>_<pid>.<32 hex>.tmp` (files, and checkpoint folders being written): a run
+killed mid-write leaves files that the next `prepare` or `train` recognises and removes — but only when the
+writing process is gone, so two runs sharing a folder never delete each other's file in progress. The result gets the usual permissions (0o666 & ~umask, or the
 replaced file's mode), not the 0600 that mkstemp and safetensors' `save_file` give. A full disk (ENOSPC) or quota
 (EDQUOT) becomes a `DiskFullError` naming the file and its size; the temporary file is removed, nothing else.
 """
@@ -169,7 +169,10 @@ def remove_stale_temps(paths: Iterable[Path], min_age: float = STALE_TEMP_AGE_S)
     for p in paths:
         if is_stale_temp(p, min_age=min_age):
             try:
-                p.unlink()
+                if p.is_dir() and not p.is_symlink():  # a checkpoint folder being written
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
                 removed += 1
             except FileNotFoundError:
                 continue
@@ -177,10 +180,10 @@ def remove_stale_temps(paths: Iterable[Path], min_age: float = STALE_TEMP_AGE_S)
 
 
 def temps_under(folder: Path, depth: int) -> Iterator[Path]:
-    """Candidate temporary files (`.*.tmp`) in `folder` and its sub-folders down to `depth` levels; symlinked
-    folders are not entered (nothing outside the folder the user named is touched)."""
+    """Candidate temporary files and folders (`.*.tmp`) in `folder` and its sub-folders down to `depth` levels;
+    symlinked folders are not entered (nothing outside the folder the user named is touched)."""
     top = len(folder.parts)
     for root, dirs, files in os.walk(folder, followlinks=False):
-        if len(Path(root).parts) - top >= depth:
-            dirs.clear()
-        yield from (Path(root) / f for f in files if f.startswith(".") and f.endswith(".tmp"))
+        temp_dirs = [d for d in dirs if d.startswith(".") and d.endswith(".tmp")]
+        dirs[:] = [] if len(Path(root).parts) - top >= depth else [d for d in dirs if d not in temp_dirs]
+        yield from (Path(root) / f for f in [*files, *temp_dirs] if f.startswith(".") and f.endswith(".tmp"))

@@ -371,3 +371,87 @@ def test_sample_prompts_without_a_schedule_are_not_imported(tmp_path: Path) -> N
     r = import_file(toml)
     assert r.values["sample"] == {"prompts_file": "p.txt"} and r.unmapped == []
     assert any("only at step 0" in n for n in r.notes)
+
+
+RESUME_REASON = ("lorakit cannot continue an sd-scripts state folder (accelerate's format); continue from the LoRA "
+                 "with network.network_weights, or resume lorakit's own checkpoints with `lorakit train --resume`")
+
+
+def test_save_state_becomes_lorakit_checkpoints(tmp_path: Path) -> None:
+    # sd-scripts keeps the newest step state and those at most save_last_n_steps_state steps older: 300 // 100 + 1;
+    # and save_last_n_epochs_state epoch states; lorakit keeps one count for both
+    r = imported(tmp_path, "learning_rate = 1e-4\nsave_state = true\nsave_every_n_steps = 100\n"
+                 "save_last_n_steps_state = 300\nsave_every_n_epochs = 2\nsave_last_n_epochs_state = 3\n"
+                 'save_state_on_train_end = false\nresume = "/out/style-000002-state"\n')
+    assert r.values["checkpoint"] == {"at_end": True, "every_n_steps": 100, "every_n_epochs": 2, "keep_last": 7}
+    assert r.values["output"] == {"save_every_n_steps": 100}  # the LoRA files, as before
+    assert r.unmapped == [("resume", "/out/style-000002-state", RESUME_REASON)]
+    assert r.mapped["save_last_n_steps_state"] == r.mapped["save_last_n_epochs_state"] == "checkpoint.keep_last"
+    assert r.mapped["save_every_n_steps"] == "output.save_every_n_steps and checkpoint.every_n_steps"
+    assert "save_state" in r.mapped and "save_state_on_train_end" in r.mapped
+    assert any("LoRA file every save_every_n_epochs" in n for n in r.notes)
+    cfg = resolve([Layer("imported", r.values)])
+    assert (cfg.checkpoint.every_n_steps, cfg.checkpoint.keep_last, cfg.checkpoint.every_n_epochs) == (100, 7, 2)
+
+
+def test_save_last_n_steps_state_counts_states_like_sd_scripts(tmp_path: Path) -> None:
+    for n, every, keep in ((250, 100, 3), (300, 100, 4), (50, 100, 1)):
+        r = imported(tmp_path, f"save_state = true\nsave_every_n_steps = {every}\nsave_last_n_steps_state = {n}\n")
+        assert r.values["checkpoint"]["keep_last"] == keep, (n, every)
+    # without save_last_n_steps_state sd-scripts prunes the states by save_last_n_steps (the LoRA files' count)
+    r = imported(tmp_path, "save_state = true\nsave_every_n_steps = 100\nsave_last_n_steps = 200\n")
+    assert r.values["checkpoint"]["keep_last"] == 3
+    assert r.mapped["save_last_n_steps"].startswith("checkpoint.keep_last (kohya prunes the states by it too")
+    # the _state count wins; the files' count has no lorakit equivalent
+    r = imported(tmp_path, "save_state = true\nsave_every_n_steps = 100\nsave_last_n_steps = 200\n"
+                 "save_last_n_steps_state = 100\n")
+    assert r.values["checkpoint"]["keep_last"] == 2
+    assert r.unmapped == [("save_last_n_steps", 200, "lorakit never deletes the LoRA files of "
+                           "output.save_every_n_steps")]
+
+
+def test_state_counts_without_their_schedule_are_skipped(tmp_path: Path) -> None:
+    r = imported(tmp_path, "save_state = true\nsave_last_n_steps_state = 300\nsave_last_n_epochs_state = 2\n")
+    assert r.values["checkpoint"] == {"at_end": True}  # lorakit's step schedule stays its default
+    assert r.unmapped == [
+        ("save_last_n_steps_state", 300, "kohya keeps step states only with save_state and save_every_n_steps"),
+        ("save_last_n_epochs_state", 2, "kohya keeps epoch states only with save_state and save_every_n_epochs")]
+    assert any("lorakit still writes a checkpoint every 500 steps" in n for n in r.notes)
+    assert resolve([Layer("imported", r.values)]).checkpoint.keep_last == 2  # the default
+
+
+def test_without_save_state_the_checkpoint_defaults_stay(tmp_path: Path) -> None:
+    r = imported(tmp_path, "learning_rate = 1e-4\nsave_state = false\nsave_every_n_steps = 100\n"
+                 "save_every_n_epochs = 2\nsave_last_n_steps_state = 300\nsave_last_n_epochs = 0\n")
+    assert "checkpoint" not in r.values and r.values["output"] == {"save_every_n_steps": 100}
+    unmapped = {k: why for k, _, why in r.unmapped}
+    assert set(unmapped) == {"save_every_n_epochs", "save_last_n_steps_state"}
+    assert "by steps only" in unmapped["save_every_n_epochs"]
+    assert {"save_state", "save_last_n_epochs"} <= set(r.empty)
+    assert not any("checkpoint" in n for n in r.notes)
+    # save_state_on_train_end alone: kohya writes only the last state, lorakit's at_end
+    r = imported(tmp_path, "save_state_on_train_end = true\n")
+    assert r.values["checkpoint"] == {"at_end": True} and r.mapped["save_state_on_train_end"] == "checkpoint.at_end"
+
+
+def test_gui_state_keys_use_zero_for_unset(tmp_path: Path) -> None:
+    f = tmp_path / "kohya.json"
+    f.write_text(json.dumps({**GUI, "save_state": True, "save_every_n_steps": 0, "save_every_n_epochs": 1,
+                             "save_last_n_steps_state": 0, "save_last_n_epochs_state": 2,
+                             "save_last_n_steps": 0, "save_last_n_epochs": 0, "save_state_on_train_end": True,
+                             "resume": ""}), encoding="utf-8")
+    r = import_file(f)
+    assert r.values["checkpoint"] == {"at_end": True, "every_n_epochs": 1, "keep_last": 2}
+    assert {"save_every_n_steps", "save_last_n_steps_state", "save_last_n_steps", "save_last_n_epochs",
+            "resume"} <= set(r.empty)
+    unmapped = {k for k, _, _ in r.unmapped}
+    assert not unmapped & {"save_state", "save_every_n_epochs", "save_last_n_epochs_state", "resume"}
+    accounted = set(r.mapped) | set(r.empty) | unmapped
+    assert accounted >= set(GUI) | {"save_state", "save_last_n_epochs_state", "resume"}
+    resolve([Layer("imported", r.values)])
+
+
+def test_unreadable_state_counts_are_listed(tmp_path: Path) -> None:
+    r = imported(tmp_path, 'save_state = "maybe"\nsave_every_n_epochs = "x"\nsave_last_n_epochs_state = 1.5\n')
+    assert "checkpoint" not in r.values
+    assert {k for k, _, _ in r.unmapped} == {"save_state", "save_every_n_epochs", "save_last_n_epochs_state"}

@@ -1,5 +1,6 @@
 """The `lorakit` command. Thin: parse arguments, call `lorakit.api`, print. Errors exit without a traceback:
-status 2 for bad input (config, data, model, unreadable files), 3 when the disk (or quota) is full."""
+status 2 for bad input (config, data, model, unreadable files), 3 when the disk (or quota) is full; `train` adds
+4 (stopped and saved), 5 (out of GPU memory), 6 (NaN/inf steps) and 130 (a second Ctrl+C)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..errors import EXIT_INPUT, DiskFullError, LorakitError, is_disk_full
+from ..errors import EXIT_INPUT, EXIT_INTERRUPTED, DiskFullError, LorakitError, is_disk_full
 
 app = typer.Typer(
     name="lorakit",
@@ -47,6 +48,9 @@ def main() -> None:
     _register()
     try:
         app()
+    except KeyboardInterrupt:  # a second Ctrl+C (the first stops after the step and saves)
+        err_console.print("[bold red]interrupted[/]: quit at once; the last complete checkpoint is kept")
+        sys.exit(EXIT_INTERRUPTED)
     except LorakitError as exc:  # exit 2 for bad input, 3 for a full disk (DiskFullError)
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(exc.exit_code)

@@ -23,15 +23,42 @@ def train(
     oom: OomLayer = False,
     strict: bool = typer.Option(False, "--strict", help="Refuse to train (exit 2) when sd-scripts, A1111, ComfyUI "
                                 "or diffusers would ignore some adapted module (the plan's warnings)."),
+    resume: Optional[str] = typer.Option(
+        None, "--resume", help="Continue a run exactly where its checkpoint left it: the run folder (runs/<id>, "
+        "its newest checkpoint), one of its checkpoints/step-… folders, or auto (the newest checkpoint in "
+        "output.output_dir that this config continues). Without --config/--preset the checkpoint's own config is "
+        "used (plus --add/--set); changes that would alter the training are refused."),
 ) -> None:
-    """Train a LoRA as the config says; prints the plan first; the result goes to runs/<run_id>/train/."""
-    from .. import api
-    from ..engine.events import RichProgress
+    """Train a LoRA as the config says; prints the plan first; the result goes to runs/<run_id>/train/.
 
-    resolved = resolve_options(config, add, preset, set_, oom, check_paths=True)
-    result = api.train(resolved, [RichProgress(console)], strict=strict)
+    Ctrl+C or SIGTERM stops after the current step with a checkpoint and the LoRA saved (exit 4); a second
+    Ctrl+C quits at once (exit 130). Exit 5: out of GPU memory, 6: NaN/inf steps (both saved a checkpoint)."""
+    from .. import api
+    from ..engine.events import Commands, RichProgress
+    from ..engine.signals import stop_on_signals
+    from ..errors import EXIT_STOPPED
+
+    commands = Commands()
+    with stop_on_signals(commands):
+        checkpoint = None
+        if resume and not (config or preset):  # the checkpoint's config is the base layer
+            checkpoint = api.find_checkpoint(resume, None, _warn)
+            resolved = resolve_options([checkpoint / "config.toml"], add, None, set_, oom, check_paths=True)
+        else:
+            resolved = resolve_options(config, add, preset, set_, oom, check_paths=True)
+            if resume:
+                checkpoint = api.find_checkpoint(resume, resolved.config, _warn)
+        result = api.train(resolved, [RichProgress(console)], commands, strict=strict, resume=checkpoint)
     state = "[yellow]stopped[/]" if result.stopped else "[green]done[/]"
     console.print(f"{state} {result.steps} steps → {result.lora_path}")
+    if result.stopped:
+        raise typer.Exit(EXIT_STOPPED)
+
+
+def _warn(message: str) -> None:
+    from rich.markup import escape
+
+    console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
 
 
 @app.command()

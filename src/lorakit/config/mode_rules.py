@@ -27,9 +27,11 @@ MODE_UNUSED = {
         "train.cache_text_encoder_outputs": "its prompts are always encoded once (the text encoders are frozen)",
         "train.validate_every_n_steps": "it has no held-out images",
         "sample.every_n_epochs": "it has no image epochs: use sample.every_n_steps",
+        "checkpoint.every_n_epochs": "it has no image epochs: use checkpoint.every_n_steps",
     },
     "difference": {
         "sample.every_n_epochs": "each pass is one epoch: use sample.every_n_steps",
+        "checkpoint.every_n_epochs": "each pass is one epoch: use checkpoint.every_n_steps",
         "train.max_train_epochs": "it counts iterations: set train.max_train_steps",
         "network.train_text_encoder": "TrainTrain trains the UNet only in this mode",
         "network.network_weights": "load the copy machine with mode.first_pass_file",

@@ -232,6 +232,18 @@ class TrainSection(Section):
     validate_every_n_steps: int = Field(
         50, ge=1, description="Validation loss on the held-out images every N steps (when there are any)."
     )
+    max_nonfinite_steps: int = Field(
+        5, ge=0,
+        description="A step whose loss or gradients are NaN/inf is skipped (the weights stay as they were); after "
+        "this many such steps in a row the run saves a checkpoint and stops (exit status 6). 0 turns the check off "
+        "(saves one host sync per step; a NaN then ruins the LoRA).",
+    )
+    oom_split_retry: bool = Field(
+        True,
+        description="When a step runs out of GPU memory, retry it once with each batch split in two halves "
+        "(gradient accumulation: the same update, less memory); if that fails too, the run saves a checkpoint and "
+        "exits with status 5.",
+    )
     log_with: Literal["none", "tensorboard"] = Field(
         "none",
         description="Also log loss, lr and val_loss per step for TensorBoard, in runs/<run_id>/train/tensorboard/ "
@@ -249,7 +261,8 @@ class OutputSection(Section):
     )
     run_id: str | None = Field(None, description="Run folder name; unset = a timestamp.")
     save_precision: Literal["fp32", "fp16", "bf16"] = Field("fp16", description="Precision of the saved weights.")
-    save_every_n_steps: int | None = Field(None, ge=1, description="Also save a checkpoint every N steps.")
+    save_every_n_steps: int | None = Field(None, ge=1, description="Also save the LoRA file every N steps "
+                                           "(<output_name>-step<N>; kept; resumable state is [checkpoint]).")
     save_format: Literal["kohya", "peft", "both"] = Field(
         "kohya", description="kohya (A1111/ComfyUI/diffusers), peft (diffusers adapter folder), or both."
     )
@@ -402,6 +415,36 @@ ModeSection = Annotated[
     Union[LoraModeSection, DreamBoothModeSection, IlecoModeSection, DifferenceModeSection],
     Field(discriminator="type"),
 ]
+class CheckpointSection(Section):
+    """Training state for `lorakit train --resume`: adapter weights, optimizer, scheduler, every RNG and the data
+    position, under runs/<run_id>/checkpoints/step-<N>/. A stop (Ctrl+C, SIGTERM), running out of memory and too
+    many NaN steps also write one."""
+
+    every_n_steps: int = Field(500, ge=0, description="Write a checkpoint every N steps; 0 = never by step count "
+                               "(a stop or the end still writes one).")
+    every_n_epochs: int | None = Field(None, ge=1, description="Write a checkpoint at the end of every N-th epoch.")
+    keep_last: int = Field(2, ge=1, description="Checkpoints kept; older ones are deleted once a newer one is "
+                           "complete (the LoRA files of output.save_every_n_steps are never deleted).")
+    at_end: bool = Field(True, description="Also write a checkpoint when the run finishes, so that it can be "
+                         "continued later with more epochs or steps.")
+
+
+class FaultsSection(Section):
+    """Testing aid: make a run fail on purpose at a given step (steps count from 1, over the whole run), to check
+    what a real failure does. Leave unset in real runs."""
+
+    oom_at_step: int | None = Field(None, ge=1, description="Raise a real torch out-of-memory error in this step's "
+                                    "forward pass.")
+    oom_attempts: int = Field(1, ge=1, le=2, description="How many tries of that step fail: 1 = the first (the "
+                              "split retry succeeds), 2 = the retry too (the run saves and exits with status 5).")
+    nan_at_step: int | None = Field(None, ge=1, description="Make this step's loss NaN.")
+    nan_steps: int = Field(1, ge=1, description="Steps in a row, from nan_at_step, whose loss is NaN.")
+    kill_at_step: int | None = Field(None, ge=1, description="Send this process SIGKILL in this step, after its "
+                                     "backward pass and before the update (as a power cut would).")
+    kill_in_checkpoint: int | None = Field(None, ge=1, description="Send this process SIGKILL while it writes the "
+                                           "checkpoint of this step, after the first file.")
+
+
 MODE_SECTIONS: dict[str, type[Section]] = {
     "lora": LoraModeSection, "dreambooth": DreamBoothModeSection, "ileco": IlecoModeSection,
     "difference": DifferenceModeSection,
@@ -473,6 +516,8 @@ class LorakitConfig(Section):
         description="The training strategy: [mode] type = lora, dreambooth, ileco or difference, with that "
         "mode's settings (a setting of another mode is an error).",
     )
+    checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
+    faults: FaultsSection = Field(default_factory=FaultsSection)
     bench: BenchSection = Field(default_factory=BenchSection)
     batch: BatchSection = Field(default_factory=BatchSection)
     storage: StorageSection = Field(default_factory=StorageSection)

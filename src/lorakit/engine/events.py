@@ -20,6 +20,7 @@ from typing import Callable
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..errors import DiskFullError, is_disk_full
+from ..io import write_text_atomic
 
 Clock = Callable[[], float]
 Now = Callable[[], datetime]
@@ -253,7 +254,9 @@ class RichProgress(Callback):
         for task in self.cache_tasks.values():
             self.progress.update(task, visible=False)
         self.progress.start()
-        self.task = self.progress.add_task("train", total=total_steps, loss="-", lr="-", speed="-")
+        done = info.get("resumed_from")
+        self.task = self.progress.add_task("train", total=total_steps, completed=done if isinstance(done, int) else 0,
+                                           loss="-", lr="-", speed="-")
 
     def on_step(self, event: StepEvent) -> None:
         if self.plain:
@@ -334,6 +337,15 @@ class CsvLog(Callback):
             self.file.write(buf.getvalue())
 
     def on_start(self, total_steps: int, info: dict[str, object]) -> None:
+        resumed = info.get("resumed_from")
+        if isinstance(resumed, int) and self.path.exists():  # keep the rows up to the checkpoint's step
+            with open(self.path, newline="", encoding="utf-8") as f:
+                rows = list(csv.reader(f))
+            buf = io.StringIO()
+            csv.writer(buf).writerows([self.COLUMNS] + [r for r in rows[1:] if r and _row_step(r) <= resumed])
+            write_text_atomic(self.path, buf.getvalue())
+            self.file = _AppendFile(self.path)
+            return
         if self.path.exists():
             self.path.unlink()  # a fresh log per run folder
         self.file = _AppendFile(self.path)
@@ -349,6 +361,13 @@ class CsvLog(Callback):
     def on_end(self, steps: int, stopped: bool) -> None:
         if self.file:
             self.file.close()
+
+
+def _row_step(row: list[str]) -> int:
+    try:
+        return int(row[0])
+    except (ValueError, IndexError):
+        return -1
 
 
 class RunLog(Callback):

@@ -1,17 +1,27 @@
-"""The training loop. It reads like a page: batch → loss → backward → step; events out, commands in."""
+"""The training loop. It reads like a page: batches → loss → backward → step; events out, commands in.
+
+A step whose loss or gradients are not finite is skipped (no update); a step that runs out of GPU memory is
+retried once with its batches split in two. Both, and a stop request, end the loop with a reason the run acts on
+(a checkpoint, an exit status). `LoopState` is everything the loop needs to continue where a checkpoint left it.
+"""
 
 from __future__ import annotations
 
+import gc
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 from accelerate import Accelerator
 
 from ..data.example import BatchSampler
 from .events import Callback, Commands, StepEvent
+from .faults import FaultInjector
 from .mode import Task
+
+DONE, STOPPED, NONFINITE, OUT_OF_MEMORY = "done", "stopped", "nonfinite", "out_of_memory"
 
 
 @dataclass
@@ -25,16 +35,68 @@ class LoopSettings:
     text_encoder_stop: int | None = None
     step_offset: int = 0  # steps of earlier stages: events count the run's steps
     run_total: int | None = None  # the run's steps over all stages; None = total_steps
+    max_nonfinite: int = 5  # NaN/inf steps in a row before the loop ends; 0 = not checked
+    oom_split_retry: bool = True
 
 
-def endless_batches(sampler: BatchSampler) -> Iterator[tuple[int, list[Any], bool]]:
-    """(epoch, batch, last batch of the epoch), epoch after epoch."""
-    epoch = 0
-    while True:
-        epoch += 1
-        batches = list(sampler.batches(epoch))
-        for i, batch in enumerate(batches):
-            yield epoch, batch, i == len(batches) - 1
+@dataclass
+class Position:
+    """Where the data stands: the epoch and how many of its batches were used."""
+
+    epoch: int = 1
+    batch: int = 0
+
+
+@dataclass
+class LoopState:
+    """The loop's progress within a stage; a checkpoint saves it and a resumed loop starts from it."""
+
+    step: int = 0  # optimizer steps done (skipped NaN steps included)
+    position: Position = field(default_factory=Position)
+    nonfinite_in_row: int = 0
+    nonfinite_total: int = 0
+    last_batch: list[Any] = field(default_factory=list)  # the last step's examples (named when it fails)
+    problem: str = ""  # why the loop ended early (out of memory, NaN), for the run's message
+
+
+class Batches:
+    """The sampler's batches epoch after epoch, from a position (a resumed run continues mid-epoch); a sampler is
+    deterministic per epoch, so the position is all a checkpoint needs."""
+
+    def __init__(self, sampler: BatchSampler, position: Position) -> None:
+        self.sampler, self.position = sampler, position
+        self._epoch, self._batches = 0, []
+
+    def next(self) -> tuple[int, list[Any], bool]:
+        """(epoch, batch, last batch of the epoch)."""
+        p = self.position
+        if self._epoch != p.epoch:
+            self._epoch, self._batches = p.epoch, list(self.sampler.batches(p.epoch))
+        batch, epoch = self._batches[p.batch], p.epoch
+        p.batch += 1
+        ended = p.batch == len(self._batches)
+        if ended:
+            p.epoch, p.batch = p.epoch + 1, 0
+        return epoch, batch, ended
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """torch's out-of-memory error (CUDA, XPU), or the MPS backend's, which is a plain RuntimeError."""
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+def free_memory() -> None:
+    """Return what a failed step held to the allocator (its tensors are gone once the exception is)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def halves(batch: list[Any], parts: int) -> list[list[Any]]:
+    """The batch cut into `parts` nearly equal pieces (empty pieces dropped)."""
+    size = -(-len(batch) // parts)
+    return [batch[i : i + size] for i in range(0, len(batch), size)]
 
 
 def train_loop(
@@ -47,41 +109,141 @@ def train_loop(
     events: Callback,
     commands: Commands,
     after_step: Callable[[int, int, bool], None],
-) -> tuple[int, bool]:
-    """Run optimizer steps until done or asked to stop; returns (steps done, stopped early).
-
-    `after_step(step, epoch, epoch ended)` runs after each step (validation, saves, samples)."""
+    state: LoopState | None = None,
+    faults: FaultInjector | None = None,
+) -> tuple[LoopState, str]:
+    """Run optimizer steps until done, asked to stop, or failed; returns the state and why it ended (DONE,
+    STOPPED, NONFINITE, OUT_OF_MEMORY). `after_step(step, epoch, epoch ended)` runs after each step."""
+    state = state or LoopState()
+    faults = faults or FaultInjector(None)
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    batches = endless_batches(task.sampler)
+    batches = Batches(task.sampler, state.position)
     running, counted = torch.zeros((), device=accelerator.device), 0
-    started, step, epoch = time.perf_counter(), 0, 1
+    started, done_here = time.perf_counter(), 0
     total = settings.run_total or settings.total_steps
+    text_frozen = False
     task.train(True)
-    while step < settings.total_steps and not commands.stop:
-        if step == settings.text_encoder_stop:
+    while state.step < settings.total_steps and not commands.stop:
+        if settings.text_encoder_stop is not None and state.step >= settings.text_encoder_stop and not text_frozen:
             task.freeze_text_encoders()
-        epoch_ended = False
+            text_frozen = True
+        run_step = settings.step_offset + state.step + 1
+        start, rng = Position(**vars(state.position)), _rng_now(gen)
+        window, epoch, epoch_ended = [], state.position.epoch, False
         for _ in range(settings.accumulation):  # an epoch's last window may be shorter, as in kohya's loop
-            epoch, batch, epoch_ended = next(batches)
-            with accelerator.autocast():
-                loss = task.loss(batch, gen) / settings.accumulation
-            accelerator.backward(loss)
-            running += loss.detach()
+            epoch, batch, epoch_ended = batches.next()
+            window.append(batch)
             if epoch_ended:
                 break
-        if settings.max_grad_norm:
-            accelerator.clip_grad_norm_(params, settings.max_grad_norm)
-        lr = scheduler.get_last_lr()[0]  # the rate this step used
+        state.last_batch = [item for batch in window for item in batch]
+        lr = scheduler.get_last_lr()[0]  # the rate this step uses
+        loss, problem = _accumulate(task, window, gen, accelerator, settings, faults, run_step, 1)
+        if problem:
+            optimizer.zero_grad(set_to_none=True)
+            free_memory()  # here, not in the except block: the traceback no longer holds the step's tensors
+            if settings.oom_split_retry and max(map(len, window)) > 1:
+                events.on_warning(f"step {run_step}: {problem}; retrying it with each batch split in two")
+                loss, problem = _accumulate(task, window, gen, accelerator, settings, faults, run_step, 2)
+                if problem:
+                    optimizer.zero_grad(set_to_none=True)
+                    free_memory()
+        if problem:  # the step never happened: data position and random draws as before it
+            state.position.epoch, state.position.batch = start.epoch, start.batch
+            _rng_restore(gen, rng)
+            state.problem = f"step {run_step}: {problem}"
+            task.train(False)
+            return state, OUT_OF_MEMORY
+        faults.after_backward(run_step)
+        norm = accelerator.clip_grad_norm_(params, settings.max_grad_norm) if settings.max_grad_norm else None
+        if settings.max_nonfinite and not _finite(loss, norm, params, accelerator):
+            optimizer.zero_grad(set_to_none=True)
+            with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": skipping is the point
+                warnings.simplefilter("ignore", UserWarning)
+                scheduler.step()
+            state.step, state.nonfinite_in_row = state.step + 1, state.nonfinite_in_row + 1
+            state.nonfinite_total += 1
+            events.on_warning(f"step {run_step}: the loss or the gradients are NaN/inf; step skipped, weights "
+                              f"unchanged ({state.nonfinite_in_row} in a row; the run stops at "
+                              f"{settings.max_nonfinite}); batch: {describe_batch(state.last_batch)}")
+            events.on_step(StepEvent(settings.step_offset + state.step, total, epoch, None, lr,
+                                     done_here / max(time.perf_counter() - started, 1e-9)))
+            if state.nonfinite_in_row >= settings.max_nonfinite:
+                state.problem = (f"{state.nonfinite_in_row} steps in a row had a NaN/inf loss or gradients (last: "
+                                 f"step {run_step}, learning rate {lr:.3g}, batch: {describe_batch(state.last_batch)})")
+                task.train(False)
+                return state, NONFINITE
+            after_step(state.step, epoch, epoch_ended)
+            continue
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        step, counted = step + 1, counted + 1
-        log_now = step % settings.log_every == 0 or step == settings.total_steps
+        running += loss
+        state.step, state.nonfinite_in_row, counted, done_here = state.step + 1, 0, counted + 1, done_here + 1
+        log_now = state.step % settings.log_every == 0 or state.step == settings.total_steps
         loss_value = None
-        if log_now:  # the only host sync of a step, and only on logging steps
+        if log_now and counted:  # the only host sync of a step, and only on logging steps
             loss_value, running, counted = running.item() / counted, torch.zeros_like(running), 0
-        rate = step / max(time.perf_counter() - started, 1e-9)
-        events.on_step(StepEvent(settings.step_offset + step, total, epoch, loss_value, lr, rate))
-        after_step(step, epoch, epoch_ended)
+        rate = done_here / max(time.perf_counter() - started, 1e-9)
+        events.on_step(StepEvent(settings.step_offset + state.step, total, epoch, loss_value, lr, rate))
+        after_step(state.step, epoch, epoch_ended)
     task.train(False)
-    return step, commands.stop
+    return state, STOPPED if commands.stop and state.step < settings.total_steps else DONE
+
+
+def _accumulate(task: Task, window: list[list[Any]], gen: torch.Generator, accelerator: Accelerator,
+                settings: LoopSettings, faults: FaultInjector, run_step: int, parts: int,
+                ) -> tuple[torch.Tensor, str]:
+    """Forward and backward every batch of the window (each cut into `parts` pieces weighted by their share);
+    returns the summed loss (on the device) and "", or, out of memory, what happened (the caller frees memory)."""
+    total = torch.zeros((), device=accelerator.device)
+    try:
+        for batch in window:
+            for piece in halves(batch, parts):
+                faults.forward(run_step, parts)
+                with accelerator.autocast():
+                    loss = task.loss(piece, gen) / settings.accumulation
+                    if parts > 1:
+                        loss = loss * (len(piece) / len(batch))
+                    loss = faults.loss(run_step, loss)
+                accelerator.backward(loss)
+                total += loss.detach()
+        return total, ""
+    except RuntimeError as exc:
+        if not is_out_of_memory(exc):
+            raise
+        message = f"out of GPU memory ({str(exc).splitlines()[0][:300]})"
+    return total, message
+
+
+def _finite(loss: torch.Tensor, norm: torch.Tensor | None, params: list[torch.nn.Parameter],
+            accelerator: Accelerator) -> bool:
+    """The loss and the gradients are finite (one host sync). With fp16's gradient scaler, inf gradients are the
+    scaler's business (it skips those steps and lowers its scale): only the loss is checked."""
+    ok = torch.isfinite(loss)
+    if accelerator.scaler is None:
+        if norm is None:
+            grads = [p.grad for p in params if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=loss.device)
+        ok = ok & torch.isfinite(norm.to(loss.device))
+    return bool(ok)
+
+
+def describe_batch(items: list[Any], shown: int = 4) -> str:
+    """The batch's image files (or prompt pairs): what a user checks when a step fails."""
+    from ..errors import some_of
+
+    names = list(dict.fromkeys(str(getattr(i, "image", None) or i) for i in items))
+    return some_of(names, shown)
+
+
+def _rng_now(gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """The loss generator's and torch's global states (dropout) before a step, to undo a step that failed."""
+    cuda = tuple(torch.cuda.get_rng_state_all()) if torch.cuda.is_initialized() else ()
+    return gen.get_state(), torch.get_rng_state(), *cuda
+
+
+def _rng_restore(gen: torch.Generator, states: tuple[torch.Tensor, ...]) -> None:
+    gen.set_state(states[0])
+    torch.set_rng_state(states[1])
+    if len(states) > 2:
+        torch.cuda.set_rng_state_all(list(states[2:]))

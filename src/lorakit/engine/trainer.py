@@ -17,19 +17,22 @@ from ..config.schema import LorakitConfig, NetworkSection, TrainSection
 from ..config.validate import check_arguments, check_log_with, weights_file
 from ..data.cache import TensorCache, default_cache_dir, missing_examples
 from ..data.pipeline import DatasetPlan, build_dataset
-from ..errors import ConfigError, LorakitError
+from ..errors import ConfigError, LorakitError, NonFiniteStop, OutOfMemoryStop
 from ..io import check_free_space, remove_stale_temps, temps_under
 from ..families import ModelParts, detect_family, load_model
 from ..families.base import model_identity
 from ..networks import formats
-from ..networks.attach import adapter_weights, attach_network, components, freeze_adapter, network_parameters
+from ..networks.attach import (adapter_tensors, adapter_weights, attach_network, components, freeze_adapter,
+                               network_parameters)
 from ..networks.registry import ADAPTER
 from .checkpoint import run_metadata, save_lora, save_size_estimate
 from .encode import BatchEncoder, cache_model_id
 from .events import Callback, CallbackList, Commands
-from .loop import LoopSettings, train_loop
+from .faults import FaultInjector
+from .loop import DONE, NONFINITE, OUT_OF_MEMORY, LoopSettings, LoopState, Position, train_loop
 from .mode import Mode, Stage
 from .optim import build_optimizer
+from .resume import ResumePoint
 from .schedule import build_scheduler
 
 WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -157,7 +160,8 @@ class Run:
     trains through the one loop."""
 
     def __init__(self, cfg: LorakitConfig, run_dir: Path, callbacks: list[Callback] | None = None,
-                 commands: Commands | None = None, dataset: DatasetPlan | None = None) -> None:
+                 commands: Commands | None = None, dataset: DatasetPlan | None = None,
+                 resume: ResumePoint | None = None) -> None:
         from ..modes import MODES  # the registry: the engine names no concrete mode
         from .samples import SampleRenderer, sampling_enabled
 
@@ -187,7 +191,12 @@ class Run:
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.step = 0  # optimizer steps so far, over all stages
         self.stage: Stage | None = None  # the stage training (or trained last)
+        self.stage_index = 0
         self.total = 0
+        self.resume = resume  # the checkpoint to continue from, until its stage restores it
+        self.faults = FaultInjector(cfg.faults)
+        self.fingerprints: dict[str, str] | None = None
+        self.written: list[Path] = []  # LoRA files saved so far (a checkpoint lists them: a resume keeps them)
 
     @property
     def device(self) -> torch.device:
@@ -221,20 +230,27 @@ class Run:
         freeze_adapter(self.parts, adapter)
 
     def execute(self) -> TrainResult:
-        """Run the mode's stages; a stop request ends the run after saving the stage it interrupted."""
+        """Run the mode's stages; a stop request ends the run after saving the stage it interrupted (a checkpoint
+        and the LoRA); running out of memory or NaN steps end it the same way, then raise."""
         mode = self.mode_class(self)
         out = self.cfg.output  # before anything is written: room for at least one save of what was attached
         trainable = [p for _, m in components(self.parts) for p in m.parameters() if p.requires_grad]
         check_free_space(self.run_dir, save_size_estimate([{"params": trainable}], out.save_precision,
                                                           out.save_format), "output folder")
-        self.events.on_plan(mode.plan_lines())
         self.total = mode.total_steps()
-        info = {"run_dir": str(self.run_dir), "mode": self.cfg.mode.type}
+        if self.resume and self._nothing_left():
+            return self.result
+        self.events.on_plan(mode.plan_lines())
+        info: dict[str, object] = {"run_dir": str(self.run_dir), "mode": self.cfg.mode.type}
         if self.dataset is not None:
             info["images"] = len(self.dataset.train)
+        if self.resume:
+            info["resumed_from"] = self.resume.step
+            self._prepare_resume()
         self.events.on_start(self.total, info)
         try:
-            for stage in mode.stages():
+            for index, stage in enumerate(mode.stages()):
+                self.stage_index = index
                 if self.train_stage(stage):
                     self.result.stopped = True
                     break
@@ -251,8 +267,12 @@ class Run:
 
     def train_stage(self, stage: Stage) -> bool:
         """Train one stage, saving as its config says; returns True when the run was asked to stop."""
-        t, out = stage.cfg.train, stage.cfg.output
+        t, out, ck = stage.cfg.train, stage.cfg.output, self.cfg.checkpoint
         self.stage = stage
+        resume = self.resume
+        if resume and self.stage_index < resume.data.state["stage"]:  # trained before the checkpoint
+            self.step += stage.steps
+            return False
         if stage.label:
             self.events.on_notice(f"{stage.label}: {stage.steps} steps")
         if stage.save:  # this stage's network (a later stage's, or one after a loaded first pass): room for it
@@ -264,7 +284,11 @@ class Run:
         optimizer, scheduler = self.accelerator.prepare(optimizer, scheduler)
         meta = run_metadata(stage.cfg, optimizer, _epoch(stage, stage.steps))
         offset = self.step
-        if self.samples and offset == 0:
+        state = LoopState()
+        if resume:
+            state = self._restore(resume, optimizer, scheduler)
+            self.resume = None
+        elif self.samples and offset == 0:
             self._sample(stage)  # step 0: the model before training
 
         def after_step(step: int, epoch: int, epoch_done: bool) -> None:
@@ -285,18 +309,144 @@ class Run:
                     self._save(stage, step, meta)
             if sample:
                 self._sample(stage)
+            due = (ck.every_n_steps and self.step % ck.every_n_steps == 0) or (
+                ck.every_n_epochs and epoch_done and epoch % ck.every_n_epochs == 0)
+            if due and step < stage.steps and not self.commands.stop:  # a stop writes its own, after the step
+                self._checkpoint(state, optimizer, scheduler)
 
         settings = LoopSettings(
             total_steps=stage.steps, accumulation=t.gradient_accumulation_steps, max_grad_norm=t.max_grad_norm,
             log_every=t.log_every_n_steps, text_encoder_stop=stage.text_encoder_stop, step_offset=offset,
-            run_total=self.total,
+            run_total=self.total, max_nonfinite=t.max_nonfinite_steps, oom_split_retry=t.oom_split_retry,
         )
-        steps, stopped = train_loop(stage.task, optimizer, scheduler, self.accelerator, settings, self.gen,
-                                    self.events, self.commands, after_step)
-        self.step = offset + steps
-        if stage.save or stopped:  # a stopped run keeps what it trained, whatever the stage
-            self._save(stage, steps, meta, final=True)
-        return stopped
+        state, ended = train_loop(stage.task, optimizer, scheduler, self.accelerator, settings, self.gen,
+                                  self.events, self.commands, after_step, state, self.faults)
+        self.step = offset + state.step
+        if ended == DONE:
+            if stage.final and ck.at_end:  # before the final file, which a continuation writes again
+                self._checkpoint(state, optimizer, scheduler)
+            if stage.save:
+                self._save(stage, state.step, meta, final=True)
+            return False
+        if self.step > 0:  # something was trained: keep it, as a checkpoint and as the LoRA
+            self._checkpoint(state, optimizer, scheduler)
+            self._save(stage, state.step, meta, final=True)
+        resume_hint = f"continue with `lorakit train --resume {self.run_dir}`"
+        if ended == OUT_OF_MEMORY:
+            if self.step == 0:
+                raise OutOfMemoryStop(f"{state.problem}; nothing was trained yet", "use less GPU memory "
+                                      "(train.gradient_checkpointing = true, a lower data.resolution or "
+                                      "train_batch_size) and run again")
+            raise OutOfMemoryStop(f"{state.problem}; the run saved a checkpoint and the LoRA at step {self.step}",
+                                  "free GPU memory or set train.gradient_checkpointing = true, and "
+                                  f"{resume_hint} (a lower resolution or batch size needs a new run)")
+        if ended == NONFINITE:
+            raise NonFiniteStop(
+                f"{state.problem}; the weights were never updated with them, and the run saved a checkpoint and "
+                f"the LoRA at step {self.step}",
+                "likely causes: an fp16 VAE that overflows (use a fixed fp16 VAE or mixed_precision = 'bf16'), too "
+                "high a learning rate, or a broken image in the batch named; fix it and " + resume_hint)
+        self.events.on_notice(f"stopped at step {self.step}: {resume_hint}")
+        return True
+
+    def _checkpoint(self, state: LoopState, optimizer, scheduler) -> Path | None:
+        """Write a checkpoint of the run as it is after `state.step` steps of the current stage, then delete
+        checkpoints beyond checkpoint.keep_last. One per step: a stop right after a periodic one adds none."""
+        from ..config.snapshot import absolute_paths, config_toml
+        from .state import CheckpointData, checkpoint_dir, prune, rng_state, write_checkpoint
+
+        if checkpoint_dir(self.run_dir, self.step).exists():
+            return None
+        scaler = self.accelerator.scaler
+        written = [str(p.relative_to(self.run_dir)) for p in self.written]
+        bookkeeping = {
+            "stage": self.stage_index, "stage_step": state.step, "epoch": state.position.epoch,
+            "batch": state.position.batch, "nonfinite_in_row": state.nonfinite_in_row,
+            "nonfinite_total": state.nonfinite_total, "started": self.started, "written": written,
+            "samples_last_step": self.samples.last_step if self.samples else None,
+            "validation_losses": self.result.validation_losses, "lorakit_version": _version(),
+        }
+        data = CheckpointData(
+            tensors=adapter_tensors(self.parts), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+            scaler=scaler.state_dict() if scaler is not None else None,
+            rng=rng_state({"loss": self.gen, "latents": self.encoder.gen}), state=bookkeeping,
+            config_toml=config_toml(absolute_paths(self.cfg)), inputs=self._inputs())
+        path = write_checkpoint(self.run_dir, self.step, data, lambda: self.faults.checkpoint_file(self.step))
+        self.events.on_notice(f"checkpoint {path}")
+        for old in prune(self.run_dir, self.cfg.checkpoint.keep_last):
+            self.events.on_notice(f"removed checkpoint {old} (checkpoint.keep_last = {self.cfg.checkpoint.keep_last})")
+        return path
+
+    def _inputs(self) -> dict[str, str]:
+        """Fingerprints of what the run trains on (computed once)."""
+        from .resume import input_fingerprints
+
+        if self.fingerprints is None:
+            examples = self.dataset.examples if self.dataset is not None else []
+            self.fingerprints = input_fingerprints(examples, _input_files(self.cfg))
+        return self.fingerprints
+
+    def _nothing_left(self) -> bool:
+        """A resume of a run that already trained every step it now has: say so, change nothing."""
+        assert self.resume is not None
+        if self.resume.step < self.total:
+            return False
+        self.result.steps, self.step = self.resume.step, self.resume.step
+        self.events.on_notice(f"{self.resume.path}: the run already trained {self.resume.step} of its "
+                              f"{self.total} steps; nothing left to do (raise train.max_train_epochs or "
+                              "max_train_steps to continue it)")
+        return True
+
+    def _prepare_resume(self) -> None:
+        """Before training resumes: the inputs checked, the config changes logged, and what the interrupted
+        continuation wrote after the checkpoint set aside."""
+        from .resume import check_inputs, supersede
+
+        point = self.resume
+        assert point is not None
+        check_inputs(point.data.inputs, self._inputs(), point.path)
+        self.events.on_notice(f"resuming from {point.path} (step {point.step} of {self.total})")
+        for change in point.changes:
+            self.events.on_notice(f"changed since the checkpoint: {change}")
+        moved = supersede(self.run_dir, point.step, point.data.state["written"])
+        if moved:
+            self.events.on_notice(f"files written after step {point.step} moved to {moved}")
+        self.started = point.data.state["started"]
+        self.result.validation_losses = [tuple(v) for v in point.data.state["validation_losses"]]
+        self.written = [self.run_dir / rel for rel in point.data.state["written"]]
+        for path in self.written:  # the results' lists name the main file of each save (kohya, else peft)
+            if path.suffix == ".safetensors" or not path.with_name(path.name[:-5] + ".safetensors").exists():
+                (self.result.checkpoints if "-step" in path.name else self.result.stage_files).append(path)
+        if self.samples:
+            self.samples.last_step = point.data.state["samples_last_step"]
+
+    def _restore(self, point: ResumePoint, optimizer, scheduler) -> LoopState:
+        """The current stage's networks, optimizer, scheduler, random generators and data position as the
+        checkpoint has them."""
+        from .state import restore_rng
+
+        data, state = point.data, point.data.state
+        tensors = adapter_tensors(self.parts)
+        if set(tensors) != set(data.tensors):
+            diff = sorted(set(tensors) ^ set(data.tensors))
+            raise LorakitError(f"{point.path}: the checkpoint's networks do not match this run's "
+                               f"({len(diff)} tensors differ, e.g. {diff[0]})",
+                               "resume with the network settings the run was started with")
+        with torch.no_grad():
+            for name, p in tensors.items():
+                p.copy_(data.tensors[name])
+        optimizer.load_state_dict(data.optimizer)
+        scheduler.load_state_dict(data.scheduler)
+        if data.scaler is not None and self.accelerator.scaler is not None:
+            self.accelerator.scaler.load_state_dict(data.scaler)
+        restore_rng(data.rng, {"loss": self.gen, "latents": self.encoder.gen})
+        self.step += state["stage_step"]
+        if self.step != point.step:
+            raise LorakitError(f"{point.path}: its step {point.step} falls at step {self.step} of this run: the "
+                               "steps of an earlier pass changed", "resume with the step settings of the "
+                               "earlier pass as they were")
+        return LoopState(step=state["stage_step"], position=Position(state["epoch"], state["batch"]),
+                         nonfinite_in_row=state["nonfinite_in_row"], nonfinite_total=state["nonfinite_total"])
 
     def _save(self, stage: Stage, step: int, run_meta: dict[str, str], final: bool = False) -> Path:
         """Save the stage's network after its `step`-th step: `<output_name>` at its end, `<output_name>-step<N>`
@@ -311,6 +461,7 @@ class Run:
             adapter=stage.adapter,
         ) | run_meta
         saved = save_lora(self.parts, c, self.train_dir, name, meta, stage.adapter)
+        self.written += [p for p in (saved.kohya, saved.peft) if p is not None]
         if final and (stage.final or self.commands.stop):  # a run stopped early: its last network is the result
             self.result.lora_path, self.result.peft_dir = saved.main, saved.peft
         elif final:
@@ -341,6 +492,26 @@ class Run:
                 stage.task.train(True)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lorakit")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _input_files(cfg: LorakitConfig) -> dict[str, Path]:
+    """The single files a run trains from, by config key: a mode's images, a starting LoRA."""
+    files = {f"mode.{k}": Path(v) for k, v in cfg.mode.model_dump().items()
+             if k.endswith(("_image", "_file")) and isinstance(v, str) and v}
+    if cfg.network.network_weights:
+        found = weights_file(Path(cfg.network.network_weights))
+        if found is not None:
+            files["network.network_weights"] = found
+    return files
+
+
 def _epoch(stage: Stage, step: int) -> int:
     """The epoch `step` falls in (at least 1)."""
     return max(1, -(-step // max(1, stage.steps_per_epoch)))
@@ -352,6 +523,8 @@ def train(
     callbacks: list[Callback] | None = None,
     commands: Commands | None = None,
     dataset: DatasetPlan | None = None,
+    resume: ResumePoint | None = None,
 ) -> TrainResult:
-    """Train as configured (the mode from `mode.type`), writing results into `run_dir/train/`."""
-    return Run(cfg, run_dir, callbacks, commands, dataset).execute()
+    """Train as configured (the mode from `mode.type`), writing results into `run_dir/train/`; `resume`: continue
+    from that checkpoint (of this run folder)."""
+    return Run(cfg, run_dir, callbacks, commands, dataset, resume).execute()

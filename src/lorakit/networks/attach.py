@@ -170,6 +170,18 @@ def tuner_layers(parts: ModelParts) -> list[BaseTunerLayer]:
             if isinstance(layer, BaseTunerLayer)]
 
 
+def adapter_tensors(parts: ModelParts) -> dict[str, torch.nn.Parameter]:
+    """Every adapter parameter of every attached network, trained or frozen (Difference's copy machine), by
+    `<component>.<parameter path>`: what a checkpoint saves. The base model's weights (`base_layer`) are not."""
+    out = {}
+    for attr, module in components(parts):
+        for path, layer in module.named_modules():
+            if isinstance(layer, BaseTunerLayer):
+                out |= {f"{attr}.{path}.{name}": p for name, p in layer.named_parameters()
+                        if not name.startswith("base_layer.")}
+    return out
+
+
 @contextmanager
 def adapter_weights(parts: ModelParts, weights: dict[str, float]) -> Iterator[None]:
     """Within the block, each named adapter at the given weight: 0 = off (not computed at all: the base model, for
