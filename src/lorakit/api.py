@@ -49,7 +49,7 @@ def train(
     point = resume_point(resume, cfg) if resume is not None else None
     if point is not None:
         run_dir = point.run_dir
-        write_snapshot(run_dir / "resumed" / f"step-{point.step:08d}-{_stamp()}", config)
+        write_snapshot(new_run_dir(run_dir / "resumed"), config)  # the config this part of the run used
     else:
         run_dir = new_run_dir(Path(cfg.output.output_dir), cfg.output.run_id)
         write_snapshot(run_dir, config)
@@ -63,12 +63,6 @@ def train(
         if point is None and not (run_dir / "train").exists():  # failed before training: leave no empty run
             shutil.rmtree(run_dir, ignore_errors=True)
         raise  # once training began, everything stays for debugging
-
-
-def _stamp() -> str:
-    from datetime import datetime
-
-    return datetime.now().strftime("%Y%m%d_%H%M%S")
 
 
 def find_checkpoint(spec: str | Path, config: LorakitConfig | None = None,

@@ -257,3 +257,16 @@ def test_plan_warns_which_modules_sd_scripts_would_ignore(tmp_path: Path) -> Non
            "rest without a message; leave them out of network.target_modules" in render_plan(plan)
     assert not any("ComfyUI" in w or "A1111" in w for w in plan.warnings)
     assert not any("ignores" in w for w in plan_for(tmp_path / "img", "network.target_modules=['to_q']").warnings)
+
+
+def test_plan_names_the_checkpoint_schedule() -> None:
+    from lorakit.config.plan import checkpoint_line
+    from lorakit.config.schema import LorakitConfig
+
+    cfg = LorakitConfig.model_validate({"checkpoint": {"every_n_steps": 100, "keep_last": 3}})
+    assert checkpoint_line(cfg, 450) == ("checkpoints (for --resume): every 100 steps (4 here), at the end; "
+                                         "the last 3 kept; also on a stop")
+    off = LorakitConfig.model_validate({"checkpoint": {"every_n_steps": 0, "at_end": False, "every_n_epochs": 2}})
+    assert checkpoint_line(off, 450) == "checkpoints (for --resume): every 2 epochs; the last 2 kept; also on a stop"
+    none = LorakitConfig.model_validate({"checkpoint": {"every_n_steps": 0, "at_end": False}})
+    assert checkpoint_line(none, 450) == "checkpoints (for --resume): only on a stop; the last 2 kept"

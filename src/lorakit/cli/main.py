@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..errors import EXIT_INPUT, EXIT_INTERRUPTED, DiskFullError, LorakitError, is_disk_full
+from ..errors import EXIT_INPUT, DiskFullError, LorakitError, is_disk_full
 
 app = typer.Typer(
     name="lorakit",
@@ -48,9 +48,6 @@ def main() -> None:
     _register()
     try:
         app()
-    except KeyboardInterrupt:  # a second Ctrl+C (the first stops after the step and saves)
-        err_console.print("[bold red]interrupted[/]: quit at once; the last complete checkpoint is kept")
-        sys.exit(EXIT_INTERRUPTED)
     except LorakitError as exc:  # exit 2 for bad input, 3 for a full disk (DiskFullError)
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(exc.exit_code)

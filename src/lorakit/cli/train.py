@@ -12,6 +12,7 @@ from .main import app
 from .options import AddFiles, ConfigFiles, OomLayer, PresetName, SetValues, resolve_options
 
 console = Console(soft_wrap=True)  # paths are printed whole, never wrapped
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 @app.command()
@@ -33,12 +34,28 @@ def train(
 
     Ctrl+C or SIGTERM stops after the current step with a checkpoint and the LoRA saved (exit 4); a second
     Ctrl+C quits at once (exit 130). Exit 5: out of GPU memory, 6: NaN/inf steps (both saved a checkpoint)."""
-    from .. import api
-    from ..engine.events import Commands, RichProgress
-    from ..engine.signals import stop_on_signals
-    from ..errors import EXIT_STOPPED
+    from ..engine.events import Commands
+    from ..errors import EXIT_INTERRUPTED, EXIT_STOPPED
 
     commands = Commands()
+    try:
+        result = _train(commands, config, add, preset, set_, oom, strict, resume)
+    except KeyboardInterrupt:  # the second Ctrl+C (typer would exit 130 silently)
+        err_console.print("[bold red]interrupted[/]: quit at once; the last complete checkpoint is kept")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    state = "[yellow]stopped[/]" if result.stopped else "[green]done[/]"
+    console.print(f"{state} {result.steps} steps → {result.lora_path}")
+    if result.stopped:
+        raise typer.Exit(EXIT_STOPPED)
+
+
+def _train(commands, config, add, preset, set_, oom, strict, resume):
+    """Resolve the config (the checkpoint's as the base layer when resuming without one) and train, the first
+    SIGINT/SIGTERM asking the run to stop after its step."""
+    from .. import api
+    from ..engine.events import RichProgress
+    from ..engine.signals import stop_on_signals
+
     with stop_on_signals(commands):
         checkpoint = None
         if resume and not (config or preset):  # the checkpoint's config is the base layer
@@ -48,11 +65,7 @@ def train(
             resolved = resolve_options(config, add, preset, set_, oom, check_paths=True)
             if resume:
                 checkpoint = api.find_checkpoint(resume, resolved.config, _warn)
-        result = api.train(resolved, [RichProgress(console)], commands, strict=strict, resume=checkpoint)
-    state = "[yellow]stopped[/]" if result.stopped else "[green]done[/]"
-    console.print(f"{state} {result.steps} steps → {result.lora_path}")
-    if result.stopped:
-        raise typer.Exit(EXIT_STOPPED)
+        return api.train(resolved, [RichProgress(console)], commands, strict=strict, resume=checkpoint)
 
 
 def _warn(message: str) -> None:

@@ -123,6 +123,7 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     network: list[str] = field(default_factory=list)  # the adapted modules per component and block
     sampling: bool = False  # sample prompts set: step 0 and the final step are rendered besides sample_steps
+    checkpoints: str = ""  # the checkpoint_line
 
 
 def output_path(cfg: LorakitConfig) -> Path:
@@ -169,7 +170,8 @@ def build_plan(cfg: LorakitConfig, dataset: object | None = None, model: object 
     )
     steps = replace(steps, sample_steps=sample_schedule(cfg, steps.total_steps, steps.steps_per_epoch))
     plan = Plan(folders, steps, _buckets(dataset), str(output_path(cfg)), examples=examples,
-                sampling=bool(cfg.sample.prompts or cfg.sample.prompts_file))
+                sampling=bool(cfg.sample.prompts or cfg.sample.prompts_file),
+                checkpoints=checkpoint_line(cfg, steps.total_steps))
     plain = compute_steps(counts, t.train_batch_size, t.gradient_accumulation_steps, t.max_train_epochs)
     if plain.batches_per_epoch != steps.batches_per_epoch:
         plan.notes.append(f"buckets split the data into {steps.batches_per_epoch} batches per epoch "
@@ -328,6 +330,7 @@ def render_plan(plan: Plan) -> list[str]:
         *plan.network,
         f"saves: {_schedule(s.save_steps, s.total_steps)}",
         samples_line(plan.sampling, s.sample_steps, s.total_steps),
+        *([plan.checkpoints] if plan.checkpoints else []),
         f"output: {plan.output_path}",
     ]
     return lines + [f"note: {n}" for n in plan.notes] + [f"warning: {w}" for w in plan.warnings]
@@ -393,7 +396,19 @@ def mode_plan_lines(cfg: LorakitConfig, output: Path | None = None,
     total = sum(steps for _, steps in stage_steps(cfg))
     lines.append(samples_line(bool(cfg.sample.prompts or cfg.sample.prompts_file), sample_schedule(cfg, total, 0),
                               total))
+    lines.append(checkpoint_line(cfg, total))
     return lines
+
+
+def checkpoint_line(cfg: LorakitConfig, total: int) -> str:
+    """'checkpoints (for --resume): every 500 steps (3 here), at the end; the last 2 kept; also on a stop'."""
+    ck = cfg.checkpoint
+    when = [f"every {ck.every_n_steps} steps ({len(_every(ck.every_n_steps, total))} here)"] \
+        if ck.every_n_steps else []
+    when += [f"every {ck.every_n_epochs} epochs"] if ck.every_n_epochs else []
+    when += ["at the end"] if ck.at_end else []
+    return (f"checkpoints (for --resume): {', '.join(when) or 'only'}{'' if when else ' on a stop'}; the last "
+            f"{ck.keep_last} kept{'; also on a stop' if when else ''}")
 
 
 def samples_line(sampling: bool, between: tuple[int, ...], total: int) -> str:

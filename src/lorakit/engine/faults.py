@@ -19,7 +19,7 @@ class FaultInjector:
         self.s = section or FaultsSection()
 
     def forward(self, step: int, attempt: int) -> None:
-        """Before a forward pass: `attempt` 1 is the step's first try, 2 its split retry."""
+        """In a forward pass, after its random draws: `attempt` 1 is the step's first try, 2 its split retry."""
         if step == self.s.oom_at_step and attempt <= self.s.oom_attempts:
             raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 20.00 MiB (lorakit fault injection: "
                                          f"faults.oom_at_step = {step}, attempt {attempt})")

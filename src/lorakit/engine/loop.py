@@ -111,9 +111,11 @@ def train_loop(
     after_step: Callable[[int, int, bool], None],
     state: LoopState | None = None,
     faults: FaultInjector | None = None,
+    generators: tuple[torch.Generator, ...] = (),
 ) -> tuple[LoopState, str]:
     """Run optimizer steps until done, asked to stop, or failed; returns the state and why it ended (DONE,
-    STOPPED, NONFINITE, OUT_OF_MEMORY). `after_step(step, epoch, epoch ended)` runs after each step."""
+    STOPPED, NONFINITE, OUT_OF_MEMORY). `after_step(step, epoch, epoch ended)` runs after each step; `generators`
+    (besides `gen`) draw during a step too (the encoder's latent samples): a failed step rolls them back."""
     state = state or LoopState()
     faults = faults or FaultInjector(None)
     params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -128,7 +130,7 @@ def train_loop(
             task.freeze_text_encoders()
             text_frozen = True
         run_step = settings.step_offset + state.step + 1
-        start, rng = Position(**vars(state.position)), _rng_now(gen)
+        start, rng = Position(**vars(state.position)), _rng_now((gen, *generators))
         window, epoch, epoch_ended = [], state.position.epoch, False
         for _ in range(settings.accumulation):  # an epoch's last window may be shorter, as in kohya's loop
             epoch, batch, epoch_ended = batches.next()
@@ -143,13 +145,14 @@ def train_loop(
             free_memory()  # here, not in the except block: the traceback no longer holds the step's tensors
             if settings.oom_split_retry and max(map(len, window)) > 1:
                 events.on_warning(f"step {run_step}: {problem}; retrying it with each batch split in two")
+                _rng_restore(rng)  # the retry draws from where the step began
                 loss, problem = _accumulate(task, window, gen, accelerator, settings, faults, run_step, 2)
                 if problem:
                     optimizer.zero_grad(set_to_none=True)
                     free_memory()
         if problem:  # the step never happened: data position and random draws as before it
             state.position.epoch, state.position.batch = start.epoch, start.batch
-            _rng_restore(gen, rng)
+            _rng_restore(rng)
             state.problem = f"step {run_step}: {problem}"
             task.train(False)
             return state, OUT_OF_MEMORY
@@ -199,9 +202,9 @@ def _accumulate(task: Task, window: list[list[Any]], gen: torch.Generator, accel
     try:
         for batch in window:
             for piece in halves(batch, parts):
-                faults.forward(run_step, parts)
                 with accelerator.autocast():
                     loss = task.loss(piece, gen) / settings.accumulation
+                    faults.forward(run_step, parts)  # after the step's random draws, as a real one would be
                     if parts > 1:
                         loss = loss * (len(piece) / len(batch))
                     loss = faults.loss(run_step, loss)
@@ -236,14 +239,19 @@ def describe_batch(items: list[Any], shown: int = 4) -> str:
     return some_of(names, shown)
 
 
-def _rng_now(gen: torch.Generator) -> tuple[torch.Tensor, ...]:
-    """The loss generator's and torch's global states (dropout) before a step, to undo a step that failed."""
-    cuda = tuple(torch.cuda.get_rng_state_all()) if torch.cuda.is_initialized() else ()
-    return gen.get_state(), torch.get_rng_state(), *cuda
+RngStates = tuple[list[tuple[torch.Generator, torch.Tensor]], torch.Tensor, list[torch.Tensor]]
 
 
-def _rng_restore(gen: torch.Generator, states: tuple[torch.Tensor, ...]) -> None:
-    gen.set_state(states[0])
-    torch.set_rng_state(states[1])
-    if len(states) > 2:
-        torch.cuda.set_rng_state_all(list(states[2:]))
+def _rng_now(generators: tuple[torch.Generator, ...]) -> RngStates:
+    """The generators' and torch's global states (dropout) before a step, to undo a step that failed."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
+    return [(g, g.get_state()) for g in generators], torch.get_rng_state(), cuda
+
+
+def _rng_restore(states: RngStates) -> None:
+    generators, cpu, cuda = states
+    for g, state in generators:
+        g.set_state(state)
+    torch.set_rng_state(cpu)
+    if cuda:
+        torch.cuda.set_rng_state_all(cuda)

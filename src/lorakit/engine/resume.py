@@ -113,7 +113,8 @@ def supersede(run_dir: Path, step: int, kept: list[str]) -> Path | None:
               if (p.suffix == ".safetensors" or (p.is_dir() and p.name.endswith("_peft")))
               and str(p.relative_to(run_dir)) not in kept]
     moving += [p for p in (samples.glob("step*.png") if samples.is_dir() else []) if _step_in(p.name) > step]
-    moving += [p for p in checkpoints_of(run_dir) if step_of(p) > step]
+    folder = run_dir / CHECKPOINTS  # complete or not: a later step is written again
+    moving += [p for p in (folder.iterdir() if folder.is_dir() else []) if step_of(p) > step]
     if not moving:
         return None
     target = run_dir / SUPERSEDED / datetime.now().strftime("%Y%m%d_%H%M%S_%f")

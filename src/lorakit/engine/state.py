@@ -39,6 +39,12 @@ def checkpoint_dir(run_dir: Path, step: int) -> Path:
     return run_dir / CHECKPOINTS / f"step-{step:08d}"
 
 
+def size_estimate(params: list[torch.nn.Parameter]) -> int:
+    """Bytes of one checkpoint (an upper estimate for AdamW): fp32 weights and two fp32 moments per weight, plus
+    the random states and headers."""
+    return sum(p.numel() for p in params) * 4 * 3 + len(params) * 3 * 512 + 64 * 1024
+
+
 def config_hash(config_toml: str) -> str:
     return hashlib.sha256(config_toml.encode("utf-8")).hexdigest()
 

@@ -13,7 +13,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 
-from ..config.schema import LorakitConfig, NetworkSection, TrainSection
+from ..config.schema import FaultsSection, LorakitConfig, NetworkSection, TrainSection
 from ..config.validate import check_arguments, check_log_with, weights_file
 from ..data.cache import TensorCache, default_cache_dir, missing_examples
 from ..data.pipeline import DatasetPlan, build_dataset
@@ -33,6 +33,7 @@ from .loop import DONE, NONFINITE, OUT_OF_MEMORY, LoopSettings, LoopState, Posit
 from .mode import Mode, Stage
 from .optim import build_optimizer
 from .resume import ResumePoint
+from .state import size_estimate as checkpoint_size
 from .schedule import build_scheduler
 
 WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -235,8 +236,9 @@ class Run:
         mode = self.mode_class(self)
         out = self.cfg.output  # before anything is written: room for at least one save of what was attached
         trainable = [p for _, m in components(self.parts) for p in m.parameters() if p.requires_grad]
-        check_free_space(self.run_dir, save_size_estimate([{"params": trainable}], out.save_precision,
-                                                          out.save_format), "output folder")
+        # a stop writes both: the LoRA and a checkpoint
+        needed = save_size_estimate([{"params": trainable}], out.save_precision, out.save_format)
+        check_free_space(self.run_dir, needed + checkpoint_size(trainable), "output folder")
         self.total = mode.total_steps()
         if self.resume and self._nothing_left():
             return self.result
@@ -257,7 +259,8 @@ class Run:
             if self.samples and self.samples.last_step != self.step:
                 self._sample(None)
         except BaseException as exc:
-            self.events.on_error(str(exc) if isinstance(exc, LorakitError) else f"{type(exc).__name__}: {exc}")
+            self.events.on_error(str(exc) if isinstance(exc, LorakitError) else "interrupted (a second Ctrl+C)"
+                                 if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}")
             raise
         finally:
             self.result.steps = self.step
@@ -320,7 +323,7 @@ class Run:
             run_total=self.total, max_nonfinite=t.max_nonfinite_steps, oom_split_retry=t.oom_split_retry,
         )
         state, ended = train_loop(stage.task, optimizer, scheduler, self.accelerator, settings, self.gen,
-                                  self.events, self.commands, after_step, state, self.faults)
+                                  self.events, self.commands, after_step, state, self.faults, (self.encoder.gen,))
         self.step = offset + state.step
         if ended == DONE:
             if stage.final and ck.at_end:  # before the final file, which a continuation writes again
@@ -353,9 +356,9 @@ class Run:
         """Write a checkpoint of the run as it is after `state.step` steps of the current stage, then delete
         checkpoints beyond checkpoint.keep_last. One per step: a stop right after a periodic one adds none."""
         from ..config.snapshot import absolute_paths, config_toml
-        from .state import CheckpointData, checkpoint_dir, prune, rng_state, write_checkpoint
+        from .state import CheckpointData, checkpoint_dir, is_complete, prune, rng_state, write_checkpoint
 
-        if checkpoint_dir(self.run_dir, self.step).exists():
+        if is_complete(checkpoint_dir(self.run_dir, self.step)):
             return None
         scaler = self.accelerator.scaler
         written = [str(p.relative_to(self.run_dir)) for p in self.written]
@@ -370,7 +373,8 @@ class Run:
             tensors=adapter_tensors(self.parts), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
             scaler=scaler.state_dict() if scaler is not None else None,
             rng=rng_state({"loss": self.gen, "latents": self.encoder.gen}), state=bookkeeping,
-            config_toml=config_toml(absolute_paths(self.cfg)), inputs=self._inputs())
+            config_toml=config_toml(absolute_paths(self.cfg).model_copy(update={"faults": FaultsSection()})),
+            inputs=self._inputs())  # without [faults]: a resume never repeats a test's fault
         path = write_checkpoint(self.run_dir, self.step, data, lambda: self.faults.checkpoint_file(self.step))
         self.events.on_notice(f"checkpoint {path}")
         for old in prune(self.run_dir, self.cfg.checkpoint.keep_last):
@@ -392,9 +396,11 @@ class Run:
         if self.resume.step < self.total:
             return False
         self.result.steps, self.step = self.resume.step, self.resume.step
+        self.events.on_start(self.total, {"run_dir": str(self.run_dir), "resumed_from": self.resume.step})
         self.events.on_notice(f"{self.resume.path}: the run already trained {self.resume.step} of its "
                               f"{self.total} steps; nothing left to do (raise train.max_train_epochs or "
                               "max_train_steps to continue it)")
+        self.events.on_end(self.step, False)
         return True
 
     def _prepare_resume(self) -> None:
