@@ -43,8 +43,16 @@ def train(
     except KeyboardInterrupt:  # the second Ctrl+C (typer would exit 130 silently)
         err_console.print("[bold red]interrupted[/]: quit at once; the last complete checkpoint is kept")
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    state = "[yellow]stopped[/]" if result.stopped else "[green]done[/]"
-    console.print(f"{state} {result.steps} steps → {result.lora_path}")
+    try:
+        if not result.stopped:
+            console.print(f"[green]done[/] {result.steps} steps → {result.lora_path}")
+        elif result.checkpoint:
+            console.print(f"[yellow]stopped[/] {result.steps} steps → {result.lora_path}\n"
+                          f"checkpoint {result.checkpoint}: continue with `lorakit train --resume {result.run_dir}`")
+        else:
+            console.print(f"[yellow]stopped[/] {result.steps} steps: nothing was trained or saved")
+    except OSError:  # stdout gone (a `| tee` ended by the same Ctrl+C): the exit status still tells
+        pass
     if result.stopped:
         raise typer.Exit(EXIT_STOPPED)
 

@@ -32,6 +32,7 @@ SAFE_KEYS = frozenset({
     "train.sdpa",
     "output.save_every_n_steps", "output.save_format", "output.save_precision", "output.output_dir",
     "output.run_id",
+    "mode.second_pass.max_train_steps",  # how far Difference's pass 2 goes (its own train.max_train_steps)
 })
 SAFE_SECTIONS = ("checkpoint", "sample", "faults", "bench", "batch", "storage")  # every key under them
 _MISSING = object()  # a key one side has and the other has not

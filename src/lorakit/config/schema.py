@@ -241,8 +241,8 @@ class TrainSection(Section):
     oom_split_retry: bool = Field(
         True,
         description="When a step runs out of GPU memory, retry it once with each batch split in two halves "
-        "(gradient accumulation: the same update, less memory); if that fails too, the run saves a checkpoint and "
-        "exits with status 5.",
+        "(gradient accumulation: the same images, less memory; each half draws its own noise); if that fails "
+        "too, the run saves a checkpoint and exits with status 5.",
     )
     log_with: Literal["none", "tensorboard"] = Field(
         "none",

@@ -337,12 +337,13 @@ class CsvLog(Callback):
             self.file.write(buf.getvalue())
 
     def on_start(self, total_steps: int, info: dict[str, object]) -> None:
-        resumed = info.get("resumed_from")
-        if isinstance(resumed, int) and self.path.exists():  # keep the rows up to the checkpoint's step
+        resumed = info.get("resumed_from", -1)  # a step: keep the rows up to it; None: keep them all
+        if resumed != -1 and self.path.exists():
             with open(self.path, newline="", encoding="utf-8") as f:
                 rows = list(csv.reader(f))
             buf = io.StringIO()
-            csv.writer(buf).writerows([self.COLUMNS] + [r for r in rows[1:] if r and _row_step(r) <= resumed])
+            csv.writer(buf).writerows([self.COLUMNS] + [r for r in rows[1:]
+                                                        if r and (resumed is None or _row_step(r) <= resumed)])
             write_text_atomic(self.path, buf.getvalue())
             self.file = _AppendFile(self.path)
             return

@@ -91,6 +91,8 @@ def free_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+    if torch.backends.mps.is_available():
+        torch.mps.empty_cache()
 
 
 def halves(batch: list[Any], parts: int) -> list[list[Any]]:
@@ -159,6 +161,10 @@ def train_loop(
         faults.after_backward(run_step)
         norm = accelerator.clip_grad_norm_(params, settings.max_grad_norm) if settings.max_grad_norm else None
         if settings.max_nonfinite and not _finite(loss, norm, params, accelerator):
+            if accelerator.scaler is not None:  # fp16: the scaler must see this step (it lowers its scale)
+                if norm is None:
+                    accelerator.unscale_gradients()
+                accelerator.scaler.update()
             optimizer.zero_grad(set_to_none=True)
             with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": skipping is the point
                 warnings.simplefilter("ignore", UserWarning)

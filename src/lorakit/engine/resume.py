@@ -4,6 +4,7 @@ the interrupted continuation wrote after it (docs/stopping-and-resuming.md)."""
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -83,8 +84,8 @@ def input_fingerprints(examples: list[Any], files: dict[str, Path]) -> dict[str,
     from ..data.example import file_fingerprint
 
     uses: dict[str, list[str]] = {}
-    for e in examples:
-        uses.setdefault(str(e.image), []).append(f"{e.key}|{e.caption}|{e.repeats}|{int(e.is_reg)}")
+    for e in examples:  # by absolute path: a resume reads the checkpoint's config, whose paths are absolute
+        uses.setdefault(os.path.abspath(e.image), []).append(f"{e.key}|{e.caption}|{e.repeats}|{int(e.is_reg)}")
     out = {image: hashlib.sha1("\n".join(sorted(u)).encode()).hexdigest() for image, u in uses.items()}
     return out | {key: file_fingerprint(path) for key, path in files.items()}
 
@@ -107,7 +108,7 @@ def check_inputs(saved: dict[str, str], now: dict[str, str], checkpoint: Path) -
 def supersede(run_dir: Path, step: int, kept: list[str]) -> Path | None:
     """Move what the run wrote after the checkpoint of `step` (LoRA files not in `kept`, the run-relative paths
     written before it; samples of later steps; later checkpoints) into `superseded/<time>/`, and copy log.csv
-    there; nothing is deleted or overwritten. Returns the folder, or None when there was nothing to move."""
+    and the samples' contact sheet there; nothing is deleted or overwritten. Returns the folder, or None when there was nothing to move."""
     train, samples = run_dir / "train", run_dir / "samples"
     moving = [p for p in (train.iterdir() if train.is_dir() else [])
               if (p.suffix == ".safetensors" or (p.is_dir() and p.name.endswith("_peft")))
@@ -122,9 +123,10 @@ def supersede(run_dir: Path, step: int, kept: list[str]) -> Path | None:
         dest = target / p.relative_to(run_dir)
         dest.parent.mkdir(parents=True, exist_ok=True)
         p.rename(dest)
-    if (train / "log.csv").exists():
-        (target / "train").mkdir(parents=True, exist_ok=True)
-        shutil.copy2(train / "log.csv", target / "train" / "log.csv")
+    for kept in (train / "log.csv", samples / "contact_sheet.png"):  # the resumed run rewrites these
+        if kept.exists():
+            (target / kept.parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(kept, target / kept.parent.name / kept.name)
     return target
 
 

@@ -29,7 +29,10 @@ def stop_on_signals(commands: Commands) -> Iterator[None]:
         if commands.stop:
             raise KeyboardInterrupt
         commands.stop = True
-        os.write(2, MESSAGE.encode())  # a raw write: safe inside a signal handler, unlike the progress display
+        try:
+            os.write(2, MESSAGE.encode())  # a raw write: safe inside a signal handler, unlike the progress display
+        except OSError:  # stderr gone (a `| tee` killed by the same Ctrl+C): the stop must still happen
+            pass
 
     previous = {sig: signal.signal(sig, handle) for sig in STOP_SIGNALS}
     try:

@@ -52,7 +52,7 @@ def config_hash(config_toml: str) -> str:
 # --- random generators ------------------------------------------------------------------------------------------
 
 def rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
-    """Python's, NumPy's, torch's (CPU and every CUDA device) and the named generators' states, as tensors and
+    """Python's, NumPy's, torch's (CPU and the current CUDA device) and the named generators' states, as tensors and
     numbers only (so the file loads with weights_only=True)."""
     version, mt, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
@@ -61,7 +61,7 @@ def rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
         "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                   "has_gauss": int(has_gauss), "cached": float(cached)},
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": [torch.cuda.get_rng_state()] if torch.cuda.is_available() else [],  # the training device's
         "generators": {name: g.get_state() for name, g in generators.items()},
     }
 
@@ -73,7 +73,7 @@ def restore_rng(state: dict[str, Any], generators: dict[str, torch.Generator]) -
                          npy["cached"]))
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"][0])
     for name, g in generators.items():
         g.set_state(state["generators"][name])
 
@@ -220,11 +220,12 @@ def read_checkpoint(path: Path) -> CheckpointData:
                            "resume from an older checkpoint of the run (checkpoints/step-…)") from exc
 
 
-def prune(run_dir: Path, keep_last: int, protect: Path | None = None) -> list[Path]:
-    """Delete the oldest complete checkpoints beyond `keep_last` (never `protect`, the one resumed from until a
-    newer one exists); returns what was deleted."""
+def prune(run_dir: Path, keep_last: int) -> list[Path]:
+    """Delete the oldest complete checkpoints beyond `keep_last`; returns what was deleted."""
     complete = checkpoints_of(run_dir)
-    doomed = [p for p in complete[: max(0, len(complete) - keep_last)] if p != protect]
+    doomed = complete[: max(0, len(complete) - keep_last)]
     for p in doomed:
-        shutil.rmtree(p, ignore_errors=True)
+        gone = temp_name(p)  # renamed first: a kill mid-delete leaves a temp folder, not a broken step-N
+        os.replace(p, gone)
+        shutil.rmtree(gone, ignore_errors=True)
     return doomed

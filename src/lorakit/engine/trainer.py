@@ -52,6 +52,7 @@ class TrainResult:
     peft_dir: Path | None = None
     validation_losses: list[tuple[int, float]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # e.g. a callback that failed (the run went on)
+    checkpoint: Path | None = None  # the last checkpoint written (for --resume)
 
 
 def seed_everything(seed: int) -> None:
@@ -331,9 +332,12 @@ class Run:
             if stage.save:
                 self._save(stage, state.step, meta, final=True)
             return False
-        if self.step > 0:  # something was trained: keep it, as a checkpoint and as the LoRA
-            self._checkpoint(state, optimizer, scheduler)
-            self._save(stage, state.step, meta, final=True)
+        if self.step > 0:  # something was trained: keep it as a checkpoint, and as the LoRA if this stage trained
+            self.result.checkpoint = self._checkpoint(state, optimizer, scheduler) or self.result.checkpoint
+            if state.step > 0:
+                self._save(stage, state.step, meta, final=True)
+            elif self.result.stage_files:  # stopped between stages: the last stage's file is the result
+                self.result.lora_path = self.result.stage_files[-1]
         resume_hint = f"continue with `lorakit train --resume {self.run_dir}`"
         if ended == OUT_OF_MEMORY:
             if self.step == 0:
@@ -349,7 +353,8 @@ class Run:
                 f"the LoRA at step {self.step}",
                 "likely causes: an fp16 VAE that overflows (use a fixed fp16 VAE or mixed_precision = 'bf16'), too "
                 "high a learning rate, or a broken image in the batch named; fix it and " + resume_hint)
-        self.events.on_notice(f"stopped at step {self.step}: {resume_hint}")
+        self.events.on_notice(f"stopped at step {self.step}: {resume_hint}" if self.step else
+                              "stopped before the first step: nothing was trained or saved")
         return True
 
     def _checkpoint(self, state: LoopState, optimizer, scheduler) -> Path | None:
@@ -376,6 +381,7 @@ class Run:
             config_toml=config_toml(absolute_paths(self.cfg).model_copy(update={"faults": FaultsSection()})),
             inputs=self._inputs())  # without [faults]: a resume never repeats a test's fault
         path = write_checkpoint(self.run_dir, self.step, data, lambda: self.faults.checkpoint_file(self.step))
+        self.result.checkpoint = path
         self.events.on_notice(f"checkpoint {path}")
         for old in prune(self.run_dir, self.cfg.checkpoint.keep_last):
             self.events.on_notice(f"removed checkpoint {old} (checkpoint.keep_last = {self.cfg.checkpoint.keep_last})")
@@ -396,7 +402,7 @@ class Run:
         if self.resume.step < self.total:
             return False
         self.result.steps, self.step = self.resume.step, self.resume.step
-        self.events.on_start(self.total, {"run_dir": str(self.run_dir), "resumed_from": self.resume.step})
+        self.events.on_start(self.total, {"run_dir": str(self.run_dir), "resumed_from": None})  # log kept whole
         self.events.on_notice(f"{self.resume.path}: the run already trained {self.resume.step} of its "
                               f"{self.total} steps; nothing left to do (raise train.max_train_epochs or "
                               "max_train_steps to continue it)")
@@ -411,6 +417,12 @@ class Run:
         point = self.resume
         assert point is not None
         check_inputs(point.data.inputs, self._inputs(), point.path)
+        offset = point.step - point.data.state["stage_step"]  # the steps of the stages before the checkpoint's
+        if offset != _stage_offset(self.cfg, point.data.state["stage"]):
+            raise LorakitError(f"{point.path}: its pass {point.data.state['stage'] + 1} starts at step {offset + 1}, "
+                               f"this config's at step {_stage_offset(self.cfg, point.data.state['stage']) + 1}: the "
+                               "steps of an earlier pass changed", "resume with the earlier pass's step settings as "
+                               "they were (mode.second_pass.max_train_steps sets pass 2's own)")
         self.events.on_notice(f"resuming from {point.path} (step {point.step} of {self.total})")
         for change in point.changes:
             self.events.on_notice(f"changed since the checkpoint: {change}")
@@ -516,6 +528,15 @@ def _input_files(cfg: LorakitConfig) -> dict[str, Path]:
         if found is not None:
             files["network.network_weights"] = found
     return files
+
+
+def _stage_offset(cfg: LorakitConfig, stage: int) -> int:
+    """Steps of the stages before `stage`: 0 for one-stage modes, else from the stage plan (Difference)."""
+    if stage == 0:
+        return 0
+    from ..config.plan import stage_steps
+
+    return sum(steps for _, steps in stage_steps(cfg)[:stage])
 
 
 def _epoch(stage: Stage, step: int) -> int:
