@@ -11,6 +11,7 @@ from .config.loader import ResolvedConfig
 from .config.schema import LorakitConfig
 from .config.snapshot import write_snapshot
 from .errors import LorakitError
+from .io import folder_lock
 from .runs import new_run_dir
 
 if TYPE_CHECKING:
@@ -47,18 +48,16 @@ def train(
     if strict:
         refuse_ignored_modules(cfg)
     point = resume_point(resume, cfg) if resume is not None else None
-    if point is not None:
-        run_dir = point.run_dir
-        write_snapshot(new_run_dir(run_dir / "resumed"), config)  # the config this part of the run used
-    else:
-        run_dir = new_run_dir(Path(cfg.output.output_dir), cfg.output.run_id)
-        write_snapshot(run_dir, config)
+    run_dir = point.run_dir if point is not None else new_run_dir(Path(cfg.output.output_dir), cfg.output.run_id)
     train_dir = run_dir / "train"
     logs: list[Callback] = [CsvLog(train_dir / "log.csv"), RunLog(train_dir / "run.log")]
     if cfg.train.log_with == "tensorboard":
         logs.append(TensorBoardLog(train_dir / TENSORBOARD_DIR))
     try:
-        return trainer.train(cfg, run_dir, [*(callbacks or []), *logs], commands, resume=point)
+        with folder_lock(run_dir):  # one process per run folder (a second --resume of a running run is refused)
+            # the config this (part of the) run uses; a resume keeps the first snapshot and adds its own
+            write_snapshot(new_run_dir(run_dir / "resumed") if point is not None else run_dir, config)
+            return trainer.train(cfg, run_dir, [*(callbacks or []), *logs], commands, resume=point)
     except BaseException:
         if point is None and not (run_dir / "train").exists():  # failed before training: leave no empty run
             shutil.rmtree(run_dir, ignore_errors=True)

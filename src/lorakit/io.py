@@ -187,3 +187,37 @@ def temps_under(folder: Path, depth: int) -> Iterator[Path]:
         temp_dirs = [d for d in dirs if d.startswith(".") and d.endswith(".tmp")]
         dirs[:] = [] if len(Path(root).parts) - top >= depth else [d for d in dirs if d not in temp_dirs]
         yield from (Path(root) / f for f in [*files, *temp_dirs] if f.startswith(".") and f.endswith(".tmp"))
+
+
+LOCK_NAME = ".lorakit.lock"
+
+
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Hold `folder/.lorakit.lock` (host and pid) while a run trains in it: a second process resuming the same run
+    is refused instead of both writing. A lock whose process is gone (killed) is taken over."""
+    lock = folder / LOCK_NAME
+    me = f"{_host()} {os.getpid()}"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            try:
+                host, pid = lock.read_text(encoding="utf-8").split()
+            except (OSError, ValueError):
+                host, pid = "", "0"
+            if host == _host() and pid.isdigit() and not pid_alive(int(pid)):
+                lock.unlink(missing_ok=True)  # its writer was killed: take it over
+                continue
+            raise LorakitError(f"{folder} is in use by another lorakit process ({host or 'unknown host'}, pid "
+                               f"{pid})", f"wait for that run to end or stop it; if it no longer runs, delete {lock}"
+                               ) from None
+    else:
+        raise LorakitError(f"cannot take the lock {lock}", f"delete {lock} if no lorakit process uses {folder}")
+    try:
+        os.write(fd, me.encode())
+        os.close(fd)
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
