@@ -41,7 +41,7 @@ def train(
     the config's changes are checked (a breaking one raises ConfigError).
     """
     from .engine import trainer
-    from .engine.events import CsvLog, RunLog
+    from .engine.events import CsvLog, OnStart, RunLog
     from .engine.tblog import TENSORBOARD_DIR, TensorBoardLog
 
     cfg = config.config if isinstance(config, ResolvedConfig) else config
@@ -53,10 +53,12 @@ def train(
     logs: list[Callback] = [CsvLog(train_dir / "log.csv"), RunLog(train_dir / "run.log")]
     if cfg.train.log_with == "tensorboard":
         logs.append(TensorBoardLog(train_dir / TENSORBOARD_DIR))
+    if point is not None:  # the config this part of the run uses, beside the first: once the resume is accepted
+        logs.insert(0, OnStart(lambda: write_snapshot(new_run_dir(run_dir / "resumed"), config)))
     try:
         with folder_lock(run_dir):  # one process per run folder (a second --resume of a running run is refused)
-            # the config this (part of the) run uses; a resume keeps the first snapshot and adds its own
-            write_snapshot(new_run_dir(run_dir / "resumed") if point is not None else run_dir, config)
+            if point is None:
+                write_snapshot(run_dir, config)
             return trainer.train(cfg, run_dir, [*(callbacks or []), *logs], commands, resume=point)
     except BaseException:
         if point is None and not (run_dir / "train").exists():  # failed before training: leave no empty run

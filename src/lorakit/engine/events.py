@@ -320,6 +320,16 @@ class _AppendFile:
             self.fd = None
 
 
+class OnStart(Callback):
+    """Runs `action` when training starts (a resumed run's config snapshot: only once the resume is accepted)."""
+
+    def __init__(self, action: Callable[[], None]) -> None:
+        self.action = action
+
+    def on_start(self, total_steps: int, info: dict[str, object]) -> None:
+        self.action()
+
+
 class CsvLog(Callback):
     """`step,epoch,loss,lr,val_loss,time` rows (val_loss rows from validation; time in ISO 8601 UTC), each on
     disk as soon as it is logged."""
