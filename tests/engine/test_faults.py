@@ -360,3 +360,32 @@ def test_cli_exit_status(cli, tmp_path: Path, image_dir: Path, faults: str, stat
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert f"--resume {run_dir}" in " ".join(out.split())
     assert checkpoints_of(run_dir)
+
+
+def test_out_of_memory_in_the_optimizer_step_exits_5_keeping_the_last_checkpoint(tmp_path: Path, image_dir: Path,
+                                                                                  monkeypatch) -> None:
+    """An OOM after backward (the optimizer step) may leave the weights half-updated: no checkpoint of that state,
+    exit 5 naming the last good one (written at step 2)."""
+    from lorakit.config.loader import load_config
+    from lorakit.errors import OutOfMemoryStop
+
+    real_step = torch.optim.AdamW.step
+    calls = {"n": 0}
+
+    def step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 MiB")
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    cfg = load_config(sets=[f'data.train_data_dir="{image_dir}"', f'output.output_dir="{tmp_path / "runs"}"',
+                            "data.resolution=64", "train.max_train_steps=5", "network.network_dim=2",
+                            "checkpoint.every_n_steps=2"])
+    with pytest.raises(OutOfMemoryStop) as info:
+        api.train(cfg)
+    (run,) = (tmp_path / "runs").iterdir()
+    assert info.value.exit_code == 5
+    assert "after step 2 outside the forward pass" in str(info.value)
+    assert str(run / "checkpoints" / "step-00000002") in str(info.value)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000002"]

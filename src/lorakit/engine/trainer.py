@@ -29,7 +29,7 @@ from .checkpoint import run_metadata, save_lora, save_size_estimate
 from .encode import BatchEncoder, cache_model_id
 from .events import Callback, CallbackList, Commands
 from .faults import FaultInjector
-from .loop import DONE, NONFINITE, OUT_OF_MEMORY, LoopSettings, LoopState, Position, train_loop
+from .loop import DONE, NONFINITE, OUT_OF_MEMORY, LoopSettings, LoopState, Position, is_out_of_memory, train_loop
 from .mode import Mode, Stage
 from .optim import build_optimizer
 from .resume import ResumePoint
@@ -323,8 +323,18 @@ class Run:
             log_every=t.log_every_n_steps, text_encoder_stop=stage.text_encoder_stop, step_offset=offset,
             run_total=self.total, max_nonfinite=t.max_nonfinite_steps, oom_split_retry=t.oom_split_retry,
         )
-        state, ended = train_loop(stage.task, optimizer, scheduler, self.accelerator, settings, self.gen,
-                                  self.events, self.commands, after_step, state, self.faults, (self.encoder.gen,))
+        try:
+            state, ended = train_loop(stage.task, optimizer, scheduler, self.accelerator, settings, self.gen,
+                                      self.events, self.commands, after_step, state, self.faults, (self.encoder.gen,))
+        except RuntimeError as exc:  # out of memory outside forward/backward: the weights may be half-updated
+            if not is_out_of_memory(exc):
+                raise
+            last = self.result.checkpoint or "none yet"
+            raise OutOfMemoryStop(f"out of GPU memory after step {self.step} outside the forward pass (optimizer "
+                                  f"step, validation or a save): {str(exc).splitlines()[0][:300]}; no checkpoint "
+                                  f"of this state (it may be half-updated); the last one is {last}",
+                                  "free GPU memory or set train.gradient_checkpointing = true, and continue "
+                                  f"with `lorakit train --resume {self.run_dir}`") from None
         self.step = offset + state.step
         if ended == DONE:
             if stage.final and ck.at_end:  # before the final file, which a continuation writes again
