@@ -469,10 +469,7 @@ class Run:
             self.accelerator.scaler.load_state_dict(data.scaler)
         restore_rng(data.rng, {"loss": self.gen, "latents": self.encoder.gen})
         self.step += state["stage_step"]
-        if self.step != point.step:
-            raise LorakitError(f"{point.path}: its step {point.step} falls at step {self.step} of this run: the "
-                               "steps of an earlier pass changed", "resume with the step settings of the "
-                               "earlier pass as they were")
+        assert self.step == point.step, "_prepare_resume checked the stage offsets"
         return LoopState(step=state["stage_step"], position=Position(state["epoch"], state["batch"]),
                          nonfinite_in_row=state["nonfinite_in_row"], nonfinite_total=state["nonfinite_total"])
 
