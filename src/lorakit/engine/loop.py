@@ -149,10 +149,9 @@ def train_loop(
                 events.on_warning(f"step {run_step}: {problem}; retrying it with each batch split in two")
                 _rng_restore(rng)  # the retry draws from where the step began
                 loss, problem = _accumulate(task, window, gen, accelerator, settings, faults, run_step, 2)
-                if problem:
-                    optimizer.zero_grad(set_to_none=True)
-                    free_memory()
-        if problem:  # the step never happened: data position and random draws as before it
+        if problem:
+            optimizer.zero_grad(set_to_none=True)
+            free_memory()  # the step never happened: data position and random draws as before it
             state.position.epoch, state.position.batch = start.epoch, start.batch
             _rng_restore(rng)
             state.problem = f"step {run_step}: {problem}"
@@ -161,14 +160,7 @@ def train_loop(
         faults.after_backward(run_step)
         norm = accelerator.clip_grad_norm_(params, settings.max_grad_norm) if settings.max_grad_norm else None
         if settings.max_nonfinite and not _finite(loss, norm, params, accelerator):
-            if accelerator.scaler is not None:  # fp16: the scaler must see this step (it lowers its scale)
-                if norm is None:
-                    accelerator.unscale_gradients()
-                accelerator.scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": skipping is the point
-                warnings.simplefilter("ignore", UserWarning)
-                scheduler.step()
+            _skip_update(optimizer, scheduler, accelerator, clipped=norm is not None)
             state.step, state.nonfinite_in_row = state.step + 1, state.nonfinite_in_row + 1
             state.nonfinite_total += 1
             events.on_warning(f"step {run_step}: the loss or the gradients are NaN/inf; step skipped, weights "
@@ -222,6 +214,19 @@ def _accumulate(task: Task, window: list[list[Any]], gen: torch.Generator, accel
             raise
         message = f"out of GPU memory ({str(exc).splitlines()[0][:300]})"
     return total, message
+
+
+def _skip_update(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+                 accelerator: Accelerator, clipped: bool) -> None:
+    """A NaN/inf step: no update, but fp16's scaler sees it (it lowers its scale) and the schedule advances."""
+    if accelerator.scaler is not None:
+        if not clipped:  # clipping unscaled already; update() needs the inf checks of an unscale
+            accelerator.unscale_gradients()
+        accelerator.scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": skipping is the point
+        warnings.simplefilter("ignore", UserWarning)
+        scheduler.step()
 
 
 def _finite(loss: torch.Tensor, norm: torch.Tensor | None, params: list[torch.nn.Parameter],
