@@ -30,9 +30,10 @@ from conftest import write_images
 from lorakit import api
 from lorakit.config.loader import load_config
 from lorakit.config.schema import LorakitConfig
-from lorakit.engine.events import Callback, Commands, StepEvent
+from lorakit.engine.events import Callback
 from lorakit.engine.state import is_complete
 from lorakit.errors import ConfigError, DiskFullError, LorakitError
+from engine.helpers import assert_same_lora, stop_at
 
 STEPS = 8  # the reference run's steps
 BASE: dict[str, Any] = {
@@ -75,17 +76,6 @@ def make_dataset(folder: Path) -> Path:
     return folder
 
 
-class StopAt(Callback):
-    """Asks the run to stop after step `step` (as the job runner or the UI would)."""
-
-    def __init__(self, step: int) -> None:
-        self.step, self.commands = step, Commands()
-
-    def on_step(self, event: StepEvent) -> None:
-        if event.step == self.step:
-            self.commands.stop = True
-
-
 class Notices(Callback):
     def __init__(self) -> None:
         self.lines: list[str] = []
@@ -95,20 +85,6 @@ class Notices(Callback):
 
     def on_warning(self, message: str) -> None:
         self.lines.append(f"warning: {message}")
-
-
-def stop_at(cfg: LorakitConfig, step: int):
-    stopper = StopAt(step)
-    result = api.train(cfg, [stopper], stopper.commands)
-    assert result.stopped and result.steps == step
-    return result
-
-
-def assert_same_lora(a: Path, b: Path) -> None:
-    ta, tb = load_file(str(a)), load_file(str(b))
-    assert ta and ta.keys() == tb.keys()
-    different = [k for k in ta if not torch.equal(ta[k], tb[k])]
-    assert not different, f"{len(different)} of {len(ta)} tensors differ, e.g. {different[:3]}"
 
 
 def checkpoint_steps(run_dir: Path) -> list[int]:

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from conftest import write_images
 from lorakit import api
@@ -30,6 +29,7 @@ from lorakit.engine.faults import FaultInjector
 from lorakit.engine.loop import DONE, LoopSettings, train_loop
 from lorakit.engine.state import CHECKPOINTS, checkpoints_of, is_complete, step_of
 from lorakit.errors import LorakitError
+from engine.helpers import assert_same_lora, stop_at
 
 TEMP = re.compile(r"^\.step-(\d{8})\..+\.tmp$")
 
@@ -42,29 +42,6 @@ def config(data: Path | str, out: Path | str, *extra: str):
         "train.learning_rate=2e-3", "train.max_train_steps=4", "network.network_dim=4",
         "output.save_precision='fp32'", *extra,
     ])
-
-
-class StopAt(Callback):
-    """Asks the run to stop after step `step` (as the job runner or the UI would)."""
-
-    def __init__(self, step: int) -> None:
-        self.step, self.commands = step, Commands()
-
-    def on_step(self, event: StepEvent) -> None:
-        if event.step == self.step:
-            self.commands.stop = True
-
-
-def stop_at(cfg, step: int):
-    stopper = StopAt(step)
-    result = api.train(cfg, [stopper], stopper.commands)
-    assert result.stopped and result.steps == step
-    return result
-
-
-def same_lora(a: Path, b: Path) -> bool:
-    ta, tb = load_file(str(a)), load_file(str(b))
-    return bool(ta) and ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
 
 
 def ck(run_dir: Path, step: int) -> Path:
@@ -119,7 +96,7 @@ def test_relative_data_folder_resumes_without_config(data_dir: Path, tmp_path: P
     code, text = cli("train", "--resume", stopped.run_dir)
     assert code == 0, text
     assert f"resuming from {ck(stopped.run_dir, 2)}" in text and "changed since the checkpoint" not in text
-    assert same_lora(stopped.run_dir / "train" / "lora.safetensors", reference.lora_path)
+    assert_same_lora(stopped.run_dir / "train" / "lora.safetensors", reference.lora_path)
     assert logged_steps(stopped.run_dir / "train" / "log.csv") == [1, 2, 3, 4]
 
 

@@ -6,32 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import load_file
 
+from engine.helpers import assert_same_lora, stop_at
 from lorakit import api
 from lorakit.config.loader import load_config
-from lorakit.engine.events import Callback, Commands, StepEvent
-
-
-class StopAt(Callback):
-    def __init__(self, step: int) -> None:
-        self.step, self.commands = step, Commands()
-
-    def on_step(self, event: StepEvent) -> None:
-        if event.step == self.step:
-            self.commands.stop = True
-
-
-def same(a: Path, b: Path) -> bool:
-    ta, tb = load_file(str(a)), load_file(str(b))
-    return ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
 
 
 def stopped_and_resumed(cfg, step: int):
-    stopper = StopAt(step)
-    stopped = api.train(cfg, [stopper], stopper.commands)
-    assert stopped.stopped and stopped.steps == step
+    stopped = stop_at(cfg, step)
     return api.train(cfg, resume=api.find_checkpoint(stopped.run_dir))
 
 
@@ -41,7 +23,8 @@ def test_ileco_resumes_bit_identical(tmp_path: Path) -> None:
                             "network.network_dim=2", "train.train_batch_size=2", "checkpoint.every_n_steps=0"])
     reference = api.train(cfg)
     resumed = stopped_and_resumed(cfg, 3)
-    assert resumed.steps == 5 and same(reference.lora_path, resumed.lora_path)
+    assert resumed.steps == 5
+    assert_same_lora(reference.lora_path, resumed.lora_path)
 
 
 @pytest.mark.parametrize("stop", [2, 4], ids=["in_pass_1", "in_pass_2"])
@@ -57,5 +40,5 @@ def test_difference_resumes_bit_identical(tmp_path: Path, stop: int) -> None:
     reference = api.train(cfg)
     resumed = stopped_and_resumed(cfg, stop)
     assert resumed.steps == 5
-    assert same(reference.lora_path, resumed.lora_path)  # the slider, trained over the copy machine
-    assert same(reference.stage_files[0], resumed.stage_files[0])  # the copy machine
+    assert_same_lora(reference.lora_path, resumed.lora_path)  # the slider, trained over the copy machine
+    assert_same_lora(reference.stage_files[0], resumed.stage_files[0])  # the copy machine

@@ -142,13 +142,12 @@ def train_loop(
         state.last_batch = [item for batch in window for item in batch]
         lr = scheduler.get_last_lr()[0]  # the rate this step uses
         loss, problem = _accumulate(task, window, gen, accelerator, settings, faults, run_step, 1)
-        if problem:
+        if problem and settings.oom_split_retry and max(map(len, window)) > 1:
             optimizer.zero_grad(set_to_none=True)
             free_memory()  # here, not in the except block: the traceback no longer holds the step's tensors
-            if settings.oom_split_retry and max(map(len, window)) > 1:
-                events.on_warning(f"step {run_step}: {problem}; retrying it with each batch split in two")
-                _rng_restore(rng)  # the retry draws from where the step began
-                loss, problem = _accumulate(task, window, gen, accelerator, settings, faults, run_step, 2)
+            events.on_warning(f"step {run_step}: {problem}; retrying it with each batch split in two")
+            _rng_restore(rng)  # the retry draws from where the step began
+            loss, problem = _accumulate(task, window, gen, accelerator, settings, faults, run_step, 2)
         if problem:
             optimizer.zero_grad(set_to_none=True)
             free_memory()  # the step never happened: data position and random draws as before it
