@@ -31,8 +31,6 @@ CHECKPOINTS = "checkpoints"
 MARKER = "complete.json"
 FORMAT = 1
 NAME = re.compile(r"^step-(\d{8,})$")
-FILES = ("adapter.safetensors", "optimizer.pt", "scheduler.pt", "rng.pt", "state.json", "config.toml",
-         "inputs.json")
 
 
 def checkpoint_dir(run_dir: Path, step: int) -> Path:
