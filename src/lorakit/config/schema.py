@@ -188,13 +188,36 @@ class TrainSection(Section):
     text_encoder_lr: float | None = Field(
         None, ge=0, description="Learning rate of the text-encoder LoRA; unset = learning_rate."
     )
-    optimizer_type: Literal["AdamW", "AdamW8bit", "Adafactor"] = Field("AdamW", description="Optimizer.")
+    optimizer_type: Literal[
+        "AdamW", "AdamW8bit", "PagedAdamW8bit", "Lion", "Lion8bit", "PagedLion8bit", "SGDNesterov",
+        "SGDNesterov8bit", "Prodigy", "DAdaptation", "DAdaptAdam", "DAdaptAdaGrad", "DAdaptLion", "DAdaptSGD",
+        "Adafactor",
+    ] = Field(
+        "AdamW",
+        description="Optimizer, by sd-scripts' name: AdamW (torch), AdamW8bit / PagedAdamW8bit / Lion8bit / "
+        "PagedLion8bit / SGDNesterov8bit (bitsandbytes, CUDA), Lion, Prodigy, DAdaptation (= DAdaptAdam), "
+        "DAdaptAdam, DAdaptAdaGrad, DAdaptLion, DAdaptSGD (pytorch-optimizer), SGDNesterov (torch), Adafactor "
+        "(transformers; relative_step=True in optimizer_args uses its own step size, as sd-scripts). "
+        "Prodigy and D-Adaptation find the step size themselves: use learning_rate 1.0.",
+    )
     optimizer_args: list[str] = Field(
         default_factory=list, description="Extra optimizer arguments as key=value strings, e.g. 'weight_decay=0.01'."
     )
-    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts"] = Field(
-        "constant", description="Learning-rate schedule (warm-up applies to all)."
+    lr_scheduler: Literal[
+        "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial", "adafactor",
+    ] = Field(
+        "constant",
+        description="Learning-rate schedule (warm-up applies to all); 'adafactor' is Adafactor's own relative step "
+        "(optimizer_type = 'Adafactor' with relative_step=True), as sd-scripts.",
     )
+    lr_scheduler_type: str | None = Field(
+        None,
+        description="Any learning-rate scheduler class by name, instead of lr_scheduler: a torch.optim.lr_scheduler "
+        "class ('CosineAnnealingLR') or a full 'module.Class' path, built with lr_scheduler_args (sd-scripts' "
+        "--lr_scheduler_type); stepped once per optimizer step; no warm-up is added.",
+    )
+    lr_scheduler_power: float = Field(1.0, gt=0, description="Power of the 'polynomial' schedule (sd-scripts' "
+                                      "lr_scheduler_power; 1 = linear decay).")
     lr_scheduler_args: list[str] = Field(
         default_factory=list,
         description="Extra scheduler arguments as key=value strings, checked against the scheduler's parameters.",
@@ -222,6 +245,56 @@ class TrainSection(Section):
     sdpa: bool = Field(True, description="Use PyTorch scaled-dot-product attention.")
     min_snr_gamma: float | None = Field(None, gt=0, description="Min-SNR loss weighting gamma (5 is typical).")
     noise_offset: float = Field(0.0, ge=0, le=1, description="Noise offset (0 = off; 0.05–0.1 brightens range).")
+    noise_offset_random_strength: bool = Field(
+        False, description="Scale the noise offset by a uniform random factor in [0, 1) per image (sd-scripts).")
+    adaptive_noise_scale: float | None = Field(
+        None, description="Add |mean of each latent channel| × this to the noise offset (sd-scripts; needs "
+        "noise_offset).")
+    multires_noise_iterations: int | None = Field(
+        None, ge=1, le=16, description="Multi-resolution (pyramid) noise: levels added to the noise (6–10 is "
+        "typical); unset = off. Not with noise_offset (sd-scripts uses one or the other).")
+    multires_noise_discount: float = Field(
+        0.3, ge=0, le=1, description="Weight of each coarser level of multi-resolution noise (discount^level).")
+    ip_noise_gamma: float | None = Field(
+        None, ge=0, le=1, description="Input perturbation: the noisy latents are made from noise + gamma × fresh "
+        "noise, while the target stays the noise (0.1 is typical); unset = off.")
+    ip_noise_gamma_random_strength: bool = Field(
+        False, description="Scale ip_noise_gamma by a uniform random factor in [0, 1) per step (sd-scripts).")
+    min_timestep: int | None = Field(
+        None, ge=0, le=1000, description="Smallest training timestep (inclusive); unset = 0.")
+    max_timestep: int | None = Field(
+        None, ge=1, le=1000, description="Largest training timestep (exclusive); unset = the schedule's length "
+        "(1000).")
+    debiased_estimation_loss: bool = Field(
+        False, description="Weight each sample's loss by 1/√SNR(t) (debiased estimation; sd-scripts).")
+    scale_v_pred_loss_like_noise_pred: bool = Field(
+        False, description="v-prediction: weight the loss by SNR/(SNR+1), so it scales like an epsilon loss "
+        "(sd-scripts).")
+    v_pred_like_loss: float | None = Field(
+        None, ge=0, description="Add this × a v-prediction-like loss term to an epsilon model's loss "
+        "(sd-scripts' v_pred_like_loss); unset = off.")
+    zero_terminal_snr: bool = Field(
+        False, description="Rescale the noise schedule so its last timestep is pure noise (zero terminal SNR, "
+        "Lin et al.; sd-scripts).")
+    masked_loss: bool = Field(
+        False, description="Weight the loss by a per-image mask: the image's alpha channel (data.alpha_mask) or "
+        "the same-named image in data.conditioning_data_dir (white = learn, black = ignore), as sd-scripts.")
+    scale_weight_norms: float | None = Field(
+        None, gt=0, description="Max-norm regularisation: after each step, scale down every LoRA module whose "
+        "weight update's norm exceeds this (1.0 is typical; sd-scripts); the number scaled is logged.")
+    clip_skip: int | None = Field(
+        None, ge=1, le=12, description="Use the text encoder's output this many layers from the end (2 = the "
+        "penultimate layer, as NovelAI-style SD1 models); unset = 1 (the last). SDXL always uses the "
+        "penultimate layer and ignores it, as sd-scripts.")
+    max_token_length: Literal[75, 150, 225] | None = Field(
+        None, description="Caption length in tokens: 150 or 225 encode longer captions in 75-token chunks "
+        "(kohya's long prompts); unset = 75.")
+    full_fp16: bool = Field(
+        False, description="Keep the LoRA weights and gradients in fp16 too (needs mixed_precision = 'fp16'; "
+        "sd-scripts' full_fp16: less memory, less precise).")
+    full_bf16: bool = Field(
+        False, description="Keep the LoRA weights and gradients in bf16 too (needs mixed_precision = 'bf16'; "
+        "sd-scripts' full_bf16).")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 = off).")
     seed: int = Field(42, description="Random seed; the same seed and data give the same LoRA.")
     cache_latents: bool = Field(True, description="Encode each image with the VAE once and reuse the latents.")
@@ -263,6 +336,12 @@ class OutputSection(Section):
     save_precision: Literal["fp32", "fp16", "bf16"] = Field("fp16", description="Precision of the saved weights.")
     save_every_n_steps: int | None = Field(None, ge=1, description="Also save the LoRA file every N steps "
                                            "(<output_name>-step<N>; kept; resumable state is [checkpoint]).")
+    save_every_n_epochs: int | None = Field(None, ge=1, description="Also save the LoRA file at the end of every "
+                                            "N-th epoch (<output_name>-<epoch, 6 digits>; sd-scripts' naming).")
+    save_last_n_epochs: int | None = Field(
+        None, ge=1, description="Keep only the last N epoch saves (older ones deleted; sd-scripts).")
+    save_last_n_steps: int | None = Field(
+        None, ge=1, description="Keep only the step saves of the last N steps (older ones deleted; sd-scripts).")
     save_format: Literal["kohya", "peft", "both"] = Field(
         "kohya", description="kohya (A1111/ComfyUI/diffusers), peft (diffusers adapter folder), or both."
     )

@@ -29,6 +29,13 @@ class DataSection(BaseModel):
         description="Optional folder of regularisation (class) images, with its own 'N_name' repeat folders; "
         "each epoch uses as many regularisation images as training images.",
     )
+    layout: Literal["lorakit", "kohya"] = Field(
+        "lorakit",
+        description="How the image folders are read. 'lorakit': recursively, every image, folders without "
+        "'N_' repeat once (num_repeats). 'kohya': exactly as sd-scripts — only 'N_name' sub-folders, not "
+        "recursive, .png/.jpg/.jpeg/.webp/.bmp, regularisation images repeated whole up to the training count; "
+        "`config import` sets it.",
+    )
     num_repeats: int = Field(1, ge=1, description="Repeats for folders whose name has no 'N_' prefix.")
     validation_data_dir: str = Field(
         "", description="Optional folder of validation images (overrides validation_split)."
@@ -63,6 +70,15 @@ class DataSection(BaseModel):
         "{caption} is the caption file's text, {stem} the file name, {folder} the folder name.",
     )
     caption_separator: str = Field(",", description="Separator between tags in a caption.")
+    secondary_separator: str | None = Field(
+        None, description="Tags joined by this are one tag for shuffling and dropout, and it is written back as "
+        "caption_separator (sd-scripts, e.g. ';;;'); unset = off.")
+    enable_wildcard: bool = Field(
+        False, description="Captions with {a|b|c} use one random choice each time; a multi-line caption file "
+        "uses one random line (sd-scripts' enable_wildcard).")
+    keep_tokens_separator: str = Field(
+        "", description="Tags before this separator are kept in place (as keep_tokens), and after a second one "
+        "too (sd-scripts, e.g. '|||'); empty = off.")
     shuffle_caption: bool = Field(False, description="Shuffle the tags of each caption every time it is used.")
     keep_tokens: int = Field(
         0, ge=0, description="Number of leading tags (after the trigger word) that shuffling and tag dropout keep."
@@ -117,6 +133,17 @@ class DataSection(BaseModel):
         description="Also train N downscaled copies of each image in smaller buckets of similar aspect "
         "(TrainTrain's 'sub image num'; traintrain mode only).",
     )
+    color_aug: bool = Field(
+        False, description="Shift the hue of each image randomly, each time it is used (sd-scripts; turns off "
+        "latent caching).")
+    random_crop: bool = Field(
+        False, description="Crop a random window instead of the centre when the image is larger than its "
+        "bucket (sd-scripts; turns off latent caching).")
+    alpha_mask: bool = Field(
+        False, description="With train.masked_loss: the image's alpha channel is the loss mask (sd-scripts).")
+    conditioning_data_dir: str = Field(
+        "", description="With train.masked_loss: a folder of mask images named like the training images "
+        "(sd-scripts' conditioning_data_dir); white = learn, black = ignore.")
     flip_aug: bool = Field(
         False, description="Also train a left-right mirrored copy of every image (TrainTrain's 'image mirroring')."
     )
