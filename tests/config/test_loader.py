@@ -69,13 +69,13 @@ def test_unknown_key_names_file_key_and_suggestion(tmp_path: Path) -> None:
 def test_wrong_type_and_range_name_key_value_and_range(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         resolve_layers(sets=["network.network_dim=0", "train.learning_rate=fast", "train.noise_offset=1.5",
-                             "train.optimizer_type=Lion"])
+                             "train.optimizer_type=Lion9"])
     text = "\n".join(exc.value.problems)
     assert len(exc.value.problems) == 4  # every problem at once
     assert "--set: network.network_dim = 0:" in text and "≥ 1 and ≤ 1024" in text
     assert "train.learning_rate = 'fast'" in text and "a number" in text
     assert "train.noise_offset = 1.5" in text and "≥ 0 and ≤ 1" in text
-    assert "train.optimizer_type = 'Lion'" in text and "'AdamW'" in text
+    assert "train.optimizer_type = 'Lion9'" in text and "'AdamW'" in text
 
 
 def test_reading_problems_of_several_files_come_together(tmp_path: Path) -> None:

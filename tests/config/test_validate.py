@@ -43,10 +43,113 @@ def test_optimizer_args_checked_against_adamw_signature() -> None:
 
 
 def test_scheduler_args_checked_against_diffusers_function() -> None:
-    errors, _ = messages(cfg(train={"lr_scheduler": "cosine", "lr_scheduler_args": ["power=2", "num_cycles=3"]}))
-    assert errors[0].startswith("train.lr_scheduler_args: scheduler 'cosine' has no parameter 'power'")
-    assert errors[1] == ("train.lr_scheduler_args: 'num_cycles' is set by lorakit from "
-                         "train.lr_scheduler_num_cycles; remove it here")
+    errors, _ = messages(cfg(train={"lr_scheduler": "cosine", "lr_scheduler_args": ["power=2", "num_cycles=0.5"]}))
+    assert errors == ["train.lr_scheduler_args: scheduler 'cosine' has no parameter 'power' (it accepts: num_cycles)"]
+    # lorakit fills these from their own settings (sd-scripts' get_scheduler_fix: num_cycles for restarts only,
+    # power for polynomial)
+    errors, _ = messages(cfg(train={"lr_scheduler": "cosine_with_restarts", "lr_scheduler_args": ["num_cycles=3"]}))
+    assert errors == ["train.lr_scheduler_args: 'num_cycles' is set by lorakit from train.lr_scheduler_num_cycles; "
+                      "remove it here"]
+    errors, _ = messages(cfg(train={"lr_scheduler": "polynomial", "lr_scheduler_args": ["power=2", "lr_end=1e-6"]}))
+    assert errors == ["train.lr_scheduler_args: 'power' is set by lorakit from train.lr_scheduler_power; remove it "
+                      "here"]
+    errors, _ = messages(cfg(train={"lr_scheduler": "constant", "lr_scheduler_args": ["num_warmup_steps=3"]}))
+    assert errors == ["train.lr_scheduler_args: 'num_warmup_steps' is set by lorakit from train.lr_warmup_steps or "
+                      "train.lr_warmup_ratio; remove it here"]
+
+
+def test_optimizer_args_checked_against_each_optimizer_class() -> None:
+    # kohya configs' Prodigy arguments are prodigyopt's own names
+    ok = cfg(train={"optimizer_type": "Prodigy", "learning_rate": 1.0,
+                    "optimizer_args": ["decouple=True", "use_bias_correction=True", "safeguard_warmup=True",
+                                       "d_coef=2", "weight_decay=0.01", "betas=(0.9,0.99)"]})
+    assert messages(ok) == ([], [])
+    errors, _ = messages(cfg(train={"optimizer_type": "Prodigy", "learning_rate": 1.0,
+                                    "optimizer_args": ["weight_decouple=True"]}))
+    assert errors[0].startswith("train.optimizer_args: Prodigy has no parameter 'weight_decouple' (it accepts: "
+                                "beta3, betas, d0, d_coef, decouple, eps")
+    errors, _ = messages(cfg(train={"optimizer_type": "SGDNesterov", "optimizer_args": ["nesterov=False"]}))
+    assert errors == ["train.optimizer_args: 'nesterov' is set by lorakit from optimizer_type 'SGDNesterov' (always "
+                      "nesterov=True, as sd-scripts); remove it here"]
+    for name, arg in (("DAdaptation", "decouple=True"), ("DAdaptAdaGrad", "momentum=0.9"),
+                      ("Lion", "betas=(0.95,0.98)"),
+                      ("DAdaptLion", "d0=1e-5"), ("DAdaptSGD", "growth_rate=1.02"), ("Adafactor", "clip_threshold=1.0"),
+                      ("SGDNesterov8bit", "momentum=0.8"), ("Lion8bit", "weight_decay=0.1"),
+                      ("PagedLion8bit", "weight_decay=0.1"), ("PagedAdamW8bit", "weight_decay=0.1")):
+        lr = {"learning_rate": 1.0} if name.startswith("DAdapt") else {}
+        assert messages(cfg(train={"optimizer_type": name, "optimizer_args": [arg], **lr}))[0] == [], name
+
+
+def test_learning_rate_free_optimizers_warn_at_a_low_rate_and_need_one_rate() -> None:
+    # sd-scripts' get_optimizer warns at lr <= 0.1 and recommends 1.0
+    _, warnings = messages(cfg(train={"optimizer_type": "Prodigy", "learning_rate": 1e-4}))
+    assert warnings == ["train.learning_rate: 0.0001 is low for Prodigy, which finds the step size itself and "
+                        "multiplies it by learning_rate; sd-scripts and the optimizer's authors recommend about 1.0"]
+    assert messages(cfg(train={"optimizer_type": "DAdaptAdam", "learning_rate": 1.0})) == ([], [])
+    # prodigyopt and dadaptation raise at the first step when groups have different non-zero rates
+    errors, _ = messages(cfg(train={"optimizer_type": "DAdaptation", "learning_rate": 1.0, "text_encoder_lr": 0.5},
+                             network={"train_text_encoder": True}))
+    assert errors == ["train.text_encoder_lr: 0.5 differs from learning_rate (1.0), and DAdaptation refuses different "
+                      "rates per parameter group: set it equal to learning_rate, or 0 to keep the text encoder frozen"]
+    for te_lr in (0, 1.0):
+        assert messages(cfg(train={"optimizer_type": "Prodigy", "learning_rate": 1.0, "text_encoder_lr": te_lr},
+                            network={"train_text_encoder": True}))[0] == []
+    assert messages(cfg(train={"optimizer_type": "DAdaptAdaGrad", "learning_rate": 1.0, "text_encoder_lr": 0.5},
+                        network={"train_text_encoder": True}))[0] == []  # DAdaptAdaGrad accepts it
+
+
+def test_adafactor_relative_step_needs_its_schedule() -> None:
+    relative = {"optimizer_type": "Adafactor", "optimizer_args": ["relative_step=True"]}
+    errors, _ = messages(cfg(train=relative))
+    assert errors == ["train.lr_scheduler: Adafactor with relative_step=True sets its own step size: set "
+                      "train.lr_scheduler = 'adafactor' (what sd-scripts switches to)"]
+    assert messages(cfg(train={**relative, "lr_scheduler": "adafactor"})) == ([], [])
+    errors, _ = messages(cfg(train={**relative, "lr_scheduler": "adafactor", "lr_warmup_steps": 5}))
+    assert errors == ["train.lr_warmup_steps: train.lr_scheduler = 'adafactor' has no warm-up (sd-scripts refuses one "
+                      "with it); remove this setting"]
+    errors, _ = messages(cfg(train={"lr_scheduler": "adafactor"}))
+    assert errors == ["train.lr_scheduler: 'adafactor' is the schedule of Adafactor's relative step: set "
+                      "optimizer_type = 'Adafactor' with 'relative_step=True' in optimizer_args, or choose another "
+                      "schedule"]
+    errors, _ = messages(cfg(train={"optimizer_type": "Adafactor", "optimizer_args": ["warmup_init=True"]}))
+    assert errors == ["train.optimizer_args: 'warmup_init=True' needs 'relative_step=True' (sd-scripts turns it on for "
+                      "warmup_init); add it, or remove warmup_init"]
+
+
+def test_scheduler_class_by_name() -> None:
+    errors, _ = messages(cfg(train={"lr_scheduler_type": "CosineAnealingLR"}))
+    assert errors == ["train.lr_scheduler_type: 'CosineAnealingLR': torch.optim.lr_scheduler has no class "
+                      "'CosineAnealingLR' (did you mean CosineAnnealingLR, CosineAnnealingWarmRestarts?)"]
+    errors, _ = messages(cfg(train={"lr_scheduler_type": "no_such_module.Schedule"}))
+    assert errors[0].startswith("train.lr_scheduler_type: 'no_such_module.Schedule': cannot import no_such_module")
+    errors, _ = messages(cfg(train={"lr_scheduler_type": "torch.optim.SGD"}))
+    assert errors == ["train.lr_scheduler_type: 'torch.optim.SGD' is not a learning-rate scheduler (a "
+                      "torch.optim.lr_scheduler.LRScheduler subclass)"]
+    errors, _ = messages(cfg(train={"lr_scheduler_type": "ReduceLROnPlateau"}))
+    assert errors == ["train.lr_scheduler_type: 'ReduceLROnPlateau' needs a metric at every step; lorakit steps the "
+                      "schedule without one"]
+    errors, _ = messages(cfg(train={"lr_scheduler_type": "CosineAnnealingLR"}))
+    assert errors == ["train.lr_scheduler_args: CosineAnnealingLR needs T_max: add e.g. 'T_max=…' here (sd-scripts "
+                      "passes only lr_scheduler_args to a lr_scheduler_type class)"]
+    errors, _ = messages(cfg(train={"lr_scheduler_type": "CosineAnnealingLR", "lr_warmup_ratio": 0.1,
+                                    "lr_scheduler_args": ["T_max=10", "eta_min=x", "T_mux=3", "last_epoch=4"]}))
+    assert errors[0] == "train.lr_scheduler_args: 'eta_min='x'' should be a number like 0.0"
+    assert errors[1].startswith("train.lr_scheduler_args: CosineAnnealingLR has no parameter 'T_mux' (it accepts: "
+                                "T_max, eta_min")
+    assert errors[2:] == ["train.lr_scheduler_args: 'last_epoch' is set by lorakit from resuming; remove it here",
+                          "train.lr_warmup_ratio: train.lr_scheduler_type has no warm-up (sd-scripts refuses one with "
+                          "it); remove this setting"]
+    ok = cfg(train={"lr_scheduler_type": "torch.optim.lr_scheduler.CosineAnnealingLR",
+                    "lr_scheduler_args": ["T_max=10", "eta_min=1e-6"]})
+    assert messages(ok) == ([], [])
+
+
+def test_scheduler_class_values_it_refuses_are_errors_before_the_run(tmp_path: Path) -> None:
+    # the signature accepts total_steps=0; OneCycleLR's constructor raises ValueError for it
+    errors, _ = messages(cfg(train={"lr_scheduler_type": "OneCycleLR", "lr_scheduler_args": ["max_lr=0.1",
+                                                                                           "total_steps=0"]},
+                             data={"train_data_dir": str(tmp_path)}), paths=True)
+    assert len(errors) == 1 and errors[0].startswith("train.lr_scheduler_args: OneCycleLR refuses these arguments: ")
 
 
 def test_cross_field_rules() -> None:
@@ -185,13 +288,35 @@ def test_fp16_without_cuda_is_refused_at_validate_time(tmp_path: Path) -> None:
                       "(works on CPU) or 'no'"]
 
 
-@pytest.mark.skipif(__import__("importlib").util.find_spec("bitsandbytes") is not None,
-                    reason="bitsandbytes is installed")
-def test_adamw8bit_without_bitsandbytes_is_refused(tmp_path: Path) -> None:
+def test_missing_optimizer_packages_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lorakit.config.validate as validate
+
+    data = {"train_data_dir": str(tmp_path)}
+    monkeypatch.setattr(validate, "package_installed", lambda name: name not in ("bitsandbytes", "prodigyopt"))
+    errors, _ = messages(cfg(train={"optimizer_type": "Lion8bit"}, data=data), paths=True)
+    assert errors == ["train.optimizer_type: 'Lion8bit' needs the bitsandbytes package, which is not installed: "
+                      "pip install 'bitsandbytes>=0.50.2', or use 'Lion'"]
+    errors, _ = messages(cfg(train={"optimizer_type": "Prodigy", "learning_rate": 1.0}, data=data), paths=True)
+    assert errors == ["train.optimizer_type: 'Prodigy' needs the prodigyopt package, which is not installed: "
+                      "pip install prodigyopt"]
+
+
+def test_old_bitsandbytes_without_cuda_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+
+    import lorakit.config.validate as validate
+
+    monkeypatch.setattr(validate, "package_installed", lambda name: True)
+    monkeypatch.setattr(validate, "_cuda", lambda: False)
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.49.0")
     errors, _ = messages(cfg(train={"optimizer_type": "AdamW8bit"}, data={"train_data_dir": str(tmp_path)}),
                          paths=True)
-    assert errors == ["train.optimizer_type: 'AdamW8bit' needs the bitsandbytes package, which is not installed: "
-                      "pip install bitsandbytes (CUDA GPUs), or use 'AdamW'"]
+    assert errors == ["train.optimizer_type: 'AdamW8bit' on a machine without CUDA needs bitsandbytes>=0.50.2 "
+                      "(installed: 0.49.0, which runs it on CUDA GPUs only): pip install 'bitsandbytes>=0.50.2', or "
+                      "use 'AdamW'"]
+    monkeypatch.setattr(validate, "_cuda", lambda: True)
+    assert messages(cfg(train={"optimizer_type": "AdamW8bit"}, data={"train_data_dir": str(tmp_path)}),
+                    paths=True)[0] == []
 
 
 def test_output_name_too_long_for_the_file_system(tmp_path: Path) -> None:
