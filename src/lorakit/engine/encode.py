@@ -39,6 +39,13 @@ class BatchEncoder:
         self.model_id = cache_model_id(parts.family.name, parts.identity, dtype)
         self.disk = (TensorCache(disk_dir, "latents"), TensorCache(disk_dir, "text")) if disk_dir else None
 
+    @property
+    def text_model_id(self) -> str:
+        """The model part of text cache keys: the model's, plus how prompts are encoded (train.clip_skip and
+        train.max_token_length change the outputs, so another setting's cached encodings must not be reused)."""
+        tag = self.parts.prompt_encoding.cache_tag()
+        return f"{self.model_id};{tag}" if tag else self.model_id
+
     def reseed(self, seed: int) -> None:
         """Restart the draws of latent samples from the run's seed (a mode's later stage does, as a new run would)."""
         self.gen.manual_seed(seed + 1)
@@ -86,10 +93,10 @@ class BatchEncoder:
 
     def _prefill_text(self, captions: list[str], progress: Progress | None) -> None:
         if self.disk:
-            fill_text(self.disk[1], captions, self.model_id, lambda: self._encode_captions,
+            fill_text(self.disk[1], captions, self.text_model_id, lambda: self._encode_captions,
                       on_progress=progress and (lambda d, n: progress("captions", d, n)))
             for c in captions:
-                value = self.disk[1].get(text_key(c, self.model_id))
+                value = self.disk[1].get(text_key(c, self.text_model_id))
                 self.texts[c] = {k: v.to(self.device) for k, v in value.items()}
         else:
             self.text_conditioning(captions)

@@ -164,8 +164,9 @@ class SampleRenderer:
         with preserved_rng(), eval_mode(models), torch.no_grad():
             for p in self.prompts:
                 with self.autocast():  # denoise in the training precision; decode outside it (below)
-                    out = pipe(prompt=p.prompt, negative_prompt=p.negative_prompt or None, width=p.width,
-                               height=p.height, num_inference_steps=p.steps, guidance_scale=p.guidance_scale,
+                    out = pipe(**parts.family.sample_prompt_kwargs(parts, p.prompt, p.negative_prompt),
+                               width=p.width, height=p.height, num_inference_steps=p.steps,
+                               guidance_scale=p.guidance_scale,
                                generator=torch.Generator("cpu").manual_seed(p.seed), output_type="latent")
                 images.append(decode(pipe, out.images))
         return images

@@ -34,7 +34,7 @@ from .mode import Mode, Stage
 from .optim import build_optimizer
 from .resume import ResumePoint
 from .state import size_estimate as checkpoint_size
-from .schedule import build_scheduler
+from .schedule import scheduler_for
 
 WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -90,6 +90,7 @@ def prepare_model(cfg: LorakitConfig, accelerator: Accelerator, skip_vae: bool =
     """Load the base model, cast the frozen parts to the compute precision, move it to the device."""
     dtype = WEIGHT_DTYPES[cfg.train.mixed_precision]
     parts = load_model(cfg.model, dtype, skip_vae)
+    parts.set_prompt_encoding(cfg.train.clip_skip, cfg.train.max_token_length)  # training, cache and samples
     parts.pipeline.to(accelerator.device)
     if parts.vae is not None and getattr(parts.vae.config, "force_upcast", False):
         parts.vae.to(torch.float32)  # e.g. the SDXL VAE overflows to NaN in fp16; latents are cast afterwards
@@ -283,8 +284,7 @@ class Run:
             check_free_space(self.run_dir, save_size_estimate(stage.groups, out.save_precision, out.save_format),
                              "output folder")
         optimizer = build_optimizer(t.optimizer_type, stage.groups, t.learning_rate, t.optimizer_args)
-        scheduler = build_scheduler(t.lr_scheduler, optimizer, stage.warmup_steps, stage.steps,
-                                    t.lr_scheduler_num_cycles, t.lr_scheduler_args)
+        scheduler = scheduler_for(t, optimizer, stage.warmup_steps, stage.steps)
         optimizer, scheduler = self.accelerator.prepare(optimizer, scheduler)
         meta = run_metadata(stage.cfg, optimizer, _epoch(stage, stage.steps))
         offset = self.step

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,6 +19,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, DiffusionPipeline
 from ..config.schema import ModelSection
 from ..errors import ModelError
 from . import unet_layout as layout
+from .clip_text import PromptEncoding, window_ids
 from .names import RANDOM_MODELS, TINY_MODELS
 from .random_init import random_pipeline
 
@@ -30,6 +31,11 @@ class ModelParts:
     pipeline: DiffusionPipeline
     noise_scheduler: DDPMScheduler
     identity: str
+    prompt_encoding: PromptEncoding = field(default_factory=PromptEncoding)
+
+    def set_prompt_encoding(self, clip_skip: int | None, max_token_length: int | None) -> None:
+        """Encode prompts with train.clip_skip and train.max_token_length (training, its cache and its samples)."""
+        self.prompt_encoding = PromptEncoding.from_settings(clip_skip, max_token_length)
 
     @property
     def unet(self) -> torch.nn.Module:
@@ -122,16 +128,21 @@ class Family(ABC):
 
     # -- conditioning ----------------------------------------------------------------------------------------
     def tokenize(self, parts: ModelParts, captions: list[str]) -> list[torch.Tensor]:
-        """Token ids per tokenizer, padded to each tokenizer's max length."""
-        return [
-            tok(captions, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt")
-            .input_ids
-            for tok in parts.tokenizers
-        ]
+        """Token ids per tokenizer, (batch, windows, window): one window of each tokenizer's max length, or
+        max_token_length / 75 of them for long prompts (see `clip_text`)."""
+        windows = parts.prompt_encoding.windows
+        return [window_ids(tok, captions, windows) for tok in parts.tokenizers]
 
     @abstractmethod
     def encode_prompts(self, parts: ModelParts, captions: list[str]) -> dict[str, torch.Tensor]:
         """Text-encoder outputs for a batch of captions: tensors with the batch as first dimension."""
+
+    def sample_prompt_kwargs(self, parts: ModelParts, prompt: str, negative_prompt: str | None = None
+                             ) -> dict[str, Any]:
+        """Keyword arguments of the pipeline's call that give it `prompt` (and the negative prompt) encoded as
+        training encodes them (clip skip, long prompts), in place of diffusers' own 77-token encoding."""
+        return {"prompt_embeds": self.encode_prompts(parts, [prompt])["encoder_hidden_states"],
+                "negative_prompt_embeds": self.encode_prompts(parts, [negative_prompt or ""])["encoder_hidden_states"]}
 
     def unet_kwargs(self, cond: dict[str, torch.Tensor], sizes: list[dict[str, tuple[int, int]]]) -> dict[str, Any]:
         """Keyword arguments of the UNet's forward besides sample and timestep."""

@@ -7,6 +7,7 @@ from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipe
 from transformers import CLIPTextModel
 
 from .base import Family, ModelParts
+from .clip_text import join_windows, skipped_hidden_states
 from .unet_layout import UnetShape
 from .tiny import seeded, tiny_text_config, tiny_tokenizer, tiny_vae_config
 
@@ -75,9 +76,12 @@ class SD1(Family):
         )
 
     def encode_prompts(self, parts: ModelParts, captions: list[str]) -> dict[str, torch.Tensor]:
+        """The text encoder's output (train.clip_skip layers from the end, through its final LayerNorm), each
+        window of a long prompt encoded on its own and the windows joined (sd-scripts' SdTextEncodingStrategy)."""
         (ids,) = self.tokenize(parts, captions)
         te = parts.text_encoders[0]
-        return {"encoder_hidden_states": te(ids.to(te.device))[0]}
+        hidden = skipped_hidden_states(te, ids.flatten(0, 1).to(te.device), parts.prompt_encoding.clip_skip)
+        return {"encoder_hidden_states": join_windows(hidden, len(captions))}
 
     def base_model_version(self, parts: ModelParts) -> str:
         return "sd_v1"

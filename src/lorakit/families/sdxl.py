@@ -13,6 +13,7 @@ from diffusers import AutoencoderKL, StableDiffusionXLPipeline
 from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
 from .base import Family, ModelParts
+from .clip_text import eos_pooled, join_windows
 from .sd1 import tiny_scheduler, tiny_unet
 from .tiny import seeded, tiny_text_config, tiny_tokenizer, tiny_vae_config
 from .unet_layout import UnetShape
@@ -58,14 +59,32 @@ class SDXL(Family):
         )
 
     def encode_prompts(self, parts: ModelParts, captions: list[str]) -> dict[str, torch.Tensor]:
-        ids1, ids2 = self.tokenize(parts, captions)
+        """Both encoders' penultimate layers (no final LayerNorm; train.clip_skip does not apply, as in
+        sd-scripts), each window of a long prompt encoded on its own and the windows joined; the pooled embedding
+        from the first window's EOS (sd-scripts' SdxlTextEncodingStrategy._get_hidden_states_sdxl)."""
+        ids1, ids2 = (ids.flatten(0, 1) for ids in self.tokenize(parts, captions))
         te1, te2 = parts.text_encoders
+        batch = len(captions)
         hidden1 = te1(ids1.to(te1.device), output_hidden_states=True).hidden_states[-2]
         out2 = te2(ids2.to(te2.device), output_hidden_states=True)
+        pooled = eos_pooled(te2, out2.last_hidden_state, ids2, parts.tokenizers[1].eos_token_id)
+        hidden = [join_windows(hidden1, batch), join_windows(out2.hidden_states[-2], batch)]
         return {
-            "encoder_hidden_states": torch.cat([hidden1, out2.hidden_states[-2]], dim=-1),
-            "text_embeds": out2.text_embeds,
+            "encoder_hidden_states": torch.cat(hidden, dim=-1),
+            "text_embeds": pooled.reshape(batch, -1, pooled.shape[-1])[:, 0],  # the first window's
         }
+
+    def sample_prompt_kwargs(self, parts: ModelParts, prompt: str, negative_prompt: str | None = None
+                             ) -> dict[str, Any]:
+        """The prompt encoded as training encodes it; without a negative prompt the pipeline keeps its own
+        choice (zeros when `force_zeros_for_empty_prompt`, as before), else the negative is encoded here too."""
+        cond = self.encode_prompts(parts, [prompt])
+        out = {"prompt_embeds": cond["encoder_hidden_states"], "pooled_prompt_embeds": cond["text_embeds"]}
+        if negative_prompt or not getattr(parts.pipeline.config, "force_zeros_for_empty_prompt", True):
+            neg = self.encode_prompts(parts, [negative_prompt or ""])
+            out |= {"negative_prompt_embeds": neg["encoder_hidden_states"],
+                    "negative_pooled_prompt_embeds": neg["text_embeds"]}
+        return out
 
     def unet_kwargs(self, cond: dict[str, torch.Tensor], sizes: list[dict[str, tuple[int, int]]]) -> dict[str, Any]:
         time_ids = torch.tensor(
