@@ -185,9 +185,11 @@ def test_plan_warns_about_heavily_cropped_images(tmp_path: Path) -> None:
         f"range (widest 128×64, tallest 64×128): {tmp_path / '1_x' / 'pano.png'} (384×64 → 128×64, 67 % cut)"
         f" — crop them yourself to keep what matters, or widen the bucket range (data.max_aspect_ratio, "
         f"data.min_bucket_reso)"]
+    # sd-scripts' make_bucket_resolutions((128, 128), 64, 1024, 64): widths 64…256 (16384 // w // 64 × 64 ≥ 64);
+    # 384/64 = 6 is nearest 256/64 = 4 → 384 × 64 cut to 256 × 64 (33 %); max_aspect_ratio does not apply
     plan = plan_for(tmp_path, "data.image_size=[128, 128]", "data.bucket_mode='kohya'")
-    assert "(long side at most 2 × the short side)" in plan.warnings[0] and "(384×64 → 64×64, 83 % cut)" in \
-        plan.warnings[0]
+    assert "(widest 256×64, tallest 64×256)" in plan.warnings[0] and "(384×64 → 256×64, 33 % cut)" in \
+        plan.warnings[0] and plan.warnings[0].endswith("(data.min_bucket_reso, data.max_bucket_reso)")
     plan = plan_for(tmp_path, "data.enable_bucket=false")
     assert plan.warnings[0].startswith("1 image(s) lose a fifth or more of their area to cropping: buckets are off "
                                        "(data.enable_bucket = false), so every image is cropped to 64×64: ")

@@ -10,6 +10,10 @@ Step rules (what sd-scripts' trainer actually runs, which is what lorakit's engi
   steps/epoch    = ceil(batches / gradient accumulation)
   total          = max_train_steps, else steps/epoch × epochs
   warm-up        = lr_warmup_steps, or int(lr_warmup_ratio × total)
+In the kohya layout (`data.layout = "kohya"`) the regularisation uses are those sd-scripts registers (whole images
+with their repeats until the training count, so it can overshoot) instead of exactly the training count; training
+and regularisation images share the buckets (sd-scripts' make_buckets), and the warm-up ratio is truncated as in
+its get_scheduler_fix (int(lr_warmup_steps × max_train_steps) for a float below 1).
 The kohya_ss GUI's *estimate* ceil(Σ(images × repeats) ÷ batch ÷ accumulation × epochs × reg) ceils once over all
 epochs instead of per epoch; `kohya_gui_estimate` gives it for comparison (it can be lower by up to epochs − 1).
 
@@ -68,6 +72,7 @@ def compute_steps(
     max_train_steps: int | None = None,
     *,
     batches_per_epoch: int | None = None,
+    reg_samples: int | None = None,
     warmup_steps: int = 0,
     warmup_ratio: float | None = None,
     text_encoder_stop: int | None = None,
@@ -77,10 +82,11 @@ def compute_steps(
     """Steps of a run from (images, repeats, is_reg) per folder and the batch settings.
 
     batches_per_epoch: the sampler's count when buckets split batches (overrides ceil(samples / batch)).
-    Regularisation folders' own sizes do not count: they only double the samples (kohya's reg factor).
+    Regularisation folders' own sizes do not count: they only double the samples (kohya's reg factor), unless
+    `reg_samples` gives the regularisation uses per epoch (the kohya layout's balanced repeats).
     """
     train_samples = sum(images * repeats for images, repeats, is_reg in folders if not is_reg)
-    samples = train_samples * reg_factor(folders)
+    samples = train_samples * reg_factor(folders) if reg_samples is None else train_samples + reg_samples
     batches = batches_per_epoch if batches_per_epoch is not None else math.ceil(samples / batch_size)
     per_epoch = math.ceil(batches / accumulation)
     if max_train_steps is not None:
@@ -124,6 +130,15 @@ class Plan:
     network: list[str] = field(default_factory=list)  # the adapted modules per component and block
     sampling: bool = False  # sample prompts set: step 0 and the final step are rendered besides sample_steps
     checkpoints: str = ""  # the checkpoint_line
+    layout: str = "lorakit"  # data.layout: how the folders were read
+    uses: list[int] = field(default_factory=list)  # kohya layout: uses per folder per epoch (reg balanced)
+
+
+LAYOUTS = {
+    "lorakit": "lorakit (every image below the folder, recursively; folders without 'N_' repeat num_repeats times)",
+    "kohya": "kohya (as sd-scripts: only 'N_name' sub-folders, not recursive, .png/.jpg/.jpeg/.webp/.bmp in lower or "
+             "upper case; regularisation repeated whole up to the training count)",
+}
 
 
 def output_path(cfg: LorakitConfig) -> Path:
@@ -156,6 +171,8 @@ def build_plan(cfg: LorakitConfig, dataset: object | None = None, model: object 
     # sub-images and mirroring make several training examples of one image: count examples, not files
     examples = [sum(getattr(f, "buckets", {}).values()) or f.images for f in dataset.folders]
     counts = [(n, repeats, is_reg) for n, (_, _, repeats, is_reg) in zip(examples, folders)]
+    layout = getattr(dataset, "layout", "lorakit")
+    reg_samples = sum(ex.repeats for ex in getattr(dataset, "reg", [])) if layout == "kohya" else None
     steps = compute_steps(
         counts,
         t.train_batch_size,
@@ -163,6 +180,7 @@ def build_plan(cfg: LorakitConfig, dataset: object | None = None, model: object 
         t.max_train_epochs,
         t.max_train_steps,
         batches_per_epoch=len(dataset.sampler),
+        reg_samples=reg_samples,
         warmup_steps=t.lr_warmup_steps,
         warmup_ratio=t.lr_warmup_ratio,
         text_encoder_stop=t.stop_text_encoder_training if cfg.network.train_text_encoder else None,
@@ -171,8 +189,16 @@ def build_plan(cfg: LorakitConfig, dataset: object | None = None, model: object 
     steps = replace(steps, sample_steps=sample_schedule(cfg, steps.total_steps, steps.steps_per_epoch))
     plan = Plan(folders, steps, _buckets(dataset), str(output_path(cfg)), examples=examples,
                 sampling=bool(cfg.sample.prompts or cfg.sample.prompts_file),
-                checkpoints=checkpoint_line(cfg, steps.total_steps))
-    plain = compute_steps(counts, t.train_batch_size, t.gradient_accumulation_steps, t.max_train_epochs)
+                checkpoints=checkpoint_line(cfg, steps.total_steps), layout=layout)
+    if layout == "kohya":
+        plan.uses = [f.uses for f in dataset.folders]
+        plan.notes += list(getattr(dataset, "layout_notes", []))
+        if cfg.data.enable_bucket and cfg.data.bucket_mode != "kohya":
+            plan.notes.append("data.layout = 'kohya' with data.bucket_mode = 'traintrain': the buckets (and so the "
+                              "batches per epoch) follow lorakit's rules, not sd-scripts'; set data.bucket_mode = "
+                              "'kohya' for sd-scripts' buckets")
+    plain = compute_steps(counts, t.train_batch_size, t.gradient_accumulation_steps, t.max_train_epochs,
+                          reg_samples=reg_samples)
     if plain.batches_per_epoch != steps.batches_per_epoch:
         plan.notes.append(f"buckets split the data into {steps.batches_per_epoch} batches per epoch "
                           f"({plain.batches_per_epoch} without buckets)")
@@ -231,13 +257,20 @@ def data_warnings(dataset: object, cfg: LorakitConfig) -> list[str]:
             wide, tall = max(main, key=lambda b: b[0] / b[1]), min(main, key=lambda b: b[0] / b[1])
             why = f"their aspect ratio is far outside the buckets' range (widest {wide[0]}×{wide[1]}, tallest " \
                   f"{tall[0]}×{tall[1]})"
+        elif d.bucket_mode == "kohya":
+            why = f"bucket_no_upscale only crops them to multiples of data.bucket_reso_steps = {d.bucket_reso_steps}"
         else:
             why = f"their aspect ratio is far outside the buckets' range (long side at most " \
                   f"{d.max_aspect_ratio:g} × the short side)"
         shown = some_of(f"{c.path} ({c.size[0]}×{c.size[1]} → {c.bucket[0]}×{c.bucket[1]}, "
                        f"{round(100 * c.cropped)} % cut)" for c in crops)
-        fix = "set data.enable_bucket = true" if not d.enable_bucket else \
-            "widen the bucket range (data.max_aspect_ratio, data.min_bucket_reso)"
+        if not d.enable_bucket:
+            fix = "set data.enable_bucket = true"
+        elif d.bucket_mode == "kohya":
+            fix = "resize them to multiples of the step yourself" if d.bucket_no_upscale else \
+                "widen the bucket range (data.min_bucket_reso, data.max_bucket_reso)"
+        else:
+            fix = "widen the bucket range (data.max_aspect_ratio, data.min_bucket_reso)"
         out.append(f"{len(crops)} image(s) lose a fifth or more of their area to cropping: {why}: {shown} — crop "
                    f"them yourself to keep what matters, or {fix}")
     large = getattr(dataset, "large_images", [])
@@ -310,15 +343,18 @@ def _schedule(steps: tuple[int, ...], total: int) -> str:
 def render_plan(plan: Plan) -> list[str]:
     """The plan as console lines."""
     s = plan.steps
-    lines = ["images per folder:"]
+    lines = [f"layout: {LAYOUTS.get(plan.layout, plan.layout)}", "images per folder:"]
     for i, (path, images, repeats, is_reg) in enumerate(plan.folders):
         kind = "reg" if is_reg else "train"
         n = plan.examples[i] if i < len(plan.examples) else images
         shown = f"{images} images" + (f" → {n} training images (sub-images/mirroring)" if n != images else "")
-        lines.append(f"  {path}: {shown} × {repeats} repeats = {n * repeats} ({kind})")
+        uses = plan.uses[i] if i < len(plan.uses) else n * repeats
+        balanced = " after balancing" if uses != n * repeats else ""
+        lines.append(f"  {path}: {shown} × {repeats} repeats = {uses}{balanced} ({kind})")
     factor = reg_factor([(i, r, g) for _, i, r, g in plan.folders])
     lines += [
-        f"regularisation factor: {factor}",
+        "regularisation: as many uses as sd-scripts registers (see note)" if plan.layout == "kohya" and factor == 2
+        else f"regularisation factor: {factor}",
         f"buckets: " + (", ".join(f"{k} ({v})" for k, v in plan.buckets.items()) or "none"),
         f"samples per epoch: {s.samples_per_epoch}",
         f"batches per epoch: {s.batches_per_epoch}",

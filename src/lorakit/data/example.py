@@ -20,7 +20,9 @@ class Example:
     `size` is the (width, height) the image is resized and centre-cropped to; all examples in one batch share it.
     `original_size` and `crop_top_left` are (height, width)-ordered like SDXL's micro-conditioning expects.
     `repeats` is how many times the example is used per epoch (its folder's `N_` prefix); `folder` names the
-    folder it came from (for tag frequency and `dataset inspect`).
+    folder it came from (for tag frequency and `dataset inspect`). `resized` is the size the image is resized to
+    before the centre crop when it is not simply "cover `size`" (kohya buckets: sd-scripts' rounding, and no
+    resize at all for an image already within bucket_no_upscale's area); None = cover `size`.
     """
 
     image: Path
@@ -33,6 +35,7 @@ class Example:
     fingerprint: str = field(default="", compare=False)
     repeats: int = field(default=1, compare=False)
     folder: str = field(default="", compare=False)
+    resized: tuple[int, int] | None = None
 
     @property
     def key(self) -> str:
@@ -40,6 +43,8 @@ class Example:
         h = hashlib.sha1()
         h.update((self.fingerprint or str(self.image)).encode())
         h.update(f"|{self.size[0]}x{self.size[1]}|{int(self.flip)}".encode())
+        if self.resized is not None:  # only then, so the keys of cover-cropped examples stay as they were
+            h.update(f"|resized={self.resized[0]}x{self.resized[1]}".encode())
         return h.hexdigest()
 
 

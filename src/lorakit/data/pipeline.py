@@ -1,8 +1,15 @@
-"""From the `[data]` settings to what the engine trains on: examples, a batch sampler, a validation set."""
+"""From the `[data]` settings to what the engine trains on: examples, a batch sampler, a validation set.
+
+`data.layout = "kohya"` reads the folders as sd-scripts' DreamBooth layout does (`scan.scan_kohya`), reads
+captions as its read_caption (`kohya_caption`), splits validation per folder (split_train_val), and balances
+the regularisation repeats as it does (`scan.kohya_reg_repeats`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import random
 import string
 from collections import Counter
@@ -10,11 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError
-from .buckets import BucketPlan, BucketSpec, Size, cover_crop, cropped_fraction
-from .captions import CaptionRules, Metadata, image_caption, load_metadata, with_trigger
+from .buckets import (BucketPlan, BucketSpec, NoBucketError, Size, cover_crop, cropped_fraction, kohya_predefined,
+                      trim_offsets)
+from .captions import (Caption, CaptionRules, Metadata, _caption_text, caption_rules_from, image_caption, load_metadata,
+                       read_text, with_trigger)
 from .example import BatchSampler, Example, file_fingerprint
 from .sampler import BucketBatchSampler
-from .scan import ImageRecord, pixel_limit, scan_folder
+from .scan import ImageRecord, kohya_reg_repeats, pixel_limit, scan_folder, scan_kohya
 from .settings import DataSection
 
 HEAVY_CROP = 0.2  # an image whose main bucket crops away this share of its area or more is reported
@@ -33,6 +42,7 @@ class FolderSummary:
     buckets: dict[Size, int] = field(default_factory=dict)
     uncaptioned: list[Path] = field(default_factory=list)  # images without a caption file, sorted
     empty_captions: list[Path] = field(default_factory=list)  # caption files with no text (0 bytes / whitespace)
+    uses: int = 0  # examples × repeats per epoch (kohya layout: regularisation repeats after balancing)
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,8 @@ class DatasetPlan:
     scan_notes: list[str] = field(default_factory=list)
     heavy_crops: list[CroppedImage] = field(default_factory=list)
     large_images: list[tuple[Path, Size]] = field(default_factory=list)
+    layout: str = "lorakit"
+    layout_notes: list[str] = field(default_factory=list)  # what the layout did (kohya: regularisation balance)
 
     @property
     def examples(self) -> list[Example]:
@@ -92,18 +104,8 @@ def bucket_spec(cfg: DataSection) -> BucketSpec:
 
 
 def caption_rules(cfg: DataSection) -> CaptionRules:
-    """The caption settings of a `[data]` section."""
-    return CaptionRules(
-        trigger_word=cfg.trigger_word,
-        extension=cfg.caption_extension,
-        template=cfg.caption_template,
-        class_tokens=cfg.class_tokens_from_folder,
-        separator=cfg.caption_separator,
-        shuffle=cfg.shuffle_caption,
-        keep_tokens=cfg.keep_tokens,
-        dropout_rate=cfg.caption_dropout_rate,
-        tag_dropout_rate=cfg.caption_tag_dropout_rate,
-    )
+    """The caption settings of a `[data]` section (all of them: secondary separator, wildcards, … included)."""
+    return caption_rules_from(cfg)
 
 
 def _metadata(cfg: DataSection) -> Metadata | None:
@@ -125,13 +127,17 @@ def _fields(template: str) -> list[str]:
     return [name for _, name, _, _ in string.Formatter().parse(template) if name]
 
 
-def examples_for(record: ImageRecord, caption: str, sizes: list[Size], flips: bool, fingerprint: str
-                 ) -> list[Example]:
-    """The examples of one image: each bucket size, mirrored too when `flips`."""
+def examples_for(record: ImageRecord, caption: str, sizes: list[Size], flips: bool, fingerprint: str,
+                 resized: Size | None = None) -> list[Example]:
+    """The examples of one image: each bucket size, mirrored too when `flips`. `resized`: sd-scripts' resize
+    before its centre crop (kohya buckets; one size), else the image is scaled to cover each size."""
     out = []
     iw, ih = record.size
     for size in sizes:
-        (rw, _), (top, left) = cover_crop(record.size, size)
+        if resized is not None:
+            rw, (top, left) = resized[0], trim_offsets(resized, size)
+        else:
+            (rw, _), (top, left) = cover_crop(record.size, size)
         for flip in (False, True) if flips else (False,):
             out.append(Example(
                 image=record.path,
@@ -144,8 +150,54 @@ def examples_for(record: ImageRecord, caption: str, sizes: list[Size], flips: bo
                 fingerprint=fingerprint,
                 repeats=record.repeats,
                 folder=record.folder_name,
+                resized=resized,
             ))
     return out
+
+
+def kohya_caption_file(image: Path, extension: str) -> Path | None:
+    """sd-scripts' read_caption candidates: <image without extension><extension>, then the same with the last four
+    '_'-separated parts of the whole path dropped (face-crop names), when the path has five or more."""
+    base = os.path.splitext(str(image))[0]
+    tokens = base.split("_")
+    candidates = [base + extension]
+    if len(tokens) >= 5:
+        candidates.append("_".join(tokens[:-4]) + extension)
+    return next((Path(c) for c in candidates if os.path.isfile(c)), None)
+
+
+def kohya_caption(record: ImageRecord, rules: CaptionRules, meta: Metadata | None, wildcard: bool) -> Caption:
+    """An image's caption as sd-scripts reads it in DreamBooth folders: only `caption_extension` (no other
+    extension as fallback), its first line (all non-empty lines with enable_wildcard); without a caption file,
+    the folder's class tokens ('10_sks dog' → 'sks dog', underscores kept). A caption file without text gives an
+    empty caption, not the class tokens (sd-scripts stops on a 0-byte one). caption_template and
+    caption_metadata, lorakit's own, apply as in the lorakit layout."""
+    side = kohya_caption_file(record.path, rules.extension)
+    text = ""
+    if side is not None:
+        lines = [line.strip() for line in read_text(side).splitlines()]
+        text = "\n".join(line for line in lines if line) if wildcard else (lines[0] if lines else "")
+    body = _caption_text(record, dataclasses.replace(rules, class_tokens=False), meta, text)
+    if side is None and not body and record.class_tokens:
+        body = record.class_tokens
+    return Caption(body, side, side is not None and not text)
+
+
+def kohya_split(records: list[ImageRecord], ratio: float, seed: int) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    """sd-scripts' split_train_val, per folder: each folder's images shuffled by `seed`, the first
+    ceil(n × (1 − ratio)) train and the last round(n × ratio) validate."""
+    if ratio <= 0:
+        return records, []
+    folders: dict[Path, list[ImageRecord]] = {}
+    for rec in records:
+        folders.setdefault(rec.folder, []).append(rec)
+    train: list[ImageRecord] = []
+    val: list[ImageRecord] = []
+    for group in folders.values():
+        random.Random(seed).shuffle(group)
+        train += group[: math.ceil(len(group) * (1 - ratio))]
+        val += group[len(group) - round(len(group) * ratio):]
+    return train, val
 
 
 @dataclass
@@ -157,6 +209,21 @@ class _Built:
     large: list[tuple[Path, Size]]
 
 
+def _placement(rec: ImageRecord, cfg: DataSection, buckets: BucketPlan, augment: bool
+               ) -> tuple[list[Size], Size | None]:
+    """(bucket sizes, sd-scripts' resized size or None) of an image; may raise `NoBucketError`."""
+    kohya = cfg.bucket_mode == "kohya" or cfg.layout == "kohya"
+    if not cfg.enable_bucket:
+        if kohya:  # sd-scripts without buckets: one predefined resolution, covered and centre-cropped
+            placed = kohya_predefined(rec.size, (cfg.max_size,))
+            return [placed.bucket], placed.resized
+        return [cfg.max_size], None
+    if cfg.bucket_mode == "kohya":
+        placed = buckets.place(rec.size)
+        return [placed.bucket], placed.resized
+    return buckets.assign(rec.size, cfg.sub_image_num if augment else 0), None
+
+
 def _build(records: list[ImageRecord], cfg: DataSection, buckets: BucketPlan, *, augment: bool,
            fingerprints: bool) -> _Built:
     rules, meta = caption_rules(cfg), _metadata(cfg)
@@ -164,23 +231,31 @@ def _build(records: list[ImageRecord], cfg: DataSection, buckets: BucketPlan, *,
     folders: dict[Path, FolderSummary] = {}
     tags: dict[str, Counter[str]] = {}
     crops: list[CroppedImage] = []
+    unplaced: list[str] = []
     limit = pixel_limit()
     large = [(r.path, r.size) for r in records if limit and r.size[0] * r.size[1] > limit]
     for rec in records:
-        found = image_caption(rec, rules, meta)
-        caption = with_trigger(found.text, rules)
-        if cfg.enable_bucket:
-            sizes = buckets.assign(rec.size, cfg.sub_image_num if augment else 0)
+        if cfg.layout == "kohya":
+            found = kohya_caption(rec, rules, meta, cfg.enable_wildcard)
         else:
-            sizes = [cfg.max_size]
-        lost = cropped_fraction(rec.size, sizes[0])
+            found = image_caption(rec, rules, meta)
+        caption = with_trigger(found.text, rules)
+        try:
+            sizes, resized = _placement(rec, cfg, buckets, augment)
+        except NoBucketError as exc:
+            unplaced.append(f"{rec.path}: {exc}")
+            continue
+        # sd-scripts' resize is not always "cover the bucket" (no_upscale crops a small image unscaled)
+        lost = 1 - sizes[0][0] * sizes[0][1] / (resized[0] * resized[1]) if resized else \
+            cropped_fraction(rec.size, sizes[0])
         if lost >= HEAVY_CROP:
             crops.append(CroppedImage(rec.path, rec.size, sizes[0], lost))
         fp = file_fingerprint(rec.path) if fingerprints else ""
-        new = examples_for(rec, caption, sizes, cfg.flip_aug and augment, fp)
+        new = examples_for(rec, caption, sizes, cfg.flip_aug and augment, fp, resized)
         examples.extend(new)
         summary = folders.setdefault(rec.folder, FolderSummary(rec.folder, 0, rec.repeats, rec.is_reg))
         summary.images += 1
+        summary.uses += rec.repeats * len(new)
         summary.captions_found += found.file is not None
         summary.captions_missing += found.file is None
         if found.file is None:
@@ -191,6 +266,10 @@ def _build(records: list[ImageRecord], cfg: DataSection, buckets: BucketPlan, *,
             summary.buckets[ex.size] = summary.buckets.get(ex.size, 0) + 1
         if not rec.is_reg:
             tags.setdefault(rec.folder_name, Counter()).update(rules.split(caption))
+    if unplaced:
+        shown = "\n  ".join(unplaced[:10]) + (f"\n  … and {len(unplaced) - 10} more" if len(unplaced) > 10 else "")
+        raise DataError(f"{len(unplaced)} image(s) fit no bucket without being enlarged:\n  {shown}",
+                        "crop or remove them, or set data.bucket_no_upscale = false")
     return _Built(examples, list(folders.values()), tags, crops, large)
 
 
@@ -206,6 +285,37 @@ def split_validation(records: list[ImageRecord], ratio: float, seed: int
     return ([r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held])
 
 
+def _scan(cfg: DataSection, seed: int, notes: list[str]
+          ) -> tuple[list[ImageRecord], list[ImageRecord], list[ImageRecord], list[str]]:
+    """(train, validation, regularisation) records of the layout in force, and what the layout did."""
+    kohya = cfg.layout == "kohya"
+    val_seed = seed if cfg.validation_seed is None else cfg.validation_seed
+    if kohya:
+        records = scan_kohya(Path(cfg.train_data_dir), notes=notes)
+    else:
+        records = scan_folder(Path(cfg.train_data_dir), default_repeats=cfg.num_repeats, notes=notes)
+    if cfg.validation_data_dir:
+        val_records = scan_folder(Path(cfg.validation_data_dir), what="validation_data_dir", notes=notes)
+    elif kohya:
+        records, val_records = kohya_split(records, cfg.validation_split, val_seed)
+    else:
+        records, val_records = split_validation(records, cfg.validation_split, val_seed)
+    if not cfg.reg_data_dir:
+        return records, val_records, [], []
+    if not kohya:
+        return records, val_records, scan_folder(Path(cfg.reg_data_dir), is_reg=True, default_repeats=cfg.num_repeats,
+                                                 what="reg_data_dir", notes=notes), []
+    found = scan_kohya(Path(cfg.reg_data_dir), is_reg=True, what="reg_data_dir", notes=notes)
+    train_uses = sum(r.repeats for r in records)
+    reg = kohya_reg_repeats(found, train_uses)
+    reg_uses = sum(r.repeats for r in reg)
+    note = (f"regularisation (kohya layout, as sd-scripts): {len(reg)} of {len(found)} image(s) used, "
+            f"{reg_uses} uses per epoch for {train_uses} training uses")
+    if reg_uses > train_uses:
+        note += f" (whole images with their repeats: {reg_uses - train_uses} over)"
+    return records, val_records, reg, [note]
+
+
 def build_dataset(cfg: DataSection, batch_size: int, seed: int, *, fingerprints: bool = True) -> DatasetPlan:
     """Scan the folders of `cfg`, assign buckets, split validation and plan the batches.
 
@@ -215,19 +325,13 @@ def build_dataset(cfg: DataSection, batch_size: int, seed: int, *, fingerprints:
         raise DataError("data.train_data_dir is empty", "set it to your folder of training images")
     buckets = BucketPlan.build(bucket_spec(cfg))
     notes: list[str] = []
-    records = scan_folder(Path(cfg.train_data_dir), default_repeats=cfg.num_repeats, notes=notes)
-    val_seed = seed if cfg.validation_seed is None else cfg.validation_seed
-    if cfg.validation_data_dir:
-        val_records = scan_folder(Path(cfg.validation_data_dir), what="validation_data_dir", notes=notes)
-    else:
-        records, val_records = split_validation(records, cfg.validation_split, val_seed)
-    reg_records = scan_folder(Path(cfg.reg_data_dir), is_reg=True, default_repeats=cfg.num_repeats,
-                              what="reg_data_dir", notes=notes) if cfg.reg_data_dir else []
+    records, val_records, reg_records, layout_notes = _scan(cfg, seed, notes)
     train = _build(records, cfg, buckets, augment=True, fingerprints=fingerprints)
     reg = _build(reg_records, cfg, buckets, augment=True, fingerprints=fingerprints)
     val = _build(val_records, cfg, buckets, augment=False, fingerprints=fingerprints)
     rules = caption_rules(cfg)
-    sampler = BucketBatchSampler(train.examples, batch_size, seed, reg=reg.examples, captions=rules)
+    sampler = BucketBatchSampler(train.examples, batch_size, seed, reg=reg.examples, captions=rules,
+                                 kohya_reg=cfg.layout == "kohya")
     if len(sampler) == 0:
         raise DataError(
             f"no training examples in {cfg.train_data_dir} (all folders have 0 repeats?)",
@@ -245,4 +349,6 @@ def build_dataset(cfg: DataSection, batch_size: int, seed: int, *, fingerprints:
         scan_notes=notes,
         heavy_crops=sorted(train.crops + reg.crops + val.crops, key=lambda c: (-c.cropped, c.path)),
         large_images=train.large + reg.large + val.large,
+        layout=cfg.layout,
+        layout_notes=layout_notes,
     )

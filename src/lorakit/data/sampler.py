@@ -4,6 +4,10 @@ One epoch uses every training example `repeats` times. With regularisation image
 as there are training uses (kohya's reg factor of 2): the regularisation pool, each image repeated by its own
 folder's count, is shuffled once by seed and cycled to that length. Examples are grouped by bucket size and cut
 into batches; the order of batches is shuffled, so batch size > 1 works with any mix of aspect ratios.
+
+With `kohya_reg` the regularisation examples are used exactly `repeats` times each, as the training examples are:
+the kohya layout has already balanced their repeats as sd-scripts does (`scan.kohya_reg_repeats`). Training and
+regularisation examples share the buckets either way, as in sd-scripts' BucketManager.
 """
 
 from __future__ import annotations
@@ -45,12 +49,14 @@ class BucketBatchSampler:
     seed: int = 0
     reg: list[Example] = field(default_factory=list)
     captions: CaptionRules | None = None
+    kohya_reg: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, got {self.batch_size}")
         uses = expand_repeats(self.train)
-        self._uses = uses + pick_regularisation(self.reg, len(uses), self.seed)
+        reg = expand_repeats(self.reg) if self.kohya_reg else pick_regularisation(self.reg, len(uses), self.seed)
+        self._uses = uses + reg
 
     def bucket_counts(self) -> Counter[tuple[int, int]]:
         """Uses per bucket size in one epoch (repeats and regularisation included)."""

@@ -1,5 +1,7 @@
 """Find the images of a dataset folder: nested folders, kohya `N_name` repeat folders, dot-files skipped.
 
+`scan_kohya` reads a folder as sd-scripts does instead (`data.layout = "kohya"`): see its docstring.
+
 Only image headers are read (size and EXIF orientation), so scanning a large folder is quick. Symlinked
 sub-folders are followed (each real folder once, so a link to an ancestor cannot loop); their images take their
 repeats from the link's name (`10_linked -> /elsewhere/imgs` gives 10 repeats).
@@ -10,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -36,6 +38,7 @@ class ImageRecord:
     repeats: int
     is_reg: bool
     size: tuple[int, int]
+    class_tokens: str | None = None  # kohya layout: the folder name after 'N_' (sd-scripts' class tokens)
 
 
 def parse_repeats(name: str) -> tuple[int | None, str]:
@@ -219,3 +222,123 @@ def scan_folder(root: Path, *, is_reg: bool = False, default_repeats: int = 1, w
             f"put image files (with .txt captions) in it; supported: {', '.join(sorted(IMAGE_EXTENSIONS))}",
         )
     return records
+
+
+# -- kohya layout: sd-scripts' DreamBooth folders ------------------------------------------------------------------
+
+# sd-scripts' train_util.IMAGE_EXTENSIONS (without .avif/.jxl, which need optional Pillow plugins there). glob_images
+# globs '*' + each: on Linux and macOS that matches these exact spellings only (.png and .PNG, not .Png), and '*'
+# never matches a name starting with '.'.
+KOHYA_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".PNG", ".JPG", ".JPEG", ".WEBP", ".BMP")
+
+
+def kohya_repeats(name: str) -> tuple[int, str] | None:
+    """config_util.generate_dreambooth_subsets_config_by_subdirs: `int()` of the text before the first '_' is the
+    repeat count, the rest (joined back with '_') the class tokens; None when the prefix is not an integer."""
+    tokens = name.split("_")
+    try:
+        repeats = int(tokens[0])
+    except ValueError:
+        return None
+    return repeats, "_".join(tokens[1:])
+
+
+def is_kohya_image(name: str) -> bool:
+    """Whether sd-scripts' glob_images picks up a file of this name."""
+    return not name.startswith(".") and name.endswith(KOHYA_IMAGE_EXTENSIONS)
+
+
+def _note_unused(root: Path, notes: list[str], skipped: list[str], zero: list[str], loose: list[Path],
+                 nested: list[Path], other: list[Path]) -> None:
+    """The plan's warnings: what the kohya layout leaves out that the lorakit layout would have used."""
+    if skipped:
+        notes.append(f"{root}: folder(s) without a number before '_' are not used (kohya layout, as sd-scripts): "
+                     f"{', '.join(skipped)} — rename them 'N_name' (N = repeats)")
+    if zero:
+        notes.append(f"{root}: folder(s) with fewer than 1 repeat are not used: {', '.join(zero)}")
+    if loose:
+        notes.append(f"{root}: {len(loose)} image(s) directly in the folder are not used (kohya layout reads only "
+                     f"'N_name' sub-folders): {', '.join(p.name for p in loose[:5])}{' …' if len(loose) > 5 else ''}")
+    if nested:
+        notes.append(f"{root}: sub-folders inside 'N_name' folders are not read (kohya layout, no recursion): "
+                     f"{', '.join(str(p.relative_to(root)) for p in nested[:5])}{' …' if len(nested) > 5 else ''}")
+    if other:
+        notes.append(f"{root}: {len(other)} file(s) are not images to sd-scripts (it reads "
+                     f"{'/'.join(KOHYA_IMAGE_EXTENSIONS[:5])}, all lower or all upper case): "
+                     f"{', '.join(str(p.relative_to(root)) for p in other[:5])}{' …' if len(other) > 5 else ''}")
+
+
+def scan_kohya(root: Path, *, is_reg: bool = False, what: str = "train_data_dir",
+               notes: list[str] | None = None) -> list[ImageRecord]:
+    """Scan a folder as sd-scripts' DreamBooth layout does (config_util + train_util.DreamBoothDataset).
+
+    Only sub-folders named 'N_name' (N ≥ 1) count, each with N repeats and 'name' as class tokens; images in the
+    root and folders inside those sub-folders are not used; an image is a file whose name ends in one of
+    `KOHYA_IMAGE_EXTENSIONS`. sd-scripts lists the sub-folders in file-system order; lorakit sorts them by name
+    (the order only matters for which regularisation images get the extra repeats). What is left out is
+    appended to `notes`. Errors as `scan_folder`.
+    """
+    if not root.is_dir():
+        raise DataError(f"image folder not found: {root}", f"set data.{what} to a folder of images")
+    records, bad = [], []
+    skipped: list[str] = []
+    zero: list[str] = []
+    nested: list[Path] = []
+    other: list[Path] = []
+    loose = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        parsed = kohya_repeats(folder.name)
+        if parsed is None:
+            if not folder.name.startswith(".") and folder.name != REJECTED_DIR:
+                skipped.append(folder.name)
+            continue
+        repeats, class_tokens = parsed
+        if repeats < 1:
+            zero.append(folder.name)
+            continue
+        for path in sorted(folder.iterdir()):
+            if path.is_dir():
+                nested.append(path)
+            elif is_kohya_image(path.name) and path.is_file():
+                try:
+                    size = upright_size(path)
+                except DataError as exc:
+                    bad.append(exc.message)
+                    continue
+                records.append(ImageRecord(path, path.relative_to(root).as_posix(), folder, folder.name, repeats,
+                                           is_reg, size, class_tokens))
+            elif path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith("."):
+                other.append(path)
+    if notes is not None:
+        _note_unused(root, notes, skipped, zero, loose, nested, other)
+    if bad:
+        shown = "\n  ".join(bad[:10]) + (f"\n  … and {len(bad) - 10} more" if len(bad) > 10 else "")
+        raise DataError(f"{len(bad)} unreadable image(s) in {root}:\n  {shown}",
+                        f"run `lorakit prepare {root} --out <folder>` to set bad files aside, then train on <folder>")
+    if not records:
+        raise DataError(
+            f"no images in the 'N_name' sub-folders of {root} (data.layout = 'kohya' reads only those, as sd-scripts)",
+            f"put the images in a sub-folder such as {root / '10_name'}, or set data.layout = 'lorakit'",
+        )
+    return records
+
+
+def kohya_reg_repeats(reg: list[ImageRecord], train_uses: int) -> list[ImageRecord]:
+    """The regularisation images sd-scripts registers, with their repeats (DreamBoothDataset.__init__): whole images
+    with their folder's repeats, in order, until the training count (images × repeats) is reached — the last one
+    may overshoot it; if all are registered and the count is still short, one more repeat per image in turn until
+    it is reached. Images after the one that reaches the count are not used."""
+    used: list[ImageRecord] = []
+    n = 0
+    for rec in reg:
+        if n >= train_uses:
+            break
+        used.append(rec)
+        n += rec.repeats
+    extra = [0] * len(used)
+    i = 0
+    while n < train_uses and used:
+        extra[i] += 1
+        n += 1
+        i = (i + 1) % len(used)
+    return [replace(rec, repeats=rec.repeats + k) if k else rec for rec, k in zip(used, extra)]
