@@ -108,3 +108,32 @@ def test_example_pixels_are_the_centre_crop_and_mirror(tmp_path: Path) -> None:
     assert im.size == (64, 64) and (top, left) == (0, 32)
     with pytest.raises(DataError, match="missing.png"):
         load_pixels(Example(image=tmp_path / "missing.png", caption="", size=(64, 64)))
+
+
+def test_example_resized_before_the_crop(tmp_path: Path) -> None:
+    """A kohya-bucket example names the size sd-scripts resizes to before its centre crop; it is used as given."""
+    arr = np.zeros((50, 100, 3), np.uint8)
+    arr[:, :, 0] = np.linspace(0, 255, 100, dtype=np.uint8)[None, :]
+    Image.fromarray(arr).save(tmp_path / "a.png")
+    ex = Example(image=tmp_path / "a.png", caption="", size=(64, 32), resized=(80, 40))
+    pixels = load_pixels(ex)
+    expected = np.asarray(Image.fromarray(arr).resize((80, 40), Image.Resampling.LANCZOS, reducing_gap=3.0))
+    expected = expected[4:36, 8:72].astype(np.float32) / 127.5 - 1.0  # (top, left) = (40-32)//2, (80-64)//2
+    assert pixels.shape == (3, 32, 64) and np.allclose(pixels, expected.transpose(2, 0, 1))
+
+
+def test_augmentations_come_before_the_mirror(tmp_path: Path) -> None:
+    """sd-scripts' order per use: crop, colour, then the flip (BaseDataset.__getitem__)."""
+    import random
+
+    from lorakit.data.transforms import Augment
+
+    arr = np.random.default_rng(0).integers(0, 256, (64, 100, 3), dtype=np.uint8)
+    Image.fromarray(arr).save(tmp_path / "a.png")
+    plain = Example(image=tmp_path / "a.png", caption="", size=(64, 64))
+    mirrored = Example(image=tmp_path / "a.png", caption="", size=(64, 64), flip=True)
+    both = Augment(color=True, random_crop=True)
+    for seed in range(5):
+        a = load_pixels(plain, augment=both, rng=random.Random(seed))
+        b = load_pixels(mirrored, augment=both, rng=random.Random(seed))
+        assert np.array_equal(b, a[:, :, ::-1])

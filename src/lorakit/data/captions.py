@@ -3,6 +3,12 @@
 Precedence for an image's caption text: `caption_template` (filled from its metadata row) → its caption file
 (`caption_extension`, then the other of `.txt`/`.caption`; `.txt` wins by default) → the metadata row's
 `caption`/`text` column → the folder's class tokens (if enabled) → empty. The trigger word is then prepended.
+
+Per use, `vary` applies sd-scripts' caption options as its `BaseDataset.process_caption` (library/train_util.py)
+composes them: whole-caption dropout, then wildcards (one random line of a multi-line file, one choice of each
+`{a|b}`), then — only with shuffling or tag dropout — the tags split into a fixed head (`keep_tokens`, or the part
+before `keep_tokens_separator`), the flexible middle and a fixed suffix (after a second separator), then the
+secondary separator written back as the caption separator. The trigger word always stays first.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import re
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +24,7 @@ from typing import Any
 
 from ..errors import DataError
 from .scan import CAPTION_EXTENSIONS, ImageRecord, parse_repeats
+from .settings import DataSection
 
 _KEY_COLUMNS = ("file_name", "file", "filename", "image", "path")
 Metadata = dict[str, dict[str, str]]
@@ -114,11 +122,14 @@ class CaptionRules:
     keep_tokens: int = 0
     dropout_rate: float = 0.0
     tag_dropout_rate: float = 0.0
+    secondary_separator: str | None = None  # tags joined by it are one tag until written back as `separator`
+    wildcard: bool = False  # `{a|b}` picks one; a multi-line caption file picks one line per use
+    keep_tokens_separator: str = ""  # fixed part before it, fixed suffix after a second one
 
     @property
     def varies(self) -> bool:
         """Whether the caption of an image can change from step to step (so text outputs cannot be cached)."""
-        return self.shuffle or self.dropout_rate > 0 or self.tag_dropout_rate > 0
+        return self.shuffle or self.dropout_rate > 0 or self.tag_dropout_rate > 0 or self.wildcard
 
     def join(self, tags: list[str]) -> str:
         """Tags joined with the separator (and a space after a comma)."""
@@ -128,6 +139,24 @@ class CaptionRules:
     def split(self, text: str) -> list[str]:
         """Non-empty, stripped tags of a caption."""
         return [t.strip() for t in text.split(self.separator) if t.strip()]
+
+
+def caption_rules_from(cfg: DataSection) -> CaptionRules:
+    """The caption settings of a `[data]` section; reads every caption field, so each run reads them all."""
+    return CaptionRules(
+        trigger_word=cfg.trigger_word,
+        extension=cfg.caption_extension,
+        template=cfg.caption_template,
+        class_tokens=cfg.class_tokens_from_folder,
+        separator=cfg.caption_separator,
+        shuffle=cfg.shuffle_caption,
+        keep_tokens=cfg.keep_tokens,
+        dropout_rate=cfg.caption_dropout_rate,
+        tag_dropout_rate=cfg.caption_tag_dropout_rate,
+        secondary_separator=cfg.secondary_separator,
+        wildcard=cfg.enable_wildcard,
+        keep_tokens_separator=cfg.keep_tokens_separator,
+    )
 
 
 @dataclass(frozen=True)
@@ -144,7 +173,22 @@ def image_caption(record: ImageRecord, rules: CaptionRules, meta: Metadata | Non
     """The caption of an image with where it came from (see the module docstring for the precedence)."""
     side = caption_file(record.path, rules.extension)
     text = read_text(side) if side else ""
-    return Caption(_caption_text(record, rules, meta, text), side, side is not None and not text)
+    return Caption(_caption_text(record, rules, meta, wildcard_lines(text, rules)), side, side is not None and not text)
+
+
+def wildcard_lines(text: str, rules: CaptionRules) -> str:
+    """With wildcards, a caption file's non-empty lines, stripped, one per line (`vary` picks one per use), as
+    sd-scripts' `read_caption` (library/train_util.py) keeps them; otherwise the text as it is."""
+    if not rules.wildcard:
+        return text
+    return "\n".join(line.strip() for line in text.split("\n") if line.strip())
+
+
+def write_back_secondary(caption: str, rules: CaptionRules) -> str:
+    """The secondary separator replaced by the caption separator (sd-scripts: exactly that string, no space)."""
+    if not rules.secondary_separator:
+        return caption
+    return caption.replace(rules.secondary_separator, rules.separator)
 
 
 def _caption_text(record: ImageRecord, rules: CaptionRules, meta: Metadata | None, text: str) -> str:
@@ -167,16 +211,47 @@ def _caption_text(record: ImageRecord, rules: CaptionRules, meta: Metadata | Non
 
 
 def with_trigger(text: str, rules: CaptionRules) -> str:
-    """The trigger word prepended to a caption (or alone when the caption is empty)."""
+    """An image's caption as planned: the trigger word prepended (or alone when the caption is empty). When
+    captions do not vary per use, the secondary separator is written back here, once; otherwise `vary` does it
+    after shuffling."""
     trigger = rules.trigger_word.strip()
-    if not trigger:
-        return text
-    return rules.join([trigger, text]) if text else trigger
+    caption = (rules.join([trigger, text]) if text else trigger) if trigger else text
+    return caption if rules.varies else write_back_secondary(caption, rules)
+
+
+def pick_wildcards(text: str, rng: random.Random) -> str:
+    """One random line of a multi-line caption, then one random option of each `{a|b|c}`; `{{` and `}}` are
+    literal braces (sd-scripts' `process_caption` with enable_wildcard)."""
+    if "\n" in text:
+        text = rng.choice(text.split("\n"))
+    open_mark, close_mark = "⦅", "⦆"  # stand-ins for escaped braces, lengthened until the text has none
+    while open_mark in text or close_mark in text:
+        open_mark, close_mark = open_mark + "⦅", close_mark + "⦆"
+    text = text.replace("{{", open_mark).replace("}}", close_mark)
+    text = re.sub(r"\{([^}]+)\}", lambda m: rng.choice(m.group(1).split("|")), text)
+    return text.replace(open_mark, "{").replace(close_mark, "}")
+
+
+def tag_groups(body: str, rules: CaptionRules) -> tuple[list[str], list[str], list[str]]:
+    """(fixed head, flexible tags, fixed suffix): split at `keep_tokens_separator` when the caption has it (a second
+    one starts the suffix), else the first `keep_tokens` tags are the head."""
+    mark = rules.keep_tokens_separator
+    if mark and mark in body:
+        fixed, flex = body.split(mark, 1)
+        suffix = ""
+        if mark in flex:
+            flex, suffix = flex.split(mark, 1)
+        return rules.split(fixed), rules.split(flex), rules.split(suffix)
+    tags = rules.split(body)
+    return tags[: rules.keep_tokens], tags[rules.keep_tokens:], []
 
 
 def vary(caption: str, rules: CaptionRules, rng: random.Random) -> str:
-    """One step's version of a caption: tags after the trigger word and `keep_tokens` shuffled and dropped,
-    and the whole caption dropped with `dropout_rate` (kohya semantics)."""
+    """One step's version of a caption (see the module docstring for the order, which is sd-scripts').
+
+    Tag dropout draws before the shuffle (sd-scripts shuffles first): each flexible tag is kept independently and
+    the survivors are in uniformly random order either way, so the captions have the same distribution; the order
+    stays lorakit's so runs from before these options draw the same numbers."""
     if not rules.varies:
         return caption
     if rules.dropout_rate > 0 and rng.random() < rules.dropout_rate:
@@ -186,10 +261,15 @@ def vary(caption: str, rules: CaptionRules, rng: random.Random) -> str:
     trigger = rules.trigger_word.strip()
     if trigger and caption.startswith(trigger):
         head, body = [trigger], caption[len(trigger):].lstrip(rules.separator + " ")
-    tags = rules.split(body)
-    kept, rest = tags[: rules.keep_tokens], tags[rules.keep_tokens:]
-    if rules.tag_dropout_rate > 0:
-        rest = [t for t in rest if rng.random() >= rules.tag_dropout_rate]
-    if rules.shuffle:
-        rng.shuffle(rest)
-    return rules.join(head + kept + rest)
+    if rules.wildcard:
+        body = pick_wildcards(body, rng)
+    if rules.shuffle or rules.tag_dropout_rate > 0:
+        fixed, rest, suffix = tag_groups(body, rules)
+        if rules.tag_dropout_rate > 0:
+            rest = [t for t in rest if rng.random() >= rules.tag_dropout_rate]
+        if rules.shuffle:
+            rng.shuffle(rest)
+        text = rules.join(head + fixed + rest + suffix)
+    else:  # sd-scripts leaves the text as it is (a keep_tokens_separator in it too)
+        text = rules.join(head + [body]) if body else rules.join(head)
+    return write_back_secondary(text, rules)
