@@ -22,6 +22,13 @@ MODE_UNUSED = {
     "ileco": {
         "train.max_train_epochs": "it counts iterations: set train.max_train_steps",
         "train.noise_offset": "it predicts on pure noise",
+        **{f"train.{k}": "it predicts on pure noise (no image is noised)" for k in (
+            "noise_offset_random_strength", "adaptive_noise_scale", "multires_noise_iterations",
+            "multires_noise_discount", "ip_noise_gamma", "ip_noise_gamma_random_strength", "zero_terminal_snr")},
+        **{f"train.{k}": "its timesteps are drawn over the whole schedule (not implemented for iLECO)"
+           for k in ("min_timestep", "max_timestep")},
+        **{f"train.{k}": "iLECO's loss applies min_snr_gamma only (not implemented for iLECO)"
+           for k in ("debiased_estimation_loss", "scale_v_pred_loss_like_noise_pred", "v_pred_like_loss")},
         "network.train_text_encoder": "the text encoder is what encodes the concept (UNet only, as TrainTrain)",
         "train.cache_latents": "it encodes no images",
         "train.cache_text_encoder_outputs": "its prompts are always encoded once (the text encoders are frozen)",

@@ -10,8 +10,10 @@ import torch
 from ..config.schema import LorakitConfig
 from ..data.example import BatchSampler, Example
 from ..engine.encode import BatchEncoder, size_conditioning
-from ..engine.loss import add_noise, diffusion_loss, target_for
+from ..engine.loss import LossSettings, NoiseSettings, add_noise, diffusion_loss, target_for, \
+    zero_terminal_snr_schedule
 from ..engine.mode import Stage
+from ..errors import ConfigError
 from ..families import ModelParts
 from ..networks.attach import network_parameters
 
@@ -21,13 +23,22 @@ if TYPE_CHECKING:
 
 class DenoisingTask:
     """Noise an image's latents at a random timestep and predict the noise (or velocity): kohya's train_network
-    loss. A regularisation image's loss is weighted by `prior_loss_weight` before the batch mean."""
+    loss, with its noise and loss options (engine/loss.py). A regularisation image's loss is weighted by
+    `prior_loss_weight` before the SNR weights and the batch mean."""
 
     def __init__(self, parts: ModelParts, cfg: LorakitConfig, encoder: BatchEncoder, sampler: BatchSampler,
                  prior_loss_weight: float = 1.0) -> None:
         self.parts, self.cfg, self.encoder, self.sampler = parts, cfg, encoder, sampler
         self.prior_loss_weight = prior_loss_weight
         self.text_frozen = False
+        t = cfg.train
+        self.noise, self.weighting = NoiseSettings.from_train(t), LossSettings.from_train(t)
+        check_prediction_type(self.weighting, parts.noise_scheduler.config.prediction_type)
+        # Noising and the target use the (rescaled) copy; the SNR weights keep the model's schedule, as in
+        # sd-scripts, whose all_snr table is computed before fix_noise_scheduler_betas_for_zero_terminal_snr.
+        self.snr_scheduler = parts.noise_scheduler
+        self.scheduler = zero_terminal_snr_schedule(parts.noise_scheduler) if t.zero_terminal_snr \
+            else parts.noise_scheduler
 
     def freeze_text_encoders(self) -> None:
         for te in self.parts.text_encoders:
@@ -43,15 +54,27 @@ class DenoisingTask:
             te.train(on and self.cfg.network.train_text_encoder and not self.text_frozen)
 
     def loss(self, examples: list[Example], gen: torch.Generator) -> torch.Tensor:
-        t, fam = self.cfg.train, self.parts.family
+        fam = self.parts.family
         latents = self.encoder.image_latents(examples)
         cond = self.encoder.text_conditioning([e.caption for e in examples])
-        sched = self.parts.noise_scheduler
-        noisy, noise, timesteps = add_noise(latents, sched, gen, t.noise_offset)
+        noisy, noise, timesteps = add_noise(latents, self.scheduler, gen, self.noise)
         pred = self.parts.unet(noisy, timesteps, **fam.unet_kwargs(cond, size_conditioning(examples))).sample
         weights = sample_weights(examples, self.prior_loss_weight) if any(e.is_reg for e in examples) else None
-        return diffusion_loss(pred, target_for(sched, latents, noise, timesteps), sched, timesteps, t.min_snr_gamma,
-                              weights)
+        target = target_for(self.scheduler, latents, noise, timesteps)
+        return diffusion_loss(pred, target, self.snr_scheduler, timesteps, self.weighting, weights)
+
+
+def check_prediction_type(weighting: LossSettings, prediction_type: str) -> None:
+    """The loss options that only fit one prediction type, against the loaded model's (sd-scripts refuses them in
+    verify_training_args; the config alone may not tell, with model.v_parameterization unset)."""
+    v_prediction = prediction_type == "v_prediction"
+    if weighting.scale_v_pred_loss_like_noise_pred and not v_prediction:
+        raise ConfigError(["train.scale_v_pred_loss_like_noise_pred: the model predicts noise (epsilon), and this "
+                           "scales a v-prediction loss; remove it (or set model.v_parameterization = true for a "
+                           "v-prediction model)"])
+    if weighting.v_pred_like_loss and v_prediction:
+        raise ConfigError(["train.v_pred_like_loss: the model already predicts v; this adds a v-like term to a "
+                           "noise-prediction loss; remove it"])
 
 
 def sample_weights(examples: list[Example], prior_loss_weight: float) -> torch.Tensor:
