@@ -432,6 +432,12 @@ def check_training(cfg: LorakitConfig) -> list[Finding]:
     found = []
     if t.lr_warmup_ratio is not None and t.lr_warmup_steps > 0:
         found.append(Finding("train.lr_warmup_ratio", "set either lr_warmup_steps or lr_warmup_ratio, not both"))
+    for key, precision in (("full_fp16", "fp16"), ("full_bf16", "bf16")):
+        if getattr(t, key) and t.mixed_precision != precision:
+            found.append(Finding(f"train.{key}", f"needs train.mixed_precision = '{precision}' (the network is kept "
+                                 f"in {precision}; now '{t.mixed_precision}')"))
+    if t.full_fp16 and t.full_bf16:
+        found.append(Finding("train.full_bf16", "set full_fp16 or full_bf16, not both"))
     if not n.train_text_encoder:
         if t.text_encoder_lr is not None:
             found.append(Finding("train.text_encoder_lr", "is set but network.train_text_encoder is false: "
@@ -620,6 +626,8 @@ def check_paths(cfg: LorakitConfig) -> list[Finding]:
         value = getattr(cfg.data, name)
         if name.endswith("_dir") and isinstance(value, str):
             need(f"data.{name}", value, True)
+    for i, subset in enumerate(getattr(cfg.data, "subsets", [])):  # sd-scripts' dataset subsets, one folder each
+        need(f"data.subsets[{i}].image_dir", subset.image_dir, True)
     metadata = getattr(cfg.data, "caption_metadata", "")
     if metadata and not (Path(cfg.data.train_data_dir) / metadata).is_file():  # relative to the images is fine
         need("data.caption_metadata", metadata, False)
@@ -671,9 +679,12 @@ def check(cfg: LorakitConfig, paths: bool = False, machine: str = "error") -> tu
     (`lorakit plan` of a config meant for another machine)."""
     from ..networks.findings import network_findings  # torch-free: network type combinations
     from ..networks.targets import selection_findings  # torch-free: blocks, element, per-block dims
+    from .data_rules import check_data_options  # imports Finding from here
+    from .loss_rules import check_loss_options  # imports Finding from here
     from .mode_rules import check_mode  # imports Finding from here
 
     found = check_unimplemented(cfg) + check_mode(cfg) + check_training(cfg) + check_family(cfg) + check_arguments(cfg)
+    found += check_data_options(cfg) + check_loss_options(cfg)
     found += check_optimizer(cfg)
     found += selection_findings(cfg) + network_findings(cfg)
     found += check_samples(cfg, paths)

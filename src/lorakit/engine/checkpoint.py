@@ -43,7 +43,7 @@ def save_size_estimate(groups: list[dict], save_precision: str, save_format: str
 def run_metadata(cfg: LorakitConfig, optimizer: torch.optim.Optimizer, total_epochs: int) -> dict[str, str]:
     """The training settings sd-scripts records in a LoRA's metadata, in its spelling (train_network.py):
     `ss_optimizer` is the optimizer's module.class with the user's arguments, e.g.
-    "torch.optim.adamw.AdamW(weight_decay=0.01)"; lorakit has no CLIP skip, so `ss_clip_skip` is "None"."""
+    "torch.optim.adamw.AdamW(weight_decay=0.01)"; unset values are "None", as sd-scripts' str(None)."""
     from ..config.validate import parse_args_list
 
     t, inner = cfg.train, getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the optimizer
@@ -52,7 +52,8 @@ def run_metadata(cfg: LorakitConfig, optimizer: torch.optim.Optimizer, total_epo
     te_lr = t.text_encoder_lr if t.text_encoder_lr is not None else t.learning_rate
     return {
         "ss_sd_model_name": Path(cfg.model.pretrained_model_name_or_path).name,
-        "ss_clip_skip": "None",
+        "ss_clip_skip": str(t.clip_skip),
+        "ss_max_token_length": str(t.max_token_length),
         "ss_optimizer": f"{type(inner).__module__}.{type(inner).__name__}" + (f"({args})" if args else ""),
         "ss_mixed_precision": t.mixed_precision,
         "ss_num_epochs": str(total_epochs),
@@ -68,6 +69,15 @@ def run_metadata(cfg: LorakitConfig, optimizer: torch.optim.Optimizer, total_epo
         "ss_min_snr_gamma": str(t.min_snr_gamma) if t.min_snr_gamma else "None",
         "ss_gradient_checkpointing": str(t.gradient_checkpointing),
         "ss_cache_latents": str(t.cache_latents),
+        "ss_multires_noise_iterations": str(t.multires_noise_iterations),
+        "ss_multires_noise_discount": str(t.multires_noise_discount),
+        "ss_adaptive_noise_scale": str(t.adaptive_noise_scale),
+        "ss_zero_terminal_snr": str(t.zero_terminal_snr),
+        "ss_scale_weight_norms": str(t.scale_weight_norms),
+        "ss_ip_noise_gamma": str(t.ip_noise_gamma),
+        "ss_debiased_estimation": str(t.debiased_estimation_loss),
+        "ss_noise_offset_random_strength": str(t.noise_offset_random_strength),
+        "ss_ip_noise_gamma_random_strength": str(t.ip_noise_gamma_random_strength),
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import shutil
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -17,6 +18,7 @@ from ..config.schema import FaultsSection, LorakitConfig, NetworkSection, TrainS
 from ..config.validate import check_arguments, check_log_with, weights_file
 from ..data.cache import TensorCache, default_cache_dir, missing_examples
 from ..data.pipeline import DatasetPlan, build_dataset
+from ..data.transforms import augment_from
 from ..errors import ConfigError, LorakitError, NonFiniteStop, OutOfMemoryStop
 from ..io import check_free_space, remove_stale_temps, temps_under
 from ..families import ModelParts, detect_family, load_model
@@ -186,7 +188,7 @@ class Run:
         captions_vary = self.dataset is not None and self.dataset.captions_vary
         cache_text = t.cache_text_encoder_outputs and not cfg.network.train_text_encoder and not captions_vary
         self.encoder = BatchEncoder(self.parts, self.device, self.dtype, t.cache_latents, cache_text, t.seed,
-                                    self.disk)
+                                    self.disk, augment=augment_from(cfg.data))
         self.gen = torch.Generator(device=self.device).manual_seed(t.seed)  # every random draw of the loss
         self.samples = SampleRenderer(cfg, self.parts, run_dir / "samples", self.accelerator.autocast,
                                       self.events) if sampling else None
@@ -200,6 +202,7 @@ class Run:
         self.faults = FaultInjector(cfg.faults)
         self.fingerprints: dict[str, str] | None = None
         self.written: list[Path] = []  # LoRA files saved so far (a checkpoint lists them: a resume keeps them)
+        self.max_norm_scaled, self.max_norm_last = 0, (0.0, 0.0)  # train.scale_weight_norms: this epoch so far
 
     @property
     def device(self) -> torch.device:
@@ -283,6 +286,7 @@ class Run:
         if stage.save:  # this stage's network (a later stage's, or one after a loaded first pass): room for it
             check_free_space(self.run_dir, save_size_estimate(stage.groups, out.save_precision, out.save_format),
                              "output folder")
+        self._full_half(t.full_fp16, t.full_bf16, stage.groups)
         optimizer = build_optimizer(t.optimizer_type, stage.groups, t.learning_rate, t.optimizer_args)
         scheduler = scheduler_for(t, optimizer, stage.warmup_steps, stage.steps)
         optimizer, scheduler = self.accelerator.prepare(optimizer, scheduler)
@@ -297,6 +301,8 @@ class Run:
 
         def after_step(step: int, epoch: int, epoch_done: bool) -> None:
             self.step = offset + step
+            if t.scale_weight_norms:  # before samples and saves, as sd-scripts' loop
+                self._max_norm(stage, t.scale_weight_norms, epoch if epoch_done or step == stage.steps else None)
             validate = stage.validate is not None and step % t.validate_every_n_steps == 0
             sample = self.samples is not None and self.samples.due(self.step, epoch if epoch_done else None)
             if validate:
@@ -311,6 +317,16 @@ class Run:
                 self.commands.save = False
                 if stage.save or requested:  # asked for: saved even in a stage that is not (the copy machine)
                     self._save(stage, step, meta)
+                    if every and out.save_last_n_steps:  # sd-scripts' get_remove_step_no
+                        old = self.step - out.save_last_n_steps - 1
+                        if old - old % every > 0:
+                            self._remove_save(f"{stage.output_name}-step{old - old % every:08d}")
+            by_epoch = out.save_every_n_epochs
+            if by_epoch and epoch_done and epoch % by_epoch == 0 and step < stage.steps and stage.save:
+                self._save(stage, step, meta, epoch=epoch)
+                if out.save_last_n_epochs and epoch - by_epoch * out.save_last_n_epochs > 0:  # get_remove_epoch_no
+                    self._remove_save(f"{stage.output_name}-{epoch - by_epoch * out.save_last_n_epochs:06d}")
+
             if sample:
                 self._sample(stage)
             due = (ck.every_n_steps and self.step % ck.every_n_steps == 0) or (
@@ -473,12 +489,14 @@ class Run:
         return LoopState(step=state["stage_step"], position=Position(state["epoch"], state["batch"]),
                          nonfinite_in_row=state["nonfinite_in_row"], nonfinite_total=state["nonfinite_total"])
 
-    def _save(self, stage: Stage, step: int, run_meta: dict[str, str], final: bool = False) -> Path:
+    def _save(self, stage: Stage, step: int, run_meta: dict[str, str], final: bool = False,
+              epoch: int | None = None) -> Path:
         """Save the stage's network after its `step`-th step: `<output_name>` at its end, `<output_name>-step<N>`
-        before (N: the run's step)."""
+        before (N: the run's step), `<output_name>-<epoch, 6 digits>` at an epoch's end (sd-scripts' names)."""
         c = stage.cfg
         # file names and events count the run's steps (as log.csv and the samples do); the metadata the network's
-        name = stage.output_name if final else f"{stage.output_name}-step{self.step:08d}"
+        name = stage.output_name if final else f"{stage.output_name}-{epoch:06d}" if epoch else \
+            f"{stage.output_name}-step{self.step:08d}"
         meta = formats.kohya_metadata(
             self.parts, name=name, resolution=stage.resolution, steps=step, epochs=_epoch(stage, step),
             learning_rate=c.train.learning_rate, te_trained=c.network.train_text_encoder, seed=c.train.seed,
@@ -495,6 +513,50 @@ class Run:
             self.result.checkpoints.append(saved.main)
         self.events.on_save(self.step, saved.main)
         return saved.main
+
+    def _full_half(self, fp16: bool, bf16: bool, groups: list[dict]) -> None:
+        """sd-scripts' full_fp16 / full_bf16: the trained network itself (weights, gradients, optimizer state) in
+        half precision. fp16 gradients then reach the gradient scaler, which torch refuses to unscale unless told
+        (sd-scripts' patch_accelerator_for_fp16_training does the same)."""
+        half = torch.float16 if fp16 else torch.bfloat16 if bf16 else None
+        if half is None:
+            return
+        for group in groups:
+            for param in group["params"]:
+                param.data = param.data.to(half)
+        scaler = self.accelerator.scaler
+        if fp16 and scaler is not None and not getattr(scaler, "lorakit_fp16_grads", False):
+            unscale = scaler._unscale_grads_
+            scaler._unscale_grads_ = lambda opt, inv, found, allow_fp16: unscale(opt, inv, found, True)
+            scaler.lorakit_fp16_grads = True
+
+    def _max_norm(self, stage: Stage, max_norm: float, report_epoch: int | None) -> None:
+        """train.scale_weight_norms after a step (sd-scripts' apply_max_norm_regularization on the network this
+        stage trains); the modules scaled are counted and reported at each epoch's end in the run log."""
+        from ..networks.max_norm import apply_max_norm
+
+        result = apply_max_norm(self.parts, max_norm, stage.adapter)
+        self.max_norm_scaled += result.keys_scaled
+        self.max_norm_last = (result.mean_norm, result.max_norm)
+        if report_epoch is not None:
+            mean, largest = self.max_norm_last
+            self.events.on_notice(f"max-norm {max_norm}: {self.max_norm_scaled} module updates scaled down in "
+                                  f"epoch {report_epoch} (after the last step: mean norm {mean:.4g}, largest "
+                                  f"{largest:.4g})")
+            self.max_norm_scaled = 0
+
+    def _remove_save(self, name: str) -> None:
+        """Delete an earlier save `name` (kohya file and PEFT folder) that save_last_n_* no longer keeps."""
+        for path in (self.train_dir / f"{name}.safetensors", self.train_dir / f"{name}_peft"):
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+            else:
+                continue
+            self.written = [p for p in self.written if p != path]
+            self.result.checkpoints = [p for p in self.result.checkpoints if p != path]
+            self.events.on_notice(f"removed {path.name} (output.save_last_n_*)")
 
     def _sample(self, stage: Stage | None) -> None:
         """Render the sample prompts with the networks as they are now, at the stage's sample weights (Difference:
