@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from lorakit.config.loader import resolve_layers
 from lorakit.config.schema import MODE_SECTIONS, LorakitConfig, Section
 from lorakit.config.validate import UNIMPLEMENTED_FIELDS, UNIMPLEMENTED_SECTIONS, check
-from lorakit.data.settings import DataSection
+from lorakit.data.settings import DataSection, Subset
 from lorakit.engine import trainer
 from lorakit.runs import new_run_dir
 
@@ -90,6 +90,9 @@ def fields_read(tmp_path_factory: pytest.TempPathFactory) -> set[tuple[str, str]
          "train_batch_size=2}", "sample.prompts=['a cat --s 1']", "sample.every_n_steps=1",
          "sample.negative_prompt='bad'", "sample.steps=1", "sample.guidance_scale=2.0",
          "sample.seed=3", "sample.width=64", "sample.height=64", f"sample.prompts_file='{prompts_file}'"],
+        ["data.layout='kohya'", "train.max_train_steps=1",  # sd-scripts' dataset subsets
+         f"data.subsets=[{{image_dir='{images}', num_repeats=2, class_tokens='sks'}}, "
+         f"{{image_dir='{reg}', is_reg=true}}]"],
     )]
     reads: set[tuple[str, str]] = set()
 
@@ -99,7 +102,7 @@ def fields_read(tmp_path_factory: pytest.TempPathFactory) -> set[tuple[str, str]
             reads.add((type(self).__name__, name))
         return value
 
-    patched = (Section, DataSection)
+    patched = (Section, DataSection, Subset)
     for cls in patched:
         cls.__getattribute__ = tracking  # type: ignore[method-assign]
     try:

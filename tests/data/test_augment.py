@@ -137,3 +137,86 @@ def test_cached_latents_refuse_per_use_augmentations() -> None:
     assert set(found) == {"data.color_aug", "data.random_crop"}
     assert all("train.cache_latents = false" in m for m in found.values())
     assert set(errors(True, random_crop=True)) == {"data.random_crop"}
+
+
+# -- per-use wiring: the sampler's seeds and flips ----------------------------------------------------------------
+def flip_examples(tmp_path: Path) -> list[Example]:
+    """Two images as the pipeline makes them: covered, centre-cropped (one wide, its crop 16 px from the left)."""
+    wide = Example(image=tmp_path / "w.png", caption="w", size=(64, 64), original_size=(64, 96), crop_top_left=(0, 16),
+                   repeats=3)
+    kohya = Example(image=tmp_path / "k.png", caption="k", size=(64, 64), original_size=(80, 100), repeats=2,
+                    resized=(80, 64), crop_top_left=(0, 8))
+    return [wide, kohya]
+
+
+def test_mirror_moves_the_crop_to_the_other_side(tmp_path: Path) -> None:
+    """sd-scripts' __getitem__: a flipped use's crop left is `width - crop right`; lorakit measures its crop in the
+    resized image (pipeline.examples_for), so the mirror's left is resized width − left − bucket width."""
+    wide, kohya = flip_examples(tmp_path)
+    assert wide.mirrored().flip and wide.mirrored().crop_top_left == (0, 96 - 16 - 64)
+    assert kohya.mirrored().crop_top_left == (0, 80 - 8 - 64)
+    assert wide.mirrored().mirrored() == wide and wide.mirrored().key != wide.key
+
+
+def test_sampler_without_augmentation_is_unchanged(tmp_path: Path) -> None:
+    from lorakit.data.sampler import BucketBatchSampler
+
+    examples = flip_examples(tmp_path)
+    plain = BucketBatchSampler(examples, 2, seed=5)
+    off = BucketBatchSampler(examples, 2, seed=5, augment=False, random_flip=False)
+    for epoch in (1, 2):
+        a, b = list(plain.batches(epoch)), list(off.batches(epoch))
+        assert a == b and all(e.aug_seed is None and not e.flip for batch in b for e in batch)
+    assert off.mirrored_examples() == []
+
+
+def test_random_flip_draws_per_use(tmp_path: Path) -> None:
+    """sd-scripts flips each use with `random.random() < 0.5` (library/train_util.py BaseDataset.__getitem__);
+    lorakit draws it from the epoch's augmentation generator, seeded (seed × 1000003 + epoch) × 31 + 3, after the
+    use's augmentation seed (63 random bits) when color_aug / random_crop are on. The order of uses is that of the
+    sampler without augmentation."""
+    from lorakit.data.sampler import BucketBatchSampler
+
+    examples = flip_examples(tmp_path)
+    flips = 0
+    for augment in (False, True):
+        sampler = BucketBatchSampler(examples, 1, seed=5, augment=augment, random_flip=True)
+        plain = BucketBatchSampler(examples, 1, seed=5)
+        for epoch in range(1, 200):
+            ref = random.Random((5 * 1_000_003 + epoch) * 31 + 3)
+            for [use], [base] in zip(sampler.batches(epoch), plain.batches(epoch), strict=True):
+                seed = ref.getrandbits(63) if augment else None
+                flipped = ref.random() < 0.5
+                assert use == (base.mirrored() if flipped else base) and use.aug_seed == seed
+                flips += flipped
+    assert 0.45 < flips / (2 * 199 * 5) < 0.55
+    assert {m.key for m in sampler.mirrored_examples()} == {e.mirrored().key for e in examples}
+
+
+def test_resume_mid_epoch_repeats_the_draws(tmp_path: Path) -> None:
+    """engine/loop.py Batches: a resumed run rebuilds the epoch from its position; seeds and flips come with it."""
+    from lorakit.data.sampler import BucketBatchSampler
+    from lorakit.engine.loop import Batches, Position
+
+    sampler = BucketBatchSampler(flip_examples(tmp_path), 1, seed=2, augment=True, random_flip=True)
+    walk = Batches(sampler, Position())
+    whole = [walk.next()[1] for _ in range(12)]
+    resumed = Batches(sampler, Position(epoch=2, batch=3))
+    tail = [resumed.next()[1] for _ in range(4)]
+    assert [[(e.key, e.aug_seed, e.crop_top_left) for e in b] for b in tail] == \
+        [[(e.key, e.aug_seed, e.crop_top_left) for e in b] for b in whole[8:]]
+
+
+def test_the_pipeline_reads_the_augmentation_settings(tmp_path: Path) -> None:
+    from conftest import write_images
+
+    from lorakit.data.pipeline import build_dataset
+
+    folder = write_images(tmp_path / "imgs", count=2)
+    plain = build_dataset(DataSection(train_data_dir=str(folder), resolution=64), 1, 0)
+    flipping = build_dataset(DataSection(train_data_dir=str(folder), resolution=64, random_flip=True), 1, 0)
+    colour = build_dataset(DataSection(train_data_dir=str(folder), resolution=64, color_aug=True), 1, 0)
+    assert plain.examples == plain.train and len(flipping.examples) == 4
+    assert {e.key for e in flipping.examples} == {e.key for e in plain.train} | {e.mirrored().key for e in plain.train}
+    sampler = colour.sampler
+    assert sampler.augment and not sampler.random_flip and flipping.sampler.random_flip  # type: ignore[attr-defined]

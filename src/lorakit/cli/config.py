@@ -114,29 +114,47 @@ def _write_new(path: Path, text: str, force: bool) -> None:
 
 @config_app.command("import")
 def import_(
-    file: Annotated[Path, typer.Argument(help="kohya_ss GUI .json or sd-scripts .toml config.")],
+    file: Annotated[Path, typer.Argument(help="kohya_ss GUI .json or sd-scripts .toml training config.")],
     dataset_toml: Annotated[Optional[Path], typer.Option("--dataset-toml", help="sd-scripts dataset TOML.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the lorakit TOML here.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit with status 2 when a setting the run depends "
+                                         "on is unsupported (the lorakit run would differ from kohya's).")] = False,
+    report: Annotated[bool, typer.Option("--report", help="List every key: mapped (old → new), inert (why) "
+                                         "and unsupported (what lorakit would need).")] = False,
 ) -> None:
-    """Convert a kohya_ss / sd-scripts config to a lorakit TOML and list what could not be mapped."""
+    """Convert a kohya_ss GUI JSON / sd-scripts TOML into a lorakit TOML that trains what kohya would: the GUI's
+    values as kohya_ss launches sd-scripts, absent keys at sd-scripts' defaults, kohya's folder layout."""
     from ..config.importers import import_file
     from ..config.loader import Layer, resolve
 
     result = import_file(file, dataset_toml)
-    for key, value, reason in result.unmapped:
-        err_console.print(f"[yellow]not mapped:[/] {escape(f'{key} = {value!r}: {reason}')}")
-    if result.empty:
-        err_console.print(escape(f"skipped {len(result.empty)} empty/off keys: {', '.join(result.empty)}"))
+    groups = result.report()
+    if report:
+        for key, _, target in groups["mapped"]:
+            err_console.print(escape(f"mapped:      {key} → {target}"))
+        for key, value, why in groups["inert"]:
+            err_console.print(escape(f"inert:       {key}{'' if value is None else f' = {value!r}'}: {why}"))
+    for key, value, need in groups["unsupported"]:
+        err_console.print(f"[yellow]unsupported:[/] {escape(f'{key} = {value!r}: {need}')}")
+    if result.defaults:
+        err_console.print(escape(f"not in the file, at sd-scripts' defaults: {', '.join(result.defaults)}"))
     for note in result.notes:
         err_console.print(f"[cyan]note:[/] {escape(note)}")
     resolve([Layer(str(file), result.values)])  # a value lorakit rejects is reported (exit 2) and nothing written
     text = result.to_toml(str(file))
+    summary = (f"{len(groups['mapped'])} mapped, {len(groups['inert'])} inert, "
+               f"{len(groups['unsupported'])} unsupported")
     if out:
         _write_new(out, text, force)
-        err_console.print(escape(f"wrote {out}: {len(result.mapped)} keys mapped"))
+        err_console.print(escape(f"wrote {out}: {summary}"))
     else:
         typer.echo(text, nl=False)
+        err_console.print(escape(summary))
+    if strict and groups["unsupported"]:
+        raise ConfigError([f"{file}: {len(groups['unsupported'])} setting(s) kohya would use are unsupported "
+                           "(listed above)"], "set them by hand, or import without --strict to accept the "
+                          "difference")
 
 
 @config_app.command("migrate")

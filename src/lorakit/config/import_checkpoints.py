@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 # the checkpoint defaults stay.
 STATE_KEYS = ("save_state", "save_state_on_train_end", "save_every_n_epochs", "save_last_n_steps_state",
               "save_last_n_epochs_state", "save_last_n_steps", "save_last_n_epochs")
-KEEPS_LORA_FILES = "lorakit never deletes the LoRA files of output.save_every_n_steps"
 
 
 def count(r: ImportResult, src: dict[str, Any], key: str, report: bool = True) -> int | None:
@@ -78,12 +77,15 @@ def import_state_saving(r: ImportResult, src: dict[str, Any]) -> None:
         r.notes.append("kohya saves no state by steps without save_every_n_steps; lorakit still writes a checkpoint "
                        f"every {CheckpointSection.model_fields['every_n_steps'].default} steps "
                        "(checkpoint.every_n_steps)")
+    if every["epochs"]:
+        r.put("save_every_n_epochs", "output.save_every_n_epochs", every["epochs"])
     if save_state and every["epochs"]:
-        r.put("save_every_n_epochs", "checkpoint.every_n_epochs", every["epochs"])
-        r.notes.append("kohya also saves a LoRA file every save_every_n_epochs epochs; lorakit saves LoRA files by "
-                       "steps only (output.save_every_n_steps); its epoch checkpoints hold the adapter")
-    reasons = {"save_every_n_epochs": "lorakit saves LoRA files by steps only (output.save_every_n_steps); "
-               "checkpoint.every_n_epochs (with save_state) writes resumable checkpoints by epochs"}
+        checkpoint["every_n_epochs"] = every["epochs"]
+        r.mapped["save_every_n_epochs"] = "output.save_every_n_epochs and checkpoint.every_n_epochs"
+    for key in ("save_last_n_steps", "save_last_n_epochs"):  # the LoRA files' own kept counts
+        if counts.get(key):
+            r.put(key, f"output.{key}", counts[key])
+    reasons: dict[str, str] = {}
     keep = 0
     for kind in ("steps", "epochs"):
         state_key, files_key = f"save_last_n_{kind}_state", f"save_last_n_{kind}"
@@ -91,10 +93,9 @@ def import_state_saving(r: ImportResult, src: dict[str, Any]) -> None:
         n = counts.get(source)
         if n and save_state and every[kind]:
             keep += n // every[kind] + 1 if kind == "steps" else n
-            r.mapped[source] = "checkpoint.keep_last" + (
-                "" if source == state_key else f" (kohya prunes the states by it too; {KEEPS_LORA_FILES})")
+            r.mapped[source] = "checkpoint.keep_last" + ("" if source == state_key else
+                                                         f" and output.{files_key} (kohya prunes the states by it too)")
         reasons[state_key] = f"kohya keeps {kind[:-1]} states only with save_state and save_every_n_{kind}"
-        reasons[files_key] = KEEPS_LORA_FILES
     if keep:
         checkpoint["keep_last"] = keep
     if not checkpoint:

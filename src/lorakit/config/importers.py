@@ -22,27 +22,57 @@ from pydantic.fields import FieldInfo
 
 from ..errors import ConfigError
 from .import_checkpoints import STATE_KEYS, import_state_saving
+from .import_gui import gui_to_sd_scripts
+from .sd_scripts_args import ARGUMENTS
 from .import_networks import import_network
 from .migrate import section_of
 from .schema import CONFIG_VERSION, LorakitConfig
 
 PRECISIONS = {"float": "fp32", "fp32": "fp32", "fp16": "fp16", "bf16": "bf16"}
-REASONS = {
+INERT = {  # keys that change nothing kohya trains
     "logging_dir": "lorakit logs into the run folder (runs/<run_id>/)",
     "log_prefix": "lorakit logs into the run folder (runs/<run_id>/)",
-    "log_with": "lorakit writes its own CSV log; trackers are not supported yet",
-    "clip_skip": "not supported yet",
-    "xformers": "lorakit uses PyTorch SDPA attention (train.sdpa)",
-    "mem_eff_attn": "lorakit uses PyTorch SDPA attention (train.sdpa)",
+    "log_with": "lorakit writes its own CSV log (train.log_with adds TensorBoard)",
+    "log_config": "lorakit keeps the config in the run folder",
+    "xformers": "the attention kernel (lorakit uses PyTorch SDPA)",
+    "mem_eff_attn": "the attention kernel (lorakit uses PyTorch SDPA)",
+    "sdpa": "the attention kernel (lorakit uses PyTorch SDPA)",
     "save_model_as": "lorakit always saves .safetensors (output.save_format picks kohya/peft)",
+    "sample_sampler": "samples only: lorakit samples with the model's own scheduler",
+    "max_data_loader_n_workers": "data-loading speed only", "persistent_data_loader_workers": "data-loading speed only",
+    "vae_batch_size": "caching speed only", "highvram": "memory use only", "lowram": "memory use only",
+    "no_half_vae": "lorakit keeps the VAE in fp32 where it must", "skip_cache_check": "caching speed only",
+    "cache_text_encoder_outputs_to_disk": "caching only", "cache_info": "caching only",
+    "output_dir": "lorakit writes under output.output_dir (set it on the command line or in your layers)",
+    "dynamo_backend": "compilation speed only", "ddp_timeout": "multi-GPU only",
+    "ddp_gradient_as_bucket_view": "multi-GPU only", "ddp_static_graph": "multi-GPU only",
+    "debug_dataset": "a debugging aid", "no_metadata": "lorakit always writes metadata",
+    "training_comment": "metadata only", "output_config": "a debugging aid",
+    "num_cpu_threads_per_process": "an accelerate launch setting (CPU threads)",
+    "sdxl_no_half_vae": "lorakit keeps the VAE in fp32 where it must", "comment": "a comment",
+    "discrete_flow_shift": "Flux/SD3 only", "ggpo_beta": "Flux only", "ggpo_sigma": "Flux only",
+    "weighting_scheme": "SD3/Flux only", "logit_mean": "SD3/Flux only", "logit_std": "SD3/Flux only",
+    "mode_scale": "SD3/Flux only", "text_encoder_batch_size": "SD3/Flux only", "blocks_to_swap": "SD3/Flux only",
+}
+# sd-scripts' defaults of keys lorakit has no setting for: at these values they are off
+OFF_VALUES = {"token_warmup_min": 1, "token_warmup_step": 0, "dataset_repeats": 1, "caption_dropout_every_n_epochs": 0,
+              "huber_c": 0.1, "huber_scale": 1.0, "huber_schedule": "snr", "loss_type": "l2",
+              "resize_interpolation": "lanczos"}
+REASONS = {  # keys the run depends on that lorakit cannot reproduce
     "resume": "lorakit cannot continue an sd-scripts state folder (accelerate's format); continue from the LoRA "
               "with network.network_weights, or resume lorakit's own checkpoints with `lorakit train --resume`",
-    "network_train_text_encoder_only": "lorakit cannot train only the text encoder",
-    "stop_text_encoder_training_pct": "",
-    "full_fp16": "lorakit keeps LoRA weights in fp32 and autocasts (train.mixed_precision)",
-    "full_bf16": "lorakit keeps LoRA weights in fp32 and autocasts (train.mixed_precision)",
-    "sample_sampler": "lorakit samples with the model's own scheduler",
-    "additional_parameters": "free-form command-line arguments cannot be mapped; set the keys individually",
+    "network_train_text_encoder_only": "lorakit always trains the UNet: a text-encoder-only LoRA needs a setting "
+                                       "lorakit does not have",
+    "stop_text_encoder_training_pct": "a percentage: set train.stop_text_encoder_training in steps",
+    "loss_type": "lorakit trains the L2 (MSE) loss only; huber/smooth_l1/l1 are not implemented",
+    "caption_dropout_every_n_epochs": "not implemented: use data.caption_dropout_rate",
+    "weighted_captions": "attention-weighted captions are not implemented",
+    "face_crop_aug_range": "face-crop augmentation is not implemented",
+    "token_warmup_step": "token warm-up is not implemented", "token_warmup_min": "token warm-up is not implemented",
+    "fp8_base": "fp8 base weights are not implemented", "fp8_base_unet": "fp8 base weights are not implemented",
+    "base_weights": "merging base LoRAs before training is not implemented",
+    "dim_from_weights": "set network.network_dim to the rank of network_weights",
+    "train_inpainting": "inpainting training is not implemented",
 }
 GUI_ONLY = {
     "file_path", "save_as", "headless", "print_only", "model_list",
@@ -65,7 +95,26 @@ class ImportResult:
     empty: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    inert_keys: list[tuple[str, Any, str]] = field(default_factory=list)  # set, but changes nothing kohya trains
+    defaults: list[str] = field(default_factory=list)  # keys the source leaves out, at sd-scripts' default
+    source: dict[str, Any] = field(default_factory=dict)  # the sd-scripts arguments being read
     strict_source: str | None = None  # while set (reading a dataset TOML), an unreadable value is an error
+
+    def inert(self, source: str, value: Any, why: str) -> None:
+        """A source key that changes nothing the run trains (logging, attention kernel, GUI-only)."""
+        self.inert_keys.append((source, value, why))
+
+    def unsupported(self, source: str, value: Any, need: str) -> None:
+        """A source key the run depends on that lorakit cannot reproduce (what lorakit would need)."""
+        self.unmapped.append((source, value, need))
+
+    def report(self) -> dict[str, list[tuple[str, Any, str]]]:
+        """Every source key in one of three groups: mapped (key, lorakit key), inert (key, value, why) and
+        unsupported (key, value, what lorakit would need); keys left empty/off are inert."""
+        mapped = [(k, None, v) for k, v in self.mapped.items() if not v.startswith("(inert: ")]
+        inert = [(k, None, v[len("(inert: "):-1]) for k, v in self.mapped.items() if v.startswith("(inert: ")]
+        inert += self.inert_keys + [(k, None, "empty or off") for k in self.empty]
+        return {"mapped": mapped, "inert": inert, "unsupported": list(self.unmapped)}
 
     def put(self, source: str, dotted: str, value: Any) -> None:
         """Set lorakit key `dotted` from source key `source`, cast to the field's type; else record why not."""
@@ -105,8 +154,10 @@ class ImportResult:
         """The lorakit TOML, with the unmapped keys listed in comments at the top."""
         head = [f"# Imported by `lorakit config import` from {source}."]
         if self.unmapped:
-            head.append("# Not mapped (set these by hand if you need them):")
+            head.append("# Unsupported: kohya would use these, lorakit cannot (the run differs there):")
             head += [f"#   {k} = {v!r}: {why}" for k, v, why in self.unmapped]
+        if self.defaults:
+            head.append("# Not in the file, so at sd-scripts' defaults: " + ", ".join(self.defaults))
         head += [f"# Note: {n}" for n in self.notes]
         return "\n".join(head) + "\n\n" + tomli_w.dumps({"version": CONFIG_VERSION, **self.values})
 
@@ -206,6 +257,23 @@ def _resolution(r: ImportResult, key: str, value: Any) -> None:
     if not sides:
         r.skip(key, value, "empty resolution")
         return
+    if not _buckets_on(r) and any(side % 8 for side in sides):
+        rounded = [side - side % 8 for side in sides]
+        r.unsupported(key, value, f"without buckets sd-scripts trains every image at exactly this size; lorakit "
+                      f"needs multiples of 8 and uses {','.join(map(str, rounded))}")
+        sides = rounded
+    _put_resolution(r, key, value, sides)
+    if any(k == key for k, _, _ in r.unmapped):
+        r.mapped.pop(key, None)  # listed once, as unsupported
+
+
+def _buckets_on(r: ImportResult) -> bool:
+    """Whether sd-scripts buckets: the dataset TOML's enable_bucket if it set one, else the training config's."""
+    return bool(r.values.get("data", {}).get("enable_bucket", r.source.get("enable_bucket")))
+
+
+def _put_resolution(r: ImportResult, key: str, value: Any, sides: list[int]) -> None:
+    """data.resolution for a square, data.image_size (the largest bucket) for width,height."""
     if len(set(sides)) > 1 and len(sides) == 2 and has_field("data.image_size"):
         r.put(key, "data.image_size", sides)  # the largest bucket, (width, height)
     elif len(set(sides)) > 1:
@@ -213,6 +281,20 @@ def _resolution(r: ImportResult, key: str, value: Any) -> None:
         r.put(key, "data.resolution", max(sides))
     else:
         r.put(key, "data.resolution", sides[0])
+
+
+def _bucket_steps(r: ImportResult, key: str, value: Any) -> None:
+    """bucket_reso_steps counts only with buckets on; there sd-scripts stops at launch unless it divides 64 (32 for
+    SDXL: train_network.py / sdxl_train_network.py assert_extra_args → verify_bucket_reso_steps)."""
+    n = _number(value)
+    need = 32 if r.values.get("model", {}).get("family") == "sdxl" else 64
+    if not _buckets_on(r):
+        r.inert(key, value, "buckets are off (enable_bucket)")
+    elif n is None or not n.is_integer() or n <= 0 or n % need:
+        r.unsupported(key, value, f"sd-scripts stops at launch: with buckets it must be divisible by {need}; "
+                      "lorakit keeps its default 64")
+    else:
+        r.put(key, "data.bucket_reso_steps", int(n))
 
 
 def _choice(r: ImportResult, key: str, value: Any, dotted: str, table: dict[str, str] | None = None) -> None:
@@ -225,43 +307,49 @@ def _choice(r: ImportResult, key: str, value: Any, dotted: str, table: dict[str,
         r.skip(key, value, f"lorakit's {dotted} offers {', '.join(map(str, options))}")
 
 
-def _learning_rates(r: ImportResult, src: dict[str, Any], gui: bool) -> None:
-    """learning_rate / unet_lr / text_encoder_lr and whether the text encoder trains.
+def _learning_rates(r: ImportResult, src: dict[str, Any]) -> None:
+    """learning_rate / unet_lr / text_encoder_lr and whether the text encoder trains, as sd-scripts reads them.
 
-    kohya: unet_lr (when set and non-zero) wins over learning_rate for the UNet; sd-scripts trains the text encoder
-    unless network_train_unet_only; the kohya_ss GUI passes unet-only when text_encoder_lr is 0 and unet_lr is
-    not (both 0: both train at learning_rate).
+    sd-scripts (train_network.py): the UNet trains at unet_lr when set, else learning_rate (default 2e-6); the
+    text encoders at text_encoder_lr (one value, or one per encoder) when set, else learning_rate; a
+    text_encoder_lr of 0 or network_train_unet_only leaves them untrained.
     """
-    keys = ("learning_rate", "unet_lr", "text_encoder_lr")
+    keys = ("learning_rate", "unet_lr")
     bad = _unreadable_numbers(r, src, keys, "train.learning_rate")
-    lr, unet_lr, te_lr = (None if k in bad else _number(src.get(k)) for k in keys)
+    lr, unet_lr = (None if k in bad else _number(src.get(k)) for k in keys)
     if unet_lr:
         r.put("unet_lr", "train.learning_rate", unet_lr)
         if "learning_rate" in src:
-            r.mapped["learning_rate"] = "train.learning_rate (unet_lr wins)"
-    elif lr is not None:
+            r.mapped["learning_rate"] = "train.learning_rate (unet_lr wins for the UNet)"
+    elif unet_lr == 0 and "unet_lr" in src:
+        r.unsupported("unet_lr", src["unet_lr"], "0 leaves the UNet untrained; lorakit always trains it")
+    if not unet_lr and lr is not None:
         r.put("learning_rate", "train.learning_rate", lr)
-        if "unet_lr" in src:
-            r.mapped["unet_lr"] = "train.learning_rate (0 or empty = learning_rate)"
-    train_te = not (gui and not te_lr and bool(unet_lr))
-    if "network_train_unet_only" in src:
+    elif not unet_lr and "learning_rate" not in bad:
+        r.values.setdefault("train", {})["learning_rate"] = 2e-6
+        r.defaults.append("learning_rate = 2e-06")
+    train_te = True
+    if src.get("network_train_unet_only") not in ("", None):
         try:
-            train_te = not cast(src["network_train_unet_only"] or False, bool)
-            r.mapped["network_train_unet_only"] = "network.train_text_encoder"
+            train_te = not cast(src["network_train_unet_only"], bool)
+            r.mapped["network_train_unet_only"] = f"network.train_text_encoder = {train_te}"
         except ValueError:
             r.bad("network_train_unet_only", src["network_train_unet_only"], "takes true or false")
-    elif gui and te_lr and "unet_lr" in src and not unet_lr:
-        r.notes.append("kohya_ss trains only the text encoder when unet_lr is 0 and text_encoder_lr is not; "
-                       "lorakit always trains the UNet (at train.learning_rate)")
-    if not gui and te_lr == 0:  # sd-scripts: text_encoder_lr = 0 (set, not empty) leaves the text encoder alone
+    te = src.get("text_encoder_lr")
+    te_values = te if isinstance(te, list) else [te] if te not in ("", None) else []
+    numbers = [_number(v) for v in te_values]
+    if None in numbers or any(isinstance(v, bool) for v in te_values):
+        r.bad("text_encoder_lr", te, "train.text_encoder_lr takes a number")
+    elif numbers and all(n == 0 for n in numbers):
         train_te = False
+        r.mapped["text_encoder_lr"] = "network.train_text_encoder = False (0: the text encoder is not trained)"
+    elif numbers and len(set(numbers)) > 1:
+        r.unsupported("text_encoder_lr", te, "one learning rate per text encoder; lorakit has one for both")
+    elif numbers and train_te:
+        r.put("text_encoder_lr", "train.text_encoder_lr", numbers[0])
+    elif numbers:
+        r.inert("text_encoder_lr", te, "the text encoder is not trained (network_train_unet_only)")
     r.values.setdefault("network", {})["train_text_encoder"] = train_te
-    if te_lr and train_te:
-        r.put("text_encoder_lr", "train.text_encoder_lr", te_lr)
-    elif "text_encoder_lr" in src:
-        r.mapped["text_encoder_lr"] = "network.train_text_encoder (0 = text encoder not trained)"
-    for key in bad:
-        r.mapped.pop(key, None)  # listed as unmapped instead
 
 
 def _unreadable_numbers(r: ImportResult, src: dict[str, Any], keys: tuple[str, ...], dotted: str) -> set[str]:
@@ -338,6 +426,12 @@ def _sample_schedule(r: ImportResult, src: dict[str, Any]) -> None:
     lorakit renders its prompts at step 0, on the schedule and at the end.
     """
     sample = r.values.get("sample", {})
+    if not any(dotted in ("sample.prompts", "sample.prompts_file") for dotted in r.mapped.values()):
+        for name in ("every_n_steps", "every_n_epochs"):
+            if sample.pop(name, None) is not None:
+                key = f"sample_{name}"
+                r.mapped.pop(key, None)
+                r.inert(key, src[key], "there are no sample prompts, so kohya renders nothing")
     if sample.get("every_n_epochs") and sample.pop("every_n_steps", None) is not None:
         r.mapped.pop("sample_every_n_steps", None)
         r.unmapped.append(("sample_every_n_steps", src["sample_every_n_steps"],
@@ -369,6 +463,87 @@ def _sample_schedule(r: ImportResult, src: dict[str, Any]) -> None:
             r.unmapped.append(("sample_at_first", src["sample_at_first"], "lorakit always renders step 0"))
 
 
+def _optimizer(r: ImportResult, src: dict[str, Any]) -> None:
+    """optimizer_type (any case; use_8bit_adam / use_lion_optimizer; empty = AdamW) and optimizer_args, as
+    sd-scripts' get_optimizer reads them; Adafactor's defaults written out (sd-scripts: relative_step=True, then
+    its own 'adafactor' schedule; transformers: scale_parameter=True, warmup_init=False)."""
+    name = str(src.get("optimizer_type") or "")
+    label = "optimizer_type"
+    for flag, implied in (("use_8bit_adam", "AdamW8bit"), ("use_lion_optimizer", "Lion")):
+        if src.get(flag) not in ("", None, False):
+            name, label = name or implied, flag
+            r.mapped[flag] = f"train.optimizer_type = {implied!r}"
+    options = {o.lower(): o for o in literal_values("train.optimizer_type")}
+    chosen = {"dadaptadampreprint": "DAdaptation"}.get(name.lower(), options.get((name or "AdamW").lower()))
+    if chosen is None:
+        r.unsupported(label, name, f"lorakit's train.optimizer_type offers {', '.join(options.values())}")
+        chosen = None
+    elif name:
+        r.put(label, "train.optimizer_type", chosen)
+    args = _args_list(src.get("optimizer_args"))
+    if chosen == "Adafactor":
+        given = {a.partition("=")[0].strip() for a in args}
+        added = [f"{k}={v}" for k, v in (("relative_step", "True"), ("scale_parameter", "True"),
+                                         ("warmup_init", "False")) if k not in given]
+        if added:
+            r.notes.append(f"Adafactor: sd-scripts/transformers defaults written out: {' '.join(added)}")
+        args += added
+        relative = any(a.replace(" ", "").lower() == "relative_step=true" for a in args)
+        if relative:
+            r.values.setdefault("train", {})["lr_scheduler"] = "adafactor"
+            r.notes.append("Adafactor with relative_step: sd-scripts replaces the schedule with Adafactor's own "
+                           "(lr_scheduler = 'adafactor'; learning_rate is its initial value)")
+    if chosen is not None:
+        args = _known_arguments(r, chosen, args)
+    if args:
+        r.put("optimizer_args", "train.optimizer_args", args)
+    elif "optimizer_args" in src:
+        r.empty.append("optimizer_args")
+
+
+def _known_arguments(r: ImportResult, optimizer: str, args: list[str]) -> list[str]:
+    """The optimizer_args the optimizer's class takes; sd-scripts passes the others on and stops with a TypeError,
+    so each is listed as unsupported and left out."""
+    from .validate import optimizer_parameters
+
+    known = optimizer_parameters(optimizer)
+    if known is None or any(p == "kwargs" for p in known):
+        return args
+    kept = []
+    for item in args:
+        name = item.partition("=")[0].strip()
+        if name in known:
+            kept.append(item)
+        else:
+            r.unsupported("optimizer_args", item, f"{optimizer} takes no '{name}': sd-scripts would stop with a "
+                          "TypeError; left out")
+    return kept
+
+
+def _scheduler(r: ImportResult, key: str, value: Any) -> None:
+    """lr_scheduler by sd-scripts' name; 'adafactor' comes from the Adafactor optimizer (see _optimizer);
+    schedules lorakit lacks are unsupported."""
+    if r.values.get("train", {}).get("lr_scheduler") == "adafactor":
+        r.mapped[key] = "train.lr_scheduler = 'adafactor' (Adafactor's relative step replaces it, as sd-scripts)"
+    elif str(value).startswith("adafactor"):
+        r.put(key, "train.lr_scheduler", "adafactor")
+    elif str(value) in literal_values("train.lr_scheduler"):
+        r.put(key, "train.lr_scheduler", str(value))
+    else:
+        r.unsupported(key, value, f"lorakit's train.lr_scheduler offers {', '.join(literal_values('train.lr_scheduler'))}"
+                      " (or name any torch scheduler class with train.lr_scheduler_type)")
+
+
+def _token_length(r: ImportResult, key: str, value: Any) -> None:
+    """max_token_length: 150 / 225 are kohya's long prompts; 75 (what the GUI writes by default) is sd-scripts'
+    unset."""
+    n = _number(value)
+    if n in (75, None) and value not in (True, False):
+        r.skip(key, None, "")
+    else:
+        r.put(key, "train.max_token_length", int(n) if n is not None and n.is_integer() else value)
+
+
 def _conversions(gui: bool) -> dict[str, Callable[[ImportResult, str, Any], None]]:
     """Source keys that need more than a copy."""
 
@@ -389,16 +564,31 @@ def _conversions(gui: bool) -> dict[str, Callable[[ImportResult, str, Any], None
         "max_train_epochs": number("train.max_train_epochs"),
         "max_train_steps": number("train.max_train_steps"),
         "max_resolution": _resolution,
-        "resolution": _resolution,
-        "optimizer": lambda r, k, v: _choice(r, k, v, "train.optimizer_type"),
-        "optimizer_type": lambda r, k, v: _choice(r, k, v, "train.optimizer_type"),
-        "optimizer_args": lr_args("train.optimizer_args"),
         "lr_scheduler_args": lr_args("train.lr_scheduler_args"),
-        "lr_scheduler": lambda r, k, v: _choice(r, k, v, "train.lr_scheduler"),
+        "lr_scheduler": _scheduler,
+        "lr_scheduler_type": lambda r, k, v: r.put(k, "train.lr_scheduler_type", v) if v else r.skip(k, v, ""),
+        "max_token_length": _token_length,
+        "bucket_reso_steps": _bucket_steps,
+        "flip_aug": lambda r, k, v: r.put(k, "data.random_flip", v),
+        "loss_type": lambda r, k, v: r.skip(k, None, "") if v == "l2" else r.unsupported(k, v, REASONS[k]),
+        "resolution": _resolution,
         "lr_scheduler_num_cycles": number("train.lr_scheduler_num_cycles"),
         "mixed_precision": lambda r, k, v: _choice(r, k, v, "train.mixed_precision"),
         "save_precision": lambda r, k, v: _choice(r, k, v, "output.save_precision", PRECISIONS),
         "min_snr_gamma": number("train.min_snr_gamma"),
+        "save_every_n_epochs": number("output.save_every_n_epochs"),
+        "save_last_n_epochs": number("output.save_last_n_epochs"),
+        "save_last_n_steps": number("output.save_last_n_steps"),
+        "clip_skip": number("train.clip_skip"),
+        "multires_noise_iterations": number("train.multires_noise_iterations"),
+        "ip_noise_gamma": number("train.ip_noise_gamma"),
+        "adaptive_noise_scale": number("train.adaptive_noise_scale"),
+        "v_pred_like_loss": number("train.v_pred_like_loss"),
+        "scale_weight_norms": number("train.scale_weight_norms"),
+        "noise_offset": number("train.noise_offset"),
+        "min_timestep": number("train.min_timestep", zero_is_unset=False),
+        "max_timestep": number("train.max_timestep"),
+        "conditioning_data_dir": lambda r, k, v: r.put(k, "data.conditioning_data_dir", v) if v else r.skip(k, v, ""),
         "save_every_n_steps": number("output.save_every_n_steps"),
         "network_weights": lambda r, k, v: r.put(k, "network.network_weights", v) if v else r.skip(k, v, ""),
         "vae": lambda r, k, v: r.put(k, "model.vae", v) if v else r.skip(k, v, ""),
@@ -406,29 +596,75 @@ def _conversions(gui: bool) -> dict[str, Callable[[ImportResult, str, Any], None
         "sample_prompts": _gui_sample_prompts if gui else _sample_prompts_file,
         "sample_every_n_steps": lambda r, k, v: r.put(k, "sample.every_n_steps", v) if v else r.skip(k, v, ""),
         "sample_every_n_epochs": lambda r, k, v: r.put(k, "sample.every_n_epochs", v) if v else r.skip(k, v, ""),
-        "sdpa": lambda r, k, v: r.put(k, "train.sdpa", v),
     }
-    if gui:
-        table["stop_text_encoder_training"] = lambda r, k, v: r.skip(
-            k, v, "the GUI gives a percentage; lorakit takes a step count: run `lorakit plan` and set "
-            "train.stop_text_encoder_training")
-        table["xformers"] = lambda r, k, v: r.put(k, "train.sdpa", v in ("sdpa", "xformers", True))
-    else:
-        table["stop_text_encoder_training"] = number("train.stop_text_encoder_training")
+    table["stop_text_encoder_training"] = number("train.stop_text_encoder_training")
     return table
 
 
+GUI_MARKERS = {"LoRA_type", "epoch", "max_resolution", "optimizer", "lr_warmup", "noise_offset_type"}
 HANDLED = {"learning_rate", "unet_lr", "text_encoder_lr", "network_train_unet_only", "lr_warmup",
            "lr_warmup_steps", "sdxl", "v2", "dataset_config", "sample_at_first",  # sample_at_first: _sample_schedule
+           "optimizer_type", "optimizer_args", "use_8bit_adam", "use_lion_optimizer",  # _optimizer
            *STATE_KEYS}  # import_state_saving (import_checkpoints.py)
+# What sd-scripts uses for a key a config leaves out (train_util.py / train_network.py argparse defaults, kohya-ss
+# sd-scripts 48d368f) where lorakit's own default differs: the import writes sd-scripts' value.
+SD_SCRIPTS_DEFAULTS: tuple[tuple[str, str, Any], ...] = (
+    ("save_precision", "output.save_precision", "fp32"),  # None: the trained weights' own dtype, float32
+    ("caption_extension", "data.caption_extension", ".caption"),
+    ("enable_bucket", "data.enable_bucket", False),
+    ("max_bucket_reso", "data.max_bucket_reso", 1024),
+    ("min_bucket_reso", "data.min_bucket_reso", 256),
+    ("bucket_reso_steps", "data.bucket_reso_steps", 64),
+    ("cache_latents", "train.cache_latents", False),  # without a cache, each use draws a new VAE sample
+    ("v_parameterization", "model.v_parameterization", False),  # sd-scripts predicts noise unless told
+    ("seed", "train.seed", None),  # None: a random seed each run (lorakit keeps its fixed default)
+)
+
+
+def _sd_scripts_defaults(r: ImportResult, src: dict[str, Any]) -> None:
+    """Keys the file leaves out (or the GUI drops as empty/0): sd-scripts' defaults, written out; the layout and
+    the buckets are sd-scripts' (data.layout and data.bucket_mode = 'kohya')."""
+    for key, dotted, value in SD_SCRIPTS_DEFAULTS:
+        if src.get(key) not in ("", None) and src.get(key) is not False:
+            continue
+        section, name = dotted.split(".")
+        if name in r.values.get(section, {}):
+            continue
+        if value is None:
+            r.notes.append(f"{key} is not set: sd-scripts draws a random seed each run; lorakit uses train.seed "
+                           f"= {LorakitConfig().train.seed}")
+            continue
+        r.values.setdefault(section, {})[name] = value
+        r.defaults.append(f"{key} = {value!r}")
+    train = r.values.setdefault("train", {})
+    if "max_train_steps" not in train and "max_train_epochs" not in train:
+        train["max_train_steps"] = 1600
+        r.defaults.append("max_train_steps = 1600")
+    data = r.values.setdefault("data", {})
+    data.setdefault("layout", "kohya")
+    data.setdefault("bucket_mode", "kohya")
+    if "subsets" not in data:
+        data.setdefault("class_tokens_from_folder", True)  # DreamBooth folders: `N_<class tokens>`
+
+
+def is_dataset_toml(values: dict[str, Any]) -> bool:
+    """An sd-scripts dataset TOML ([general] / [[datasets]] tables, nothing else that trains)."""
+    return "datasets" in values and isinstance(values["datasets"], list) or (
+        set(values) <= {"general", "datasets"} and bool(values))
 
 
 def convert(src: dict[str, Any], gui: bool) -> ImportResult:
-    """Map flat kohya keys (GUI or sd-scripts) onto lorakit's schema."""
+    """Map kohya keys onto lorakit's schema: a GUI JSON first becomes the sd-scripts arguments kohya_ss launches
+    with (import_gui.py), then every key is read as sd-scripts reads it."""
     r = ImportResult()
-    _learning_rates(r, src, gui)
+    labels: dict[str, str] = {}
+    if gui:
+        src, labels = gui_to_sd_scripts(src, r)
+    r.source = src
+    _learning_rates(r, src)
     _warmup(r, src)
     _family(r, src)
+    _optimizer(r, src)
     network_keys = import_network(r, src, gui)  # network type, dims, network_args (import_networks.py)
     table = _conversions(gui)
     for key, value in src.items():
@@ -440,27 +676,52 @@ def convert(src: dict[str, Any], gui: bool) -> ImportResult:
         if key in table:
             table[key](r, key, value)
         elif key in GUI_ONLY:
-            r.skip(key, value, "kohya_ss GUI setting, not a training parameter")
-        elif key in REASONS:
-            r.skip(key, value, REASONS[key] or "not supported")
-        elif (section := section_of(key)) is not None:
+            r.inert(key, value, "a kohya_ss GUI setting, not a training parameter")
+        elif key in INERT:
+            r.inert(key, value, INERT[key])
+        elif key.startswith("huber_") and src.get("loss_type", "l2") == "l2":
+            r.inert(key, value, "used only with loss_type huber or smooth_l1")
+        elif key not in ARGUMENTS and section_of(key) is None:
+            r.inert(key, value, "not an argument of sd-scripts' SD/SDXL LoRA training (sd-scripts ignores it)")
+        elif (section := section_of(key)) is not None and key not in REASONS:
             r.put(key, f"{section}.{key}", value)
+        elif _is_empty(value) or OFF_VALUES.get(key, object()) == value:
+            r.empty.append(key)
+        elif key in REASONS:
+            r.unsupported(key, value, REASONS[key])
         else:
-            r.skip(key, value, "unknown to lorakit")
+            r.unsupported(key, value, "an sd-scripts setting lorakit does not implement")
     train = r.values.get("train", {})
     if "max_train_epochs" in train and train.pop("max_train_steps", None) is not None:
-        r.mapped["max_train_steps"] = "(dropped: max_train_epochs wins, as in kohya)"
-        r.notes.append(f"max_train_steps is ignored: kohya trains for max_train_epochs = {train['max_train_epochs']} "
-                       "when both are set, and so does lorakit")
+        r.mapped["max_train_steps"] = "(dropped: max_train_epochs wins, as in sd-scripts)"
+        r.notes.append(f"max_train_steps is ignored: sd-scripts trains max_train_epochs = "
+                       f"{train['max_train_epochs']} epochs when both are set, and so does lorakit")
     _sample_schedule(r, src)
     import_state_saving(r, src)
+    if labels:
+        _relabel(r, labels)
     return r
+
+
+def _relabel(r: ImportResult, labels: dict[str, str]) -> None:
+    """Report GUI JSON keys by their own names (the sd-scripts argument in brackets when it differs)."""
+    def name(key: str) -> str:
+        base = key.split(" ")[0]
+        label = labels.get(base)
+        return key if label is None or label == base else key.replace(base, f"{label} ({base})", 1)
+
+    r.mapped = {name(k): v for k, v in r.mapped.items()}
+    r.unmapped = [(name(k), v, why) for k, v, why in r.unmapped]
+    r.inert_keys = [(name(k), v, why) for k, v, why in r.inert_keys]
+    r.empty = [name(k) for k in r.empty]
 
 
 def _drop_unused_prior_loss_weight(r: ImportResult) -> None:
     """kohya ignores prior_loss_weight without regularisation images; lorakit would refuse it (it does nothing)."""
     mode = r.values.get("mode", {})
-    if "prior_loss_weight" in mode and not r.values.get("data", {}).get("reg_data_dir"):
+    data = r.values.get("data", {})
+    has_reg = data.get("reg_data_dir") or any(s.get("is_reg") for s in data.get("subsets", []))
+    if "prior_loss_weight" in mode and not has_reg:
         weight = mode.pop("prior_loss_weight")
         if not mode:
             r.values.pop("mode")
@@ -480,8 +741,9 @@ def _flatten_tables(values: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-CLASS_TOKENS = ("kohya's caption for images without a caption file, not a trigger word; lorakit has no such "
-                "setting (data.class_tokens_from_folder captions them with the folder name after 'N_')")
+SUBSET_KEYS = {"image_dir", "num_repeats", "is_reg", "class_tokens"}  # data.subsets' own fields
+DATASET_KEYS = {"resolution", "batch_size", "enable_bucket", "min_bucket_reso", "max_bucket_reso",
+                "bucket_reso_steps", "bucket_no_upscale", "prior_loss_weight", "network_multiplier"}
 
 
 def _tables(value: Any, key: str, problems: list[str], many: bool) -> list[dict[str, Any]]:
@@ -494,7 +756,10 @@ def _tables(value: Any, key: str, problems: list[str], many: bool) -> list[dict[
 
 
 def apply_dataset_toml(r: ImportResult, dataset: dict[str, Any]) -> None:
-    """sd-scripts dataset TOML: [general], [[datasets]] and their [[datasets.subsets]].
+    """sd-scripts dataset TOML ([general], [[datasets]], [[datasets.subsets]]; library/config_util.py): each subset
+    becomes a data.subsets entry; a setting is looked up in the subset, then its dataset, then [general], then the
+    training config's own arguments (sd-scripts' fallback order). The training config's train_data_dir and
+    reg_data_dir are ignored, as sd-scripts ignores them beside a dataset config.
 
     A value that cannot be read, or a table that is not one, is an error (ConfigError from import_file).
     """
@@ -507,60 +772,76 @@ def apply_dataset_toml(r: ImportResult, dataset: dict[str, Any]) -> None:
     r.errors += [f"{source}: {p}" for p in problems]
     if problems:
         return
-    if len(datasets) > 1:
-        r.notes.append(f"the dataset TOML has {len(datasets)} datasets; only the first was imported")
-    settings = {**(general[0] if general else {}), **first}
-    for key, value in settings.items():
-        if key == "resolution":
-            _resolution(r, f"dataset.{key}", value)
-        elif key == "batch_size":
-            r.put(f"dataset.{key}", "train.train_batch_size", value)
-        elif key == "class_tokens":
-            r.skip(f"dataset.{key}", value, CLASS_TOKENS)
-        elif (section := section_of(key)) is not None:
-            r.put(f"dataset.{key}", f"{section}.{key}", value)
+    for extra in datasets[1:]:
+        r.unsupported("datasets", f"{len(datasets)} datasets", "lorakit trains one dataset (one resolution and "
+                      "batch size); only the first was imported")
+        break
+    data = r.values.setdefault("data", {})
+    for key in ("train_data_dir", "reg_data_dir"):
+        if data.pop(key, None) is not None:
+            r.mapped.pop(key, None)
+            r.inert(key, r.source.get(key), "sd-scripts ignores it beside a dataset config")
+    shared = {**(general[0] if general else {}), **first}  # the dataset's settings over [general]
+    for key, value in sorted(shared.items(), key=lambda kv: kv[0] != "enable_bucket"):  # buckets decide the rest
+        if key in SUBSET_KEYS or key in DATASET_KEYS or section_of(key) is not None or key == "caption_extention":
+            if key not in SUBSET_KEYS:
+                _dataset_setting(r, f"dataset.{key}", key, value)
         else:
-            r.skip(f"dataset.{key}", value, "not supported by lorakit's data settings yet")
-    train = [s for s in subsets if not s.get("is_reg")]
-    reg = [s for s in subsets if s.get("is_reg")]
-    for kind, group, target in (("train", train, "data.train_data_dir"), ("reg", reg, "data.reg_data_dir")):
-        for i, subset in enumerate(group):
-            _subset(r, f"dataset.subsets[{kind} {i}]", subset, target if i == 0 else None, len(group))
-
-
-def _subset(r: ImportResult, label: str, subset: dict[str, Any], target: str | None, count: int) -> None:
-    """One [[datasets.subsets]] entry: its folder, repeats and class tokens."""
-    image_dir = subset.get("image_dir", "")
-    if target is None:
-        r.skip(f"{label}.image_dir", image_dir, f"lorakit takes one folder; put all {count} under one parent "
-               "with N_name sub-folders and point the folder setting at it")
-    else:
-        r.put(f"{label}.image_dir", target, image_dir)
-    for key, value in subset.items():
-        if key in ("image_dir", "is_reg"):
+            r.unsupported(f"dataset.{key}", value, "not a dataset setting lorakit knows")
+    entries = []
+    per_subset: dict[str, set[str]] = {}
+    for i, subset in enumerate(subsets):
+        label = f"dataset.subsets[{i}]"
+        if not subset.get("image_dir"):
+            r.unsupported(f"{label}.image_dir", subset.get("image_dir"), "lorakit reads image folders only "
+                          "(metadata_file fine-tuning subsets are not supported)")
             continue
-        if key == "num_repeats":
-            name = Path(str(image_dir)).name
-            if has_field("data.num_repeats") and target == "data.train_data_dir":
-                r.put(f"{label}.{key}", "data.num_repeats", value)
-            else:
-                r.skip(f"{label}.{key}", value, f"lorakit reads repeats from the folder name: name it "
-                       f"'{value}_{name}' inside the training folder")
-        elif key == "class_tokens":
-            r.skip(f"{label}.{key}", value, CLASS_TOKENS)
-        elif (section := section_of(key)) == "data" and target:
-            r.put(f"{label}.{key}", f"data.{key}", value)
-        else:
-            r.skip(f"{label}.{key}", value, "per-folder settings are not supported yet")
+        entry = {k: subset[k] for k in ("image_dir", "num_repeats", "is_reg", "class_tokens") if k in subset}
+        entries.append(entry)
+        r.mapped[f"{label}.image_dir"] = f"data.subsets[{len(entries) - 1}]"
+        for key, value in subset.items():
+            if key not in SUBSET_KEYS:
+                per_subset.setdefault(key, set()).add(repr(value))
+                _dataset_setting(r, f"{label}.{key}", key, value)
+    for key, values in per_subset.items():
+        if len(values) > 1 or len(subsets) > sum(1 for s in subsets if key in s):
+            r.unsupported(f"dataset.subsets[*].{key}", ", ".join(sorted(values)), "differs between subsets; "
+                          "lorakit applies one value to every folder (the last one read)")
+    if entries:
+        data["subsets"] = entries
+
+
+def _dataset_setting(r: ImportResult, label: str, key: str, value: Any) -> None:
+    """One dataset/subset setting: as the same key of a training config, or the dataset-only names."""
+    if key == "batch_size":
+        r.put(label, "train.train_batch_size", value)
+    elif key == "caption_extention":  # sd-scripts' old spelling
+        r.put(label, "data.caption_extension", value)
+    elif key == "resolution":
+        _resolution(r, label, value)
+    elif key in _conversions(False):
+        _conversions(False)[key](r, label, value)
+    elif key == "network_multiplier":
+        r.skip(label, None if value == 1 else value, "" if value == 1 else "LoRA multiplier during training")
+    elif (section := section_of(key)) is not None:
+        r.put(label, f"{section}.{key}", value)
+    else:
+        r.unsupported(label, value, "not a dataset setting lorakit knows")
 
 
 def import_file(path: Path, dataset_toml: Path | None = None) -> ImportResult:
     """Read a kohya_ss GUI .json or sd-scripts .toml (and optional dataset .toml) into an ImportResult."""
     try:
         if path.suffix.lower() == ".json":
-            src, gui = json.loads(path.read_text(encoding="utf-8-sig")), True
+            src = json.loads(path.read_text(encoding="utf-8-sig"))
+            gui = isinstance(src, dict) and bool(GUI_MARKERS & set(src))  # else sd-scripts' names in JSON
         else:
-            src, gui = _flatten_tables(tomllib.loads(path.read_text(encoding="utf-8-sig"))), False
+            raw = tomllib.loads(path.read_text(encoding="utf-8-sig"))
+            if is_dataset_toml(raw):
+                raise ConfigError([f"{path}: this is an sd-scripts dataset TOML ([general]/[[datasets]]), not a "
+                                   "training config"], "import the training config and pass this file with "
+                                  f"--dataset-toml {path}")
+            src, gui = _flatten_tables(raw), False
     except FileNotFoundError:
         raise ConfigError([f"{path}: file not found"]) from None
     except OSError as exc:
@@ -592,4 +873,5 @@ def import_file(path: Path, dataset_toml: Path | None = None) -> ImportResult:
         if result.errors:
             raise ConfigError(result.errors)
     _drop_unused_prior_loss_weight(result)  # after the dataset TOML, which may name the regularisation images
+    _sd_scripts_defaults(result, src)  # last: the dataset TOML may set some of them
     return result

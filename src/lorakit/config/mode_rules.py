@@ -85,9 +85,10 @@ def check_difference(cfg: LorakitConfig) -> list[Finding]:
 def check_mode_inputs(cfg: LorakitConfig) -> list[Finding]:
     """The inputs a mode cannot run without (their files' existence is `check_paths`' generic check)."""
     found, m = [], cfg.mode
-    if m.type in ("lora", "dreambooth") and not cfg.data.train_data_dir:
+    subsets = cfg.data.subsets
+    if m.type in ("lora", "dreambooth") and not cfg.data.train_data_dir and not any(not s.is_reg for s in subsets):
         found.append(Finding("data.train_data_dir", "is empty: set it to your image folder"))
-    if m.type == "dreambooth" and not cfg.data.reg_data_dir:
+    if m.type == "dreambooth" and not cfg.data.reg_data_dir and not any(s.is_reg for s in subsets):
         found.append(Finding("data.reg_data_dir", "is empty: mode 'dreambooth' trains with regularisation (class) "
                                                   "images; set it to their folder (or use mode.type = 'lora')"))
     if m.type == "difference":

@@ -13,7 +13,9 @@ Step rules (what sd-scripts' trainer actually runs, which is what lorakit's engi
 In the kohya layout (`data.layout = "kohya"`) the regularisation uses are those sd-scripts registers (whole images
 with their repeats until the training count, so it can overshoot) instead of exactly the training count; training
 and regularisation images share the buckets (sd-scripts' make_buckets), and the warm-up ratio is truncated as in
-its get_scheduler_fix (int(lr_warmup_steps × max_train_steps) for a float below 1).
+its get_scheduler_fix (int(lr_warmup_steps × max_train_steps) for a float below 1). With `data.subsets` (sd-scripts'
+dataset TOML) the folders are the subsets, each listed as `data.subsets[i]` with its own repeats, and the same rules
+apply.
 The kohya_ss GUI's *estimate* ceil(Σ(images × repeats) ÷ batch ÷ accumulation × epochs × reg) ceils once over all
 epochs instead of per epoch; `kohya_gui_estimate` gives it for comparison (it can be lower by up to epochs − 1).
 
@@ -131,6 +133,7 @@ class Plan:
     sampling: bool = False  # sample prompts set: step 0 and the final step are rendered besides sample_steps
     checkpoints: str = ""  # the checkpoint_line
     layout: str = "lorakit"  # data.layout: how the folders were read
+    subsets: bool = False  # kohya layout from data.subsets (sd-scripts' dataset TOML) instead of N_name folders
     uses: list[int] = field(default_factory=list)  # kohya layout: uses per folder per epoch (reg balanced)
 
 
@@ -138,6 +141,9 @@ LAYOUTS = {
     "lorakit": "lorakit (every image below the folder, recursively; folders without 'N_' repeat num_repeats times)",
     "kohya": "kohya (as sd-scripts: only 'N_name' sub-folders, not recursive, .png/.jpg/.jpeg/.webp/.bmp in lower or "
              "upper case; regularisation repeated whole up to the training count)",
+    "kohya subsets": "kohya, dataset subsets (as sd-scripts' [[datasets.subsets]]: each image_dir one folder with "
+                     "its own repeats, not recursive, .png/.jpg/.jpeg/.webp/.bmp in lower or upper case; "
+                     "regularisation repeated whole up to the training count)",
 }
 
 
@@ -168,6 +174,8 @@ def build_plan(cfg: LorakitConfig, dataset: object | None = None, model: object 
     t = cfg.train
     dataset = dataset or build_dataset(cfg.data, t.train_batch_size, t.seed, fingerprints=False)
     folders = [(str(f.path), f.images, f.repeats, f.is_reg) for f in dataset.folders]
+    if cfg.data.subsets:
+        folders = _subset_folders(cfg, folders)
     # sub-images and mirroring make several training examples of one image: count examples, not files
     examples = [sum(getattr(f, "buckets", {}).values()) or f.images for f in dataset.folders]
     counts = [(n, repeats, is_reg) for n, (_, _, repeats, is_reg) in zip(examples, folders)]
@@ -189,7 +197,7 @@ def build_plan(cfg: LorakitConfig, dataset: object | None = None, model: object 
     steps = replace(steps, sample_steps=sample_schedule(cfg, steps.total_steps, steps.steps_per_epoch))
     plan = Plan(folders, steps, _buckets(dataset), str(output_path(cfg)), examples=examples,
                 sampling=bool(cfg.sample.prompts or cfg.sample.prompts_file),
-                checkpoints=checkpoint_line(cfg, steps.total_steps), layout=layout)
+                checkpoints=checkpoint_line(cfg, steps.total_steps), layout=layout, subsets=bool(cfg.data.subsets))
     if layout == "kohya":
         plan.uses = [f.uses for f in dataset.folders]
         plan.notes += list(getattr(dataset, "layout_notes", []))
@@ -203,7 +211,8 @@ def build_plan(cfg: LorakitConfig, dataset: object | None = None, model: object 
         plan.notes.append(f"buckets split the data into {steps.batches_per_epoch} batches per epoch "
                           f"({plain.batches_per_epoch} without buckets)")
     gui = kohya_gui_estimate(counts, t.train_batch_size, t.gradient_accumulation_steps, t.max_train_epochs)
-    if t.max_train_steps is None and gui != steps.total_steps:
+    # the GUI skips its estimate when a dataset TOML (subsets) is used (kohya_gui/lora_gui.py train_model)
+    if t.max_train_steps is None and gui != steps.total_steps and not cfg.data.subsets:
         plan.notes.append(f"the kohya_ss GUI would estimate {gui} steps (it rounds once over all epochs, "
                           "not per epoch)")
     if not cfg.network.train_text_encoder:
@@ -217,6 +226,23 @@ def build_plan(cfg: LorakitConfig, dataset: object | None = None, model: object 
     plan.warnings += problems
     plan.notes += unread
     return plan
+
+
+def _subset_folders(cfg: LorakitConfig, folders: list[tuple[str, int, int, bool]]
+                    ) -> list[tuple[str, int, int, bool]]:
+    """The scanned folders named by their `data.subsets[i]` key, with the subset's own num_repeats (a regularisation
+    folder's records carry the balanced repeats; its uses after balancing are shown beside)."""
+    index: dict[Path, int] = {}
+    for i, subset in enumerate(cfg.data.subsets):
+        index.setdefault(Path(subset.image_dir), i)  # a duplicated subset is skipped: the first one is scanned
+    out = []
+    for path, images, repeats, is_reg in folders:
+        i = index.get(Path(path))
+        if i is None:
+            out.append((path, images, repeats, is_reg))
+        else:
+            out.append((f"data.subsets[{i}] {path}", images, cfg.data.subsets[i].num_repeats, is_reg))
+    return out
 
 
 def network_table(cfg: LorakitConfig, model: object | None = None) -> tuple[list[str], list[str], list[str]]:
@@ -343,7 +369,8 @@ def _schedule(steps: tuple[int, ...], total: int) -> str:
 def render_plan(plan: Plan) -> list[str]:
     """The plan as console lines."""
     s = plan.steps
-    lines = [f"layout: {LAYOUTS.get(plan.layout, plan.layout)}", "images per folder:"]
+    layout = LAYOUTS["kohya subsets"] if plan.subsets else LAYOUTS.get(plan.layout, plan.layout)
+    lines = [f"layout: {layout}", "images per subset:" if plan.subsets else "images per folder:"]
     for i, (path, images, repeats, is_reg) in enumerate(plan.folders):
         kind = "reg" if is_reg else "train"
         n = plan.examples[i] if i < len(plan.examples) else images

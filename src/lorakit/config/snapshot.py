@@ -68,6 +68,8 @@ def absolute_paths(config: LorakitConfig, cwd: Path | None = None) -> LorakitCon
         "network_weights": c.network.network_weights and _absolute(c.network.network_weights, cwd)})
     data_paths = {name: _absolute(getattr(c.data, name), cwd) for name in type(c.data).model_fields
                   if (name.endswith("_dir") or name == "cache_folder") and isinstance(getattr(c.data, name), str)}
+    data_paths["subsets"] = [s.model_copy(update={"image_dir": _absolute(s.image_dir, cwd)})
+                             for s in getattr(c.data, "subsets", [])]
     metadata = getattr(c.data, "caption_metadata", "")
     in_images = c.data.train_data_dir and (Path(data_paths["train_data_dir"]) / metadata).is_file()
     if metadata and ((cwd / metadata).exists() or not in_images):  # else relative to the image folder: kept

@@ -454,7 +454,8 @@ def check_training(cfg: LorakitConfig) -> list[Finding]:
         found.append(Finding("data.bucket_reso_steps", f"{bucket_step}: the bucket step must be ≥ 1"))
     if not 0 <= t.noise_offset <= 1:
         found.append(Finding("train.noise_offset", f"{t.noise_offset}: must be in [0, 1]"))
-    if cfg.mode.type in ("lora", "dreambooth") and cfg.mode.prior_loss_weight != 1 and not cfg.data.reg_data_dir:
+    has_reg = bool(cfg.data.reg_data_dir) or any(s.is_reg for s in cfg.data.subsets)
+    if cfg.mode.type in ("lora", "dreambooth") and cfg.mode.prior_loss_weight != 1 and not has_reg:
         found.append(Finding("mode.prior_loss_weight", "weights regularisation images, but data.reg_data_dir is "
                                                        "not set: set it, or remove prior_loss_weight"))
     return found

@@ -8,9 +8,11 @@ sampler that groups them into batches of one size. The engine only needs `Exampl
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Protocol
+
+from .buckets import cover_crop
 
 
 @dataclass(frozen=True)
@@ -22,7 +24,9 @@ class Example:
     `repeats` is how many times the example is used per epoch (its folder's `N_` prefix); `folder` names the
     folder it came from (for tag frequency and `dataset inspect`). `resized` is the size the image is resized to
     before the centre crop when it is not simply "cover `size`" (kohya buckets: sd-scripts' rounding, and no
-    resize at all for an image already within bucket_no_upscale's area); None = cover `size`.
+    resize at all for an image already within bucket_no_upscale's area); None = cover `size`. `aug_seed` seeds this
+    use's random crop and colour change (data.color_aug / data.random_crop); the sampler sets it per use, so it is
+    not part of the example's identity or cache key.
     """
 
     image: Path
@@ -36,6 +40,17 @@ class Example:
     repeats: int = field(default=1, compare=False)
     folder: str = field(default="", compare=False)
     resized: tuple[int, int] | None = None
+    aug_seed: int | None = field(default=None, compare=False)
+
+    def mirrored(self) -> Example:
+        """The left-right mirror image of this example, its crop's left edge measured from the other side as the
+        pipeline's flip_aug copies do (mirroring twice gives the example back)."""
+        top, left = self.crop_top_left
+        if self.original_size is not None:
+            ih, iw = self.original_size
+            rw = self.resized[0] if self.resized is not None else cover_crop((iw, ih), self.size)[0][0]
+            left = rw - left - self.size[0]
+        return replace(self, flip=not self.flip, crop_top_left=(top, left))
 
     @property
     def key(self) -> str:

@@ -1,8 +1,9 @@
 """From the `[data]` settings to what the engine trains on: examples, a batch sampler, a validation set.
 
-`data.layout = "kohya"` reads the folders as sd-scripts' DreamBooth layout does (`scan.scan_kohya`), reads
-captions as its read_caption (`kohya_caption`), splits validation per folder (split_train_val), and balances
-the regularisation repeats as it does (`scan.kohya_reg_repeats`).
+`data.layout = "kohya"` reads the folders as sd-scripts' DreamBooth layout does (`scan.scan_kohya`; its dataset
+subsets, `data.subsets`, with `scan.scan_kohya_subsets`), reads captions as its read_caption (`kohya_caption`),
+splits validation per folder (split_train_val), and balances the regularisation repeats as it does
+(`scan.kohya_reg_repeats`).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from .captions import (Caption, CaptionRules, Metadata, _caption_text, caption_r
                        read_text, with_trigger)
 from .example import BatchSampler, Example, file_fingerprint
 from .sampler import BucketBatchSampler
-from .scan import ImageRecord, kohya_reg_repeats, pixel_limit, scan_folder, scan_kohya
+from .scan import ImageRecord, kohya_reg_repeats, pixel_limit, scan_folder, scan_kohya, scan_kohya_subsets
 from .settings import DataSection
+from .transforms import augment_from
 
 HEAVY_CROP = 0.2  # an image whose main bucket crops away this share of its area or more is reported
 
@@ -79,11 +81,12 @@ class DatasetPlan:
     large_images: list[tuple[Path, Size]] = field(default_factory=list)
     layout: str = "lorakit"
     layout_notes: list[str] = field(default_factory=list)  # what the layout did (kohya: regularisation balance)
+    mirrored: list[Example] = field(default_factory=list)  # data.random_flip: mirror images a use may pick
 
     @property
     def examples(self) -> list[Example]:
-        """Every distinct example the engine may need pixels or latents for (train, reg, validation)."""
-        return self.train + self.reg + self.validation
+        """Every distinct example the engine may need pixels or latents for (train, reg, validation, mirrored)."""
+        return self.train + self.reg + self.validation + self.mirrored
 
     def captions(self) -> dict[Path, str]:
         """Each image's caption (with trigger word, before per-step shuffle/dropout), train, reg and validation."""
@@ -290,7 +293,10 @@ def _scan(cfg: DataSection, seed: int, notes: list[str]
     """(train, validation, regularisation) records of the layout in force, and what the layout did."""
     kohya = cfg.layout == "kohya"
     val_seed = seed if cfg.validation_seed is None else cfg.validation_seed
-    if kohya:
+    subset_reg: list[ImageRecord] = []  # regularisation subsets are not split for validation (as sd-scripts)
+    if cfg.subsets:  # kohya layout only (DataSection checks it)
+        records, subset_reg = scan_kohya_subsets(cfg.subsets, notes)
+    elif kohya:
         records = scan_kohya(Path(cfg.train_data_dir), notes=notes)
     else:
         records = scan_folder(Path(cfg.train_data_dir), default_repeats=cfg.num_repeats, notes=notes)
@@ -300,12 +306,12 @@ def _scan(cfg: DataSection, seed: int, notes: list[str]
         records, val_records = kohya_split(records, cfg.validation_split, val_seed)
     else:
         records, val_records = split_validation(records, cfg.validation_split, val_seed)
-    if not cfg.reg_data_dir:
+    if not cfg.reg_data_dir and not subset_reg:
         return records, val_records, [], []
     if not kohya:
         return records, val_records, scan_folder(Path(cfg.reg_data_dir), is_reg=True, default_repeats=cfg.num_repeats,
                                                  what="reg_data_dir", notes=notes), []
-    found = scan_kohya(Path(cfg.reg_data_dir), is_reg=True, what="reg_data_dir", notes=notes)
+    found = subset_reg or scan_kohya(Path(cfg.reg_data_dir), is_reg=True, what="reg_data_dir", notes=notes)
     train_uses = sum(r.repeats for r in records)
     reg = kohya_reg_repeats(found, train_uses)
     reg_uses = sum(r.repeats for r in reg)
@@ -321,7 +327,7 @@ def build_dataset(cfg: DataSection, batch_size: int, seed: int, *, fingerprints:
 
     `fingerprints=False` skips hashing file contents (for `dataset inspect`; cache keys then fall back to paths).
     """
-    if not cfg.train_data_dir:
+    if not cfg.train_data_dir and not cfg.subsets:
         raise DataError("data.train_data_dir is empty", "set it to your folder of training images")
     buckets = BucketPlan.build(bucket_spec(cfg))
     notes: list[str] = []
@@ -331,7 +337,8 @@ def build_dataset(cfg: DataSection, batch_size: int, seed: int, *, fingerprints:
     val = _build(val_records, cfg, buckets, augment=False, fingerprints=fingerprints)
     rules = caption_rules(cfg)
     sampler = BucketBatchSampler(train.examples, batch_size, seed, reg=reg.examples, captions=rules,
-                                 kohya_reg=cfg.layout == "kohya")
+                                 kohya_reg=cfg.layout == "kohya", augment=augment_from(cfg).active,
+                                 random_flip=cfg.random_flip)
     if len(sampler) == 0:
         raise DataError(
             f"no training examples in {cfg.train_data_dir} (all folders have 0 repeats?)",
@@ -351,4 +358,5 @@ def build_dataset(cfg: DataSection, batch_size: int, seed: int, *, fingerprints:
         large_images=train.large + reg.large + val.large,
         layout=cfg.layout,
         layout_notes=layout_notes,
+        mirrored=sampler.mirrored_examples(),
     )

@@ -8,6 +8,12 @@ into batches; the order of batches is shuffled, so batch size > 1 works with any
 With `kohya_reg` the regularisation examples are used exactly `repeats` times each, as the training examples are:
 the kohya layout has already balanced their repeats as sd-scripts does (`scan.kohya_reg_repeats`). Training and
 regularisation examples share the buckets either way, as in sd-scripts' BucketManager.
+
+Per-use augmentation draws from its own generator per epoch, so the order and captions of a run without it stay
+as they were, and a resumed run (which replays the epoch's batches) repeats every draw: with `augment`
+(data.color_aug / data.random_crop) each use gets a seed for its crop and colour change, with `random_flip` each
+use is the mirror image with probability 0.5 (sd-scripts' flip_aug, `random.random() < 0.5` per use in
+library/train_util.py BaseDataset.__getitem__).
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ class BucketBatchSampler:
     reg: list[Example] = field(default_factory=list)
     captions: CaptionRules | None = None
     kohya_reg: bool = False
+    augment: bool = False
+    random_flip: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -73,10 +81,27 @@ class BucketBatchSampler:
         batches = [b[i : i + self.batch_size] for b in by_size.values() for i in range(0, len(b), self.batch_size)]
         rng.shuffle(batches)
         cap_rng = _rng(self.seed, epoch, 2)
+        aug_rng = _rng(self.seed, epoch, 3)
         for batch in batches:
             if self.captions is not None and self.captions.varies:
                 batch = [dataclasses.replace(ex, caption=vary(ex.caption, self.captions, cap_rng)) for ex in batch]
+            if self.augment or self.random_flip:
+                batch = [self._use(ex, aug_rng) for ex in batch]
             yield batch
+
+    def _use(self, ex: Example, rng: random.Random) -> Example:
+        """One use of `ex`: its augmentation seed and, with random_flip, maybe its mirror image."""
+        seed = rng.getrandbits(63) if self.augment else None
+        if self.random_flip and rng.random() < 0.5:
+            ex = ex.mirrored()
+        return dataclasses.replace(ex, aug_seed=seed)
+
+    def mirrored_examples(self) -> list[Example]:
+        """With random_flip: the mirror image of every training and regularisation example, which uses may pick
+        (the latent cache must hold them too); else nothing."""
+        if not self.random_flip:
+            return []
+        return list({m.key: m for m in (ex.mirrored() for ex in self.train + self.reg)}.values())
 
     def __len__(self) -> int:
         """Batches per epoch."""

@@ -1,6 +1,7 @@
 """Find the images of a dataset folder: nested folders, kohya `N_name` repeat folders, dot-files skipped.
 
-`scan_kohya` reads a folder as sd-scripts does instead (`data.layout = "kohya"`): see its docstring.
+`scan_kohya` reads a folder as sd-scripts does instead (`data.layout = "kohya"`): see its docstring;
+`scan_kohya_subsets` reads sd-scripts' dataset subsets (`data.subsets`), each folder as one 'N_name' folder.
 
 Only image headers are read (size and EXIF orientation), so scanning a large folder is quick. Symlinked
 sub-folders are followed (each real folder once, so a link to an ancestor cannot loop); their images take their
@@ -18,6 +19,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
+from .settings import Subset
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".tif", ".tiff", ".bmp", ".webp", ".pcx", ".ico"})
 CAPTION_EXTENSIONS = (".txt", ".caption")
@@ -268,6 +270,34 @@ def _note_unused(root: Path, notes: list[str], skipped: list[str], zero: list[st
                      f"{', '.join(str(p.relative_to(root)) for p in other[:5])}{' …' if len(other) > 5 else ''}")
 
 
+def _kohya_folder(folder: Path, root: Path, repeats: int, class_tokens: str, is_reg: bool, bad: list[str],
+                  nested: list[Path], other: list[Path]) -> list[ImageRecord]:
+    """The images of one sd-scripts DreamBooth folder (load_dreambooth_dir: glob_images, not recursive, sorted);
+    unreadable images go to `bad`, sub-folders to `nested`, images sd-scripts does not read to `other`."""
+    records = []
+    for path in sorted(folder.iterdir()):
+        if path.is_dir():
+            nested.append(path)
+        elif is_kohya_image(path.name) and path.is_file():
+            try:
+                size = upright_size(path)
+            except DataError as exc:
+                bad.append(exc.message)
+                continue
+            records.append(ImageRecord(path, path.relative_to(root).as_posix(), folder, folder.name, repeats,
+                                       is_reg, size, class_tokens))
+        elif path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith("."):
+            other.append(path)
+    return records
+
+
+def _refuse_unreadable(root: Path, bad: list[str]) -> None:
+    if bad:
+        shown = "\n  ".join(bad[:10]) + (f"\n  … and {len(bad) - 10} more" if len(bad) > 10 else "")
+        raise DataError(f"{len(bad)} unreadable image(s) in {root}:\n  {shown}",
+                        f"run `lorakit prepare {root} --out <folder>` to set bad files aside, then train on <folder>")
+
+
 def scan_kohya(root: Path, *, is_reg: bool = False, what: str = "train_data_dir",
                notes: list[str] | None = None) -> list[ImageRecord]:
     """Scan a folder as sd-scripts' DreamBooth layout does (config_util + train_util.DreamBoothDataset).
@@ -296,31 +326,76 @@ def scan_kohya(root: Path, *, is_reg: bool = False, what: str = "train_data_dir"
         if repeats < 1:
             zero.append(folder.name)
             continue
-        for path in sorted(folder.iterdir()):
-            if path.is_dir():
-                nested.append(path)
-            elif is_kohya_image(path.name) and path.is_file():
-                try:
-                    size = upright_size(path)
-                except DataError as exc:
-                    bad.append(exc.message)
-                    continue
-                records.append(ImageRecord(path, path.relative_to(root).as_posix(), folder, folder.name, repeats,
-                                           is_reg, size, class_tokens))
-            elif path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith("."):
-                other.append(path)
+        records += _kohya_folder(folder, root, repeats, class_tokens, is_reg, bad, nested, other)
     if notes is not None:
         _note_unused(root, notes, skipped, zero, loose, nested, other)
-    if bad:
-        shown = "\n  ".join(bad[:10]) + (f"\n  … and {len(bad) - 10} more" if len(bad) > 10 else "")
-        raise DataError(f"{len(bad)} unreadable image(s) in {root}:\n  {shown}",
-                        f"run `lorakit prepare {root} --out <folder>` to set bad files aside, then train on <folder>")
+    _refuse_unreadable(root, bad)
     if not records:
         raise DataError(
             f"no images in the 'N_name' sub-folders of {root} (data.layout = 'kohya' reads only those, as sd-scripts)",
             f"put the images in a sub-folder such as {root / '10_name'}, or set data.layout = 'lorakit'",
         )
     return records
+
+
+def _subset_notes(key: str, folder: Path, nested: list[Path], other: list[Path]) -> list[str]:
+    out = []
+    if nested:
+        out.append(f"{key} = {folder}: sub-folders are not read (sd-scripts reads image_dir alone, not recursively): "
+                   f"{', '.join(p.name for p in nested[:5])}{' …' if len(nested) > 5 else ''}")
+    if other:
+        out.append(f"{key} = {folder}: {len(other)} file(s) are not images to sd-scripts (it reads "
+                   f"{'/'.join(KOHYA_IMAGE_EXTENSIONS[:5])}, all lower or all upper case): "
+                   f"{', '.join(p.name for p in other[:5])}{' …' if len(other) > 5 else ''}")
+    return out
+
+
+def scan_kohya_subsets(subsets: list[Subset], notes: list[str] | None = None
+                       ) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    """(train, regularisation) records of sd-scripts' dataset subsets, in their order (train_util.DreamBoothDataset
+    .__init__ with its load_dreambooth_dir): each image_dir is read as one 'N_name' folder (glob_images: not
+    recursive, its extensions and case rule, sorted), with the subset's num_repeats, is_reg and class_tokens.
+
+    As sd-scripts, a subset without images is skipped with a warning (in `notes`), and so is a later subset of
+    the same image_dir (the first counts; sd-scripts compares the strings, lorakit the paths). A missing folder is
+    an error, where sd-scripts warns and skips it: a mistyped path would quietly train on less. So is a dataset
+    whose training subsets hold no image (sd-scripts then stops with "No data found").
+    """
+    train: list[ImageRecord] = []
+    reg: list[ImageRecord] = []
+    seen: dict[Path, int] = {}
+    empty: list[str] = []
+    for i, subset in enumerate(subsets):
+        key, folder = f"data.subsets[{i}].image_dir", Path(subset.image_dir)
+        if folder in seen:
+            if notes is not None:
+                notes.append(f"{key} = {folder}: the same folder as data.subsets[{seen[folder]}]; this subset is "
+                             "skipped, as sd-scripts skips a duplicated subset — remove it")
+            continue
+        seen[folder] = i
+        if not folder.is_dir():
+            raise DataError(f"{key} = {subset.image_dir}: folder not found",
+                            f"set {key} to a folder of images (relative paths start at the working directory)")
+        bad: list[str] = []
+        nested: list[Path] = []
+        other: list[Path] = []
+        found = _kohya_folder(folder, folder, subset.num_repeats, subset.class_tokens, subset.is_reg, bad, nested,
+                              other)
+        _refuse_unreadable(folder, bad)
+        if notes is not None:
+            notes += _subset_notes(key, folder, nested, other)
+        if not found:
+            empty += [] if subset.is_reg else [key]
+            if notes is not None:
+                notes.append(f"{key} = {folder}: no images sd-scripts reads in it (only "
+                             f"{'/'.join(KOHYA_IMAGE_EXTENSIONS[:5])} directly in the folder); the subset is "
+                             "skipped, as sd-scripts does")
+        (reg if subset.is_reg else train).extend(found)
+    if not train:
+        why = f"{', '.join(empty)} hold(s) no images" if empty else "every subset has is_reg = true"
+        raise DataError(f"no training images in data.subsets: {why}",
+                        "put .png/.jpg/.jpeg/.webp/.bmp images directly in a subset's image_dir (is_reg = false)")
+    return train, reg
 
 
 def kohya_reg_repeats(reg: list[ImageRecord], train_uses: int) -> list[ImageRecord]:

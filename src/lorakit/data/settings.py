@@ -13,6 +13,17 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
+class Subset(BaseModel):
+    """One sd-scripts dataset subset ([[datasets.subsets]]): a folder of images read as one `N_name` folder."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
+
+    image_dir: str = Field(..., min_length=1, description="The folder of images (not searched recursively).")
+    num_repeats: int = Field(1, ge=1, description="How many times each image is used per epoch.")
+    is_reg: bool = Field(False, description="Regularisation images (repeated up to the training count).")
+    class_tokens: str = Field("", description="Caption of images without a caption file.")
+
+
 class DataSection(BaseModel):
     """Training images, captions, buckets, validation split and caching."""
 
@@ -37,6 +48,12 @@ class DataSection(BaseModel):
         "`config import` sets it.",
     )
     num_repeats: int = Field(1, ge=1, description="Repeats for folders whose name has no 'N_' prefix.")
+    subsets: list[Subset] = Field(
+        default_factory=list,
+        description="kohya layout: sd-scripts dataset subsets ([[datasets.subsets]] of a dataset TOML), each a "
+        "folder with its own repeats, instead of the 'N_name' folders of train_data_dir / reg_data_dir; "
+        "`config import --dataset-toml` writes them.",
+    )
     validation_data_dir: str = Field(
         "", description="Optional folder of validation images (overrides validation_split)."
     )
@@ -144,6 +161,9 @@ class DataSection(BaseModel):
     conditioning_data_dir: str = Field(
         "", description="With train.masked_loss: a folder of mask images named like the training images "
         "(sd-scripts' conditioning_data_dir); white = learn, black = ignore.")
+    random_flip: bool = Field(
+        False, description="Flip each use of an image left-right with probability 0.5 (sd-scripts' flip_aug; the "
+        "number of images stays the same). Unlike flip_aug, which trains a mirrored copy besides each image.")
     flip_aug: bool = Field(
         False, description="Also train a left-right mirrored copy of every image (TrainTrain's 'image mirroring')."
     )
@@ -187,11 +207,15 @@ class DataSection(BaseModel):
     def _consistent(self) -> DataSection:
         w, h = self.max_size
         step = self.bucket_reso_steps
+        if self.subsets and self.layout != "kohya":
+            raise ValueError("subsets need layout = 'kohya' (they are sd-scripts' dataset subsets)")
+        if self.subsets and (self.train_data_dir or self.reg_data_dir):
+            raise ValueError("subsets replace train_data_dir and reg_data_dir: set one or the other")
         if self.bucket_mode == "kohya" and self.sub_image_num:
             raise ValueError("sub_image_num needs bucket_mode = 'traintrain' (kohya mode has no sub buckets)")
         if step % 8:
             raise ValueError(f"bucket_reso_steps = {step}: must be a multiple of 8 (the VAE downsamples by 8)")
-        if self.enable_bucket and (w % step or h % step):
+        if self.enable_bucket and self.bucket_mode == "traintrain" and (w % step or h % step):
             raise ValueError(
                 f"image size {w}x{h} is not a multiple of bucket_reso_steps = {step}: "
                 f"use {w - w % step or step}x{h - h % step or step} or a smaller step"

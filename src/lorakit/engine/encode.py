@@ -2,10 +2,14 @@
 
 With the disk cache, `prefill` encodes only what is missing (resumable: each entry is written atomically) and a
 full hit never runs the VAE or the text encoders.
+
+A use that carries an augmentation seed (the sampler's, with data.color_aug / data.random_crop) is encoded from its
+own augmented pixels each time and never cached: its pixels differ from use to use.
 """
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,7 +18,7 @@ import torch
 
 from ..data.cache import TensorCache, batch_latents, fill_latents, fill_text, text_key
 from ..data.example import Example
-from ..data.transforms import load_pixels
+from ..data.transforms import Augment, load_pixels
 from ..families import ModelParts
 
 Progress = Callable[[str, int, int], None]
@@ -29,8 +33,9 @@ class BatchEncoder:
     """Encodes images and captions; caches latents per example key and text outputs per caption."""
 
     def __init__(self, parts: ModelParts, device: torch.device, dtype: torch.dtype, cache_latents: bool,
-                 cache_text: bool, seed: int, disk_dir: Path | None = None) -> None:
+                 cache_text: bool, seed: int, disk_dir: Path | None = None, augment: Augment | None = None) -> None:
         self.parts, self.device, self.dtype = parts, device, dtype
+        self.augment = augment or Augment()
         self.cache_latents, self.cache_text = cache_latents, cache_text
         self.latents: dict[str, torch.Tensor] = {}
         self.texts: dict[str, dict[str, torch.Tensor]] = {}
@@ -61,11 +66,17 @@ class BatchEncoder:
 
     def encode_images(self, examples: list[Example]) -> torch.Tensor:
         """Latents of a batch of one size, straight from the files."""
-        return self.encode_pixels(torch.from_numpy(np.stack([load_pixels(e) for e in examples])))
+        return self.encode_pixels(torch.from_numpy(np.stack([self.pixels(e) for e in examples])))
+
+    def pixels(self, example: Example) -> np.ndarray:
+        """An example's pixels; a use with an augmentation seed gets its own random crop and colour change."""
+        if example.aug_seed is None:
+            return load_pixels(example)
+        return load_pixels(example, augment=self.augment, rng=random.Random(example.aug_seed))
 
     def image_latents(self, examples: list[Example]) -> torch.Tensor:
         """Latents of a batch, from the cache when enabled."""
-        if not self.cache_latents:
+        if not self.cache_latents or any(e.aug_seed is not None for e in examples):
             return self.encode_images(examples).to(self.dtype)
         missing = [e for e in examples if e.key not in self.latents]
         if missing:

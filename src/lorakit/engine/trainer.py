@@ -312,20 +312,20 @@ class Run:
                 self.result.validation_losses.append((self.step, loss))
                 self.events.on_validation(self.step, loss)
                 stage.task.train(True)
-            every, requested = out.save_every_n_steps, self.commands.save
+            every, requested, keep_steps = out.save_every_n_steps, self.commands.save, out.save_last_n_steps
             if requested or (every and step % every == 0 and step < stage.steps):
                 self.commands.save = False
                 if stage.save or requested:  # asked for: saved even in a stage that is not (the copy machine)
                     self._save(stage, step, meta)
-                    if every and out.save_last_n_steps:  # sd-scripts' get_remove_step_no
-                        old = self.step - out.save_last_n_steps - 1
+                    if every and keep_steps:  # sd-scripts' get_remove_step_no
+                        old = self.step - keep_steps - 1
                         if old - old % every > 0:
                             self._remove_save(f"{stage.output_name}-step{old - old % every:08d}")
-            by_epoch = out.save_every_n_epochs
+            by_epoch, keep_epochs = out.save_every_n_epochs, out.save_last_n_epochs
             if by_epoch and epoch_done and epoch % by_epoch == 0 and step < stage.steps and stage.save:
                 self._save(stage, step, meta, epoch=epoch)
-                if out.save_last_n_epochs and epoch - by_epoch * out.save_last_n_epochs > 0:  # get_remove_epoch_no
-                    self._remove_save(f"{stage.output_name}-{epoch - by_epoch * out.save_last_n_epochs:06d}")
+                if keep_epochs and epoch - by_epoch * keep_epochs > 0:  # sd-scripts' get_remove_epoch_no
+                    self._remove_save(f"{stage.output_name}-{epoch - by_epoch * keep_epochs:06d}")
 
             if sample:
                 self._sample(stage)
