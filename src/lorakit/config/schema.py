@@ -194,11 +194,12 @@ class TrainSection(Section):
         "Adafactor",
     ] = Field(
         "AdamW",
-        description="Optimizer, by sd-scripts' name: AdamW (torch), AdamW8bit / PagedAdamW8bit / Lion8bit / "
-        "PagedLion8bit / SGDNesterov8bit (bitsandbytes, CUDA), Lion, Prodigy, DAdaptation (= DAdaptAdam), "
-        "DAdaptAdam, DAdaptAdaGrad, DAdaptLion, DAdaptSGD (pytorch-optimizer), SGDNesterov (torch), Adafactor "
-        "(transformers; relative_step=True in optimizer_args uses its own step size, as sd-scripts). "
-        "Prodigy and D-Adaptation find the step size themselves: use learning_rate 1.0.",
+        description="Optimizer, by sd-scripts' name and from the package sd-scripts uses: AdamW and SGDNesterov "
+        "(torch), AdamW8bit / PagedAdamW8bit / Lion8bit / PagedLion8bit / SGDNesterov8bit (bitsandbytes), Lion "
+        "(lion-pytorch), Prodigy (prodigyopt), DAdaptation (= DAdaptAdamPreprint), DAdaptAdam, DAdaptAdaGrad, "
+        "DAdaptLion, DAdaptSGD (dadaptation), Adafactor (transformers; relative_step=True in optimizer_args uses "
+        "its own step size and needs lr_scheduler = 'adafactor'). Prodigy and D-Adaptation find the step size "
+        "themselves: use learning_rate 1.0.",
     )
     optimizer_args: list[str] = Field(
         default_factory=list, description="Extra optimizer arguments as key=value strings, e.g. 'weight_decay=0.01'."
@@ -246,13 +247,14 @@ class TrainSection(Section):
     min_snr_gamma: float | None = Field(None, gt=0, description="Min-SNR loss weighting gamma (5 is typical).")
     noise_offset: float = Field(0.0, ge=0, le=1, description="Noise offset (0 = off; 0.05–0.1 brightens range).")
     noise_offset_random_strength: bool = Field(
-        False, description="Scale the noise offset by a uniform random factor in [0, 1) per image (sd-scripts).")
+        False, description="Scale the noise offset by a uniform random factor in [0, 1), one per batch "
+        "(sd-scripts).")
     adaptive_noise_scale: float | None = Field(
         None, description="Add |mean of each latent channel| × this to the noise offset (sd-scripts; needs "
         "noise_offset).")
     multires_noise_iterations: int | None = Field(
         None, ge=1, le=16, description="Multi-resolution (pyramid) noise: levels added to the noise (6–10 is "
-        "typical); unset = off. Not with noise_offset (sd-scripts uses one or the other).")
+        "typical); unset = off. With noise_offset too, the offset is added first (as sd-scripts).")
     multires_noise_discount: float = Field(
         0.3, ge=0, le=1, description="Weight of each coarser level of multi-resolution noise (discount^level).")
     ip_noise_gamma: float | None = Field(

@@ -33,7 +33,8 @@ class DataSection(BaseModel):
     train_data_dir: str = Field(
         "",
         description="Folder of training images, searched recursively; a subfolder named 'N_name' repeats its "
-        "images N times (kohya convention). Dot-files and dot-folders are skipped.",
+        "images N times (kohya convention). Dot-files and dot-folders are skipped. With layout = 'kohya' only its "
+        "'N_name' sub-folders count, as in sd-scripts.",
     )
     reg_data_dir: str = Field(
         "",
@@ -66,7 +67,8 @@ class DataSection(BaseModel):
 
     # -- captions ------------------------------------------------------------------------------------------------
     caption_extension: str = Field(
-        ".txt", description="Caption file extension; the other of '.txt'/'.caption' is the fallback."
+        ".txt", description="Caption file extension; the other of '.txt'/'.caption' is the fallback (not in the "
+        "kohya layout, which reads this extension only, as sd-scripts)."
     )
     trigger_word: str = Field(
         "", description="Prepended to every caption (and used alone when an image has none); never shuffled."
@@ -74,7 +76,7 @@ class DataSection(BaseModel):
     class_tokens_from_folder: bool = Field(
         False,
         description="When an image has no caption, use its folder's name after 'N_' (e.g. '10_sks dog' → "
-        "'sks dog') as kohya's DreamBooth layout does.",
+        "'sks dog') as kohya's DreamBooth layout does (the kohya layout always does).",
     )
     caption_metadata: str = Field(
         "",
@@ -122,8 +124,9 @@ class DataSection(BaseModel):
     )
     bucket_mode: Literal["traintrain", "kohya"] = Field(
         "traintrain",
-        description="'traintrain': a fixed set of buckets, with sub_image_num and mirroring; 'kohya': each image "
-        "gets its own size scaled down to the maximum area and rounded down to bucket_reso_steps (never upscaled).",
+        description="'traintrain': a fixed set of buckets, with sub_image_num and mirroring; 'kohya': sd-scripts' "
+        "BucketManager — predefined buckets of the nearest aspect ratio, or with bucket_no_upscale each image's own "
+        "size rounded to bucket_reso_steps (width-first or height-first, the closer aspect), never enlarged.",
     )
     bucket_reso_steps: int = Field(
         64, ge=8, le=1024, description="Bucket sides are multiples of this (TrainTrain's 'image buckets step')."
@@ -133,15 +136,17 @@ class DataSection(BaseModel):
         "short side of image_size."
     )
     max_bucket_reso: int | None = Field(
-        None, ge=64, le=8192, description="Longest bucket side; unset = the long side of image_size."
+        None, ge=64, le=8192, description="Longest bucket side; unset = the long side of image_size (traintrain), "
+        "1024 but at least the resolution (kohya, sd-scripts' default)."
     )
     max_aspect_ratio: float = Field(
-        2.0, ge=1.0, le=16.0, description="Largest long/short side ratio of a bucket (TrainTrain's 'image max ratio')."
+        2.0, ge=1.0, le=16.0, description="Largest long/short side ratio of a bucket (TrainTrain's 'image max "
+        "ratio'); traintrain mode only (sd-scripts has no such cap)."
     )
     bucket_no_upscale: bool = Field(
         False,
-        description="traintrain mode: never enlarge an image to fill a bucket (buckets larger than the image are "
-        "skipped). kohya mode never upscales.",
+        description="Never enlarge an image to fill a bucket (both modes); an image that cannot fit a bucket "
+        "without enlarging (a side shorter than one step) is refused by name.",
     )
     sub_image_num: int = Field(
         0,
@@ -151,11 +156,11 @@ class DataSection(BaseModel):
         "(TrainTrain's 'sub image num'; traintrain mode only).",
     )
     color_aug: bool = Field(
-        False, description="Shift the hue of each image randomly, each time it is used (sd-scripts; turns off "
-        "latent caching).")
+        False, description="Shift the hue (or the gamma) of each image randomly, each time it is used "
+        "(sd-scripts' color_aug); needs train.cache_latents = false.")
     random_crop: bool = Field(
         False, description="Crop a random window instead of the centre when the image is larger than its "
-        "bucket (sd-scripts; turns off latent caching).")
+        "bucket, each time it is used (sd-scripts); needs train.cache_latents = false.")
     alpha_mask: bool = Field(
         False, description="With train.masked_loss: the image's alpha channel is the loss mask (sd-scripts).")
     conditioning_data_dir: str = Field(
