@@ -87,15 +87,47 @@ def test_import_writes_toml_and_lists_unmapped(cli, tmp_path: Path) -> None:
                                                     "logging_dir": "", "epoch": 3}))
     out_file = tmp_path / "lk.toml"
     code, _, err = cli("config", "import", str(src), "--out", str(out_file))
-    assert code == 0
-    assert "not mapped: clip_skip = 2: not supported yet" in err
-    assert "skipped 1 empty/off keys: logging_dir" in err
+    assert code == 0 and "unsupported:" not in err
+    assert f"wrote {out_file}: " in err and "0 unsupported" in err
     values = tomllib.loads(out_file.read_text())
-    assert values["network"]["network_dim"] == 8 and values["train"]["max_train_epochs"] == 3
+    assert values["network"]["network_dim"] == 8 and values["train"]["clip_skip"] == 2  # sd-scripts --clip_skip
+    # lora_gui.py train_model: epoch counts only when max_train_steps is 0; it is absent here, so the GUI widget's
+    # 1600 (class_basic_training.py) reaches sd-scripts, and epoch never becomes max_train_epochs
+    assert values["train"]["max_train_steps"] == 1600 and "max_train_epochs" not in values["train"]
     code, _, err = cli("config", "import", str(src), "--out", str(out_file))
     assert code == 2 and "already exists" in err  # never overwritten without --force
     code, out, _ = cli("config", "validate", str(out_file), "--no-paths")
     assert code == 0
+
+
+def test_import_strict_exits_2_only_with_an_unsupported_key(cli, tmp_path: Path) -> None:
+    ok = write(tmp_path / "ok.toml", "learning_rate = 1e-4\nnetwork_dim = 8\nlogging_dir = \"logs\"\n")
+    code, out, err = cli("config", "import", str(ok), "--strict")
+    assert code == 0 and tomllib.loads(out)["train"]["learning_rate"] == 1e-4  # logging_dir is inert
+    bad = write(tmp_path / "bad.toml", "learning_rate = 1e-4\nloss_type = \"huber\"\n")
+    code, _, err = cli("config", "import", str(bad), "--strict")
+    assert code == 2 and "unsupported: loss_type = 'huber'" in err and "1 setting(s) kohya would use" in err
+    code, _, _ = cli("config", "import", str(bad))  # without --strict the difference is accepted
+    assert code == 0
+
+
+def test_import_report_lists_every_group(cli, tmp_path: Path) -> None:
+    src = write(tmp_path / "t.toml", 'learning_rate = 1e-4\nlogging_dir = "logs"\nloss_type = "huber"\n')
+    code, _, err = cli("config", "import", str(src), "--report")
+    assert code == 0
+    assert "mapped: learning_rate → train.learning_rate" in err
+    assert "inert: logging_dir = 'logs': lorakit logs into the run folder" in err
+    assert "unsupported: loss_type = 'huber': lorakit trains the L2 (MSE) loss only" in err
+    assert "1 mapped, 1 inert, 1 unsupported" in err
+    code, _, err = cli("config", "import", str(src))  # without --report only the unsupported keys are listed
+    assert "mapped: learning_rate" not in err and "inert: logging_dir" not in err and "unsupported: loss_type" in err
+
+
+def test_import_of_a_dataset_toml_as_the_main_file_exits_2(cli, tmp_path: Path) -> None:
+    dataset = write(tmp_path / "dataset.toml", '[general]\nshuffle_caption = true\n[[datasets]]\nresolution = 512\n'
+                                               '  [[datasets.subsets]]\n  image_dir = "/data/a"\n')
+    code, out, err = cli("config", "import", str(dataset))
+    assert code == 2 and out == "" and f"--dataset-toml {dataset}" in err and "Traceback" not in err
 
 
 def test_invalid_import_writes_nothing(cli, tmp_path: Path) -> None:

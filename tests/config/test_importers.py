@@ -57,36 +57,59 @@ GUI = {
 }
 
 
+def reported(r) -> dict[str, set[str]]:
+    """The source keys of each report group (a GUI key is reported as 'gui_key (sd_scripts_arg)')."""
+    return {group: {k.split(" ")[0] for k, _, _ in rows} for group, rows in r.report().items()}
+
+
 def test_kohya_gui_json(tmp_path: Path) -> None:
     f = tmp_path / "kohya.json"
     f.write_text(json.dumps(GUI), encoding="utf-8")
     r = import_file(f)
     v = r.values
-    assert v["model"] == {"pretrained_model_name_or_path": "C:/models/sdxl_base.safetensors", "family": "sdxl"}
+    # v_parameterization is absent: the GUI checkbox is False, train_model drops False, sd-scripts' default is False
+    assert v["model"] == {"pretrained_model_name_or_path": "C:/models/sdxl_base.safetensors", "family": "sdxl",
+                          "v_parameterization": False}
+    # kohya_ss lora_gui.py resolve_network_train_flags: text_encoder_lr 0 and unet_lr set → network_train_unet_only
     assert v["network"] == {"network_module": "lora", "network_dim": 32, "network_alpha": 16,
-                            "train_text_encoder": False}  # GUI: text-encoder lr 0 + unet lr → UNet only
-    assert v["train"]["learning_rate"] == 0.0002  # unet_lr wins, as in kohya
+                            "train_text_encoder": False}
+    assert v["train"]["learning_rate"] == 0.0002  # sd-scripts trains the UNet at unet_lr when it is set
     assert "text_encoder_lr" not in v["train"]
-    assert v["train"]["max_train_epochs"] == 8
-    assert v["train"]["lr_warmup_ratio"] == 0.1  # GUI percent → ratio
+    # lora_gui.py train_model: max_train_steps "" → update_my_data int() fails → 0, so train_model counts the images
+    # of train_data_dir × epoch; `epoch` is never passed as max_train_epochs. The folder is not on this machine.
+    assert "max_train_epochs" not in v["train"]
+    unsupported = {k: why for k, _, why in r.unmapped}
+    assert set(unsupported) == {"epoch"} and "C:/train/img" in unsupported["epoch"]
+    # common_gui.py resolve_lr_warmup_steps: 10 % → 0.1; sd-scripts get_scheduler_fix reads a float as a ratio
+    assert v["train"]["lr_warmup_ratio"] == 0.1
     assert v["train"]["optimizer_type"] == "AdamW8bit"
     assert v["train"]["optimizer_args"] == ["weight_decay=0.01", "betas=(0.9,0.99)"]
-    assert v["train"]["sdpa"] is True
+    assert v["train"]["clip_skip"] == 2 and v["train"]["min_snr_gamma"] == 5 and v["train"]["seed"] == 42
+    assert v["train"]["noise_offset"] == 0.05  # noise_offset_type absent: the GUI's "Original" passes it
+    assert "sdpa" not in v["train"]  # xformers "sdpa": only the attention kernel
+    # enable_bucket / max_bucket_reso absent: the GUI widgets' defaults True / 2048 (class_basic_training.py)
     assert v["data"]["resolution"] == 1024 and v["data"]["bucket_reso_steps"] == 64
-    assert v["output"] == {"output_dir": "C:/train/model", "output_name": "mychar", "save_precision": "fp32"}
-    unmapped = {k: why for k, _, why in r.unmapped}
-    assert set(unmapped) == {"logging_dir", "clip_skip", "save_model_as", "mystery_setting"}
-    assert unmapped["mystery_setting"] == "unknown to lorakit"
-    assert "run folder" in unmapped["logging_dir"]
-    assert {"reg_data_dir", "max_train_steps", "lr_scheduler_args", "save_every_n_steps", "headless",
-            "stop_text_encoder_training", "flip_aug"} <= set(r.empty) | set(r.mapped)
-    # every source key is accounted for exactly once
-    accounted = set(r.mapped) | set(r.empty) | set(unmapped)
-    assert accounted >= set(GUI)
+    assert v["data"]["enable_bucket"] is True and v["data"]["max_bucket_reso"] == 2048
+    assert "random_flip" not in v["data"]  # flip_aug False is dropped by train_model: sd-scripts' default off
+    # save_every_n_epochs absent: the GUI widget's 1 (class_basic_training.py); "float" is sd-scripts' fp32
+    assert v["output"] == {"output_name": "mychar", "save_precision": "fp32", "save_every_n_epochs": 1}
+    assert {"logging_dir", "save_model_as", "mystery_setting", "output_dir", "xformers"} <= reported(r)["inert"]
     resolve([Layer("imported", v)])  # the result is a valid lorakit config
     text = r.to_toml(str(f))
-    assert "#   clip_skip = 2: not supported yet" in text
+    assert "#   epoch = 8: kohya_ss computes max_train_steps" in text
     assert tomllib.loads(text)["train"]["learning_rate"] == 0.0002
+
+
+def test_every_gui_key_is_reported(tmp_path: Path) -> None:
+    f = tmp_path / "kohya.json"
+    src = {**GUI, "save_state": True, "save_every_n_epochs": 1, "save_last_n_steps_state": 0,
+           "save_last_n_epochs_state": 2, "save_last_n_steps": 0, "save_last_n_epochs": 0, "resume": "",
+           "sample_prompts": "a cat", "sample_every_n_epochs": 2, "sample_at_first": False, "keep_tokens": 0}
+    f.write_text(json.dumps(src), encoding="utf-8")
+    groups = reported(import_file(f))
+    assert set(src) <= groups["mapped"] | groups["inert"] | groups["unsupported"]
+    # what kohya drops as empty is inert (empty or off), never unsupported
+    assert {"reg_data_dir", "save_every_n_steps", "flip_aug", "resume", "save_last_n_steps"} <= groups["inert"]
 
 
 SD_SCRIPTS = """
@@ -159,22 +182,31 @@ def test_sd_scripts_toml_with_dataset_toml(tmp_path: Path) -> None:
     assert v["train"]["text_encoder_lr"] == 5e-5 and v["train"]["learning_rate"] == 1e-4
     assert v["train"]["lr_warmup_ratio"] == 0.05  # lr_warmup_steps < 1 is a ratio
     assert v["train"]["lr_scheduler_num_cycles"] == 3
-    assert v["train"]["stop_text_encoder_training"] == 800
-    assert v["train"]["optimizer_args"] == ["relative_step=False", "scale_parameter=False"]
+    # transformers' Adafactor default warmup_init=False is written out: the same optimizer sd-scripts builds
+    assert v["train"]["optimizer_args"] == ["relative_step=False", "scale_parameter=False", "warmup_init=False"]
+    assert v["train"]["lr_scheduler"] == "cosine_with_restarts"  # relative_step=False keeps the schedule
     assert v["train"]["train_batch_size"] == 4  # the dataset's batch_size wins (read after the main file)
     assert v["mode"] == {"prior_loss_weight": 1.0}
+    # sd-scripts config_util.py: each [[datasets.subsets]] is its own folder with its repeats, is_reg and
+    # class_tokens; keys absent everywhere fall back to train_network.py's argparse defaults (1024, 256, 64)
     assert v["data"] == {"resolution": 768, "shuffle_caption": True, "caption_extension": ".caption",
-                         "keep_tokens": 1, "enable_bucket": True, "train_data_dir": "/data/10_girl",
-                         "num_repeats": 10, "reg_data_dir": "/data/reg/1_girl"}
-    unmapped = {k: why for k, _, why in r.unmapped}
-    assert set(unmapped) == {"xformers", "dataset.subsets[reg 0].num_repeats",
-                             "dataset.subsets[train 0].class_tokens"}
+                         "keep_tokens": 1, "enable_bucket": True, "max_bucket_reso": 1024, "min_bucket_reso": 256,
+                         "bucket_reso_steps": 64, "layout": "kohya", "bucket_mode": "kohya",
+                         "subsets": [{"image_dir": "/data/10_girl", "num_repeats": 10, "class_tokens": "sks girl"},
+                                     {"image_dir": "/data/reg/1_girl", "is_reg": True, "num_repeats": 1}]}
+    assert r.unmapped == []
+    assert "xformers" in reported(r)["inert"]  # the attention kernel only
     # networks.lora + conv_dim=4 is LoCon; sd-scripts' conv_alpha without a value is 1
     assert v["network"]["network_module"] == "locon"
     assert v["network"]["conv_dim"] == 4 and v["network"]["conv_alpha"] == 1.0
-    assert "folder name" in unmapped["dataset.subsets[reg 0].num_repeats"]
     assert "model.family" in r.mapped["v2"]
     resolve([Layer("imported", v)])
+
+
+def test_sd_scripts_stop_text_encoder_training_is_inert(tmp_path: Path) -> None:
+    r = imported(tmp_path, "learning_rate = 1e-4\nstop_text_encoder_training = 800\n")
+    assert "stop_text_encoder_training" not in r.values["train"]
+    assert "stop_text_encoder_training" in reported(r)["inert"]
 
 
 def test_dataset_config_path_not_found_is_a_note(tmp_path: Path) -> None:
@@ -196,7 +228,7 @@ def test_non_square_resolution_becomes_image_size(tmp_path: Path) -> None:
     f = tmp_path / "k.json"
     f.write_text(json.dumps({"max_resolution": "768,512", "learning_rate": 1e-4}), encoding="utf-8")
     r = import_file(f)
-    assert r.values["data"] == {"image_size": [768, 512]}
+    assert r.values["data"]["image_size"] == [768, 512] and "resolution" not in r.values["data"]
     assert resolve([Layer("imported", r.values)]).data.max_size == (768, 512)
 
 
@@ -229,28 +261,34 @@ def test_sd_scripts_text_encoder_lr_zero_means_unet_only(tmp_path: Path) -> None
 
 def test_class_tokens_are_not_a_trigger_word(tmp_path: Path) -> None:
     r = imported(tmp_path, "learning_rate = 1e-4\n", DATASET)
+    # sd-scripts config_util.py DreamBoothSubsetParams: class_tokens caption that subset's images without a caption
+    # file; the subset keeps it (not a trigger word for every caption)
     assert "trigger_word" not in r.values["data"]
-    unmapped = {k: why for k, _, why in r.unmapped}
-    assert "images without a caption file" in unmapped["dataset.subsets[train 0].class_tokens"]
+    assert r.values["data"]["subsets"][0]["class_tokens"] == "sks girl"
+    assert "class_tokens" not in r.values["data"]["subsets"][1] and r.unmapped == []
 
 
 def test_values_are_cast_to_the_field_type(tmp_path: Path) -> None:
     f = tmp_path / "k.json"
     f.write_text(json.dumps({"seed": "1234", "keep_tokens": "0", "noise_offset": "0.05", "network_alpha": 16,
-                             "gradient_checkpointing": "true", "cache_latents": "false", "sdpa": "false",
+                             "gradient_checkpointing": "true", "sdpa": "false",
                              "learning_rate": "2e-4", "network_dim": "x8", "max_grad_norm": True,
                              "min_snr_gamma": "five", "epoch": "2.5", "max_train_steps": True}),
                  encoding="utf-8")
     r = import_file(f)
     t, v = r.values["train"], r.values
-    assert t["seed"] == 1234 and type(t["seed"]) is int
-    assert v["data"]["keep_tokens"] == 0 and type(v["data"]["keep_tokens"]) is int
-    assert type(t["noise_offset"]) is float and t["noise_offset"] == 0.05
+    assert t["seed"] == 1234 and type(t["seed"]) is int  # kohya_ss common_gui.py update_my_data: int("1234")
+    # update_my_data: int("0") = 0, which train_model drops (0 in ["", False, None]): sd-scripts' default 0
+    assert "keep_tokens" not in v["data"] and resolve([Layer("imported", v)]).data.keep_tokens == 0
+    assert type(t["noise_offset"]) is float and t["noise_offset"] == 0.05  # update_my_data: float("0.05")
     assert type(v["network"]["network_alpha"]) is float
-    assert t["gradient_checkpointing"] is True and t["cache_latents"] is False and t["sdpa"] is False
+    assert t["gradient_checkpointing"] is True
+    assert "sdpa" not in t and "sdpa" in reported(r)["inert"]  # not a GUI key: train_model never reads it
     assert t["learning_rate"] == 2e-4
+    # update_my_data: int(True) = 1 for max_train_steps; int("2.5") fails → epoch 0 (unused: steps are not 0)
+    assert t["max_train_steps"] == 1 and "max_train_epochs" not in t
     unmapped = {k: why for k, _, why in r.unmapped}
-    assert set(unmapped) == {"network_dim", "max_grad_norm", "min_snr_gamma", "epoch", "max_train_steps"}
+    assert set(unmapped) == {"network_dim", "max_grad_norm", "min_snr_gamma"}
     assert "network.network_dim" in unmapped["network_dim"] and "an integer" in unmapped["network_dim"]
     resolve([Layer("imported", v)])
 
@@ -331,11 +369,21 @@ def test_gui_sample_prompts_are_the_prompt_text(tmp_path: Path) -> None:
     r = import_file(f)
     assert r.values["sample"] == {"prompts": ["a photo of mychar --w 512 --h 512", "mychar in the snow --n blurry"],
                                   "every_n_epochs": 2}
-    unmapped = {k: why for k, _, why in r.unmapped}
-    assert unmapped["sample_at_first"] == "lorakit always renders step 0"
-    assert "sample_every_n_steps" in r.empty
+    assert "sample_sampler" in reported(r)["inert"]
     cfg = resolve([Layer("imported", r.values)])
     assert cfg.sample.prompts[1] == "mychar in the snow --n blurry"
+
+
+def test_gui_sample_at_first_off_is_listed_like_the_toml(tmp_path: Path) -> None:
+    f = tmp_path / "kohya.json"
+    f.write_text(json.dumps({**GUI, "sample_prompts": "a cat", "sample_every_n_epochs": 2,
+                             "sample_at_first": False}), encoding="utf-8")
+    # sd-scripts' sample_images_common renders nothing at step 0 without sample_at_first; a sample never changes
+    # what is trained, so the difference is inert, and it is listed on the GUI path as on the TOML path
+    result = import_file(f)
+    inert = {k: why for k, _, why in result.report()["inert"]}
+    assert inert.get("sample_at_first", "").startswith("kohya renders no samples at step 0")
+    assert "sample_at_first" not in {k for k, _, _ in result.unmapped}
 
 
 def test_sd_scripts_txt_prompt_file_is_mapped_and_toml_skipped(tmp_path: Path) -> None:
@@ -344,20 +392,23 @@ def test_sd_scripts_txt_prompt_file_is_mapped_and_toml_skipped(tmp_path: Path) -
                  encoding="utf-8")
     r = import_file(f)
     assert r.values["sample"] == {"prompts_file": "/data/prompts.txt", "every_n_steps": 50}
-    assert r.unmapped == [("sample_at_first", False, "lorakit always renders step 0")]
+    assert r.unmapped == []  # sample_at_first = false: kohya renders no step-0 sample; samples never change training
+    assert [(k, v) for k, v, _ in r.inert_keys if k == "sample_at_first"] == [("sample_at_first", False)]
     for name in ("prompts.toml", "prompts.JSON"):
         f.write_text(f'sample_prompts = "/data/{name}"\nsample_every_n_steps = 50\n', encoding="utf-8")
         r = import_file(f)
-        assert r.values["sample"] == {"every_n_steps": 50}
+        # lorakit has no prompts to render, so the schedule alone is left out (listed, not imported)
+        assert "sample" not in r.values and "sample_every_n_steps" in reported(r)["inert"]
         assert r.unmapped == [("sample_prompts", f"/data/{name}",
                                "lorakit reads kohya's .txt prompt format; convert it to one prompt per line")]
 
 
 def test_sample_prompts_without_a_schedule_are_not_imported(tmp_path: Path) -> None:
-    # the schedule keys come after the prompts and are 0: kohya renders nothing, so lorakit must not either
+    # the schedule keys come after the prompts and are 0: kohya renders nothing, so lorakit must not either.
+    # LoRA_type marks the JSON as the GUI's (a JSON without GUI keys is read with sd-scripts' names)
     gui = tmp_path / "kohya.json"
-    gui.write_text(json.dumps({"sample_prompts": "a cat\n", "sample_every_n_steps": 0, "sample_every_n_epochs": 0,
-                               "sample_at_first": False}), encoding="utf-8")
+    gui.write_text(json.dumps({"LoRA_type": "Standard", "sample_prompts": "a cat\n", "sample_every_n_steps": 0,
+                               "sample_every_n_epochs": 0, "sample_at_first": False}), encoding="utf-8")
     toml = tmp_path / "t.toml"
     toml.write_text('sample_prompts = "p.txt"\n', encoding="utf-8")
     for f, value in ((gui, "a cat\n"), (toml, "p.txt")):
@@ -365,7 +416,6 @@ def test_sample_prompts_without_a_schedule_are_not_imported(tmp_path: Path) -> N
         assert "sample" not in r.values and "sample_prompts" not in r.mapped
         assert r.unmapped == [("sample_prompts", value, "kohya renders no samples without "
                                "sample_every_n_steps/epochs (lorakit would render them at step 0 and the end)")]
-    assert {"sample_every_n_steps", "sample_every_n_epochs", "sample_at_first"} <= set(import_file(gui).empty)
     # sample_at_first alone: kohya renders them at step 0, lorakit at step 0 and the end
     toml.write_text('sample_prompts = "p.txt"\nsample_at_first = true\n', encoding="utf-8")
     r = import_file(toml)
@@ -384,12 +434,14 @@ def test_save_state_becomes_lorakit_checkpoints(tmp_path: Path) -> None:
                  "save_last_n_steps_state = 300\nsave_every_n_epochs = 2\nsave_last_n_epochs_state = 3\n"
                  'save_state_on_train_end = false\nresume = "/out/style-000002-state"\n')
     assert r.values["checkpoint"] == {"at_end": True, "every_n_steps": 100, "every_n_epochs": 2, "keep_last": 7}
-    assert r.values["output"] == {"save_every_n_steps": 100}  # the LoRA files, as before
+    # the LoRA files: train_network.py saves one every save_every_n_steps and every save_every_n_epochs; save_precision
+    # absent → sd-scripts saves the trained (fp32) weights
+    assert r.values["output"] == {"save_every_n_steps": 100, "save_every_n_epochs": 2, "save_precision": "fp32"}
     assert r.unmapped == [("resume", "/out/style-000002-state", RESUME_REASON)]
     assert r.mapped["save_last_n_steps_state"] == r.mapped["save_last_n_epochs_state"] == "checkpoint.keep_last"
     assert r.mapped["save_every_n_steps"] == "output.save_every_n_steps and checkpoint.every_n_steps"
     assert "save_state" in r.mapped and "save_state_on_train_end" in r.mapped
-    assert any("LoRA file every save_every_n_epochs" in n for n in r.notes)
+    assert r.mapped["save_every_n_epochs"] == "output.save_every_n_epochs and checkpoint.every_n_epochs"
     cfg = resolve([Layer("imported", r.values)])
     assert (cfg.checkpoint.every_n_steps, cfg.checkpoint.keep_last, cfg.checkpoint.every_n_epochs) == (100, 7, 2)
 
@@ -401,19 +453,26 @@ def test_save_last_n_steps_state_counts_states_like_sd_scripts(tmp_path: Path) -
     # without save_last_n_steps_state sd-scripts prunes the states by save_last_n_steps (the LoRA files' count)
     r = imported(tmp_path, "save_state = true\nsave_every_n_steps = 100\nsave_last_n_steps = 200\n")
     assert r.values["checkpoint"]["keep_last"] == 3
-    assert r.mapped["save_last_n_steps"].startswith("checkpoint.keep_last (kohya prunes the states by it too")
-    # the _state count wins; the files' count has no lorakit equivalent
+    # ... and the LoRA files by it (train_network.py removes the file save_last_n_steps back)
+    assert r.mapped["save_last_n_steps"] == ("checkpoint.keep_last and output.save_last_n_steps (kohya prunes the "
+                                             "states by it too)")
+    assert r.values["output"]["save_last_n_steps"] == 200
+    # the _state count wins for the states; the files keep their own count
     r = imported(tmp_path, "save_state = true\nsave_every_n_steps = 100\nsave_last_n_steps = 200\n"
                  "save_last_n_steps_state = 100\n")
     assert r.values["checkpoint"]["keep_last"] == 2
-    assert r.unmapped == [("save_last_n_steps", 200, "lorakit never deletes the LoRA files of "
-                           "output.save_every_n_steps")]
+    assert r.values["output"]["save_last_n_steps"] == 200
+    assert r.mapped["save_last_n_steps"] == "output.save_last_n_steps"
+    assert r.unmapped == []
 
 
 def test_state_counts_without_their_schedule_are_skipped(tmp_path: Path) -> None:
     r = imported(tmp_path, "save_state = true\nsave_last_n_steps_state = 300\nsave_last_n_epochs_state = 2\n")
     assert r.values["checkpoint"] == {"at_end": True}  # lorakit's step schedule stays its default
-    assert r.unmapped == [
+    # training states never change what is trained: counts without their schedule are inert (train_network.py
+    # calls save_and_remove_state_stepwise / _on_epoch_end only when a state is saved by that schedule)
+    assert r.unmapped == []
+    assert r.inert_keys == [
         ("save_last_n_steps_state", 300, "kohya keeps step states only with save_state and save_every_n_steps"),
         ("save_last_n_epochs_state", 2, "kohya keeps epoch states only with save_state and save_every_n_epochs")]
     assert any("lorakit still writes a checkpoint every 500 steps" in n for n in r.notes)
@@ -423,10 +482,10 @@ def test_state_counts_without_their_schedule_are_skipped(tmp_path: Path) -> None
 def test_without_save_state_the_checkpoint_defaults_stay(tmp_path: Path) -> None:
     r = imported(tmp_path, "learning_rate = 1e-4\nsave_state = false\nsave_every_n_steps = 100\n"
                  "save_every_n_epochs = 2\nsave_last_n_steps_state = 300\nsave_last_n_epochs = 0\n")
-    assert "checkpoint" not in r.values and r.values["output"] == {"save_every_n_steps": 100}
-    unmapped = {k: why for k, _, why in r.unmapped}
-    assert set(unmapped) == {"save_every_n_epochs", "save_last_n_steps_state"}
-    assert "by steps only" in unmapped["save_every_n_epochs"]
+    # train_network.py saves a LoRA file every save_every_n_epochs with or without save_state
+    assert "checkpoint" not in r.values
+    assert r.values["output"] == {"save_every_n_steps": 100, "save_every_n_epochs": 2, "save_precision": "fp32"}
+    assert r.mapped["save_every_n_epochs"] == "output.save_every_n_epochs"
     assert {"save_state", "save_last_n_epochs"} <= set(r.empty)
     assert not any("checkpoint" in n for n in r.notes)
     # save_state_on_train_end alone: kohya writes only the last state, lorakit's at_end
@@ -441,17 +500,116 @@ def test_gui_state_keys_use_zero_for_unset(tmp_path: Path) -> None:
                              "save_last_n_steps": 0, "save_last_n_epochs": 0, "save_state_on_train_end": True,
                              "resume": ""}), encoding="utf-8")
     r = import_file(f)
+    # lora_gui.py train_model passes none of the 0 / "" values (that they are still reported: see
+    # test_every_gui_key_is_reported)
     assert r.values["checkpoint"] == {"at_end": True, "every_n_epochs": 1, "keep_last": 2}
-    assert {"save_every_n_steps", "save_last_n_steps_state", "save_last_n_steps", "save_last_n_epochs",
-            "resume"} <= set(r.empty)
+    assert r.values["output"]["save_every_n_epochs"] == 1
+    assert not {"save_last_n_steps", "save_last_n_epochs", "save_every_n_steps"} & set(r.values["output"])
     unmapped = {k for k, _, _ in r.unmapped}
     assert not unmapped & {"save_state", "save_every_n_epochs", "save_last_n_epochs_state", "resume"}
-    accounted = set(r.mapped) | set(r.empty) | unmapped
-    assert accounted >= set(GUI) | {"save_state", "save_last_n_epochs_state", "resume"}
     resolve([Layer("imported", r.values)])
+
+
+def test_state_count_without_save_state_is_inert(tmp_path: Path) -> None:
+    r = imported(tmp_path, "learning_rate = 1e-4\nsave_state = false\nsave_every_n_steps = 100\n"
+                 "save_last_n_steps_state = 300\n")
+    assert r.unmapped == [] and "save_last_n_steps_state" in reported(r)["inert"]
 
 
 def test_unreadable_state_counts_are_listed(tmp_path: Path) -> None:
     r = imported(tmp_path, 'save_state = "maybe"\nsave_every_n_epochs = "x"\nsave_last_n_epochs_state = 1.5\n')
     assert "checkpoint" not in r.values
     assert {k for k, _, _ in r.unmapped} == {"save_state", "save_every_n_epochs", "save_last_n_epochs_state"}
+
+
+def test_additional_parameters_are_a_command_line_that_wins(tmp_path: Path) -> None:
+    # common_gui.py run_cmd_advanced_training appends them after --config_file; sd-scripts' read_config_from_file
+    # parses the command line into the config's namespace, so they win. train_network.py: max_train_epochs replaces
+    # max_train_steps; network_train_unet_only leaves the text encoder untrained.
+    f = tmp_path / "kohya.json"
+    f.write_text(json.dumps({"LoRA_type": "Standard", "learning_rate": 1e-4, "max_train_steps": 1600,
+                             "text_encoder_lr": 5e-5, "unet_lr": 1e-4,
+                             "additional_parameters": "--network_train_unet_only --max_train_epochs 3"}),
+                 encoding="utf-8")
+    r = import_file(f)
+    assert r.values["network"]["train_text_encoder"] is False
+    assert r.values["train"]["max_train_epochs"] == 3 and "max_train_steps" not in r.values["train"]
+    assert "text_encoder_lr" not in r.values["train"] and r.unmapped == []
+
+
+def gui_with_folder(tmp_path: Path, **extra) -> Path:
+    from conftest import write_images
+
+    write_images(tmp_path / "img" / "10_a", count=3, size=(64, 64))
+    f = tmp_path / "kohya.json"
+    f.write_text(json.dumps({"LoRA_type": "Standard", "train_data_dir": str(tmp_path / "img"), "reg_data_dir": "",
+                             "train_batch_size": 2, "gradient_accumulation_steps": 1, "epoch": 4, **extra}),
+                 encoding="utf-8")
+    return f
+
+
+def test_gui_max_train_steps_0_counts_the_folders_like_train_model(tmp_path: Path) -> None:
+    # lora_gui.py train_model: ceil(Σ repeats × images / batch / accumulation × epoch × reg factor)
+    # = ceil(10 × 3 / 2 / 1 × 4 × 1) = 60, passed as max_train_steps (never as epochs)
+    r = import_file(gui_with_folder(tmp_path, max_train_steps=0))
+    assert r.values["train"]["max_train_steps"] == 60 and "max_train_epochs" not in r.values["train"]
+    assert r.unmapped == []
+    # with regularisation images the factor is 2, and accumulation divides: ceil(30 / 2 / 3 × 4 × 2) = 40
+    r = import_file(gui_with_folder(tmp_path, max_train_steps=0, reg_data_dir=str(tmp_path / "img"),
+                                    gradient_accumulation_steps=3))
+    assert r.values["train"]["max_train_steps"] == 40
+
+
+def test_gui_epoch_is_not_max_train_epochs(tmp_path: Path) -> None:
+    # train_model uses epoch only when max_train_steps is 0; a set max_train_steps reaches sd-scripts as it is
+    r = import_file(gui_with_folder(tmp_path, max_train_steps=500, epoch=8))
+    assert r.values["train"]["max_train_steps"] == 500 and "max_train_epochs" not in r.values["train"]
+    assert "epoch" in reported(r)["mapped"] | reported(r)["inert"]
+
+
+def test_adafactor_without_relative_step_uses_relative_step(tmp_path: Path) -> None:
+    # train_util.py get_optimizer: relative_step defaults to True, then lr_scheduler becomes "adafactor:<lr>";
+    # transformers' Adafactor defaults scale_parameter=True, warmup_init=False
+    r = imported(tmp_path, 'optimizer_type = "Adafactor"\nlearning_rate = 1e-3\nlr_scheduler = "cosine"\n')
+    t = r.values["train"]
+    assert t["optimizer_type"] == "Adafactor" and t["lr_scheduler"] == "adafactor" and t["learning_rate"] == 1e-3
+    assert "relative_step=True" in t["optimizer_args"] and "scale_parameter=True" in t["optimizer_args"]
+    assert r.unmapped == []
+
+
+def test_dataset_toml_subsets_become_data_subsets(tmp_path: Path) -> None:
+    dataset = """
+[general]
+caption_extension = ".txt"
+[[datasets]]
+resolution = 512
+batch_size = 2
+  [[datasets.subsets]]
+  image_dir = "/data/a"
+  num_repeats = 5
+  [[datasets.subsets]]
+  image_dir = "/data/b"
+  num_repeats = 2
+  class_tokens = "b thing"
+  [[datasets.subsets]]
+  image_dir = "/data/reg"
+  is_reg = true
+"""
+    r = imported(tmp_path, "learning_rate = 1e-4\n", dataset)
+    # sd-scripts config_util.py: one DreamBooth subset per table, num_repeats default 1 when absent
+    assert r.values["data"]["subsets"] == [{"image_dir": "/data/a", "num_repeats": 5},
+                                           {"image_dir": "/data/b", "num_repeats": 2, "class_tokens": "b thing"},
+                                           {"image_dir": "/data/reg", "is_reg": True}]
+    assert r.values["train"]["train_batch_size"] == 2 and r.values["data"]["caption_extension"] == ".txt"
+    cfg = resolve([Layer("imported", r.values)])
+    assert [s.num_repeats for s in cfg.data.subsets] == [5, 2, 1]
+
+
+def test_bucket_reso_steps_1_is_inert_without_buckets_and_unsupported_with(tmp_path: Path) -> None:
+    # train_util.py DreamBoothDataset: without enable_bucket bucket_reso_steps is set to None (unused);
+    # train_network.py assert_extra_args → verify_bucket_reso_steps(64) stops sd-scripts when buckets are on
+    r = imported(tmp_path, "enable_bucket = false\nbucket_reso_steps = 1\n")
+    assert "bucket_reso_steps" in reported(r)["inert"] and r.unmapped == []
+    assert "bucket_reso_steps" not in r.values["data"]
+    r = imported(tmp_path, "enable_bucket = true\nbucket_reso_steps = 1\n")
+    assert [k for k, _, _ in r.unmapped] == ["bucket_reso_steps"] and "divisible by 64" in r.unmapped[0][2]

@@ -103,4 +103,7 @@ def import_state_saving(r: ImportResult, src: dict[str, Any]) -> None:
     unmapped = {k for k, _, _ in r.unmapped}
     for key in STATE_KEYS:  # whatever is left: off, or without effect in kohya / no lorakit equivalent
         if key in src and key not in r.mapped and key not in unmapped:
-            r.skip(key, src[key] if counts.get(key) else None, reasons.get(key, ""))
+            if counts.get(key) and key in reasons:
+                r.inert(key, src[key], reasons[key])  # training states only: nothing kohya trains changes
+            else:
+                r.skip(key, src[key] if counts.get(key) else None, reasons.get(key, ""))

@@ -238,8 +238,10 @@ def gui_to_sd_scripts(src: dict[str, Any], r: ImportResult) -> tuple[dict[str, A
         args.pop("seed", None)
 
     # what train_model writes: no "", False, None or 0; then the command line wins
-    args = {k: v for k, v in args.items() if not (v in ("", None) or v is False or (
+    kept = {k: v for k, v in args.items() if not (v in ("", None) or v is False or (
         isinstance(v, (int, float)) and not isinstance(v, bool) and v == 0))}
+    r.empty += [k for k in args if k not in kept and k in src or labels.get(k) in src and k not in kept]
+    args = kept
     for key in [k for k in src if k not in args and k not in labels.values() and k not in NETWORK_KEYS
                 and k not in CONSUMED and k != "additional_parameters" and k not in r.mapped]:
         r.empty.append(key)

@@ -113,7 +113,8 @@ class ImportResult:
         unsupported (key, value, what lorakit would need); keys left empty/off are inert."""
         mapped = [(k, None, v) for k, v in self.mapped.items() if not v.startswith("(inert: ")]
         inert = [(k, None, v[len("(inert: "):-1]) for k, v in self.mapped.items() if v.startswith("(inert: ")]
-        inert += self.inert_keys + [(k, None, "empty or off") for k in self.empty]
+        listed = {k for k, _, _ in mapped + inert + self.inert_keys + self.unmapped}
+        inert += self.inert_keys + [(k, None, "empty or off") for k in dict.fromkeys(self.empty) if k not in listed]
         return {"mapped": mapped, "inert": inert, "unsupported": list(self.unmapped)}
 
     def put(self, source: str, dotted: str, value: Any) -> None:
@@ -431,7 +432,8 @@ def _sample_schedule(r: ImportResult, src: dict[str, Any]) -> None:
             if sample.pop(name, None) is not None:
                 key = f"sample_{name}"
                 r.mapped.pop(key, None)
-                r.inert(key, src[key], "there are no sample prompts, so kohya renders nothing")
+                r.inert(key, src[key], "no sample prompts lorakit reads, so it renders none (samples never "
+                        "change training)")
     if sample.get("every_n_epochs") and sample.pop("every_n_steps", None) is not None:
         r.mapped.pop("sample_every_n_steps", None)
         r.unmapped.append(("sample_every_n_steps", src["sample_every_n_steps"],
@@ -456,11 +458,12 @@ def _sample_schedule(r: ImportResult, src: dict[str, Any]) -> None:
             prompts = []
     if "sample" in r.values and not sample:
         del r.values["sample"]
-    if "sample_at_first" in src and not unreadable:
+    if not unreadable and (prompts and not at_first or "sample_at_first" in src):
         if at_first or not prompts:
             r.skip("sample_at_first", None, "")  # lorakit renders step 0 as well; or no samples at all
-        else:
-            r.unmapped.append(("sample_at_first", src["sample_at_first"], "lorakit always renders step 0"))
+        else:  # samples never change what is trained
+            r.inert("sample_at_first", src.get("sample_at_first", False), "kohya renders no samples at step 0; "
+                    "lorakit always does (a sample never changes training)")
 
 
 def _optimizer(r: ImportResult, src: dict[str, Any]) -> None:
@@ -597,7 +600,8 @@ def _conversions(gui: bool) -> dict[str, Callable[[ImportResult, str, Any], None
         "sample_every_n_steps": lambda r, k, v: r.put(k, "sample.every_n_steps", v) if v else r.skip(k, v, ""),
         "sample_every_n_epochs": lambda r, k, v: r.put(k, "sample.every_n_epochs", v) if v else r.skip(k, v, ""),
     }
-    table["stop_text_encoder_training"] = number("train.stop_text_encoder_training")
+    table["stop_text_encoder_training"] = lambda r, k, v: r.inert(
+        k, v, "sd-scripts' LoRA training has no such argument (only train_db.py): the text encoder trains to the end")
     return table
 
 
