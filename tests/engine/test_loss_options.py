@@ -368,9 +368,9 @@ def test_a_run_with_every_option_on(model: str, tmp_path: Path, image_dir: Path,
 
     weighting: list = []
 
-    def spy_loss(pred, target, scheduler, t, settings, weights=None):
+    def spy_loss(pred, target, scheduler, t, settings, weights=None, **kwargs):
         weighting.append((settings, scheduler.alphas_cumprod[-1].item()))
-        return L.diffusion_loss(pred, target, scheduler, t, settings, weights)
+        return L.diffusion_loss(pred, target, scheduler, t, settings, weights, **kwargs)
 
     monkeypatch.setattr(lora_mode, "add_noise", spy_noise)
     monkeypatch.setattr(lora_mode, "diffusion_loss", spy_loss)

@@ -523,6 +523,16 @@ def _known_arguments(r: ImportResult, optimizer: str, args: list[str]) -> list[s
     return kept
 
 
+def _alpha_mask(r: ImportResult, key: str, value: Any) -> None:
+    """alpha_mask: sd-scripts weights the loss by the alpha channel whenever the batch has alpha masks, with or
+    without masked_loss (train_network.py process_batch); lorakit needs both keys."""
+    r.put(key, "data.alpha_mask", value)
+    if r.values.get("data", {}).get("alpha_mask") is True:
+        r.values.setdefault("train", {})["masked_loss"] = True
+        r.notes.append("alpha_mask: sd-scripts masks the loss by the alpha channel even without masked_loss; "
+                       "train.masked_loss = true does the same here")
+
+
 def _scheduler(r: ImportResult, key: str, value: Any) -> None:
     """lr_scheduler by sd-scripts' name; 'adafactor' comes from the Adafactor optimizer (see _optimizer);
     schedules lorakit lacks are unsupported."""
@@ -573,6 +583,7 @@ def _conversions(gui: bool) -> dict[str, Callable[[ImportResult, str, Any], None
         "max_token_length": _token_length,
         "bucket_reso_steps": _bucket_steps,
         "flip_aug": lambda r, k, v: r.put(k, "data.random_flip", v),
+        "alpha_mask": _alpha_mask,
         "loss_type": lambda r, k, v: r.skip(k, None, "") if v == "l2" else r.unsupported(k, v, REASONS[k]),
         "resolution": _resolution,
         "lr_scheduler_num_cycles": number("train.lr_scheduler_num_cycles"),

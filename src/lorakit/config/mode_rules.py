@@ -35,6 +35,9 @@ MODE_UNUSED = {
         "train.validate_every_n_steps": "it has no held-out images",
         "sample.every_n_epochs": "it has no image epochs: use sample.every_n_steps",
         "checkpoint.every_n_epochs": "it has no image epochs: use checkpoint.every_n_steps",
+        "output.save_every_n_epochs": "it has no image epochs: use output.save_every_n_steps",
+        "output.save_last_n_epochs": "it has no image epochs: use output.save_last_n_steps",
+        "train.masked_loss": "it encodes no images",
     },
     "difference": {
         "sample.every_n_epochs": "each pass is one epoch: use sample.every_n_steps",
@@ -43,6 +46,9 @@ MODE_UNUSED = {
         "network.train_text_encoder": "TrainTrain trains the UNet only in this mode",
         "network.network_weights": "load the copy machine with mode.first_pass_file",
         "train.validate_every_n_steps": "it has no held-out images",
+        "output.save_every_n_epochs": "each pass is one epoch: use output.save_every_n_steps",
+        "output.save_last_n_epochs": "each pass is one epoch: use output.save_last_n_steps",
+        "train.masked_loss": "its two images carry no mask",
     },
 }
 

@@ -3,7 +3,8 @@
 Each entry is its own `.safetensors` file named by a key that hashes everything its value depends on: the file's
 content hash, the transform (bucket size, crop, flip, background) and the model identity string the engine passes
 (e.g. "sd1:<model hash>:<vae hash>:fp16"). A changed image or model therefore misses only its own entries; an
-interrupted run keeps every entry already written (writes are atomic), so the next run resumes.
+interrupted run keeps every entry already written (writes are atomic), so the next run resumes. Loss masks
+(train.masked_loss) are cached beside the latents in their own namespace, keyed by the mask's source (`mask_key`).
 
 The engine's flow: `missing = cache.missing(keys)`; only when it is non-empty run the VAE through
 `fill_latents` — a full hit never runs the VAE.
@@ -53,6 +54,22 @@ def latent_key(example: Example, model_id: str, background: RGB = WHITE) -> str:
     top, left = example.crop_top_left
     transform = f"{w}x{h};crop={top},{left};flip={int(example.flip)};bg={background};lanczos"
     return cache_key("latent", model_id, source, transform)
+
+
+def mask_key(example: Example, latent_size: tuple[int, int]) -> str:
+    """Key of an example's loss mask at a latent size (height, width): the mask's content (the mask file's, or the
+    image's for its alpha channel; path and time when not hashed), its kind and the cut (size, resize, crop, flip).
+    A changed mask file therefore misses; the latents of its image stay cached."""
+    mask = example.mask
+    if mask is None:
+        raise ValueError(f"{example.image} has no mask")
+    source = mask.fingerprint or (example.fingerprint if mask.kind == "alpha" else "") or \
+        f"path:{mask.path.resolve()}:{mask.path.stat().st_mtime_ns}"
+    w, h = example.size
+    top, left = example.crop_top_left
+    resized = f"{example.resized[0]}x{example.resized[1]}" if example.resized else "cover"
+    cut = f"{w}x{h};resized={resized};crop={top},{left};flip={int(example.flip)};lanczos"
+    return cache_key("mask", mask.kind, source, cut, f"area={latent_size[0]}x{latent_size[1]}")
 
 
 def text_key(caption: str, model_id: str) -> str:

@@ -10,9 +10,22 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Iterator, Literal, Protocol
 
 from .buckets import cover_crop
+
+MaskKind = Literal["alpha", "image"]
+
+
+@dataclass(frozen=True)
+class MaskSource:
+    """Where an example's loss mask comes from (train.masked_loss): the alpha channel of the image itself
+    (data.alpha_mask) or the red channel of a same-named file in data.conditioning_data_dir. `fingerprint` is the
+    mask file's content hash (empty for "alpha": the image's own fingerprint covers it, or when not hashed)."""
+
+    path: Path
+    kind: MaskKind
+    fingerprint: str = ""
 
 
 @dataclass(frozen=True)
@@ -26,7 +39,8 @@ class Example:
     before the centre crop when it is not simply "cover `size`" (kohya buckets: sd-scripts' rounding, and no
     resize at all for an image already within bucket_no_upscale's area); None = cover `size`. `aug_seed` seeds this
     use's random crop and colour change (data.color_aug / data.random_crop); the sampler sets it per use, so it is
-    not part of the example's identity or cache key.
+    not part of the example's identity or cache key. `mask` is the source of its loss mask (train.masked_loss),
+    None = no mask (the whole image counts); the mask is cut exactly as the pixels, so it is not part of `key`.
     """
 
     image: Path
@@ -41,6 +55,7 @@ class Example:
     folder: str = field(default="", compare=False)
     resized: tuple[int, int] | None = None
     aug_seed: int | None = field(default=None, compare=False)
+    mask: MaskSource | None = None
 
     def mirrored(self) -> Example:
         """The left-right mirror image of this example, its crop's left edge measured from the other side as the

@@ -4,6 +4,10 @@
 subsets, `data.subsets`, with `scan.scan_kohya_subsets`), reads captions as its read_caption (`kohya_caption`),
 splits validation per folder (split_train_val), and balances the regularisation repeats as it does
 (`scan.kohya_reg_repeats`).
+
+Loss masks (train.masked_loss): with data.conditioning_data_dir each image gets the same-named file there
+(`scan.match_masks`), with data.alpha_mask its own alpha channel; the example carries the source, the engine cuts
+the mask with the pixels.
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ from .buckets import (BucketPlan, BucketSpec, NoBucketError, Size, cover_crop, c
                       trim_offsets)
 from .captions import (Caption, CaptionRules, Metadata, _caption_text, caption_rules_from, image_caption, load_metadata,
                        read_text, with_trigger)
-from .example import BatchSampler, Example, file_fingerprint
+from .example import BatchSampler, Example, MaskSource, file_fingerprint
 from .sampler import BucketBatchSampler
-from .scan import ImageRecord, kohya_reg_repeats, pixel_limit, scan_folder, scan_kohya, scan_kohya_subsets
+from .scan import (ImageRecord, kohya_reg_repeats, match_masks, pixel_limit, scan_folder, scan_kohya,
+                   scan_kohya_subsets)
 from .settings import DataSection
 from .transforms import augment_from
 
@@ -131,9 +136,10 @@ def _fields(template: str) -> list[str]:
 
 
 def examples_for(record: ImageRecord, caption: str, sizes: list[Size], flips: bool, fingerprint: str,
-                 resized: Size | None = None) -> list[Example]:
+                 resized: Size | None = None, mask: MaskSource | None = None) -> list[Example]:
     """The examples of one image: each bucket size, mirrored too when `flips`. `resized`: sd-scripts' resize
-    before its centre crop (kohya buckets; one size), else the image is scaled to cover each size."""
+    before its centre crop (kohya buckets; one size), else the image is scaled to cover each size. `mask`: the
+    source of its loss mask (train.masked_loss), if any."""
     out = []
     iw, ih = record.size
     for size in sizes:
@@ -154,6 +160,7 @@ def examples_for(record: ImageRecord, caption: str, sizes: list[Size], flips: bo
                 repeats=record.repeats,
                 folder=record.folder_name,
                 resized=resized,
+                mask=mask,
             ))
     return out
 
@@ -228,7 +235,7 @@ def _placement(rec: ImageRecord, cfg: DataSection, buckets: BucketPlan, augment:
 
 
 def _build(records: list[ImageRecord], cfg: DataSection, buckets: BucketPlan, *, augment: bool,
-           fingerprints: bool) -> _Built:
+           fingerprints: bool, masks: dict[Path, MaskSource] | None = None) -> _Built:
     rules, meta = caption_rules(cfg), _metadata(cfg)
     examples: list[Example] = []
     folders: dict[Path, FolderSummary] = {}
@@ -254,7 +261,7 @@ def _build(records: list[ImageRecord], cfg: DataSection, buckets: BucketPlan, *,
         if lost >= HEAVY_CROP:
             crops.append(CroppedImage(rec.path, rec.size, sizes[0], lost))
         fp = file_fingerprint(rec.path) if fingerprints else ""
-        new = examples_for(rec, caption, sizes, cfg.flip_aug and augment, fp, resized)
+        new = examples_for(rec, caption, sizes, cfg.flip_aug and augment, fp, resized, (masks or {}).get(rec.path))
         examples.extend(new)
         summary = folders.setdefault(rec.folder, FolderSummary(rec.folder, 0, rec.repeats, rec.is_reg))
         summary.images += 1
@@ -274,6 +281,37 @@ def _build(records: list[ImageRecord], cfg: DataSection, buckets: BucketPlan, *,
         raise DataError(f"{len(unplaced)} image(s) fit no bucket without being enlarged:\n  {shown}",
                         "crop or remove them, or set data.bucket_no_upscale = false")
     return _Built(examples, list(folders.values()), tags, crops, large)
+
+
+def mask_sources(cfg: DataSection, required: list[ImageRecord], optional: list[ImageRecord], notes: list[str],
+                 fingerprints: bool) -> dict[Path, MaskSource]:
+    """Each image's loss-mask source. data.conditioning_data_dir: the same-named file there; a training image
+    without one is an error naming it (sd-scripts' ControlNetDataset asserts it), a regularisation or
+    validation_data_dir image without one trains unmasked (sd-scripts has no such images with masks), and files no
+    image uses are noted. Otherwise data.alpha_mask: every image's own alpha channel (all ones without one, as
+    sd-scripts). Mask files win over the alpha channel, as in sd-scripts' apply_masked_loss."""
+    alpha, folder = cfg.alpha_mask, cfg.conditioning_data_dir  # read by every run, on or off
+    if folder:
+        root = Path(folder)
+        if not root.is_dir():
+            raise DataError(f"data.conditioning_data_dir = {folder}: folder not found",
+                            "set it to the folder of mask images named like the training images")
+        matched = match_masks(root, required + optional)
+        need = {r.path for r in required}
+        lacking = [p for p in matched.missing if p in need]
+        if lacking:
+            shown = "\n  ".join(str(p) for p in lacking[:10]) + (f"\n  … and {len(lacking) - 10} more"
+                                                                 if len(lacking) > 10 else "")
+            raise DataError(f"{len(lacking)} training image(s) have no mask in {root} (data.conditioning_data_dir):"
+                            f"\n  {shown}", "add a mask image of the same name (white = learn, black = ignore)")
+        if matched.unused:
+            notes.append(f"{root}: {len(matched.unused)} mask file(s) match no image and are not used: "
+                         f"{', '.join(p.name for p in matched.unused[:5])}{' …' if len(matched.unused) > 5 else ''}")
+        return {image: MaskSource(mask, "image", file_fingerprint(mask) if fingerprints else "")
+                for image, mask in matched.found.items()}
+    if alpha:
+        return {r.path: MaskSource(r.path, "alpha") for r in required + optional}
+    return {}
 
 
 def split_validation(records: list[ImageRecord], ratio: float, seed: int
@@ -332,9 +370,12 @@ def build_dataset(cfg: DataSection, batch_size: int, seed: int, *, fingerprints:
     buckets = BucketPlan.build(bucket_spec(cfg))
     notes: list[str] = []
     records, val_records, reg_records, layout_notes = _scan(cfg, seed, notes)
-    train = _build(records, cfg, buckets, augment=True, fingerprints=fingerprints)
-    reg = _build(reg_records, cfg, buckets, augment=True, fingerprints=fingerprints)
-    val = _build(val_records, cfg, buckets, augment=False, fingerprints=fingerprints)
+    # a validation split's images are training images to sd-scripts; validation_data_dir's are extra ones
+    extra = val_records if cfg.validation_data_dir else []
+    masks = mask_sources(cfg, records + (val_records if not extra else []), reg_records + extra, notes, fingerprints)
+    train = _build(records, cfg, buckets, augment=True, fingerprints=fingerprints, masks=masks)
+    reg = _build(reg_records, cfg, buckets, augment=True, fingerprints=fingerprints, masks=masks)
+    val = _build(val_records, cfg, buckets, augment=False, fingerprints=fingerprints, masks=masks)
     rules = caption_rules(cfg)
     sampler = BucketBatchSampler(train.examples, batch_size, seed, reg=reg.examples, captions=rules,
                                  kohya_reg=cfg.layout == "kohya", augment=augment_from(cfg).active,

@@ -417,3 +417,48 @@ def kohya_reg_repeats(reg: list[ImageRecord], train_uses: int) -> list[ImageReco
         n += 1
         i = (i + 1) % len(used)
     return [replace(rec, repeats=rec.repeats + k) if k else rec for rec, k in zip(used, extra)]
+
+
+# -- loss masks: sd-scripts' conditioning_data_dir --------------------------------------------------------------------
+
+@dataclass
+class MaskFiles:
+    """Mask files matched to images (data.conditioning_data_dir): `found` image → mask, `missing` images without
+    one, `unused` files of the folder that no image took."""
+
+    found: dict[Path, Path]
+    missing: list[Path]
+    unused: list[Path]
+
+
+def _mask_in(folder: Path, stem: str, names: set[str]) -> Path | None:
+    """sd-scripts' glob_images(folder, stem): '<stem><ext>' for each of its extensions, sorted, the first."""
+    hits = sorted(stem + ext for ext in KOHYA_IMAGE_EXTENSIONS if stem + ext in names)
+    return folder / hits[0] if hits else None
+
+
+def match_masks(folder: Path, images: list[ImageRecord]) -> MaskFiles:
+    """Each image's mask in `folder`: the file with the image's name (without extension) and one of sd-scripts'
+    image extensions (ControlNetDataset.__init__: glob_images(conditioning_data_dir, basename), first when
+    sorted). An image in a sub-folder of its dataset folder looks first in the same sub-folder of `folder`
+    (lorakit's nested folders: two images of one name each get their own), then in `folder` itself, as sd-scripts."""
+    listings: dict[Path, set[str]] = {}
+
+    def names(where: Path) -> set[str]:
+        if where not in listings:
+            listings[where] = {p.name for p in where.iterdir() if p.is_file()} if where.is_dir() else set()
+        return listings[where]
+
+    found: dict[Path, Path] = {}
+    missing: list[Path] = []
+    for rec in images:
+        stem = os.path.splitext(rec.path.name)[0]
+        sub = folder / Path(rec.rel).parent
+        mask = (_mask_in(sub, stem, names(sub)) if sub != folder else None) or _mask_in(folder, stem, names(folder))
+        if mask is None:
+            missing.append(rec.path)
+        else:
+            found[rec.path] = mask
+    taken = set(found.values())
+    unused = sorted(folder / n for n in names(folder) if is_kohya_image(n) and folder / n not in taken)
+    return MaskFiles(found, missing, unused)

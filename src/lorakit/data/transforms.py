@@ -7,6 +7,9 @@ or float images scaled (not clipped) to 8 bits.
 sd-scripts' per-use augmentations (`color_aug`, `random_crop`) draw from a `random.Random` the caller passes, in
 sd-scripts' order: crop offsets (width, then height), then the colour change, then the mirror (library/train_util.py,
 `BaseDataset.__getitem__`). They change the pixels at every use, so they need uncached latents.
+
+A loss mask (train.masked_loss, `example_mask`) is cut exactly as its image: the same resize, crop (the same random
+offsets: they are the first draws of a use's generator) and mirror; the colour change leaves it alone.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from PIL import Image, ImageCms, ImageColor, ImageOps
 
 from ..errors import DataError
 from .buckets import cover_crop
-from .example import Example
+from .example import Example, MaskKind, MaskSource
 from .settings import DataSection
 
 RGB = tuple[int, int, int]
@@ -250,3 +253,53 @@ def load_pixels(example: Example, background: RGB = WHITE, augment: Augment | No
     """Pixels of an example as a float32 CHW array in [-1, 1] (augmented per use with `augment` and `rng`)."""
     arr = np.asarray(example_image(example, background, augment, rng), dtype=np.float32) / 127.5 - 1.0
     return arr.transpose(2, 0, 1).copy()
+
+
+# -- loss masks (train.masked_loss) ----------------------------------------------------------------------------------
+def open_mask(source: MaskSource) -> Image.Image:
+    """A mask as an 8-bit 'L' image, upright as its image: the image's alpha channel (sd-scripts' load_image with
+    alpha: convert("RGBA"), so an image without alpha is 255 everywhere), or a mask file's red channel (its
+    load_image: convert("RGB"); apply_masked_loss reads channel 0)."""
+    mode, band = ("RGBA", "A") if source.kind == "alpha" else ("RGB", "R")
+    try:
+        with Image.open(source.path) as im:
+            if getattr(im, "n_frames", 1) > 1:
+                im.seek(0)
+            im.load()
+            upright = ImageOps.exif_transpose(im)
+            return (upright if upright.mode == mode else upright.convert(mode)).getchannel(band)
+    except Exception as exc:  # PIL raises many types for bad files
+        raise DataError(f"cannot read mask {source.path}: {exc}", "re-export the mask as a PNG") from exc
+
+
+def mask_values(arr: np.ndarray, kind: MaskKind) -> np.ndarray:
+    """uint8 mask → float32 in [0, 1], in sd-scripts' float32 steps: an alpha channel as alpha / 255
+    (train_util.BaseDataset.__getitem__); a mask image through the pixel transform (ToTensor: / 255, then
+    Normalize(0.5, 0.5): (x − 0.5) / 0.5) and back (custom_train_functions.apply_masked_loss: / 2 + 0.5)."""
+    x = arr.astype(np.float32) / np.float32(255.0)
+    if kind == "alpha":
+        return x
+    return ((x - np.float32(0.5)) / np.float32(0.5)) / np.float32(2.0) + np.float32(0.5)
+
+
+def example_mask(example: Example, augment: Augment | None = None, rng: random.Random | None = None
+                 ) -> np.ndarray | None:
+    """The loss mask of an example as a float32 (height, width) array of its size, pixel-aligned with
+    `example_image(example, …, augment, rng)` for a generator seeded alike; None when it has no mask.
+
+    A mask file must be as large as its image (sd-scripts' ControlNetDataset asserts it too). sd-scripts stretches
+    a mask file to the bucket and never crops it randomly; here it follows the image's resize and crop exactly."""
+    source = example.mask
+    if source is None:
+        return None
+    im = open_mask(source)
+    if source.kind == "image" and example.original_size is not None:
+        h, w = example.original_size
+        if im.size != (w, h):
+            raise DataError(f"mask {source.path} is {im.size[0]}x{im.size[1]}, its image {example.image} {w}x{h}",
+                            "save the mask at the size of its image (data.conditioning_data_dir)")
+    crop_rng = rng if augment is not None and augment.random_crop else None
+    im, _ = resize_and_crop(im, example.size, crop_rng, example.resized)
+    if example.flip:
+        im = ImageOps.mirror(im)
+    return mask_values(np.asarray(im), source.kind)

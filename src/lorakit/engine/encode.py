@@ -5,6 +5,9 @@ full hit never runs the VAE or the text encoders.
 
 A use that carries an augmentation seed (the sampler's, with data.color_aug / data.random_crop) is encoded from its
 own augmented pixels each time and never cached: its pixels differ from use to use.
+
+Loss masks (train.masked_loss) are cut as their pixels and averaged to the latent size; with latent caching they are
+cached beside the latents (in memory, and on disk under their own keys), a use with an augmentation seed cuts its own.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..data.cache import TensorCache, batch_latents, fill_latents, fill_text, text_key
+from ..data.cache import TensorCache, batch_latents, fill_latents, fill_text, mask_key, text_key
 from ..data.example import Example
-from ..data.transforms import Augment, load_pixels
+from ..data.transforms import Augment, example_mask, load_pixels
 from ..families import ModelParts
+from .loss import latent_mask
 
 Progress = Callable[[str, int, int], None]
 
@@ -43,6 +47,8 @@ class BatchEncoder:
         self.reseed(seed)
         self.model_id = cache_model_id(parts.family.name, parts.identity, dtype)
         self.disk = (TensorCache(disk_dir, "latents"), TensorCache(disk_dir, "text")) if disk_dir else None
+        self.masks: dict[str, torch.Tensor] = {}  # mask_key → (1, h, w) float32 on the device
+        self.mask_disk = TensorCache(disk_dir, "masks") if disk_dir else None
 
     @property
     def text_model_id(self) -> str:
@@ -84,6 +90,35 @@ class BatchEncoder:
                 self.latents[e.key] = lat.to(self.dtype)
         return torch.stack([self.latents[e.key] for e in examples])
 
+    def loss_masks(self, examples: list[Example], latent_size: tuple[int, int]) -> torch.Tensor | None:
+        """(B, 1, h, w) float32 loss masks of a batch at the latent size; None when no example has a mask. An
+        example without one gets ones (sd-scripts fills a batch's missing masks with ones)."""
+        if all(e.mask is None for e in examples):
+            return None
+        size = (int(latent_size[0]), int(latent_size[1]))
+        ones = torch.ones((1, *size), device=self.device)
+        return torch.stack([ones if e.mask is None else self._mask(e, size) for e in examples])
+
+    def _mask(self, example: Example, size: tuple[int, int]) -> torch.Tensor:
+        if not self.cache_latents or example.aug_seed is not None:
+            return self._cut_mask(example, size)
+        key = mask_key(example, size)
+        if key not in self.masks:
+            value = self.mask_disk.get(key) if self.mask_disk else None
+            if not isinstance(value, torch.Tensor):
+                value = self._cut_mask(example, size)
+                if self.mask_disk:
+                    self.mask_disk.put(key, value)
+            self.masks[key] = value.to(self.device)
+        return self.masks[key]
+
+    def _cut_mask(self, example: Example, size: tuple[int, int]) -> torch.Tensor:
+        """The mask of this use: a use with an augmentation seed is cropped with its own random offsets."""
+        rng = random.Random(example.aug_seed) if example.aug_seed is not None else None
+        mask = example_mask(example, self.augment if rng else None, rng)
+        assert mask is not None
+        return latent_mask(torch.from_numpy(mask), size).to(self.device)
+
     def prefill(self, examples: list[Example], batch_size: int, progress: Progress | None = None) -> None:
         """Encode every image (and caption) once up front, so the training loop never waits on the encoders."""
         unique = list({e.key: e for e in examples}.values())
@@ -99,6 +134,10 @@ class BatchEncoder:
             for group in by_size.values():
                 for i in range(0, len(group), batch_size):
                     self.image_latents(group[i : i + batch_size])
+        if self.cache_latents:  # the loss masks, with the latents (their size is the latents')
+            for e in unique:
+                if e.mask is not None:
+                    self._mask(e, tuple(self.latents[e.key].shape[-2:]))
         if self.cache_text:
             self._prefill_text(list(dict.fromkeys(e.caption for e in examples)), progress)
 

@@ -179,14 +179,25 @@ def weigh(per_sample: torch.Tensor, scheduler: DDPMScheduler, t: torch.Tensor, s
     return per_sample
 
 
+def latent_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A (height, width) pixel mask in [0, 1] → (1, h, w) at the latent size by area averaging, as sd-scripts'
+    apply_masked_loss (F.interpolate(mode="area"), per image here: area averaging never mixes images)."""
+    return F.interpolate(mask.float()[None, None], size=tuple(size), mode="area")[0]
+
+
 def diffusion_loss(
     pred: torch.Tensor, target: torch.Tensor, scheduler: DDPMScheduler, t: torch.Tensor,
-    weighting: LossSettings | float | None, weights: torch.Tensor | None = None,
+    weighting: LossSettings | float | None, weights: torch.Tensor | None = None, mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean-squared error per sample, times the sample's weight (kohya's loss_weights: prior_loss_weight for a
+    """Mean-squared error per element, times the loss mask (`mask`: (B, 1, h, w), train.masked_loss), then its
+    mean per sample — not divided by the mask's mean, as sd-scripts (train_network.py process_batch: apply_masked_loss
+    before `loss.mean(dim=[1, 2, 3])`) — times the sample's weight (kohya's loss_weights: prior_loss_weight for a
     regularisation image), then the SNR weights (`weighting`: LossSettings, or a min-SNR γ alone); the batch mean.
     `scheduler` gives the prediction type and the SNR of each timestep."""
-    per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    per_element = F.mse_loss(pred.float(), target.float(), reduction="none")
+    if mask is not None:
+        per_element = per_element * mask.to(per_element)
+    per_sample = per_element.mean(dim=(1, 2, 3))
     if weights is not None:
         per_sample = per_sample * weights.to(per_sample)
     settings = weighting if isinstance(weighting, LossSettings) else LossSettings(min_snr_gamma=weighting)

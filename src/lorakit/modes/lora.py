@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 
 class DenoisingTask:
     """Noise an image's latents at a random timestep and predict the noise (or velocity): kohya's train_network
-    loss, with its noise and loss options (engine/loss.py). A regularisation image's loss is weighted by
-    `prior_loss_weight` before the SNR weights and the batch mean."""
+    loss, with its noise and loss options (engine/loss.py). With train.masked_loss each element's loss is weighted
+    by the image's mask first; a regularisation image's loss is weighted by `prior_loss_weight` before the SNR
+    weights and the batch mean."""
 
     def __init__(self, parts: ModelParts, cfg: LorakitConfig, encoder: BatchEncoder, sampler: BatchSampler,
                  prior_loss_weight: float = 1.0) -> None:
@@ -33,6 +34,7 @@ class DenoisingTask:
         self.text_frozen = False
         t = cfg.train
         self.noise, self.weighting = NoiseSettings.from_train(t), LossSettings.from_train(t)
+        self.masked_loss = t.masked_loss
         check_prediction_type(self.weighting, parts.noise_scheduler.config.prediction_type)
         # Noising and the target use the (rescaled) copy; the SNR weights keep the model's schedule, as in
         # sd-scripts, whose all_snr table is computed before fix_noise_scheduler_betas_for_zero_terminal_snr.
@@ -61,7 +63,8 @@ class DenoisingTask:
         pred = self.parts.unet(noisy, timesteps, **fam.unet_kwargs(cond, size_conditioning(examples))).sample
         weights = sample_weights(examples, self.prior_loss_weight) if any(e.is_reg for e in examples) else None
         target = target_for(self.scheduler, latents, noise, timesteps)
-        return diffusion_loss(pred, target, self.snr_scheduler, timesteps, self.weighting, weights)
+        mask = self.encoder.loss_masks(examples, tuple(latents.shape[-2:])) if self.masked_loss else None
+        return diffusion_loss(pred, target, self.snr_scheduler, timesteps, self.weighting, weights, mask=mask)
 
 
 def check_prediction_type(weighting: LossSettings, prediction_type: str) -> None:
