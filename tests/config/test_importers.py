@@ -613,3 +613,56 @@ def test_bucket_reso_steps_1_is_inert_without_buckets_and_unsupported_with(tmp_p
     assert "bucket_reso_steps" not in r.values["data"]
     r = imported(tmp_path, "enable_bucket = true\nbucket_reso_steps = 1\n")
     assert [k for k, _, _ in r.unmapped] == ["bucket_reso_steps"] and "divisible by 64" in r.unmapped[0][2]
+
+
+def test_a_kohya_ss_written_toml_keeps_its_steps(tmp_path: Path) -> None:
+    # kohya_ss writes `epoch` beside the max_train_steps it computed; sd-scripts has no --epoch and ignores it
+    r = imported(tmp_path, "epoch = 10\nmax_train_steps = 1240\n")
+    assert r.values["train"]["max_train_steps"] == 1240 and "max_train_epochs" not in r.values["train"]
+    assert [k for k, _, _ in r.inert_keys] == ["epoch"]
+
+
+def test_gui_zero_accumulation_is_reported_not_a_crash(tmp_path: Path) -> None:
+    # train_model divides by it (ZeroDivisionError in kohya_ss too): one unsupported key, the rest imports
+    r = import_file(gui_with_folder(tmp_path, max_train_steps=0, gradient_accumulation_steps=""))
+    assert [k for k, _, _ in r.unmapped] == ["gradient_accumulation_steps"]
+
+
+def test_gui_max_train_epochs_needs_no_folder_count(tmp_path: Path) -> None:
+    f = tmp_path / "kohya.json"
+    f.write_text(json.dumps({"LoRA_type": "Standard", "train_data_dir": "/nowhere", "max_train_steps": 0,
+                             "max_train_epochs": 3, "epoch": 5}), encoding="utf-8")
+    r = import_file(f)
+    assert r.values["train"]["max_train_epochs"] == 3 and r.unmapped == []
+
+
+def test_a_value_lorakit_refuses_is_one_unsupported_key(tmp_path: Path) -> None:
+    r = imported(tmp_path, "max_token_length = 100\nnetwork_dim = 8\nmax_train_steps = 10\n")
+    assert [(k, v) for k, v, _ in r.unmapped] == [("max_token_length", 100)]
+    assert "max_token_length" not in r.values["train"] and r.values["network"]["network_dim"] == 8
+
+
+def test_warm_up_sd_scripts_refuses_is_left_out(tmp_path: Path) -> None:
+    # get_scheduler_fix → wrap_check_needless_num_warmup_steps: constant with a warm-up stops sd-scripts at launch
+    r = imported(tmp_path, 'lr_scheduler = "constant"\nlr_warmup_steps = 100\nmax_train_steps = 1000\n')
+    assert [(k, v) for k, v, _ in r.unmapped] == [("lr_warmup_steps", 100)]
+    assert "lr_warmup_steps" not in r.values["train"]
+    r = imported(tmp_path, 'lr_scheduler = "cosine"\nlr_warmup_steps = 100\nmax_train_steps = 1000\n')
+    assert r.values["train"]["lr_warmup_steps"] == 100 and r.unmapped == []
+
+
+def test_scheduler_arguments_the_schedule_does_not_take_are_left_out(tmp_path: Path) -> None:
+    # sd-scripts passes lr_scheduler_args to diffusers' get_cosine_with_hard_restarts_schedule_with_warmup: T_max
+    # would be a TypeError; a scheduler class takes its own arguments
+    r = imported(tmp_path, 'lr_scheduler = "cosine_with_restarts"\nlr_scheduler_args = ["T_max=100"]\n')
+    assert [(k, v) for k, v, _ in r.unmapped] == [("lr_scheduler_args", "T_max=100")]
+    assert "lr_scheduler_args" not in r.values["train"]
+    r = imported(tmp_path, 'lr_scheduler_type = "CosineAnnealingLR"\nlr_scheduler_args = ["T_max=100"]\n')
+    assert r.values["train"]["lr_scheduler_args"] == ["T_max=100"] and r.unmapped == []
+
+
+def test_a_lorakit_config_is_not_imported(tmp_path: Path) -> None:
+    f = tmp_path / "mine.toml"
+    f.write_text("version = 2\n[train]\nlearning_rate = 1e-4\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="already a lorakit config"):
+        import_file(f)

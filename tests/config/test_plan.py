@@ -272,3 +272,10 @@ def test_plan_names_the_checkpoint_schedule() -> None:
     assert checkpoint_line(off, 450) == "checkpoints (for --resume): every 2 epochs; the last 2 kept; also on a stop"
     none = LorakitConfig.model_validate({"checkpoint": {"every_n_steps": 0, "at_end": False}})
     assert checkpoint_line(none, 450) == "checkpoints (for --resume): only on a stop; the last 2 kept"
+
+
+def test_epoch_saves_are_in_the_plan() -> None:
+    # 30 images, batch 1: 30 steps per epoch; max_train_steps 100 runs into epoch 4. sd-scripts saves after each
+    # epoch but the last (train_network.py: (epoch + 1) % save_every_n_epochs == 0 and epoch + 1 < epochs)
+    s = compute_steps([(30, 1, False)], 1, 1, 1, 100, save_every_epochs=1, save_every=40)
+    assert s.save_steps == (30, 40, 60, 80, 90)

@@ -189,10 +189,17 @@ def gui_to_sd_scripts(src: dict[str, Any], r: ImportResult) -> tuple[dict[str, A
     # steps: train_model's own count when max_train_steps is 0
     steps = int(_float(gui.get("max_train_steps")))
     epoch = int(_float(gui.get("epoch"), 1))
-    if steps == 0 and not gui.get("dataset_config"):
-        counted = gui_steps(str(gui.get("train_data_dir") or ""), str(gui.get("reg_data_dir") or ""),
-                            int(_float(gui.get("train_batch_size"), 1)),
-                            int(_float(gui.get("gradient_accumulation_steps"), 1)), epoch)
+    batch = int(_float(gui.get("train_batch_size"), 1))
+    accumulation = int(_float(gui.get("gradient_accumulation_steps"), 1))
+    if steps == 0 and int(_float(gui.get("max_train_epochs"))) > 0:
+        pass  # sd-scripts trains max_train_epochs epochs; kohya_ss's count would not be used
+    elif steps == 0 and not gui.get("dataset_config") and (batch <= 0 or accumulation <= 0):
+        r.unsupported("train_batch_size" if batch <= 0 else "gradient_accumulation_steps",
+                      gui.get("train_batch_size") if batch <= 0 else gui.get("gradient_accumulation_steps"),
+                      "kohya_ss divides by it to count the steps and stops; set it to 1 or more")
+    elif steps == 0 and not gui.get("dataset_config"):
+        counted = gui_steps(str(gui.get("train_data_dir") or ""), str(gui.get("reg_data_dir") or ""), batch,
+                            accumulation, epoch)
         if counted is None:
             r.unsupported("epoch", epoch, f"kohya_ss computes max_train_steps from the images in train_data_dir "
                           f"({gui.get('train_data_dir')!r}, not found here) × epoch; import on the machine that "

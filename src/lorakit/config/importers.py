@@ -14,10 +14,10 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
 import tomli_w
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
 from ..errors import ConfigError
@@ -125,7 +125,9 @@ class ImportResult:
             return
         try:
             value = cast(value, info.annotation)
-        except (TypeError, ValueError):
+            kind = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+            TypeAdapter(kind).validate_python(value, strict=False)
+        except (TypeError, ValueError, ValidationError):
             from .loader import allowed
 
             self.bad(source, value, f"{dotted} takes {allowed(tuple(dotted.split('.')))}")
@@ -485,6 +487,11 @@ def _optimizer(r: ImportResult, src: dict[str, Any]) -> None:
         r.put(label, "train.optimizer_type", chosen)
     args = _args_list(src.get("optimizer_args"))
     if chosen == "Adafactor":
+        flags = {a.partition("=")[0].strip(): a.partition("=")[2].strip().lower() for a in args}
+        if flags.get("warmup_init") == "true" and flags.get("relative_step") == "false":
+            args = [a for a in args if a.partition("=")[0].strip() != "relative_step"] + ["relative_step=True"]
+            r.notes.append("Adafactor warmup_init=True needs relative_step: sd-scripts turns it on, and so does the "
+                           "import")
         given = {a.partition("=")[0].strip() for a in args}
         added = [f"{k}={v}" for k, v in (("relative_step", "True"), ("scale_parameter", "True"),
                                          ("warmup_init", "False")) if k not in given]
@@ -573,7 +580,8 @@ def _conversions(gui: bool) -> dict[str, Callable[[ImportResult, str, Any], None
         return convert
 
     table: dict[str, Callable[[ImportResult, str, Any], None]] = {
-        "epoch": number("train.max_train_epochs"),
+        "epoch": lambda r, k, v: r.inert(k, v, "not an sd-scripts argument: kohya_ss uses it only to compute the "
+                                         "max_train_steps it writes beside it"),
         "max_train_epochs": number("train.max_train_epochs"),
         "max_train_steps": number("train.max_train_steps"),
         "max_resolution": _resolution,
@@ -712,6 +720,8 @@ def convert(src: dict[str, Any], gui: bool) -> ImportResult:
         r.notes.append(f"max_train_steps is ignored: sd-scripts trains max_train_epochs = "
                        f"{train['max_train_epochs']} epochs when both are set, and so does lorakit")
     _sample_schedule(r, src)
+    _needless_warmup(r)
+    _known_scheduler_arguments(r)
     import_state_saving(r, src)
     if labels:
         _relabel(r, labels)
@@ -729,6 +739,53 @@ def _relabel(r: ImportResult, labels: dict[str, str]) -> None:
     r.unmapped = [(name(k), v, why) for k, v, why in r.unmapped]
     r.inert_keys = [(name(k), v, why) for k, v, why in r.inert_keys]
     r.empty = [name(k) for k in r.empty]
+
+
+def _known_scheduler_arguments(r: ImportResult) -> None:
+    """lr_scheduler_args the schedule takes; sd-scripts passes the others on and stops with a TypeError, so each
+    is listed as unsupported and left out (arguments lorakit sets itself are checked by config validate)."""
+    import inspect
+
+    from .validate import scheduler_class, scheduler_parameters
+
+    train = r.values.get("train", {})
+    args = train.get("lr_scheduler_args")
+    if not args:
+        return
+    if train.get("lr_scheduler_type"):
+        cls, _ = scheduler_class(train["lr_scheduler_type"])
+        params = dict(inspect.signature(cls).parameters) if cls is not None else None
+        owner = train["lr_scheduler_type"]
+    else:
+        owner = train.get("lr_scheduler", "constant")
+        params = scheduler_parameters(owner)
+    if params is None or "kwargs" in params:
+        return
+    kept = [a for a in args if a.partition("=")[0].strip() in params]
+    for item in args:
+        if item not in kept:
+            r.unsupported("lr_scheduler_args", item, f"{owner} takes no '{item.partition('=')[0].strip()}': "
+                          "sd-scripts would stop with a TypeError; left out")
+    if kept:
+        train["lr_scheduler_args"] = kept
+    else:
+        train.pop("lr_scheduler_args")
+        r.mapped.pop("lr_scheduler_args", None)
+
+
+def _needless_warmup(r: ImportResult) -> None:
+    """sd-scripts' get_scheduler_fix stops at launch on a warm-up with 'constant', Adafactor's own schedule or a
+    scheduler class (wrap_check_needless_num_warmup_steps); lorakit would quietly warm up: listed, left out."""
+    train = r.values.get("train", {})
+    schedule = train.get("lr_scheduler_type") or train.get("lr_scheduler", "constant")
+    keys = [k for k in ("lr_warmup_steps", "lr_warmup_ratio") if train.get(k)]
+    if not keys or schedule not in ("constant", "adafactor") and not train.get("lr_scheduler_type"):
+        return
+    for key in keys:
+        value = train.pop(key)
+        for source in [s for s, dotted in r.mapped.items() if dotted.startswith(f"train.{key}")]:
+            r.mapped.pop(source)
+            r.unsupported(source, value, f"sd-scripts stops at launch: {schedule} takes no warm-up; left out")
 
 
 def _drop_unused_prior_loss_weight(r: ImportResult) -> None:
@@ -852,6 +909,10 @@ def import_file(path: Path, dataset_toml: Path | None = None) -> ImportResult:
             gui = isinstance(src, dict) and bool(GUI_MARKERS & set(src))  # else sd-scripts' names in JSON
         else:
             raw = tomllib.loads(path.read_text(encoding="utf-8-sig"))
+            if "version" in raw and {"train", "network", "data", "model"} & {k for k, v in raw.items()
+                                                                          if isinstance(v, dict)}:
+                raise ConfigError([f"{path}: this is already a lorakit config (it has `version` and lorakit's "
+                                   "sections)"], f"use it as it is: lorakit plan {path}")
             if is_dataset_toml(raw):
                 raise ConfigError([f"{path}: this is an sd-scripts dataset TOML ([general]/[[datasets]]), not a "
                                    "training config"], "import the training config and pass this file with "

@@ -79,6 +79,7 @@ def compute_steps(
     warmup_ratio: float | None = None,
     text_encoder_stop: int | None = None,
     save_every: int | None = None,
+    save_every_epochs: int | None = None,
     sample_every: int | None = None,
 ) -> StepPlan:
     """Steps of a run from (images, repeats, is_reg) per folder and the batch settings.
@@ -106,7 +107,8 @@ def compute_steps(
         total_steps=total,
         warmup_steps=warmup,
         text_encoder_stop=te_stop,
-        save_steps=_every(save_every, total),
+        save_steps=tuple(sorted(set(_every(save_every, total)) | set(
+            e * per_epoch for e in _every(save_every_epochs, epochs) if e * per_epoch < total))),
         sample_steps=_every(sample_every, total),
     )
 
@@ -192,7 +194,7 @@ def build_plan(cfg: LorakitConfig, dataset: object | None = None, model: object 
         warmup_steps=t.lr_warmup_steps,
         warmup_ratio=t.lr_warmup_ratio,
         text_encoder_stop=t.stop_text_encoder_training if cfg.network.train_text_encoder else None,
-        save_every=cfg.output.save_every_n_steps,
+        save_every=cfg.output.save_every_n_steps, save_every_epochs=cfg.output.save_every_n_epochs,
     )
     steps = replace(steps, sample_steps=sample_schedule(cfg, steps.total_steps, steps.steps_per_epoch))
     plan = Plan(folders, steps, _buckets(dataset), str(output_path(cfg)), examples=examples,

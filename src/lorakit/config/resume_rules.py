@@ -30,7 +30,8 @@ SAFE_KEYS = frozenset({
     "train.max_train_epochs", "train.max_train_steps", "train.log_every_n_steps", "train.validate_every_n_steps",
     "train.log_with", "train.max_nonfinite_steps", "train.oom_split_retry", "train.gradient_checkpointing",
     "train.sdpa",
-    "output.save_every_n_steps", "output.save_format", "output.save_precision", "output.output_dir",
+    "output.save_every_n_steps", "output.save_every_n_epochs", "output.save_last_n_steps",
+    "output.save_last_n_epochs", "output.save_format", "output.save_precision", "output.output_dir",
     "output.run_id",
     "mode.second_pass.max_train_steps",  # how far Difference's pass 2 goes (its own train.max_train_steps)
 })

@@ -170,7 +170,8 @@ class DataSection(BaseModel):
         False, description="Flip each use of an image left-right with probability 0.5 (sd-scripts' flip_aug; the "
         "number of images stays the same). Unlike flip_aug, which trains a mirrored copy besides each image.")
     flip_aug: bool = Field(
-        False, description="Also train a left-right mirrored copy of every image (TrainTrain's 'image mirroring')."
+        False, description="Also train a left-right mirrored copy of every image (TrainTrain's 'image mirroring'; "
+        "twice the images per epoch). sd-scripts' flip_aug is random_flip here; `config import` maps it so."
     )
 
     # -- caching -------------------------------------------------------------------------------------------------
