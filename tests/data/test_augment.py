@@ -154,7 +154,9 @@ def test_mirror_moves_the_crop_to_the_other_side(tmp_path: Path) -> None:
     resized image (pipeline.examples_for), so the mirror's left is resized width − left − bucket width."""
     wide, kohya = flip_examples(tmp_path)
     assert wide.mirrored().flip and wide.mirrored().crop_top_left == (0, 96 - 16 - 64)
-    assert kohya.mirrored().crop_top_left == (0, 80 - 8 - 64)
+    # kohya buckets: SDXL's crop conditioning is sd-scripts' get_crop_ltrb (the image fitted inside the 64×64
+    # bucket: 64 × 51.2, top (64 - 51.2) // 2 = 6), mirrored left = 64 - (0 + 64) = 0
+    assert kohya.mirrored().crop_top_left == (6, 0)
     assert wide.mirrored().mirrored() == wide and wide.mirrored().key != wide.key
 
 

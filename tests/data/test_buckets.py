@@ -310,3 +310,18 @@ def test_spec_order_is_sorted_by_aspect() -> None:
     main = main_buckets(SPEC_004)
     assert [Fraction(w, h) for w, h in main] == sorted(Fraction(w, h) for w, h in main)
     assert pick_sub_buckets((512, 640), (512, 640), sub_buckets(SPEC_004), 0) == []
+
+
+@pytest.mark.parametrize(("bucket", "image", "flip", "expected"), [
+    # sd-scripts BucketManager.get_crop_ltrb: fit the image inside the bucket, offsets = half the gap, floored
+    ((384, 512), (800, 1000), False, (16, 0)),   # 384 / 0.8 = 480 high: top (512 - 480) // 2 = 16
+    ((1344, 768), (1920, 1080), False, (6, 0)),  # 1344 / (16/9) = 756 high: top (768 - 756) // 2 = 6
+    ((1024, 768), (1000, 1000), False, (0, 128)),  # 768 wide: left (1024 - 768) // 2 = 128
+    ((1024, 768), (1000, 1000), True, (0, 128)),   # mirrored: 1024 - (128 + 768) = 128
+    ((1024, 768), (900, 1000), True, (0, 166)),    # 691.2 wide: left 166.0, right 857.2 → int(1024 - 857.2) = 166
+    ((1024, 768), (900, 1000), False, (0, 166)),
+])
+def test_kohya_crop_conditioning(bucket, image, flip, expected) -> None:
+    from lorakit.data.buckets import kohya_crop_conditioning
+
+    assert kohya_crop_conditioning(bucket, image, flip) == expected

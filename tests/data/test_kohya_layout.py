@@ -235,9 +235,10 @@ def test_no_n_folders_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_no_upscale_resize_and_crop_reach_the_examples(tmp_path: Path) -> None:
-    """800×1000 at 512², bucket_no_upscale: bucket 384×512, resized 410×512, crop left (410 − 384) // 2 = 13."""
+    """800×1000 at 512², bucket_no_upscale: bucket 384×512, resized 410×512 (the pixels are cropped 13 from the
+    left); SDXL's crop conditioning is sd-scripts' get_crop_ltrb: fitted inside, 384 × 480, top (512 − 480) // 2."""
     write_images(tmp_path / "1_x", 1, (800, 1000))
     cfg = DataSection(train_data_dir=str(tmp_path), layout="kohya", bucket_mode="kohya", bucket_no_upscale=True,
                       resolution=512)
     (ex,) = build_dataset(cfg, 1, 0).train
-    assert (ex.size, ex.resized, ex.crop_top_left, ex.original_size) == ((384, 512), (410, 512), (0, 13), (1000, 800))
+    assert (ex.size, ex.resized, ex.crop_top_left, ex.original_size) == ((384, 512), (410, 512), (16, 0), (1000, 800))

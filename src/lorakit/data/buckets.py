@@ -260,6 +260,18 @@ def kohya_bucket(image: Size, spec: BucketSpec) -> Size:
     return kohya_place(image, spec).bucket
 
 
+def kohya_crop_conditioning(bucket: Size, image: Size, flip: bool = False) -> tuple[int, int]:
+    """SDXL's crop conditioning (top, left) as sd-scripts gives it with buckets (BucketManager.get_crop_ltrb, after
+    Stability AI's preprocessing): where the image would sit fitted *inside* the bucket, not the pixels cropped;
+    mirrored, the left edge is the bucket width minus the fitted right edge (train_util.py, the batch's
+    crop_top_lefts). Float arithmetic and int() truncation as there."""
+    bw, bh = bucket
+    image_ar = image[0] / image[1]
+    fitted_w, fitted_h = (bh * image_ar, bh) if bw / bh > image_ar else (bw, bw / image_ar)
+    left, top = (bw - fitted_w) // 2, (bh - fitted_h) // 2
+    return int(top), int(bw - (left + fitted_w) if flip else left)
+
+
 def trim_offsets(resized: Size, bucket: Size) -> tuple[int, int]:
     """(top, left) of sd-scripts' centre crop (trim_and_resize_if_required): half the excess, rounded down."""
     return max(0, resized[1] - bucket[1]) // 2, max(0, resized[0] - bucket[0]) // 2

@@ -61,7 +61,11 @@ class Example:
         """The left-right mirror image of this example, its crop's left edge measured from the other side as the
         pipeline's flip_aug copies do (mirroring twice gives the example back)."""
         top, left = self.crop_top_left
-        if self.original_size is not None:
+        if self.original_size is not None and self.resized is not None:  # kohya buckets: sd-scripts' conditioning
+            from .buckets import kohya_crop_conditioning
+
+            top, left = kohya_crop_conditioning(self.size, self.original_size[::-1], not self.flip)
+        elif self.original_size is not None:
             ih, iw = self.original_size
             rw = self.resized[0] if self.resized is not None else cover_crop((iw, ih), self.size)[0][0]
             left = rw - left - self.size[0]

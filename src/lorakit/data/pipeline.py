@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError
-from .buckets import (BucketPlan, BucketSpec, NoBucketError, Size, cover_crop, cropped_fraction, kohya_predefined,
-                      trim_offsets)
+from .buckets import (BucketPlan, BucketSpec, NoBucketError, Size, cover_crop, cropped_fraction,
+                      kohya_crop_conditioning, kohya_predefined, trim_offsets)
 from .captions import (Caption, CaptionRules, Metadata, _caption_text, caption_rules_from, image_caption, load_metadata,
                        read_text, with_trigger)
 from .example import BatchSampler, Example, MaskSource, file_fingerprint
@@ -155,7 +155,8 @@ def examples_for(record: ImageRecord, caption: str, sizes: list[Size], flips: bo
                 flip=flip,
                 is_reg=record.is_reg,
                 original_size=(ih, iw),
-                crop_top_left=(top, rw - left - size[0] if flip else left),
+                crop_top_left=kohya_crop_conditioning(size, record.size, flip) if resized is not None else
+                (top, rw - left - size[0] if flip else left),
                 fingerprint=fingerprint,
                 repeats=record.repeats,
                 folder=record.folder_name,
