@@ -666,3 +666,21 @@ def test_a_lorakit_config_is_not_imported(tmp_path: Path) -> None:
     f.write_text("version = 2\n[train]\nlearning_rate = 1e-4\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="already a lorakit config"):
         import_file(f)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    # get_scheduler_fix: a float is a fraction of the steps, an int a count; int_or_float on the command line reads
+    # 'N%' as a percentage and a number ≥ 1 as an int
+    ("100", ("lr_warmup_steps", 100)), ("0.05", ("lr_warmup_ratio", 0.05)), ("'10%'", ("lr_warmup_ratio", 0.1)),
+    ("'250'", ("lr_warmup_steps", 250)),
+])
+def test_sd_scripts_warm_up_forms(tmp_path: Path, value: str, expected: tuple) -> None:
+    r = imported(tmp_path, f'lr_scheduler = "cosine"\nlr_warmup_steps = {value}\n')
+    key, number = expected
+    assert r.values["train"][key] == pytest.approx(number) and r.unmapped == []
+
+
+def test_a_warm_up_of_the_whole_run_or_more_is_unsupported(tmp_path: Path) -> None:
+    # the GUI's lr_warmup 100 (%) reaches sd-scripts as the float 1.0: the whole run warms up
+    r = imported(tmp_path, 'lr_scheduler = "cosine"\nlr_warmup_steps = 1.0\n')
+    assert [(k, v) for k, v, _ in r.unmapped] == [("lr_warmup_steps", 1.0)]

@@ -364,22 +364,26 @@ def _unreadable_numbers(r: ImportResult, src: dict[str, Any], keys: tuple[str, .
 
 
 def _warmup(r: ImportResult, src: dict[str, Any]) -> None:
-    """GUI lr_warmup (percent) or sd-scripts lr_warmup_steps (a count, or a ratio when < 1)."""
-    bad = _unreadable_numbers(r, src, ("lr_warmup", "lr_warmup_steps"), "the warm-up")
-    if "lr_warmup" in src and "lr_warmup" not in bad:
-        pct = _number(src["lr_warmup"]) or 0
-        if pct:
-            r.put("lr_warmup", "train.lr_warmup_ratio", pct / 100)
-        else:
-            r.skip("lr_warmup", None, "")
-    steps = _number(src.get("lr_warmup_steps"))
-    if "lr_warmup_steps" in src and "lr_warmup_steps" not in bad:
-        if steps and steps < 1:
-            r.put("lr_warmup_steps", "train.lr_warmup_ratio", steps)
-        elif steps:
-            r.put("lr_warmup_steps", "train.lr_warmup_steps", int(steps))
-        else:
-            r.skip("lr_warmup_steps", None, "")
+    """lr_warmup_steps as sd-scripts reads it: an int is steps, a float a fraction of the steps
+    (get_scheduler_fix); on the command line (int_or_float) 'N%' is a percentage and a number ≥ 1 an int."""
+    key, raw = "lr_warmup_steps", src.get("lr_warmup_steps")
+    if isinstance(raw, str) and raw.strip().endswith("%") and _number(raw.strip()[:-1]) is not None:
+        raw = float(raw.strip()[:-1]) / 100
+    if raw in ("", None) or key in _unreadable_numbers(r, {key: raw}, (key,), "the warm-up"):
+        if key in src and raw in ("", None):
+            r.skip(key, None, "")
+        return
+    if isinstance(raw, str):
+        raw = float(raw) if float(raw) < 1 else int(float(raw))
+    if isinstance(raw, float) and raw >= 1:
+        r.unsupported(key, raw, f"sd-scripts reads a float as a fraction of the steps: a warm-up of {raw} × the "
+                      "run; lorakit's train.lr_warmup_ratio is below 1 (set train.lr_warmup_steps)")
+    elif isinstance(raw, float) and raw > 0:
+        r.put(key, "train.lr_warmup_ratio", raw)
+    elif raw:
+        r.put(key, "train.lr_warmup_steps", int(raw))
+    else:
+        r.skip(key, None, "")
 
 
 def _family(r: ImportResult, src: dict[str, Any]) -> None:
@@ -625,8 +629,8 @@ def _conversions(gui: bool) -> dict[str, Callable[[ImportResult, str, Any], None
 
 
 GUI_MARKERS = {"LoRA_type", "epoch", "max_resolution", "optimizer", "lr_warmup", "noise_offset_type"}
-HANDLED = {"learning_rate", "unet_lr", "text_encoder_lr", "network_train_unet_only", "lr_warmup",
-           "lr_warmup_steps", "sdxl", "v2", "dataset_config", "sample_at_first",  # sample_at_first: _sample_schedule
+HANDLED = {"learning_rate", "unet_lr", "text_encoder_lr", "network_train_unet_only", "lr_warmup_steps", "sdxl",
+           "v2", "dataset_config", "sample_at_first",  # sample_at_first: _sample_schedule
            "optimizer_type", "optimizer_args", "use_8bit_adam", "use_lion_optimizer",  # _optimizer
            *STATE_KEYS}  # import_state_saving (import_checkpoints.py)
 # What sd-scripts uses for a key a config leaves out (train_util.py / train_network.py argparse defaults, kohya-ss
