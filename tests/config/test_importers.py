@@ -84,7 +84,9 @@ def test_kohya_gui_json(tmp_path: Path) -> None:
     assert v["train"]["lr_warmup_ratio"] == 0.1
     assert v["train"]["optimizer_type"] == "AdamW8bit"
     assert v["train"]["optimizer_args"] == ["weight_decay=0.01", "betas=(0.9,0.99)"]
-    assert v["train"]["clip_skip"] == 2 and v["train"]["min_snr_gamma"] == 5 and v["train"]["seed"] == 42
+    # an SDXL config: sd-scripts uses the penultimate layer whatever clip_skip says (sdxl_train_util warns)
+    assert "clip_skip" not in v["train"] and v["train"]["min_snr_gamma"] == 5 and v["train"]["seed"] == 42
+    assert "clip_skip" in {k for k, _, _ in r.inert_keys}
     assert v["train"]["noise_offset"] == 0.05  # noise_offset_type absent: the GUI's "Original" passes it
     assert "sdpa" not in v["train"]  # xformers "sdpa": only the attention kernel
     # enable_bucket / max_bucket_reso absent: the GUI widgets' defaults True / 2048 (class_basic_training.py)
@@ -684,3 +686,15 @@ def test_a_warm_up_of_the_whole_run_or_more_is_unsupported(tmp_path: Path) -> No
     # the GUI's lr_warmup 100 (%) reaches sd-scripts as the float 1.0: the whole run warms up
     r = imported(tmp_path, 'lr_scheduler = "cosine"\nlr_warmup_steps = 1.0\n')
     assert [(k, v) for k, v, _ in r.unmapped] == [("lr_warmup_steps", 1.0)]
+
+
+def test_mask_settings_as_train_network_reads_them(tmp_path: Path) -> None:
+    # train_network.py builds DreamBooth subsets from train_data_dir: a top-level conditioning_data_dir is never read,
+    # and masked_loss without masks in the batch trains unmasked (apply_masked_loss returns the loss as it is)
+    r = imported(tmp_path, 'masked_loss = true\nconditioning_data_dir = "masks"\n')
+    assert "masked_loss" not in r.values["train"] and "conditioning_data_dir" not in r.values.get("data", {})
+    assert {k for k, _, _ in r.inert_keys} >= {"masked_loss", "conditioning_data_dir"} and r.unmapped == []
+    # a dataset TOML whose every subset names the same mask folder: masked (config_util's ControlNet dataset)
+    r = imported(tmp_path, "masked_loss = true\n", dataset='[[datasets]]\n[[datasets.subsets]]\nimage_dir = "a"\n'
+                 'conditioning_data_dir = "m"\n[[datasets.subsets]]\nimage_dir = "b"\nconditioning_data_dir = "m"\n')
+    assert r.values["train"]["masked_loss"] is True and r.values["data"]["conditioning_data_dir"] == "m"

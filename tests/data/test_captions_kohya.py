@@ -268,3 +268,13 @@ def test_separator_checks() -> None:
     error, message = findings(keep_tokens_separator="|||")["data.keep_tokens_separator"]
     assert not error and "shuffle_caption" in message
     assert findings(keep_tokens_separator="|||", shuffle_caption=True) == {}
+
+
+def test_a_varied_caption_is_joined_with_comma_space_whatever_the_separator() -> None:
+    # sd-scripts' process_caption: `", ".join(tokens)` after shuffle / tag dropout, for any caption_separator
+    import random as _random
+
+    from lorakit.data.captions import CaptionRules, vary
+
+    text = vary("a;b;c", CaptionRules(separator=";", shuffle=True, keep_tokens=1), _random.Random(0))
+    assert text.startswith("a, ") and sorted(text.split(", ")) == ["a", "b", "c"]

@@ -156,8 +156,9 @@ def test_regularisation_images_without_masks_train_unmasked(tmp_path: Path) -> N
     noise_image(folder / "a.png", (64, 64))
     noise_image(reg / "r.png", (64, 64))
     noise_image(masks / "a.png", (64, 64))
+    noise_image(reg / "a.png", (64, 64))  # named like the training image: it must not take that image's mask
     ds = build_dataset(data(folder, f'data.reg_data_dir="{reg}"', f'data.conditioning_data_dir="{masks}"'), 1, 0)
-    assert [e.mask is not None for e in ds.train] == [True] and [e.mask for e in ds.reg] == [None]
+    assert [e.mask is not None for e in ds.train] == [True] and [e.mask for e in ds.reg] == [None, None]
 
 
 def test_a_changed_mask_file_changes_the_cache_key(tmp_path: Path) -> None:

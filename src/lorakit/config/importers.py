@@ -605,7 +605,9 @@ def _conversions(gui: bool) -> dict[str, Callable[[ImportResult, str, Any], None
         "save_every_n_epochs": number("output.save_every_n_epochs"),
         "save_last_n_epochs": number("output.save_last_n_epochs"),
         "save_last_n_steps": number("output.save_last_n_steps"),
-        "clip_skip": number("train.clip_skip"),
+        "clip_skip": lambda r, k, v: r.inert(k, v, "SDXL uses the penultimate layer whatever clip_skip says (sd-scripts "
+                                             "warns)") if r.values.get("model", {}).get("family") == "sdxl" and
+        _number(v) not in (None, 0, 1) else number("train.clip_skip")(r, k, v),
         "multires_noise_iterations": number("train.multires_noise_iterations"),
         "ip_noise_gamma": number("train.ip_noise_gamma"),
         "adaptive_noise_scale": number("train.adaptive_noise_scale"),
@@ -614,7 +616,8 @@ def _conversions(gui: bool) -> dict[str, Callable[[ImportResult, str, Any], None
         "noise_offset": number("train.noise_offset"),
         "min_timestep": number("train.min_timestep", zero_is_unset=False),
         "max_timestep": number("train.max_timestep"),
-        "conditioning_data_dir": lambda r, k, v: r.put(k, "data.conditioning_data_dir", v) if v else r.skip(k, v, ""),
+        "conditioning_data_dir": lambda r, k, v: r.inert(k, v, "train_network.py reads mask folders only from a "
+                                                         "dataset config's subsets") if v else r.skip(k, v, ""),
         "save_every_n_steps": number("output.save_every_n_steps"),
         "network_weights": lambda r, k, v: r.put(k, "network.network_weights", v) if v else r.skip(k, v, ""),
         "vae": lambda r, k, v: r.put(k, "model.vae", v) if v else r.skip(k, v, ""),
@@ -876,15 +879,47 @@ def apply_dataset_toml(r: ImportResult, dataset: dict[str, Any]) -> None:
         entries.append(entry)
         r.mapped[f"{label}.image_dir"] = f"data.subsets[{len(entries) - 1}]"
         for key, value in subset.items():
-            if key not in SUBSET_KEYS:
+            if key not in SUBSET_KEYS and key != "conditioning_data_dir":
                 per_subset.setdefault(key, set()).add(repr(value))
                 _dataset_setting(r, f"{label}.{key}", key, value)
+    _mask_folders(r, subsets)
     for key, values in per_subset.items():
         if len(values) > 1 or len(subsets) > sum(1 for s in subsets if key in s):
             r.unsupported(f"dataset.subsets[*].{key}", ", ".join(sorted(values)), "differs between subsets; "
                           "lorakit applies one value to every folder (the last one read)")
     if entries:
         data["subsets"] = entries
+
+
+def _mask_folders(r: ImportResult, subsets: list[dict[str, Any]]) -> None:
+    """conditioning_data_dir: sd-scripts builds a masked (ControlNet) dataset only when every subset names one
+    (config_util.py BlueprintGenerator); lorakit has one mask folder for all."""
+    folders = [s.get("conditioning_data_dir") for s in subsets]
+    named = [(i, f) for i, f in enumerate(folders) if f is not None]
+    if not named:
+        return
+    if len(named) < len(folders):
+        for i, folder in named:
+            r.inert(f"dataset.subsets[{i}].conditioning_data_dir", folder, "sd-scripts uses mask folders only when "
+                    "every subset has one")
+    elif len(set(folders)) > 1:
+        r.unsupported("dataset.subsets[*].conditioning_data_dir", ", ".join(map(str, folders)), "one mask folder "
+                      "per subset; lorakit has one for all (data.conditioning_data_dir)")
+    else:
+        for i, folder in named:
+            r.mapped[f"dataset.subsets[{i}].conditioning_data_dir"] = "data.conditioning_data_dir"
+        r.values.setdefault("data", {})["conditioning_data_dir"] = folders[0]
+
+
+def _unmasked(r: ImportResult) -> None:
+    """masked_loss without alpha_mask or a mask folder: sd-scripts' apply_masked_loss finds no mask in the batch and
+    trains unmasked; lorakit would refuse the pair, so the key is left out as inert."""
+    data, train = r.values.get("data", {}), r.values.get("train", {})
+    if train.get("masked_loss") and not data.get("alpha_mask") and not data.get("conditioning_data_dir"):
+        train.pop("masked_loss")
+        for source in [k for k, v in r.mapped.items() if v == "train.masked_loss"]:
+            r.mapped.pop(source)
+            r.inert(source, True, "no alpha_mask and no mask folder in every subset: sd-scripts trains unmasked")
 
 
 def _dataset_setting(r: ImportResult, label: str, key: str, value: Any) -> None:
@@ -953,5 +988,6 @@ def import_file(path: Path, dataset_toml: Path | None = None) -> ImportResult:
         if result.errors:
             raise ConfigError(result.errors)
     _drop_unused_prior_loss_weight(result)  # after the dataset TOML, which may name the regularisation images
+    _unmasked(result)
     _sd_scripts_defaults(result, src)  # last: the dataset TOML may set some of them
     return result

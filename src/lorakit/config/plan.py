@@ -378,8 +378,10 @@ def render_plan(plan: Plan) -> list[str]:
         n = plan.examples[i] if i < len(plan.examples) else images
         shown = f"{images} images" + (f" → {n} training images (sub-images/mirroring)" if n != images else "")
         uses = plan.uses[i] if i < len(plan.uses) else n * repeats
-        balanced = " after balancing" if uses != n * repeats else ""
-        lines.append(f"  {path}: {shown} × {repeats} repeats = {uses}{balanced} ({kind})")
+        if uses != n * repeats:  # kohya's regularisation balance: whole repeats, then one more per image in turn
+            lines.append(f"  {path}: {shown}, {uses} uses after balancing to the training count ({kind})")
+        else:
+            lines.append(f"  {path}: {shown} × {repeats} repeats = {uses} ({kind})")
     factor = reg_factor([(i, r, g) for _, i, r, g in plan.folders])
     lines += [
         "regularisation: as many uses as sd-scripts registers (see note)" if plan.layout == "kohya" and factor == 2

@@ -476,6 +476,9 @@ def check_family(cfg: LorakitConfig) -> list[Finding]:
         found.append(Finding("data.resolution", f"{res} is low for SDXL (trained at 1024)", False))
     if family == "sd1" and res > 768 and not known:
         found.append(Finding("data.resolution", f"{res} is high for SD 1.x (trained at 512)", False))
+    if family == "sdxl" and cfg.train.clip_skip not in (None, 1):  # as sdxl_train_util.verify_sdxl_training_args
+        found.append(Finding("train.clip_skip", "SDXL always uses the penultimate layer of both text encoders: "
+                             "clip_skip changes nothing (remove it)", False))
     return found
 
 

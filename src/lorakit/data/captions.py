@@ -269,7 +269,7 @@ def vary(caption: str, rules: CaptionRules, rng: random.Random) -> str:
             rest = [t for t in rest if rng.random() >= rules.tag_dropout_rate]
         if rules.shuffle:
             rng.shuffle(rest)
-        text = rules.join(head + fixed + rest + suffix)
+        text = ", ".join(head + fixed + rest + suffix)  # process_caption joins with ", " whatever the separator
     else:  # sd-scripts leaves the text as it is (a keep_tokens_separator in it too)
         text = rules.join(head + [body]) if body else rules.join(head)
     return write_back_secondary(text, rules)

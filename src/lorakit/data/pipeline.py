@@ -286,10 +286,10 @@ def _build(records: list[ImageRecord], cfg: DataSection, buckets: BucketPlan, *,
 
 def mask_sources(cfg: DataSection, required: list[ImageRecord], optional: list[ImageRecord], notes: list[str],
                  fingerprints: bool) -> dict[Path, MaskSource]:
-    """Each image's loss-mask source. data.conditioning_data_dir: the same-named file there; a training image
-    without one is an error naming it (sd-scripts' ControlNetDataset asserts it), a regularisation or
-    validation_data_dir image without one trains unmasked (sd-scripts has no such images with masks), and files no
-    image uses are noted. Otherwise data.alpha_mask: every image's own alpha channel (all ones without one, as
+    """Each image's loss-mask source. data.conditioning_data_dir: the same-named file there for each training
+    image; one without is an error naming it (sd-scripts' ControlNetDataset asserts it); regularisation and
+    validation_data_dir images train unmasked (sd-scripts has no such images with masks; their names often repeat
+    the training images'), and files no training image uses are noted. Otherwise data.alpha_mask: every image's own alpha channel (all ones without one, as
     sd-scripts). Mask files win over the alpha channel, as in sd-scripts' apply_masked_loss."""
     alpha, folder = cfg.alpha_mask, cfg.conditioning_data_dir  # read by every run, on or off
     if folder:
@@ -297,9 +297,8 @@ def mask_sources(cfg: DataSection, required: list[ImageRecord], optional: list[I
         if not root.is_dir():
             raise DataError(f"data.conditioning_data_dir = {folder}: folder not found",
                             "set it to the folder of mask images named like the training images")
-        matched = match_masks(root, required + optional)
-        need = {r.path for r in required}
-        lacking = [p for p in matched.missing if p in need]
+        matched = match_masks(root, required)
+        lacking = list(matched.missing)
         if lacking:
             shown = "\n  ".join(str(p) for p in lacking[:10]) + (f"\n  … and {len(lacking) - 10} more"
                                                                  if len(lacking) > 10 else "")
