@@ -200,3 +200,32 @@ def test_a_dataset_toml_alone_is_refused(name: str, cli) -> None:
     rc, output = cli("config", "import", DATA / name)
     assert rc != 0, f"{name}: a dataset TOML given as the main file imported (exit 0)"
     assert "--dataset-toml" in output, output
+
+
+# one of each kind: Prodigy + a scheduler class + LoKr at full dimension, Adafactor's relative step, LoHa with
+# multires noise and accumulation, a dataset TOML with masks, DAdaptAdam with a warm-up, a v-prediction SDXL
+TRAINED = ["kss_SDXL-1image-LoKr-prodigy.json", "kss_SDXL-adafactor.json", "kss_loha-sd15.json",
+           "headshots_train_config.json", "kss_SDXL-kudou-reira-dadaptadam.json", "motimalu_prodigy-01-v-pred.toml"]
+
+
+@pytest.mark.parametrize("name", [n for n in TRAINED if n in ROWS])
+def test_an_imported_config_trains(name: str, tmp_path: Path) -> None:
+    """The import is a run that starts and finishes: two steps on the tiny model, on the CPU (fp32, 64 px)."""
+    from lorakit import api
+    from lorakit.config.importers import import_file
+    from lorakit.config.loader import resolve_layers
+
+    config, dataset = _config_copy(name, ROWS[name], tmp_path)
+    values = import_file(config, dataset).values
+    values["train"].update({"max_train_steps": 2, "mixed_precision": "no", "full_bf16": False, "full_fp16": False})
+    values["train"].pop("max_train_epochs", None)
+    values["data"].update({"resolution": 64, "min_bucket_reso": 64, "bucket_reso_steps": 64})
+    for key in ("image_size", "max_bucket_reso"):
+        values["data"].pop(key, None)
+    values.pop("sample", None)
+    values["output"] = {**values.get("output", {}), "output_dir": str(tmp_path / "runs")}
+    values["checkpoint"] = {"every_n_steps": 0, "at_end": False}
+    run = tmp_path / "run.toml"
+    run.write_text(tomli_w.dumps({"version": 2, **values}), encoding="utf-8")
+    result = api.train(resolve_layers(files=[str(run)]).config)
+    assert result.lora_path is not None and result.lora_path.stat().st_size > 0
