@@ -7,7 +7,6 @@ validation when changed from its default ("not implemented yet"), or listed belo
 from __future__ import annotations
 
 import typing
-from pathlib import Path
 
 import pytest
 from pydantic import BaseModel

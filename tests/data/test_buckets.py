@@ -16,7 +16,6 @@ from lorakit.data.buckets import (
     aspect_distance,
     cover_crop,
     downscaled_bucket,
-    kohya_bucket,
     kohya_limits,
     kohya_place,
     kohya_predefined,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import shlex
 from typing import TYPE_CHECKING, Any
 
 from .import_network_tables import NETWORK_KEYS

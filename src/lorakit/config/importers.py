@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Callable
 
 import tomli_w
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
 from ..errors import ConfigError
@@ -554,7 +554,8 @@ def _scheduler(r: ImportResult, key: str, value: Any) -> None:
     elif str(value) in literal_values("train.lr_scheduler"):
         r.put(key, "train.lr_scheduler", str(value))
     else:
-        r.unsupported(key, value, f"lorakit's train.lr_scheduler offers {', '.join(literal_values('train.lr_scheduler'))}"
+        offers = ", ".join(literal_values("train.lr_scheduler"))
+        r.unsupported(key, value, f"lorakit's train.lr_scheduler offers {offers}"
                       " (or name any torch scheduler class with train.lr_scheduler_type)")
 
 
@@ -605,9 +606,10 @@ def _conversions(gui: bool) -> dict[str, Callable[[ImportResult, str, Any], None
         "save_every_n_epochs": number("output.save_every_n_epochs"),
         "save_last_n_epochs": number("output.save_last_n_epochs"),
         "save_last_n_steps": number("output.save_last_n_steps"),
-        "clip_skip": lambda r, k, v: r.inert(k, v, "SDXL uses the penultimate layer whatever clip_skip says (sd-scripts "
-                                             "warns)") if r.values.get("model", {}).get("family") == "sdxl" and
-        _number(v) not in (None, 0, 1) else number("train.clip_skip")(r, k, v),
+        "clip_skip": lambda r, k, v: r.inert(k, v, "SDXL uses the penultimate layer whatever clip_skip says "
+                                             "(sd-scripts warns)")
+        if r.values.get("model", {}).get("family") == "sdxl" and _number(v) not in (None, 0, 1)
+        else number("train.clip_skip")(r, k, v),
         "multires_noise_iterations": number("train.multires_noise_iterations"),
         "ip_noise_gamma": number("train.ip_noise_gamma"),
         "adaptive_noise_scale": number("train.adaptive_noise_scale"),

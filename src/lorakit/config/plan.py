@@ -386,7 +386,7 @@ def render_plan(plan: Plan) -> list[str]:
     lines += [
         "regularisation: as many uses as sd-scripts registers (see note)" if plan.layout == "kohya" and factor == 2
         else f"regularisation factor: {factor}",
-        f"buckets: " + (", ".join(f"{k} ({v})" for k, v in plan.buckets.items()) or "none"),
+        "buckets: " + (", ".join(f"{k} ({v})" for k, v in plan.buckets.items()) or "none"),
         f"samples per epoch: {s.samples_per_epoch}",
         f"batches per epoch: {s.batches_per_epoch}",
         f"steps per epoch: {s.steps_per_epoch}",
@@ -483,5 +483,5 @@ def samples_line(sampling: bool, between: tuple[int, ...], total: int) -> str:
     if not sampling:
         return "samples: none during training"
     shown = ", ".join(map(str, between[:5])) + (", …" if len(between) > 5 else "")
-    return f"samples: at step 0, " + (f"{shown} ({len(between)} between), " if between else "") + \
+    return "samples: at step 0, " + (f"{shown} ({len(between)} between), " if between else "") + \
         f"final at {total}"

@@ -289,7 +289,8 @@ def mask_sources(cfg: DataSection, required: list[ImageRecord], optional: list[I
     """Each image's loss-mask source. data.conditioning_data_dir: the same-named file there for each training
     image; one without is an error naming it (sd-scripts' ControlNetDataset asserts it); regularisation and
     validation_data_dir images train unmasked (sd-scripts has no such images with masks; their names often repeat
-    the training images'), and files no training image uses are noted. Otherwise data.alpha_mask: every image's own alpha channel (all ones without one, as
+    the training images'), and files no training image uses are noted. Otherwise data.alpha_mask: every image's
+    own alpha channel (all ones without one, as
     sd-scripts). Mask files win over the alpha channel, as in sd-scripts' apply_masked_loss."""
     alpha, folder = cfg.alpha_mask, cfg.conditioning_data_dir  # read by every run, on or off
     if folder:

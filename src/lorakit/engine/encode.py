@@ -175,5 +175,6 @@ def size_conditioning(examples: list[Example]) -> list[dict[str, Any]]:
     out = []
     for e in examples:
         target = (e.size[1], e.size[0])
-        out.append({"original_size": e.original_size or target, "crop_top_left": e.crop_top_left, "target_size": target})
+        out.append({"original_size": e.original_size or target, "crop_top_left": e.crop_top_left,
+                    "target_size": target})
     return out
