@@ -115,7 +115,7 @@ def test_import_report_lists_every_group(cli, tmp_path: Path) -> None:
     src = write(tmp_path / "t.toml", 'learning_rate = 1e-4\nlogging_dir = "logs"\nloss_type = "huber"\n')
     code, _, err = cli("config", "import", str(src), "--report")
     assert code == 0
-    assert "mapped: learning_rate → train.learning_rate" in err
+    assert "mapped: learning_rate = 0.0001 → train.learning_rate = 0.0001" in err
     assert "inert: logging_dir = 'logs': lorakit logs into the run folder" in err
     assert "unsupported: loss_type = 'huber': lorakit trains the L2 (MSE) loss only" in err
     assert "1 mapped, 1 inert, 1 unsupported" in err

@@ -132,7 +132,7 @@ def import_(
     groups = result.report()
     if report:
         for key, _, target in groups["mapped"]:
-            err_console.print(escape(f"mapped:      {key} → {target}"))
+            err_console.print(escape(f"mapped:      {_mapping(result, key, target)}"))
         for key, value, why in groups["inert"]:
             err_console.print(escape(f"inert:       {key}{'' if value is None else f' = {value!r}'}: {why}"))
     for key, value, need in groups["unsupported"]:
@@ -155,6 +155,23 @@ def import_(
         raise ConfigError([f"{file}: {len(groups['unsupported'])} setting(s) kohya would use are unsupported "
                            "(listed above)"], "set them by hand, or import without --strict to accept the "
                           "difference")
+
+
+def _mapping(result: Any, key: str, target: str) -> str:
+    """'key = old → lorakit.key = new (how)': the value kohya passes to sd-scripts and the lorakit value."""
+    import re
+
+    inner = re.fullmatch(r"(.+) \((\w+)\)", key)  # a GUI key and the sd-scripts argument it became
+    source = inner.group(2) if inner else key.split(" ")[-1].removeprefix("--")
+    old = f" = {result.source[source]!r}" if source in result.source else ""
+    dotted = re.match(r"([a-z]+\.[a-z_0-9]+)", target)
+    if not dotted or " = " in target:
+        return f"{key}{old} → {target}"
+    node: Any = result.values
+    for part in dotted.group(1).split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    rest = target[dotted.end():]
+    return f"{key}{old} → {dotted.group(1)}" + (f" = {node!r}" if node is not None else "") + rest
 
 
 @config_app.command("migrate")
