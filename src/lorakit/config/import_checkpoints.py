@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .import_result import cast, number as _number
 from .schema import CheckpointSection
 
 if TYPE_CHECKING:
-    from .importers import ImportResult
+    from .import_result import ImportResult
 
 # sd-scripts' training-state keys (train_network.py; library/train_util.py: save_and_remove_state_stepwise,
 # save_and_remove_state_on_epoch_end, save_state_on_train_end), as of kohya-ss/sd-scripts 48d368f (2026-02):
@@ -31,8 +32,6 @@ STATE_KEYS = ("save_state", "save_state_on_train_end", "save_every_n_epochs", "s
 
 def count(r: ImportResult, src: dict[str, Any], key: str, report: bool = True) -> int | None:
     """A positive whole number of `key` (0 / empty = unset → None); an unreadable one is listed as unmapped."""
-    from .importers import _number
-
     value = src.get(key)
     n = _number(value)
     if value in ("", None) or n == 0:
@@ -46,8 +45,6 @@ def count(r: ImportResult, src: dict[str, Any], key: str, report: bool = True) -
 
 def import_state_saving(r: ImportResult, src: dict[str, Any]) -> None:
     """kohya's training-state saving → [checkpoint] (see STATE_KEYS' comment for sd-scripts' rules)."""
-    from .importers import cast
-
     flags: dict[str, bool] = {}
     for key in ("save_state", "save_state_on_train_end"):
         try:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .import_network_tables import NETWORK_KEYS
 
 if TYPE_CHECKING:
-    from .importers import ImportResult
+    from .import_result import ImportResult
 
 # The GUI's widget defaults for keys a (partial or older) JSON lacks (kohya_gui/class_basic_training.py,
 # class_advanced_training.py, class_accelerate_launch.py, lora_gui.py). `optimizer` is not here: update_my_data

@@ -16,7 +16,7 @@ a value lorakit cannot take is unmapped on its own and never fails the whole imp
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -27,7 +27,7 @@ from .import_network_tables import (TRANSFORMER, PRESETS, PRESET_REASONS, EXTRA_
 from .schema import NetworkSection
 
 if TYPE_CHECKING:
-    from .importers import ImportResult
+    from .import_result import ImportResult
 
 
 @dataclass
