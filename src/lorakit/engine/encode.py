@@ -63,12 +63,14 @@ class BatchEncoder:
 
     @torch.no_grad()
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Scaled VAE latents of a pixel batch in [-1, 1] (a sample of the latent distribution, as kohya caches)."""
+        """Scaled VAE latents of a pixel batch in [-1, 1] (a sample of the latent distribution, as kohya caches), in
+        fp32 whatever the VAE's precision: the noising that follows needs them exact (issue 12)."""
         vae = self.parts.vae
         dist = vae.encode(pixels.to(self.device, vae.dtype)).latent_dist
-        noise = torch.randn(dist.mean.shape, generator=self.gen).to(dist.mean)
+        mean, std = dist.mean.float(), dist.std.float()
+        noise = torch.randn(mean.shape, generator=self.gen).to(mean)
         shift = getattr(vae.config, "shift_factor", None) or 0.0
-        return ((dist.mean + dist.std * noise) - shift) * vae.config.scaling_factor
+        return ((mean + std * noise) - shift) * vae.config.scaling_factor
 
     def encode_images(self, examples: list[Example]) -> torch.Tensor:
         """Latents of a batch of one size, straight from the files."""
@@ -81,13 +83,14 @@ class BatchEncoder:
         return load_pixels(example, augment=self.augment, rng=random.Random(example.aug_seed))
 
     def image_latents(self, examples: list[Example]) -> torch.Tensor:
-        """Latents of a batch, from the cache when enabled."""
+        """Latents of a batch (fp32; the UNet's input is cast to the compute precision only after noising), from the
+        cache when enabled."""
         if not self.cache_latents or any(e.aug_seed is not None for e in examples):
-            return self.encode_images(examples).to(self.dtype)
+            return self.encode_images(examples).float()
         missing = [e for e in examples if e.key not in self.latents]
         if missing:
             for e, lat in zip(missing, self.encode_images(missing)):
-                self.latents[e.key] = lat.to(self.dtype)
+                self.latents[e.key] = lat.float()
         return torch.stack([self.latents[e.key] for e in examples])
 
     def loss_masks(self, examples: list[Example], latent_size: tuple[int, int]) -> torch.Tensor | None:
@@ -126,7 +129,8 @@ class BatchEncoder:
             fill_latents(self.disk[0], unique, self.model_id, lambda: self.encode_pixels, batch_size=batch_size,
                          on_progress=progress and (lambda d, n: progress("latents", d, n)))
             for e in unique:
-                self.latents[e.key] = batch_latents(self.disk[0], [e], self.model_id)[0].to(self.device, self.dtype)
+                latent = batch_latents(self.disk[0], [e], self.model_id)[0]
+                self.latents[e.key] = latent.to(self.device, torch.float32)
         elif self.cache_latents:
             by_size: dict[tuple[int, int], list[Example]] = {}
             for e in unique:

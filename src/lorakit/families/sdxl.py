@@ -87,9 +87,9 @@ class SDXL(Family):
         return out
 
     def unet_kwargs(self, cond: dict[str, torch.Tensor], sizes: list[dict[str, tuple[int, int]]]) -> dict[str, Any]:
-        time_ids = torch.tensor(
+        time_ids = torch.tensor(  # fp32: in bf16 an original size of 1365 would become 1368 (the UNet embeds it)
             [[*s["original_size"], *s["crop_top_left"], *s["target_size"]] for s in sizes],
-            dtype=cond["text_embeds"].dtype,
+            dtype=torch.float32,
             device=cond["text_embeds"].device,
         )
         return {

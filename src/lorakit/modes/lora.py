@@ -59,8 +59,9 @@ class DenoisingTask:
         fam = self.parts.family
         latents = self.encoder.image_latents(examples)
         cond = self.encoder.text_conditioning([e.caption for e in examples])
-        noisy, noise, timesteps = add_noise(latents, self.scheduler, gen, self.noise)
-        pred = self.parts.unet(noisy, timesteps, **fam.unet_kwargs(cond, size_conditioning(examples))).sample
+        noisy, noise, timesteps = add_noise(latents, self.scheduler, gen, self.noise)  # fp32 (issue 12)
+        pred = self.parts.unet(noisy.to(self.parts.unet.dtype), timesteps,
+                               **fam.unet_kwargs(cond, size_conditioning(examples))).sample
         weights = sample_weights(examples, self.prior_loss_weight) if any(e.is_reg for e in examples) else None
         target = target_for(self.scheduler, latents, noise, timesteps)
         mask = self.encoder.loss_masks(examples, tuple(latents.shape[-2:])) if self.masked_loss else None
