@@ -70,3 +70,19 @@ def test_sdxl_time_ids_keep_odd_sizes() -> None:
     kwargs = SDXL().unet_kwargs(cond, [{"original_size": (1365, 2047), "crop_top_left": (3, 0),
                                         "target_size": (1024, 1024)}])
     assert kwargs["added_cond_kwargs"]["time_ids"].tolist() == [[1365, 2047, 3, 0, 1024, 1024]]
+
+
+def test_the_vae_encodes_in_its_own_precision_inside_the_training_autocast(tmp_path: Path) -> None:
+    """A VAE kept in fp32 (force_upcast: the SDXL VAE NaNs in fp16) must not run in bf16 because the training
+    step's autocast is on: the latents inside and outside the autocast are the same."""
+    images = write_images(tmp_path / "img", count=1, size=(64, 64))
+    cfg = load_config(sets=[f'data.train_data_dir="{images}"', "data.resolution=64"])
+    parts = load_model(cfg.model)  # fp32 VAE
+    example = build_dataset(cfg.data, 1, 0).train[0]
+
+    def latents(autocast: bool) -> torch.Tensor:
+        encoder = BatchEncoder(parts, torch.device("cpu"), torch.bfloat16, False, False, seed=0)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            return encoder.encode_images([example])
+
+    assert torch.equal(latents(True), latents(False))

@@ -66,7 +66,8 @@ class BatchEncoder:
         """Scaled VAE latents of a pixel batch in [-1, 1] (a sample of the latent distribution, as kohya caches), in
         fp32 whatever the VAE's precision: the noising that follows needs them exact (issue 12)."""
         vae = self.parts.vae
-        dist = vae.encode(pixels.to(self.device, vae.dtype)).latent_dist
+        with torch.autocast(self.device.type, enabled=False):  # the VAE's own precision (force_upcast: fp32), not
+            dist = vae.encode(pixels.to(self.device, vae.dtype)).latent_dist  # the training autocast's
         mean, std = dist.mean.float(), dist.std.float()
         noise = torch.randn(mean.shape, generator=self.gen).to(mean)
         shift = getattr(vae.config, "shift_factor", None) or 0.0
