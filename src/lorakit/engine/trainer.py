@@ -14,8 +14,9 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 
+from ..config.optimizer_rules import check_arguments
 from ..config.schema import FaultsSection, LorakitConfig, NetworkSection, TrainSection
-from ..config.validate import check_arguments, check_log_with, weights_file
+from ..config.validate import check_log_with, weights_file
 from ..data.cache import TensorCache, default_cache_dir, missing_examples
 from ..data.pipeline import DatasetPlan, build_dataset
 from ..data.transforms import augment_from
@@ -202,7 +203,7 @@ class Run:
         self.faults = FaultInjector(cfg.faults)
         self.fingerprints: dict[str, str] | None = None
         self.written: list[Path] = []  # LoRA files saved so far (a checkpoint lists them: a resume keeps them)
-        self.max_norm_scaled, self.max_norm_last = 0, (0.0, 0.0)  # train.scale_weight_norms: this epoch so far
+        self.max_norm_scaled = 0  # train.scale_weight_norms: module updates scaled so far this epoch
 
     @property
     def device(self) -> torch.device:
@@ -537,12 +538,10 @@ class Run:
 
         result = apply_max_norm(self.parts, max_norm, stage.adapter)
         self.max_norm_scaled += result.keys_scaled
-        self.max_norm_last = (result.mean_norm, result.max_norm)
         if report_epoch is not None:
-            mean, largest = self.max_norm_last
             self.events.on_notice(f"max-norm {max_norm}: {self.max_norm_scaled} module updates scaled down in "
-                                  f"epoch {report_epoch} (after the last step: mean norm {mean:.4g}, largest "
-                                  f"{largest:.4g})")
+                                  f"epoch {report_epoch} (after the last step: mean norm {result.mean_norm:.4g}, "
+                                  f"largest {result.max_norm:.4g})")
             self.max_norm_scaled = 0
 
     def _remove_save(self, name: str) -> None:
