@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from lorakit.config.schema import LorakitConfig
-from lorakit.config.validate import check, optimizer_parameters, parse_args_list
+from lorakit.config.optimizer_rules import optimizer_parameters, parse_args_list
+from lorakit.config.validate import check
 
 
 def cfg(**sections: dict) -> LorakitConfig:

@@ -279,7 +279,7 @@ def optimizer(r: ImportResult, src: dict[str, Any]) -> None:
 def _known_arguments(r: ImportResult, optimizer: str, args: list[str]) -> list[str]:
     """The optimizer_args the optimizer's class takes; sd-scripts passes the others on and stops with a TypeError,
     so each is listed as unsupported and left out."""
-    from .validate import optimizer_parameters
+    from .optimizer_rules import optimizer_parameters
 
     known = optimizer_parameters(optimizer)
     if known is None or any(p == "kwargs" for p in known):
@@ -335,7 +335,7 @@ def known_scheduler_arguments(r: ImportResult) -> None:
     is listed as unsupported and left out (arguments lorakit sets itself are checked by config validate)."""
     import inspect
 
-    from .validate import scheduler_class, scheduler_parameters
+    from .optimizer_rules import scheduler_class, scheduler_parameters
 
     train = r.values.get("train", {})
     args = train.get("lr_scheduler_args")

@@ -369,7 +369,7 @@ def resolve_checked(layers: list[Layer], check_paths: bool = False, machine: str
 def _argument_problems(layers: list[Layer]) -> list[str]:
     """optimizer/scheduler argument problems even when another part of the config is invalid (all errors at once)."""
     from .schema import TrainSection
-    from .validate import check_arguments
+    from .optimizer_rules import check_arguments
 
     train = merged_values(layers).get("train", {})
     try:

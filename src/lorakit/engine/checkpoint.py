@@ -44,7 +44,7 @@ def run_metadata(cfg: LorakitConfig, optimizer: torch.optim.Optimizer, total_epo
     """The training settings sd-scripts records in a LoRA's metadata, in its spelling (train_network.py):
     `ss_optimizer` is the optimizer's module.class with the user's arguments, e.g.
     "torch.optim.adamw.AdamW(weight_decay=0.01)"; unset values are "None", as sd-scripts' str(None)."""
-    from ..config.validate import parse_args_list
+    from ..config.optimizer_rules import parse_args_list
 
     t, inner = cfg.train, getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the optimizer
     kwargs, _ = parse_args_list(t.optimizer_args)

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 def parse_args(items: list[str], key: str) -> dict[str, Any]:
     """`key=value` strings as keyword arguments; a malformed item is a ConfigError naming `key`."""
-    from ..config.validate import parse_args_list
+    from ..config.optimizer_rules import parse_args_list
 
     kwargs, problems = parse_args_list(items)
     if problems:
@@ -25,7 +25,7 @@ def parse_args(items: list[str], key: str) -> dict[str, Any]:
 
 def optimizer_class(name: str) -> type:
     """The optimizer class for a config name (a ConfigError naming the package when it is missing)."""
-    from ..config.validate import OPTIMIZERS
+    from ..config.optimizer_rules import OPTIMIZERS
 
     spec = OPTIMIZERS[name]
     try:
@@ -37,7 +37,7 @@ def optimizer_class(name: str) -> type:
 
 def optimizer_kwargs(name: str, args: list[str]) -> dict[str, Any]:
     """The keyword arguments the optimizer is built with: lorakit's defaults, the user's, then fixed ones."""
-    from ..config.validate import OPTIMIZERS
+    from ..config.optimizer_rules import OPTIMIZERS
 
     spec = OPTIMIZERS[name]
     return {**spec.defaults, **parse_args(args, "train.optimizer_args"), **spec.fixed}

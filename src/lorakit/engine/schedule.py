@@ -37,7 +37,7 @@ def build_scheduler(name: str, optimizer: torch.optim.Optimizer, warmup: int, to
             raise ConfigError([f"train.lr_warmup_steps: {warmup} warm-up steps, but train.{what} has no warm-up "
                                "(sd-scripts refuses one); set lr_warmup_steps = 0 and no lr_warmup_ratio"])
     if scheduler_type:
-        from ..config.validate import scheduler_class
+        from ..config.optimizer_rules import scheduler_class
 
         cls, problem = scheduler_class(scheduler_type)
         if cls is None:
