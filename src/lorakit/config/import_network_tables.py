@@ -73,8 +73,6 @@ UNSUPPORTED_ARGS = {
     "mid_lr_weight": "per-block learning-rate weights are not supported",
     "up_lr_weight": "per-block learning-rate weights are not supported",
     "block_lr_zero_threshold": "per-block learning-rate weights are not supported",
-    "rank_dropout": "rank dropout is not supported (lorakit has network_dropout, kohya's neuron dropout)",
-    "module_dropout": "module dropout is not supported (lorakit has network_dropout, kohya's neuron dropout)",
     "loraplus_lr_ratio": "LoRA+ learning-rate ratios are not supported",
     "loraplus_unet_lr_ratio": "LoRA+ learning-rate ratios are not supported",
     "loraplus_text_encoder_lr_ratio": "LoRA+ learning-rate ratios are not supported",
@@ -94,4 +92,20 @@ UNSUPPORTED_ARGS = {
 LYCORIS_ALIASES = {"use_cp": "use_tucker", "use_conv_cp": "use_tucker", "disable_conv_cp": "use_tucker",
                    "constrain": "constraint"}
 INERT_ARGS = {"bypass_mode": "lorakit always adds the adapter's output beside the frozen layer, as bypass mode "
-              "does", "rank_dropout_scale": "only used with rank_dropout", "train_t5xxl": "no T5 in SD1/SD2/SDXL"}
+              "does", "rank_dropout_scale": "LyCORIS's create_network does not pass it on to its modules",
+              "train_t5xxl": "no T5 in SD1/SD2/SDXL"}
+# rank/module dropout: sd-scripts networks/lora.py LoRAModule.forward is lorakit's network.rank_dropout /
+# module_dropout; LyCORIS (lycoris/modules/*.py, `rank_dropout_scale` never set by lycoris/kohya.py) differs by algo
+DROPOUT_ARGS = ("rank_dropout", "module_dropout")
+LYCORIS_RANK_DROPOUT = {
+    "lora": "LyCORIS's LoCon drops whole output rows of ΔW (in bypass_mode: ranks) for the whole batch, unscaled; "
+    "lorakit's rank_dropout is sd-scripts networks.lora's (ranks per sample, the kept ones × 1/(1 − p)); set "
+    "network.rank_dropout by hand for that",
+    "loha": "peft's LoHa rescales the kept rows of ΔW by 1/(kept fraction); LyCORIS's LoHa does not",
+}
+LYCORIS_NEURON_DROPOUT = {
+    False: "LyCORIS applies no neuron dropout outside bypass_mode (LoCon's rebuilt weight skips it, LoHa/LoKr "
+    "have none)",
+    True: "LyCORIS's bypass_mode drops elements of the module's output; lorakit drops the down projection's output "
+    "(kohya) or the adapter's input (peft)",
+}

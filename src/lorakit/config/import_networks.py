@@ -23,7 +23,8 @@ from pydantic import ValidationError
 from .import_network_tables import (TRANSFORMER, PRESETS, PRESET_REASONS, EXTRA_FULL, ALGOS, ALGO_REASONS,
                                     MODULE_REASONS, OTHER_FAMILY, GUI_LYCORIS, GUI_MODULES, GUI_LYCORIS_ARGS,
                                     GUI_KOHYA_ARGS, LORAPLUS, NETWORK_KEYS, MAX_DIM, WIDTHS, UNSUPPORTED_ARGS,
-                                    LYCORIS_ALIASES, INERT_ARGS)
+                                    LYCORIS_ALIASES, INERT_ARGS, DROPOUT_ARGS, LYCORIS_RANK_DROPOUT,
+                                    LYCORIS_NEURON_DROPOUT)
 from .schema import NetworkSection
 
 if TYPE_CHECKING:
@@ -269,6 +270,8 @@ def _kohya_lora(net: Net, spec: Spec, src: dict[str, Any], family: str | None) -
                 _alpha(net, label, value, "conv_alpha", net.values.get("conv_dim", conv))
         elif arg in BLOCK_NEEDS:
             continue  # below, each after the list it needs
+        elif arg in DROPOUT_ARGS:
+            _rate(net, arg, label, value, "sd-scripts' networks.lora: LoRAModule.forward")
         elif arg in UNSUPPORTED_ARGS:
             net.off(label) if _off(value) else net.unmapped(label, value, UNSUPPORTED_ARGS[arg])
         else:
@@ -438,6 +441,8 @@ def _lycoris(net: Net, spec: Spec, src: dict[str, Any], family: str | None) -> N
             _lycoris_arg(net, arg, label, value, conv_on, factor)
         elif off:
             net.off(label)
+        elif arg in DROPOUT_ARGS:
+            _lycoris_dropout(net, arg, label, value, _lyco_bool(args.get("bypass_mode", "False")))
         elif arg in INERT_ARGS:
             net.inert(label, INERT_ARGS[arg])
         elif arg in UNSUPPORTED_ARGS:
@@ -503,10 +508,39 @@ def _decompose_both(net: Net, label: str, value: str, factor: int) -> None:
                      f"than twice the rank become low-rank; lorakit keeps w1 full")
 
 
+def _rate(net: Net, arg: str, label: str, value: Any, how: str) -> None:
+    """rank_dropout / module_dropout as a number (sd-scripts and LyCORIS read them with float()); 0 or empty is
+    off."""
+    rate = None if isinstance(value, bool) else _float(value)
+    if isinstance(value, str) and _off(value) or rate == 0:
+        net.off(label)
+    elif rate is None:
+        net.unmapped(label, value, f"network.{arg} takes a number")
+    else:
+        net.put(label, arg, rate, how)
+
+
+def _lycoris_dropout(net: Net, arg: str, label: str, value: str, bypass: bool) -> None:
+    """LyCORIS's rank/module dropout where lorakit's network type does the same (lycoris/modules/*.py forward):
+    module dropout everywhere (the module returns the original forward), LoKr's rank dropout (peft's is LyCORIS's,
+    and LoKr's bypass path has none); LoCon's and LoHa's rank dropout differ from lorakit's (LYCORIS_RANK_DROPOUT)."""
+    if arg == "module_dropout":
+        _rate(net, arg, label, value, "LyCORIS's module dropout: the module skipped, as in lorakit")
+    elif net.kind == "lokr" and bypass:
+        net.inert(label, "LyCORIS's LoKr applies no rank dropout in bypass_mode")
+    elif net.kind == "lokr":
+        _rate(net, arg, label, value, "LyCORIS's LoKr rank dropout, which peft's LoKr does")
+    else:
+        net.unmapped(label, value, LYCORIS_RANK_DROPOUT["loha" if net.kind == "loha" else "lora"])
+
+
 def _dropout(net: Net, src: dict[str, Any], spec: Spec | None) -> None:
-    """Neuron dropout: network_dropout, or LyCORIS's 'dropout' argument, which wins over it."""
+    """Neuron dropout: network_dropout, which sd-scripts hands to LyCORIS as its 'dropout' argument unless
+    network_args has one (train_network.py). sd-scripts' networks.lora drops the down projection's output, which
+    is lorakit's dropout_placement 'kohya'; LyCORIS drops nothing outside bypass_mode."""
     label, value = "network_dropout", src.get("network_dropout")
-    if spec is not None and spec.module == "lycoris.kohya" and "dropout" in spec.args:
+    lycoris = spec is not None and spec.module == "lycoris.kohya"
+    if lycoris and "dropout" in spec.args:
         if "network_dropout" in src:
             net.inert("network_dropout", "LyCORIS's network_args dropout wins over it")
         label, value = spec.labels["dropout"], spec.args["dropout"]
@@ -519,7 +553,16 @@ def _dropout(net: Net, src: dict[str, Any], spec: Spec | None) -> None:
         net.unmapped(label, value, "network.network_dropout takes a number")
     elif rate == 0:
         net.off(label)
-    elif net.kind in ("loha", "lokr"):
-        net.unmapped(label, value, f"peft's {net.kind} has no dropout on the input (LyCORIS's has)")
+    elif lycoris and spec.args.get("algo", "lora").strip().lower() not in ALGOS:
+        net.r.mapped[label] = f"(not used: LyCORIS algo {spec.args['algo']} is not mapped)"
+        net.done.add(label)
+    elif lycoris:
+        bypass = _lyco_bool(spec.args.get("bypass_mode", "False"))
+        if bypass:
+            net.unmapped(label, value, LYCORIS_NEURON_DROPOUT[True])
+        else:
+            net.inert(label, LYCORIS_NEURON_DROPOUT[False])
     else:
-        net.put(label, "network_dropout", rate)
+        net.put(label, "network_dropout", rate, "on the down projection's output, as sd-scripts' networks.lora")
+        if "network_dropout" in net.values:
+            net.values["dropout_placement"] = "kohya"

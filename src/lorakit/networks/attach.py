@@ -16,6 +16,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 
 from ..errors import LorakitError
 from ..families import ModelParts
+from .dropout import dropout_settings, install_dropout, remove_dropout
 from .registry import ADAPTER, ModuleState, ModuleSummary, NetworkType, Targets, network_type, scalar, type_of_layer
 
 def components(parts: ModelParts) -> list[tuple[str, torch.nn.Module]]:
@@ -29,8 +30,10 @@ def attach_network(parts: ModelParts, net_cfg: Any, targets: dict[str, Targets] 
                    **options: Any) -> list[torch.nn.Parameter]:
     """Freeze the model, add the configured network to each component with targets, return its trainable
     parameters. `targets` defaults to the config's selection (`networks.targets.select_targets`); `net`/`options`
-    override the config's type and peft options (loading a file infers them from its tensors)."""
+    override the config's type and peft options (loading a file infers them from its tensors). The config's
+    dropouts apply in training (`networks.dropout`); a network loaded from a file (no config) has none."""
     net = net or network_type(net_cfg.network_module)
+    dropout = dropout_settings(net_cfg) if net_cfg is not None else None  # refuses what the type cannot apply
     if targets is None:
         from .targets import select_targets
 
@@ -50,6 +53,8 @@ def attach_network(parts: ModelParts, net_cfg: Any, targets: dict[str, Targets] 
         if got != set(chosen):  # peft matches by suffix: make sure it adapted exactly the modules asked for
             extra, missing = sorted(got - set(chosen)), sorted(set(chosen) - got)
             raise LorakitError(f"{attr}: peft adapted {extra[:3]} not asked for / missed {missing[:3]}")
+        if dropout is not None:
+            install_dropout(module, dropout, adapter)
         for p in network_parameters(module, adapter):
             p.requires_grad_(True)
             params.append(p)
@@ -206,12 +211,10 @@ def adapter_weights(parts: ModelParts, weights: dict[str, float]) -> Iterator[No
 
 def freeze_adapter(parts: ModelParts, adapter: str) -> None:
     """Keep `adapter` applied but stop training it (Difference's copy machine during pass 2): no gradients, and
-    no dropout while the model trains another network, so the frozen network is the same at every step."""
+    no dropout of any kind while the model trains another network, so the frozen network is the same at every
+    step."""
     for _, module in components(parts):
         for p in network_parameters(module, adapter):
             p.requires_grad_(False)
             p.grad = None
-    for layer in tuner_layers(parts):
-        dropout = getattr(layer, "lora_dropout", None)
-        if dropout is not None and adapter in dropout:
-            dropout[adapter] = torch.nn.Identity()
+        remove_dropout(module, adapter)

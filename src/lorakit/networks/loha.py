@@ -22,10 +22,16 @@ TUCKER = ("hada_t1", "hada_t2")
 
 
 def peft_config(net_cfg: Any, targets: Targets, use_effective_conv2d: bool = False, **_: Any) -> LoHaConfig:
-    """peft LoHaConfig for exact module paths with per-module rank/alpha (Tucker convs only when asked)."""
+    """peft LoHaConfig for exact module paths with per-module rank/alpha (Tucker convs only when asked).
+
+    module_dropout is peft's, which is LyCORIS's (`lycoris/modules/loha.py` LohaModule.forward: in training,
+    `torch.rand(1) < p` returns the original forward; peft adds the update when `torch.rand(1) > p`). rank_dropout is
+    refused (`findings.dropout_problems`): peft's LoHa always rescales the kept rows of ΔW by 1/(kept fraction),
+    LyCORIS's only with rank_dropout_scale, which its sd-scripts entry point never passes."""
     modules, r, alpha, ranks, alphas = pattern_config(targets)
     return LoHaConfig(r=r, alpha=alpha, rank_pattern=ranks, alpha_pattern=alphas, target_modules=modules,
-                      use_effective_conv2d=use_effective_conv2d, init_weights=True)
+                      use_effective_conv2d=use_effective_conv2d, init_weights=True,
+                      module_dropout=getattr(net_cfg, "module_dropout", 0.0))
 
 
 def to_file(state: ModuleState) -> dict[str, torch.Tensor]:

@@ -26,12 +26,19 @@ W2 = ("lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2")
 def peft_config(net_cfg: Any, targets: Targets, decompose_factor: int | None = None, decompose_both: bool = False,
                 use_effective_conv2d: bool = False, **_: Any) -> LoKrConfig:
     """peft LoKrConfig for exact module paths with per-module rank/alpha; the factor is `network.lokr_factor`
-    unless given. LyCORIS's initialisation (w2 zero) so the untrained network changes nothing."""
+    unless given. LyCORIS's initialisation (w2 zero) so the untrained network changes nothing.
+
+    rank_dropout and module_dropout are peft's, which are LyCORIS's as sd-scripts runs it (`lycoris/modules/lokr.py`
+    LokrModule.get_weight / forward): in training, each forward keeps the rows of ΔW where `torch.rand(out) > p`,
+    unscaled (rank_dropout_scale off: `lycoris/kohya.py` create_network never passes it on), and skips the whole
+    update when `torch.rand(1) < p` (peft: adds it when `torch.rand(1) > p`, a draw it makes even at p = 0)."""
     modules, r, alpha, ranks, alphas = pattern_config(targets)
     factor = decompose_factor if decompose_factor is not None else getattr(net_cfg, "lokr_factor", -1)
     return LoKrConfig(r=r, alpha=alpha, rank_pattern=ranks, alpha_pattern=alphas, target_modules=modules,
                       decompose_factor=factor, decompose_both=decompose_both,
-                      use_effective_conv2d=use_effective_conv2d, init_weights="lycoris")
+                      use_effective_conv2d=use_effective_conv2d, init_weights="lycoris",
+                      rank_dropout=getattr(net_cfg, "rank_dropout", 0.0),
+                      module_dropout=getattr(net_cfg, "module_dropout", 0.0), rank_dropout_scale=False)
 
 
 def _pop_half(tensors: dict[str, torch.Tensor], full: str, a: str, b: str, where: str) -> dict[str, torch.Tensor]:

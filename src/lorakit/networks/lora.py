@@ -22,11 +22,14 @@ from .registry import ModuleState, ModuleSummary, NetworkType, Targets, check_co
 
 
 def peft_config(net_cfg: Any, targets: Targets, use_dora: bool | None = None, **_: Any) -> LoraConfig:
-    """peft LoraConfig for exact module paths with per-module rank/alpha; `use_dora` overrides the config's."""
+    """peft LoraConfig for exact module paths with per-module rank/alpha; `use_dora` overrides the config's.
+    peft's lora_dropout (on the adapter's input) only for dropout_placement = 'peft': kohya's placement, rank and
+    module dropout are hooks (`networks.dropout`)."""
     modules, r, alpha, ranks, alphas = pattern_config(targets)
+    on_input = getattr(net_cfg, "dropout_placement", "kohya") == "peft"
     return LoraConfig(
         r=r, lora_alpha=alpha, rank_pattern=ranks, alpha_pattern=alphas, target_modules=modules,
-        lora_dropout=getattr(net_cfg, "network_dropout", 0.0),
+        lora_dropout=getattr(net_cfg, "network_dropout", 0.0) if on_input else 0.0,
         use_dora=bool(getattr(net_cfg, "use_dora", False) if use_dora is None else use_dora),
         init_lora_weights=True,  # kaiming-uniform down, zero up: the initialisation kohya uses
     )
