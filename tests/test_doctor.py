@@ -80,3 +80,52 @@ def test_doctor_without_installed_metadata(monkeypatch) -> None:
 
     monkeypatch.setattr(doctor.metadata, "requires", missing)
     assert doctor.lorakit_requirements() == {}
+
+
+# --- the training device (CUDA and Apple MPS faked as in tests/engine/test_device.py) ------------------------------
+
+def test_doctor_reports_the_cuda_gpu_and_auto(monkeypatch) -> None:
+    from engine.test_device import GIB, fake_cuda
+
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    fake_cuda(monkeypatch, "NVIDIA H100 80GB HBM3", major=9, total=80 * GIB)
+    gpu, chosen = doctor.check_gpu()
+    assert (gpu.name, gpu.status, gpu.fix) == ("GPU 0", "ok", "")
+    assert gpu.detail == ("NVIDIA H100 80GB HBM3: 80.0 GiB, 40.0 GiB free; CUDA 12.8, compute capability 9.0; "
+                          "bf16 native, fp16 yes, fp8 weights yes, TF32 yes, torch.compile yes")
+    assert (chosen.name, chosen.detail) == ("training device", "cuda (accelerate's choice); mixed_precision 'auto' "
+                                                               "= 'bf16' here")
+
+
+def test_doctor_warns_about_a_small_gpu(monkeypatch) -> None:
+    from engine.test_device import GIB, fake_cuda
+
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    fake_cuda(monkeypatch, "NVIDIA GeForce GTX 1660", major=7, total=6 * GIB)
+    gpu, chosen = doctor.check_gpu()
+    assert gpu.status == "warn" and "bf16 emulated" in gpu.detail and "lowvram-8gb" in gpu.fix
+    assert chosen.detail.endswith("mixed_precision 'auto' = 'no' (fp32) here")
+
+
+def test_doctor_reports_apple_mps(monkeypatch) -> None:
+    from engine.test_device import GIB, fake_mps
+
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    fake_mps(monkeypatch, macos=(13, 6), memory=64 * GIB)
+    gpu, chosen = doctor.check_gpu()
+    assert (gpu.name, gpu.status) == ("GPU", "ok")
+    assert gpu.detail == ("Apple MPS, Apple M2 Max: 64 GiB unified memory, Metal working set 48.0 GiB; macOS 13.6, "
+                          "torch 2.13.0; bf16 no, fp16 yes, fp8 weights no, torch.compile yes")
+    assert chosen.detail == "mps (accelerate's choice); mixed_precision 'auto' = 'no' (fp32) here"
+    fake_mps(monkeypatch, memory=8 * GIB)  # under spec 003's 16 GB minimum
+    gpu, _ = doctor.check_gpu()
+    assert gpu.status == "warn" and "16 GB" in gpu.fix
+
+
+def test_doctor_without_a_gpu(monkeypatch) -> None:
+    from engine.test_device import fake_cpu
+
+    fake_cpu(monkeypatch)
+    gpu, chosen = doctor.check_gpu()
+    assert gpu.status == "warn" and "training runs on the CPU" in gpu.detail
+    assert chosen.detail == "cpu (accelerate's choice); mixed_precision 'auto' = 'no' (fp32) here"

@@ -100,30 +100,44 @@ def check_peft_pairing() -> list[Check]:
     return found
 
 
+MIN_MAC_MEMORY = 16 * 1024**3  # spec 003: 16 GB is the minimum for SD 2.1 LoRA training on a Mac, 32 GB recommended
+MIN_VRAM = 8 * 1024**3
+
+
 def check_gpu() -> list[Check]:
-    """CUDA (name, memory, bf16) or Apple MPS; without a GPU training works but is slow and fp16 is unavailable."""
+    """The device accelerate would train on (engine/device.training_device): its name, memory, what it runs (bf16,
+    fp16, fp8 weights, TF32, torch.compile; on a Mac the macOS and torch behind that) and what mixed_precision
+    'auto' means there. Without a GPU training works, slowly."""
     try:
         import torch
     except ImportError:
         return []
-    if torch.cuda.is_available():
-        found = []
+    from .engine.device import auto_mixed_precision, describe, device_support, training_device
+
+    device = training_device()
+    auto = auto_mixed_precision(device)
+    found = []
+    if device.type == "cuda":  # every GPU: a launcher may use them all
         for i in range(torch.cuda.device_count()):
-            props = torch.cuda.get_device_properties(i)
-            free, total = torch.cuda.mem_get_info(i)
-            detail = (f"{props.name}: {total / 1024**3:.1f} GiB, {free / 1024**3:.1f} GiB free; "
-                      f"CUDA {torch.version.cuda}; bf16 {'yes' if torch.cuda.is_bf16_supported() else 'no'}")
-            low = total < 8 * 1024**3
-            found.append(Check(f"GPU {i}", "warn" if low else "ok", detail,
+            s = device_support(torch.device("cuda", i), memory=True)
+            low = (s.memory_bytes or 0) < MIN_VRAM
+            found.append(Check(f"GPU {i}", "warn" if low else "ok", describe(s),
                                "under 8 GiB: try `--preset lowvram-8gb`" if low else ""))
-        return found
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return [Check("GPU", "ok", "Apple MPS (fp16 mixed precision needs CUDA; use bf16 or no)")]
-    build = f"torch {torch.__version__} " + ("built with CUDA " + torch.version.cuda if torch.version.cuda
-                                             else "is a CPU build")
-    return [Check("GPU", "warn", f"no CUDA GPU ({build}): training runs on the CPU, slowly; fp16 is unavailable",
-                  "on a GPU machine install a CUDA build of torch (https://pytorch.org/get-started/locally/)")]
+    elif device.type == "mps":
+        s = device_support(device)
+        low = s.memory_bytes is not None and s.memory_bytes < MIN_MAC_MEMORY
+        found.append(Check("GPU", "warn" if low else "ok", f"Apple MPS, {describe(s)}",
+                           "under 16 GB of unified memory: SD 1.x at 512 px, batch 1, gradient checkpointing "
+                           "(docs/performance.md)" if low else ""))
+    else:
+        build = f"torch {torch.__version__} " + ("built with CUDA " + torch.version.cuda if torch.version.cuda
+                                                 else "is a CPU build")
+        found.append(Check("GPU", "warn", f"no CUDA GPU or Apple MPS ({build}): training runs on the CPU, slowly",
+                           "on a GPU machine install a CUDA build of torch (https://pytorch.org/get-started/locally/)"))
+    means = "'bf16'" if auto == "bf16" else "'no' (fp32)"
+    found.append(Check("training device", "ok", f"{device.type} (accelerate's choice); mixed_precision 'auto' = "
+                                                f"{means} here"))
+    return found
 
 
 def check_optional() -> list[Check]:

@@ -282,11 +282,12 @@ def test_values_the_optimizer_refuses_are_errors_before_the_run(tmp_path: Path) 
     assert errors == ["train.optimizer_args: AdamW refuses these arguments: Invalid beta parameter at index 0: 1.5"]
 
 
-@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
-def test_fp16_without_cuda_is_refused_at_validate_time(tmp_path: Path) -> None:
+@pytest.mark.skipif(__import__("lorakit.engine.device", fromlist=["training_device"]).training_device().type != "cpu",
+                    reason="this machine trains on a GPU")
+def test_fp16_on_the_cpu_is_refused_at_validate_time(tmp_path: Path) -> None:
     errors, _ = messages(cfg(train={"mixed_precision": "fp16"}, data={"train_data_dir": str(tmp_path)}), paths=True)
-    assert errors == ["train.mixed_precision: 'fp16' needs a CUDA GPU and this machine has none; use 'bf16' "
-                      "(works on CPU) or 'no'"]
+    assert errors == ["train.mixed_precision: 'fp16' does not train on the CPU: accelerate does not autocast fp16 on "
+                      "the CPU; use 'bf16' or 'no'"]
 
 
 def test_missing_optimizer_packages_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

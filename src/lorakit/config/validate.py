@@ -105,22 +105,31 @@ def check_optimizer_package(cfg: LorakitConfig) -> list[Finding]:
     return []
 
 
-def check_environment(cfg: LorakitConfig) -> list[Finding]:
-    """What this machine must have for the run: CUDA for fp16, bf16 support, the optimizer's package."""
-    found, cuda = [], False
-    mp = cfg.train.mixed_precision
-    if mp != "no":  # torch takes seconds to import: only when CUDA could be there
-        cuda = _cuda()
-    if mp == "fp16" and not cuda:
-        found.append(Finding("train.mixed_precision", "'fp16' needs a CUDA GPU and this machine has none; "
-                             "use 'bf16' (works on CPU) or 'no'"))
-    if mp == "bf16" and cuda:
-        import torch
+def _this_device() -> str:
+    """'cuda', 'mps' or 'cpu': what a run here trains on (engine/device.training_device). Where no GPU can be (no
+    driver, not a Mac) that is the CPU, known without importing torch."""
+    if not _gpu_driver_present() and sys.platform != "darwin":
+        return "cpu"
+    from ..engine.device import training_device
 
-        if not torch.cuda.is_bf16_supported():
-            found.append(Finding("train.mixed_precision", f"'bf16' is not supported by "
-                                                          f"{torch.cuda.get_device_name()}; use 'fp16' or 'no'"))
-    return found + check_optimizer_package(cfg) + check_log_with(cfg)
+    return training_device().type
+
+
+def resolved_mixed_precision(cfg: LorakitConfig) -> str:
+    """train.mixed_precision with 'auto' resolved for this machine, as a run resolves it (engine/device)."""
+    if cfg.train.mixed_precision != "auto":
+        return cfg.train.mixed_precision
+    from ..engine.device import auto_mixed_precision
+
+    return auto_mixed_precision(_this_device())
+
+
+def check_environment(cfg: LorakitConfig) -> list[Finding]:
+    """What this machine must have for the run: a device that runs the precisions and options chosen
+    (engine/device.device_findings), the optimizer's package, the logger's package."""
+    from ..engine.device import device_findings
+
+    return device_findings(cfg.train, _this_device()) + check_optimizer_package(cfg) + check_log_with(cfg)
 
 
 def package_installed(name: str) -> bool:
@@ -194,12 +203,15 @@ def check_training(cfg: LorakitConfig) -> list[Finding]:
     found = []
     if t.lr_warmup_ratio is not None and t.lr_warmup_steps > 0:
         found.append(Finding("train.lr_warmup_ratio", "set either lr_warmup_steps or lr_warmup_ratio, not both"))
-    for key, precision in (("full_fp16", "fp16"), ("full_bf16", "bf16")):
-        if getattr(t, key) and t.mixed_precision != precision:
-            found.append(Finding(f"train.{key}", f"needs train.mixed_precision = '{precision}' (the network is kept "
-                                 f"in {precision}; now '{t.mixed_precision}')"))
-    if t.full_fp16 and t.full_bf16:
-        found.append(Finding("train.full_bf16", "set full_fp16 or full_bf16, not both"))
+    if t.lora_precision != "fp32" or t.fp8_base:  # 'auto' as this machine resolves it (torch only where a GPU is)
+        mp = resolved_mixed_precision(cfg)
+        now = f"'{mp}'" if mp == t.mixed_precision else f"'auto', which is '{mp}' on this machine"
+        if t.lora_precision != "fp32" and mp != t.lora_precision:
+            found.append(Finding("train.lora_precision", f"'{t.lora_precision}' needs train.mixed_precision = "
+                                 f"'{t.lora_precision}' (the network computes in it; now {now})"))
+        if t.fp8_base and mp not in ("fp16", "bf16"):
+            found.append(Finding("train.fp8_base", "needs train.mixed_precision = 'bf16' or 'fp16' (float8 weights "
+                                 f"are upcast to it per layer; now {now})"))
     if not n.train_text_encoder:
         if t.text_encoder_lr is not None:
             found.append(Finding("train.text_encoder_lr", "is set but network.train_text_encoder is false: "

@@ -38,9 +38,11 @@ def sampling_enabled(cfg: LorakitConfig) -> bool:
 
 @contextmanager
 def preserved_rng() -> Iterator[None]:
-    """Restore Python's, NumPy's and torch's global random states (CPU and every CUDA device) on exit."""
+    """Restore Python's, NumPy's and torch's global random states (CPU, every CUDA device, Apple MPS) on exit.
+    CUDA's only once initialised: asking would otherwise start CUDA (and it has drawn nothing yet)."""
     py, npy, cpu = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    mps = torch.mps.get_rng_state() if torch.backends.mps.is_available() else None
     try:
         yield
     finally:
@@ -49,6 +51,8 @@ def preserved_rng() -> Iterator[None]:
         torch.set_rng_state(cpu)
         if cuda is not None:
             torch.cuda.set_rng_state_all(cuda)
+        if mps is not None:
+            torch.mps.set_rng_state(mps)
 
 
 @contextmanager
