@@ -44,26 +44,62 @@ def train(
     from .engine.events import CsvLog, OnStart, RunLog
     from .engine.tblog import TENSORBOARD_DIR, TensorBoardLog
 
-    cfg = config.config if isinstance(config, ResolvedConfig) else config
+    from .engine.distributed import from_main, is_main_process
+
+    config, notes = for_this_machine(config)
+    cfg = config.config
     if strict:
         refuse_ignored_modules(cfg)
     point = resume_point(resume, cfg) if resume is not None else None
+    main = is_main_process()  # under a launcher (several processes) only the main one writes
+    if not main:  # it trains its share into the main process's run folder, writing nothing itself
+        run_dir = from_main(None)
+        return trainer.train(cfg, run_dir, [], commands, resume=point)
     run_dir = point.run_dir if point is not None else new_run_dir(Path(cfg.output.output_dir), cfg.output.run_id)
+    from_main(run_dir)
     train_dir = run_dir / "train"
     logs: list[Callback] = [CsvLog(train_dir / "log.csv"), RunLog(train_dir / "run.log")]
     if cfg.train.log_with == "tensorboard":
         logs.append(TensorBoardLog(train_dir / TENSORBOARD_DIR))
     if point is not None:  # the config this part of the run uses, beside the first: once the resume is accepted
         logs.insert(0, OnStart(lambda: write_snapshot(new_run_dir(run_dir / "resumed"), config)))
+    every = [*(callbacks or []), *logs]
+    if notes:  # what for_this_machine changed, once every callback has started
+        every.append(OnStart(lambda: [cb.on_notice(n) for n in notes for cb in every[:-1]]))
     try:
         with folder_lock(run_dir):  # one process per run folder (a second --resume of a running run is refused)
             if point is None:
                 write_snapshot(run_dir, config)
-            return trainer.train(cfg, run_dir, [*(callbacks or []), *logs], commands, resume=point)
+            return trainer.train(cfg, run_dir, every, commands, resume=point)
     except BaseException:
         if point is None and not (run_dir / "train").exists():  # failed before training: leave no empty run
             shutil.rmtree(run_dir, ignore_errors=True)
         raise  # once training began, everything stays for debugging
+
+
+def for_this_machine(config: LorakitConfig | ResolvedConfig) -> tuple[ResolvedConfig, list[str]]:
+    """The config as this machine will run it: mixed_precision 'auto' resolved for its device, and with
+    train.auto_memory the memory settings fitted to its GPU; the lines say what changed (for the run log)."""
+    from dataclasses import replace
+
+    from .engine.device import resolve_auto
+
+    resolved = config if isinstance(config, ResolvedConfig) else ResolvedConfig(config, {}, [])
+    fit = resolved.config.train.auto_memory
+    cfg, notes = resolve_auto(resolved.config), []
+    if cfg.train.mixed_precision != resolved.config.train.mixed_precision:
+        notes.append(f"train.mixed_precision 'auto' → '{cfg.train.mixed_precision}' on this machine")
+    if fit:
+        from .engine.estimate import detected_gpu, detected_vram, fit_to_memory
+
+        vram = detected_vram()
+        if vram is None:
+            notes.append("train.auto_memory: no GPU memory to fit on this machine; settings unchanged")
+        else:
+            cfg, changes = fit_to_memory(cfg, vram, detected_gpu())
+            notes += [f"train.auto_memory: {line}" for line in changes] or \
+                [f"train.auto_memory: the estimate fits in {vram / 2**30:.1f} GiB; settings unchanged"]
+    return replace(resolved, config=cfg), notes
 
 
 def find_checkpoint(spec: str | Path, config: LorakitConfig | None = None,
@@ -102,11 +138,13 @@ def checkpoint_changes(path: Path, config: LorakitConfig) -> list:
     from .config.resume_rules import config_changes, refuse_breaking
     from .config.snapshot import absolute_paths
 
+    from .engine.device import resolve_auto
+
     try:
         saved = LorakitConfig.model_validate(tomllib.loads((path / "config.toml").read_text(encoding="utf-8")))
     except (OSError, ValueError) as exc:
         raise LorakitError(f"{path / 'config.toml'}: cannot read the checkpoint's config ({exc})") from exc
-    changes = config_changes(saved, absolute_paths(config))
+    changes = config_changes(saved, absolute_paths(resolve_auto(config)))  # the checkpoint's is resolved
     refuse_breaking(changes, path)
     return changes
 

@@ -63,7 +63,7 @@ SD_SCRIPTS_DEFAULTS: dict[str, Any] = {
     "network.train_text_encoder": True, "train.optimizer_type": "AdamW", "train.optimizer_args": {},
     "plan.warmup_steps": 0, "train.train_batch_size": 1, "train.gradient_accumulation_steps": 1,
     "data.layout": "kohya", "data.enable_bucket": False, "train.mixed_precision": "no", "output.save_precision": "fp32",
-    "train.full_fp16": False, "train.full_bf16": False, "train.noise_offset": 0.0, "train.adaptive_noise_scale": None,
+    "train.lora_precision": "fp32", "train.noise_offset": 0.0, "train.adaptive_noise_scale": None,
     "train.multires_noise_iterations": None, "train.ip_noise_gamma": None, "train.min_timestep": 0,
     "train.max_timestep": 1000, "train.min_snr_gamma": None, "train.zero_terminal_snr": False,
     "train.debiased_estimation_loss": False, "train.v_pred_like_loss": None,
@@ -85,7 +85,11 @@ WHY: dict[str, str] = {
     "network.use_dora": "lycoris.kohya network_args dora_wd",
     "network.lokr_factor": "lycoris.kohya network_args factor",
     "network.scale": "LyCORIS LoKr: a dim above every layer keeps both Kronecker halves full, at scale 1",
-    "network.network_dropout": "train_network.py --network_dropout",
+    "network.network_dropout": "train_network.py --network_dropout (networks/lora.py LoRAModule.forward: dropout on "
+                               "lora_down's output)",
+    "network.dropout_placement": "networks/lora.py LoRAModule.forward drops lora_down's output (lorakit 'kohya')",
+    "network.rank_dropout": "network_args rank_dropout (networks/lora.py create_network, LoRAModule.forward)",
+    "network.module_dropout": "network_args module_dropout (networks/lora.py create_network, LoRAModule.forward)",
     "network.train_text_encoder": "train_network.py: the TE is trained unless network_train_unet_only "
                                   "(GUI: lora_gui.resolve_network_train_flags, or additional_parameters)",
     "train.optimizer_type": "train_util.get_optimizer (default AdamW)",
@@ -496,6 +500,7 @@ ROWS: dict[str, Row] = {
         steps_why='lora_gui.train_model: ceil(3*10 / 4 / 1 * 8 * 1) = 60',
         columns={'network.network_module': 'locon', 'network.conv_dim': 16, 'network.conv_alpha': 8.0,
             'network.network_dim': 16, 'network.network_alpha': 8.0, 'network.network_dropout': 0.1,
+            'network.dropout_placement': 'kohya', 'network.rank_dropout': 0.1, 'network.module_dropout': 0.1,
             'train.optimizer_type': 'AdamW8bit', 'train.learning_rate': 0.0001, 'train.text_encoder_lr*': 0.0001,
             'train.lr_scheduler': 'constant', 'plan.total_steps': 60, 'train.train_batch_size': 4, 'data.size': [512,
             512], 'data.enable_bucket': True, 'data.bucket_mode': 'kohya', 'data.min_bucket_reso': 256,
@@ -526,7 +531,7 @@ ROWS: dict[str, Row] = {
             'train.train_batch_size': 3, 'data.size': [1024, 1024], 'data.enable_bucket': True, 'data.bucket_mode':
             'kohya', 'data.min_bucket_reso': 512, 'data.max_bucket_reso': 2048, 'data.bucket_reso_steps': 256,
             'data.bucket_no_upscale': True, 'train.mixed_precision': 'bf16', 'output.save_precision': 'bf16',
-            'train.full_bf16': True, 'output.save_every_n_epochs': 10, 'data.caption_extension': '.txt',
+            'train.lora_precision': 'bf16', 'output.save_every_n_epochs': 10, 'data.caption_extension': '.txt',
             'data.shuffle_caption': True, 'data.keep_tokens': 4, 'train.seed': 1055217506}),
     'lycoris_kohya_lora_config.toml': Row(
         'sd1', 'lycoris_kohya_dataset_config.toml', reg=False, unsupported=[],
@@ -549,7 +554,7 @@ ROWS: dict[str, Row] = {
             'train.lr_scheduler': 'constant', 'plan.total_steps': 150, 'train.train_batch_size': 6, 'data.size': [1024,
             1024], 'data.enable_bucket': True, 'data.bucket_mode': 'kohya', 'data.min_bucket_reso': 512,
             'data.max_bucket_reso': 2048, 'data.bucket_reso_steps': 256, 'data.bucket_no_upscale': True,
-            'train.mixed_precision': 'bf16', 'output.save_precision': 'bf16', 'train.full_bf16': True,
+            'train.mixed_precision': 'bf16', 'output.save_precision': 'bf16', 'train.lora_precision': 'bf16',
             'train.multires_noise_iterations': 6, 'train.multires_noise_discount': 0.3, 'train.min_snr_gamma': 5.0,
             'output.save_every_n_epochs': 5, 'train.max_token_length': 225, 'data.caption_extension': '.txt',
             'train.seed': 339491249}),
@@ -561,7 +566,7 @@ ROWS: dict[str, Row] = {
             'train.lr_scheduler': 'cosine', 'plan.total_steps': 150, 'train.train_batch_size': 6, 'data.size': [1024,
             1024], 'data.enable_bucket': True, 'data.bucket_mode': 'kohya', 'data.min_bucket_reso': 512,
             'data.max_bucket_reso': 2048, 'data.bucket_reso_steps': 256, 'data.bucket_no_upscale': True,
-            'train.mixed_precision': 'bf16', 'output.save_precision': 'bf16', 'train.full_bf16': True,
+            'train.mixed_precision': 'bf16', 'output.save_precision': 'bf16', 'train.lora_precision': 'bf16',
             'train.min_snr_gamma': 5.0, 'output.save_every_n_epochs': 5, 'train.max_token_length': 225,
             'data.caption_extension': '.txt', 'train.seed': 339491249, 'model.v_parameterization': True}),
 

@@ -23,6 +23,7 @@ READ_ELSEWHERE = {  # field → where it takes effect (and the test that shows i
     "model.allow_pickle": "loading a .ckpt checkpoint (tests/families/test_single_file.py)",
     "batch.oom_file": "the --oom layer (tests/config/test_loader.py::test_oom_layer_from_batch_oom_file)",
     "network.lokr_factor": "LoKr networks only, refused with the others (tests/networks/test_network_types.py)",
+    "train.auto_memory": "api.train fits the config before the run starts (tests/engine/test_auto_memory.py)",
     # the testing aid's settings are read when their step comes (tests/engine/test_faults.py, test_resume.py)
     "faults.oom_attempts": "the out-of-memory fault's step (tests/engine/test_faults.py)",
     "faults.nan_steps": "the NaN fault's steps (tests/engine/test_faults.py)",

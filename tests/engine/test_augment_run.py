@@ -106,7 +106,8 @@ def test_color_aug_without_cache_changes_pixels_per_use(tmp_path: Path, monkeypa
     """AugHelper.color_aug (library/train_util.py) runs on every use when latents are not cached; each use here
     gets its own seed from the sampler, so a run repeats its colour changes exactly."""
     images = asymmetric_images(tmp_path / "imgs")
-    sets = ("data.color_aug=true", "train.cache_latents=false", "train.train_batch_size=3")
+    # in the training process: the recorder sees BatchEncoder.pixels, which prefetch workers do not call
+    sets = ("data.color_aug=true", "train.cache_latents=false", "train.train_batch_size=3", "train.dataloader_workers=0")
     runs = []
     for _ in range(2):
         rec = Recorder(monkeypatch)

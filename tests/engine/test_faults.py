@@ -389,3 +389,35 @@ def test_out_of_memory_in_the_optimizer_step_exits_5_keeping_the_last_checkpoint
     assert "after step 2 outside the forward pass" in str(info.value)
     assert str(run / "checkpoints" / "step-00000002") in str(info.value)
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000002"]
+
+
+# --- the NaN guard without a per-step host sync (fused optimizers) -----------------------------------------------
+
+
+def test_a_fused_optimizer_skips_nan_steps_on_the_device_exactly_as_the_synchronous_guard(
+        tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """AdamW fused (as lorakit builds it on CUDA; torch has the fused kernel on the CPU too) takes `found_inf` and
+    skips the update inside its kernel, step count included (torch.optim.adamw._fused_adamw, the gradient scaler's
+    mechanism): the weights equal the guard that reads a flag each step and skips the call."""
+    from lorakit.engine import loop
+
+    sets = ("train.max_train_steps=6", "faults.nan_at_step=2", "faults.nan_steps=2", "train.log_every_n_steps=3",
+            "train.optimizer_args=['fused=True']", "train.max_nonfinite_steps=3")
+    seen = Warnings()
+    on_device = api.train(config(tmp_path / "device", image_dir, *sets), [seen])
+    assert seen.lines == ["steps 1–3: 2 step(s) had a NaN/inf loss or gradients and were skipped, weights unchanged "
+                          "(2 in a row now; the run stops at 3)"]
+    assert steps_logged(on_device.run_dir) == [3, 6]  # the loss read back on logging steps only
+    monkeypatch.setattr(loop, "skips_on_device", lambda optimizer: False)
+    synchronous = api.train(config(tmp_path / "sync", image_dir, *sets))
+    a, b = load_file(on_device.lora_path), load_file(synchronous.lora_path)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_nan_steps_in_a_row_stop_a_fused_run_at_the_next_logging_step(tmp_path: Path, image_dir: Path) -> None:
+    cfg = config(tmp_path, image_dir, "train.max_train_steps=9", "faults.nan_at_step=2", "faults.nan_steps=10",
+                 "train.log_every_n_steps=2", "train.optimizer_args=['fused=True']", "train.max_nonfinite_steps=3")
+    # steps 2, 3, 4 are NaN: 3 in a row once step 4 is done, read at step 4's logging; the run saves and stops there
+    with pytest.raises(NonFiniteStop, match=r"3 steps in a row had a NaN/inf loss or gradients \(last: step 4,.*"
+                                            r"saved a checkpoint and the LoRA at step 4"):
+        api.train(cfg)

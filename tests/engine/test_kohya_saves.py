@@ -1,4 +1,4 @@
-"""sd-scripts' saving options (epoch files, kept counts) and full_bf16, on the tiny model."""
+"""sd-scripts' saving options (epoch files, kept counts) and lora_precision (full_bf16), on the tiny model."""
 
 from __future__ import annotations
 
@@ -45,9 +45,9 @@ def test_step_saves_keep_the_last_n_steps(tmp_path: Path) -> None:
                                      "lora.safetensors"]
 
 
-def test_full_bf16_trains_the_network_in_bf16(tmp_path: Path) -> None:
+def test_lora_precision_bf16_trains_the_network_in_bf16(tmp_path: Path) -> None:
     images = write_images(tmp_path / "img", count=2)
-    cfg = config(tmp_path, images, "train.max_train_steps=2", "train.mixed_precision='bf16'", "train.full_bf16=true",
+    cfg = config(tmp_path, images, "train.max_train_steps=2", "train.mixed_precision='bf16'", "train.lora_precision='bf16'",
                  "output.save_precision='fp32'", "train.learning_rate=1e-2")
     result = api.train(cfg)
     with safe_open(str(result.lora_path), "pt") as f:
@@ -59,6 +59,6 @@ def test_full_bf16_trains_the_network_in_bf16(tmp_path: Path) -> None:
 
 def test_full_precision_needs_the_matching_mixed_precision() -> None:
     with pytest.raises(ConfigError) as exc:
-        load_config(sets=["train.full_bf16=true"])
-    assert exc.value.problems == ["--set: train.full_bf16: needs train.mixed_precision = 'bf16' (the network is "
-                                  "kept in bf16; now 'no')"]
+        load_config(sets=["train.lora_precision='bf16'", "train.mixed_precision='no'"])
+    assert exc.value.problems == ["--set: train.lora_precision: 'bf16' needs train.mixed_precision = 'bf16' (the "
+                                  "network computes in it; now 'no')"]

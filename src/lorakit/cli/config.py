@@ -198,13 +198,20 @@ def plan(
     add: AddFiles = [],
     preset: PresetName = None,
     set_: SetValues = [],
+    processes: Annotated[Optional[int], typer.Option(
+        "--processes", min=1, help="Plan a run launched on this many processes (`accelerate launch "
+        "--num_processes N` / torchrun): each step takes train_batch_size × N images. Default: the launcher's "
+        "WORLD_SIZE, else 1.")] = None,
 ) -> None:
     """Show what a run will do: images, repeats, steps, warm-up, saves, output path (nothing is trained).
 
     What this machine lacks for the run (CUDA for fp16, a package) is a warning here, so a run meant for a GPU
     machine can be planned on a laptop; `config validate` and `train` refuse it."""
+    from ..engine.distributed import launched_world
+
     resolved = resolve_options([*files, *config], add, preset, set_, check_paths=True, machine="warn")
     cfg = resolved.config
-    lines = mode_plan_lines(cfg) if cfg.mode.type in ("ileco", "difference") else render_plan(build_plan(cfg))
+    lines = mode_plan_lines(cfg) if cfg.mode.type in ("ileco", "difference") else \
+        render_plan(build_plan(cfg, processes=processes or launched_world()))
     for line in lines:
         typer.echo(line)

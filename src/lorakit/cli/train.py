@@ -43,8 +43,12 @@ def train(
     except KeyboardInterrupt:  # the second Ctrl+C (typer would exit 130 silently)
         err_console.print("[bold red]interrupted[/]: quit at once; the last complete checkpoint is kept")
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    from ..engine.distributed import is_main_process
+
     try:
-        if not result.stopped:
+        if not is_main_process():  # launched on several processes: the main one reports (and wrote the files)
+            pass
+        elif not result.stopped:
             console.print(f"[green]done[/] {result.steps} steps → {result.lora_path}")
         elif result.checkpoint:
             console.print(f"[yellow]stopped[/] {result.steps} steps → {result.lora_path}\n"

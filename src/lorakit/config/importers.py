@@ -41,7 +41,7 @@ INERT = {  # keys that change nothing kohya trains
     "sdpa": "the attention kernel (lorakit uses PyTorch SDPA)",
     "save_model_as": "lorakit always saves .safetensors (output.save_format picks kohya/peft)",
     "sample_sampler": "samples only: lorakit samples with the model's own scheduler",
-    "max_data_loader_n_workers": "data-loading speed only", "persistent_data_loader_workers": "data-loading speed only",
+    "persistent_data_loader_workers": "data-loading speed only",
     "vae_batch_size": "caching speed only", "highvram": "memory use only", "lowram": "memory use only",
     "no_half_vae": "lorakit keeps the VAE in fp32 where it must", "skip_cache_check": "caching speed only",
     "cache_text_encoder_outputs_to_disk": "caching only", "cache_info": "caching only",
@@ -71,7 +71,7 @@ REASONS = {  # keys the run depends on that lorakit cannot reproduce
     "weighted_captions": "attention-weighted captions are not implemented",
     "face_crop_aug_range": "face-crop augmentation is not implemented",
     "token_warmup_step": "token warm-up is not implemented", "token_warmup_min": "token warm-up is not implemented",
-    "fp8_base": "fp8 base weights are not implemented", "fp8_base_unet": "fp8 base weights are not implemented",
+    "fp8_base_unet": "fp8 for the UNet alone is not implemented (train.fp8_base stores the UNet in fp8 too)",
     "base_weights": "merging base LoRAs before training is not implemented",
     "dim_from_weights": "set network.network_dim to the rank of network_weights",
     "train_inpainting": "inpainting training is not implemented",
@@ -120,6 +120,10 @@ def conversions(gui: bool) -> dict[str, Callable[[ImportResult, str, Any], None]
         "lr_scheduler_num_cycles": number("train.lr_scheduler_num_cycles"),
         "mixed_precision": lambda r, k, v: choice(r, k, v, "train.mixed_precision"),
         "save_precision": lambda r, k, v: choice(r, k, v, "output.save_precision", PRECISIONS),
+        "full_fp16": lambda r, k, v: r.put(k, "train.lora_precision", "fp16") if v else r.skip(k, v, ""),
+        "full_bf16": lambda r, k, v: r.put(k, "train.lora_precision", "bf16") if v else r.skip(k, v, ""),
+        "fp8_base": lambda r, k, v: r.put(k, "train.fp8_base", True) if v else r.skip(k, v, ""),
+        "max_data_loader_n_workers": number("train.dataloader_workers", zero_is_unset=False),
         "min_snr_gamma": number("train.min_snr_gamma"),
         "save_every_n_epochs": number("output.save_every_n_epochs"),
         "save_last_n_epochs": number("output.save_last_n_epochs"),
@@ -159,7 +163,9 @@ HANDLED = {"learning_rate", "unet_lr", "text_encoder_lr", "network_train_unet_on
 # What sd-scripts uses for a key a config leaves out (train_util.py / train_network.py argparse defaults, kohya-ss
 # sd-scripts 48d368f) where lorakit's own default differs: the import writes sd-scripts' value.
 SD_SCRIPTS_DEFAULTS: tuple[tuple[str, str, Any], ...] = (
-    ("save_precision", "output.save_precision", "fp32"),  # None: the trained weights' own dtype, float32
+    ("save_precision", "output.save_precision", "fp32"),
+    ("mixed_precision", "train.mixed_precision", "no"),  # lorakit's 'auto' would pick bf16 on a GPU
+    ("max_data_loader_n_workers", "train.dataloader_workers", 8),  # None: the trained weights' own dtype, float32
     ("caption_extension", "data.caption_extension", ".caption"),
     ("enable_bucket", "data.enable_bucket", False),
     ("max_bucket_reso", "data.max_bucket_reso", 1024),

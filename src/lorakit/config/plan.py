@@ -164,17 +164,21 @@ def _buckets(dataset: object) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def build_plan(cfg: LorakitConfig, dataset: object | None = None, model: object | None = None) -> Plan:
+def build_plan(cfg: LorakitConfig, dataset: object | None = None, model: object | None = None,
+               processes: int = 1) -> Plan:
     """Plan the run; scans the data (no images decoded beyond what the data side does) unless `dataset` is given.
 
     The trainer passes the dataset it trains on, so the run executes exactly the numbers the plan shows, and the
     model it loaded (`ModelParts`), whose layers and tokenizers the plan then reads instead of building its own.
+    `processes`: a run launched on several (engine/distributed.py) steps through global batches of
+    train_batch_size × processes images.
     """
     from ..data.pipeline import build_dataset
     from ..engine.sample_prompts import sample_schedule  # torch-free
 
     t = cfg.train
-    dataset = dataset or build_dataset(cfg.data, t.train_batch_size, t.seed, fingerprints=False)
+    batch = t.train_batch_size * processes
+    dataset = dataset or build_dataset(cfg.data, batch, t.seed, fingerprints=False)
     folders = [(str(f.path), f.images, f.repeats, f.is_reg) for f in dataset.folders]
     if cfg.data.subsets:
         folders = _subset_folders(cfg, folders)
@@ -185,7 +189,7 @@ def build_plan(cfg: LorakitConfig, dataset: object | None = None, model: object 
     reg_samples = sum(ex.repeats for ex in getattr(dataset, "reg", [])) if layout == "kohya" else None
     steps = compute_steps(
         counts,
-        t.train_batch_size,
+        batch,
         t.gradient_accumulation_steps,
         t.max_train_epochs,
         t.max_train_steps,
@@ -207,11 +211,12 @@ def build_plan(cfg: LorakitConfig, dataset: object | None = None, model: object 
             plan.notes.append("data.layout = 'kohya' with data.bucket_mode = 'traintrain': the buckets (and so the "
                               "batches per epoch) follow lorakit's rules, not sd-scripts'; set data.bucket_mode = "
                               "'kohya' for sd-scripts' buckets")
-    plain = compute_steps(counts, t.train_batch_size, t.gradient_accumulation_steps, t.max_train_epochs,
-                          reg_samples=reg_samples)
+    plain = compute_steps(counts, batch, t.gradient_accumulation_steps, t.max_train_epochs, reg_samples=reg_samples)
     if plain.batches_per_epoch != steps.batches_per_epoch:
         plan.notes.append(f"buckets split the data into {steps.batches_per_epoch} batches per epoch "
                           f"({plain.batches_per_epoch} without buckets)")
+    if processes > 1:
+        plan.notes.append(f"{processes} processes: each step takes {batch} images ({t.train_batch_size} per process)")
     gui = kohya_gui_estimate(counts, t.train_batch_size, t.gradient_accumulation_steps, t.max_train_epochs)
     # the GUI skips its estimate when a dataset TOML (subsets) is used (kohya_gui/lora_gui.py train_model)
     if t.max_train_steps is None and gui != steps.total_steps and not cfg.data.subsets:

@@ -59,8 +59,21 @@ class NetworkSection(Section):
     network_dim: int = Field(16, ge=1, le=1024, description="LoRA rank (dim).")
     network_alpha: float = Field(8.0, gt=0, description="LoRA alpha; the update is scaled by alpha / dim.")
     network_dropout: float = Field(
-        0.0, ge=0, lt=1, description="Dropout on the LoRA path during training: peft's, on the adapter's input "
-        "(kohya's network_dropout drops the down projection's outputs instead)."
+        0.0, ge=0, lt=1, description="Neuron dropout on the LoRA path during training (LoRA/LoCon/DoRA): where "
+        "dropout_placement says; kohya's network_dropout (0.1 is typical)."
+    )
+    dropout_placement: Literal["kohya", "peft"] = Field(
+        "kohya", description="Where network_dropout drops: 'kohya' on the down projection's output (sd-scripts' "
+        "networks.lora), 'peft' on the adapter's input (peft's lora_dropout)."
+    )
+    rank_dropout: float = Field(
+        0.0, ge=0, lt=1, description="Rank dropout during training: LoRA/LoCon drop whole ranks of each module's "
+        "update per sample, the kept ones scaled by 1/(1 − p) (sd-scripts' networks.lora); LoKr drops output rows of "
+        "the update, unscaled (LyCORIS); LoHa and DoRA refuse it. 0.1–0.3 is typical."
+    )
+    module_dropout: float = Field(
+        0.0, ge=0, lt=1, description="Skip each module's update entirely with this probability per step during "
+        "training (kohya's and LyCORIS's module_dropout)."
     )
     target_modules: list[str] = Field(
         default_factory=list,
@@ -241,8 +254,38 @@ class TrainSection(Section):
     max_train_epochs: int = Field(1, ge=1, description="Epochs, used when max_train_steps is unset.")
     train_batch_size: int = Field(1, ge=1, description="Images per batch.")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Batches accumulated per optimizer step.")
-    mixed_precision: Literal["no", "fp16", "bf16"] = Field("no", description="Autocast precision of the forward pass.")
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
+        "auto", description="Autocast precision of the forward pass; 'auto' = bf16 on a GPU that supports it "
+        "(NVIDIA Ampere or newer), else fp32 ('no'). The run's resolved config records the choice.")
+    model_precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto", description="Precision of the frozen model's weights (TrainTrain's 'train model precision'); "
+        "'auto' = mixed_precision's (fp32 without it).")
+    lora_precision: Literal["fp32", "fp16", "bf16"] = Field(
+        "fp32", description="Precision of the trained network's weights, gradients and optimizer state "
+        "(TrainTrain's 'train lora precision'); fp16/bf16 are sd-scripts' full_fp16/full_bf16 and need the same "
+        "mixed_precision.")
+    fp8_base: bool = Field(
+        False, description="Store the frozen UNet's Linear/Conv weights in float8 (e4m3) and upcast them per layer "
+        "(sd-scripts' --fp8_base): about half the UNet's memory, for 8 GB cards; needs mixed_precision fp16/bf16.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory (slower).")
+    auto_memory: bool = Field(
+        False, description="Fit the run to the GPU's memory before it starts: turn on gradient checkpointing, "
+        "trade batch size for gradient accumulation (the same images per step) and fp8_base, as far as the "
+        "estimate (`lorakit estimate`) says is needed; each change is logged.")
+    torch_compile: bool = Field(
+        False, description="Compile each UNet block with torch.compile (regional: the first steps of each bucket "
+        "size take longer, later ones are faster; CUDA, or the CPU with a C++ compiler). Not bit-identical to eager "
+        "under bf16.")
+    channels_last: bool = Field(False, description="Keep the UNet's convolutions in channels-last memory format "
+                                "(often faster with bf16/fp16 on NVIDIA).")
+    allow_tf32: bool = Field(True, description="TF32 matmuls and convolutions on NVIDIA Ampere+ (fp32 parts run "
+                             "faster with a 10-bit mantissa); off = exact fp32.")
+    cudnn_benchmark: bool = Field(True, description="Let cuDNN pick the fastest convolution algorithm per input "
+                                  "shape (the first step of each bucket size is slower).")
+    dataloader_workers: int = Field(
+        2, ge=0, le=64, description="Processes that decode and resize images ahead of the GPU when images are "
+        "read each step (latents not cached, or augmented); 0 = in the training process (kohya's "
+        "max_data_loader_n_workers).")
     sdpa: bool = Field(True, description="Use PyTorch scaled-dot-product attention.")
     min_snr_gamma: float | None = Field(None, gt=0, description="Min-SNR loss weighting gamma (5 is typical).")
     noise_offset: float = Field(0.0, ge=0, le=1, description="Noise offset (0 = off; 0.05–0.1 brightens range).")
@@ -291,12 +334,6 @@ class TrainSection(Section):
     max_token_length: Literal[75, 150, 225] | None = Field(
         None, description="Caption length in tokens: 150 or 225 encode longer captions in 75-token chunks "
         "(kohya's long prompts); unset = 75.")
-    full_fp16: bool = Field(
-        False, description="Keep the LoRA weights and gradients in fp16 too (needs mixed_precision = 'fp16'; "
-        "sd-scripts' full_fp16: less memory, less precise).")
-    full_bf16: bool = Field(
-        False, description="Keep the LoRA weights and gradients in bf16 too (needs mixed_precision = 'bf16'; "
-        "sd-scripts' full_bf16).")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 = off).")
     seed: int = Field(42, description="Random seed; the same seed and data give the same LoRA.")
     cache_latents: bool = Field(True, description="Encode each image with the VAE once and reuse the latents.")

@@ -56,6 +56,8 @@ def run_metadata(cfg: LorakitConfig, optimizer: torch.optim.Optimizer, total_epo
         "ss_max_token_length": str(t.max_token_length),
         "ss_optimizer": f"{type(inner).__module__}.{type(inner).__name__}" + (f"({args})" if args else ""),
         "ss_mixed_precision": t.mixed_precision,
+        "ss_full_fp16": str(t.lora_precision == "fp16"),  # sd-scripts' key for the network kept in fp16
+        "ss_fp8_base": str(t.fp8_base),
         "ss_num_epochs": str(total_epochs),
         "ss_max_train_steps": str(t.max_train_steps) if t.max_train_steps else "None",
         "ss_lr_scheduler": t.lr_scheduler,

@@ -17,6 +17,7 @@ import torch
 from accelerate import Accelerator
 
 from ..data.example import BatchSampler
+from .distributed import Shard, reduce_step
 from .events import Callback, Commands, StepEvent
 from .faults import FaultInjector
 from .mode import Task
@@ -37,6 +38,7 @@ class LoopSettings:
     run_total: int | None = None  # the run's steps over all stages; None = total_steps
     max_nonfinite: int = 5  # NaN/inf steps in a row before the loop ends; 0 = not checked
     oom_split_retry: bool = True
+    shard: Shard = field(default_factory=Shard)  # several processes: this one's rows of each batch
 
 
 @dataclass
@@ -123,6 +125,9 @@ def train_loop(
     params = [p for g in optimizer.param_groups for p in g["params"]]
     batches = Batches(task.sampler, state.position)
     running, counted = torch.zeros((), device=accelerator.device), 0
+    # a fused optimizer skips a NaN step on the device: then the guard reads its counts only on logging steps
+    guard = DeviceGuard(optimizer, accelerator.device) \
+        if settings.max_nonfinite and accelerator.scaler is None and skips_on_device(optimizer) else None
     started, done_here = time.perf_counter(), 0
     total = settings.run_total or settings.total_steps
     text_frozen = False
@@ -156,8 +161,38 @@ def train_loop(
             state.problem = f"step {run_step}: {problem}"
             task.train(False)
             return state, OUT_OF_MEMORY
+        if settings.shard.world > 1:  # every process: the global batch's gradients and loss, one stop decision
+            loss, stop = reduce_step(params, loss, commands.stop)
+            commands.stop = stop
         faults.after_backward(run_step)
         norm = accelerator.clip_grad_norm_(params, settings.max_grad_norm) if settings.max_grad_norm else None
+        if guard is not None:
+            good = guard.step(_finite_flag(loss, norm, params, accelerator))
+            optimizer.step()  # no update where the flag says NaN (the step count restored too)
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            running += torch.where(good, loss, torch.zeros_like(loss))
+            state.step, done_here = state.step + 1, done_here + 1
+            log_now = state.step % settings.log_every == 0 or state.step == settings.total_steps
+            loss_value = None
+            if log_now:  # the only host sync of a step, and only on logging steps
+                mean, in_row, skipped = guard.read(running)
+                running = torch.zeros_like(running)
+                loss_value = mean
+                state.nonfinite_in_row, state.nonfinite_total = in_row, state.nonfinite_total + skipped
+                if skipped:
+                    events.on_warning(f"steps {run_step - settings.log_every + 1}–{run_step}: {skipped} step(s) had a "
+                                      "NaN/inf loss or gradients and were skipped, weights unchanged "
+                                      f"({in_row} in a row now; the run stops at {settings.max_nonfinite})")
+            rate = done_here / max(time.perf_counter() - started, 1e-9)
+            events.on_step(StepEvent(settings.step_offset + state.step, total, epoch, loss_value, lr, rate))
+            if state.nonfinite_in_row >= settings.max_nonfinite:
+                state.problem = (f"{state.nonfinite_in_row} steps in a row had a NaN/inf loss or gradients (last: "
+                                 f"step {run_step}, learning rate {lr:.3g}, batch: {describe_batch(state.last_batch)})")
+                task.train(False)
+                return state, NONFINITE
+            after_step(state.step, epoch, epoch_ended)
+            continue
         if settings.max_nonfinite and not _finite(loss, norm, params, accelerator):
             _skip_update(optimizer, scheduler, accelerator, clipped=norm is not None)
             state.step, state.nonfinite_in_row = state.step + 1, state.nonfinite_in_row + 1
@@ -196,8 +231,18 @@ def _accumulate(task: Task, window: list[list[Any]], gen: torch.Generator, accel
     """Forward and backward every batch of the window (each cut into `parts` pieces weighted by their share);
     returns the summed loss (on the device) and "", or, out of memory, what happened (the caller frees memory)."""
     total = torch.zeros((), device=accelerator.device)
+    shard = settings.shard
     try:
         for batch in window:
+            if shard.world > 1:  # this process's rows; the random draws are the whole batch's (distributed.py)
+                rows = shard.rows(len(batch))
+                with accelerator.autocast():
+                    loss = task.loss(batch, gen, rows)
+                if loss is not None:  # None: no rows for this process in this batch (it still drew)
+                    loss = loss * ((rows.stop - rows.start) / len(batch)) / settings.accumulation
+                    accelerator.backward(loss)
+                    total += loss.detach()
+                continue
             for piece in halves(batch, parts):
                 with accelerator.autocast():
                     loss = task.loss(piece, gen) / settings.accumulation
@@ -230,15 +275,57 @@ def _skip_update(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_sch
 
 def _finite(loss: torch.Tensor, norm: torch.Tensor | None, params: list[torch.nn.Parameter],
             accelerator: Accelerator) -> bool:
-    """The loss and the gradients are finite (one host sync). With fp16's gradient scaler, inf gradients are the
-    scaler's business (it skips those steps and lowers its scale): only the loss is checked."""
+    """The loss and the gradients are finite (one host sync)."""
+    return bool(_finite_flag(loss, norm, params, accelerator))
+
+
+def _finite_flag(loss: torch.Tensor, norm: torch.Tensor | None, params: list[torch.nn.Parameter],
+                 accelerator: Accelerator) -> torch.Tensor:
+    """On the device: whether the loss and the gradients are finite. With fp16's gradient scaler, inf gradients
+    are the scaler's business (it skips those steps and lowers its scale): only the loss is checked."""
     ok = torch.isfinite(loss)
     if accelerator.scaler is None:
         if norm is None:
             grads = [p.grad for p in params if p.grad is not None]
             norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=loss.device)
         ok = ok & torch.isfinite(norm.to(loss.device))
-    return bool(ok)
+    return ok
+
+
+def skips_on_device(optimizer: torch.optim.Optimizer) -> bool:
+    """A fused torch optimizer (AdamW on CUDA) takes `found_inf`, as the gradient scaler sets it, and skips the
+    update where it is 1 inside its kernel, step count included: a NaN step then needs no host sync to be skipped."""
+    inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps it
+    return bool(getattr(inner, "_step_supports_amp_scaling", False)) and \
+        all(group.get("fused") for group in inner.param_groups)
+
+
+class DeviceGuard:
+    """The NaN guard without a per-step host sync (fused optimizers): each step tells the optimizer whether to
+    skip (`found_inf`) and counts on the device; `read` brings the counts back on logging steps."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+        self.inner = getattr(optimizer, "optimizer", optimizer)
+        self.in_row = torch.zeros((), device=device)
+        self.skipped = torch.zeros((), device=device)
+        self.good = torch.zeros((), device=device)  # finite steps since the last read (the mean loss's count)
+
+    def step(self, finite: torch.Tensor) -> torch.Tensor:
+        """Before optimizer.step(): set its skip flag; returns `finite` (the step counts toward the loss)."""
+        bad = (~finite).float()
+        self.inner.found_inf = bad
+        self.in_row = (self.in_row + 1) * bad
+        self.skipped += bad
+        self.good += 1 - bad
+        return finite
+
+    def read(self, running: torch.Tensor) -> tuple[float | None, int, int]:
+        """(mean finite loss since the last read or None, NaN steps in a row now, NaN steps since the last read);
+        one host sync."""
+        loss, good, in_row, skipped = torch.stack([running.float(), self.good, self.in_row, self.skipped]).tolist()
+        self.skipped.zero_()
+        self.good.zero_()
+        return (loss / good if good else None), int(in_row), int(skipped)
 
 
 def describe_batch(items: list[Any], shown: int = 4) -> str:
@@ -249,19 +336,23 @@ def describe_batch(items: list[Any], shown: int = 4) -> str:
     return some_of(names, shown)
 
 
-RngStates = tuple[list[tuple[torch.Generator, torch.Tensor]], torch.Tensor, list[torch.Tensor]]
+RngStates = tuple[list[tuple[torch.Generator, torch.Tensor]], torch.Tensor, list[torch.Tensor], torch.Tensor | None]
 
 
 def _rng_now(generators: tuple[torch.Generator, ...]) -> RngStates:
-    """The generators' and torch's global states (dropout) before a step, to undo a step that failed."""
+    """The generators' and torch's global states (dropout: the CPU's, every CUDA device's, Apple MPS's) before a
+    step, to undo a step that failed. CUDA's only once initialised: asking would otherwise start it."""
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
-    return [(g, g.get_state()) for g in generators], torch.get_rng_state(), cuda
+    mps = torch.mps.get_rng_state() if torch.backends.mps.is_available() else None
+    return [(g, g.get_state()) for g in generators], torch.get_rng_state(), cuda, mps
 
 
 def _rng_restore(states: RngStates) -> None:
-    generators, cpu, cuda = states
+    generators, cpu, cuda, mps = states
     for g, state in generators:
         g.set_state(state)
     torch.set_rng_state(cpu)
     if cuda:
         torch.cuda.set_rng_state_all(cuda)
+    if mps is not None:
+        torch.mps.set_rng_state(mps)

@@ -27,7 +27,9 @@ class Task(Protocol):
     sampler: BatchSampler  # batches (lists) of whatever `loss` takes: images, prompt pairs
 
     def loss(self, batch: list[Any], gen: torch.Generator) -> torch.Tensor:
-        """The scalar loss of one batch; `gen` drives every random draw, so runs are reproducible."""
+        """The scalar loss of one batch; `gen` drives every random draw, so runs are reproducible. A mode with
+        `data_parallel` also takes `rows` (several processes): it draws for the whole batch and returns the mean loss
+        of those rows only, or None when the slice is empty."""
         ...
 
     def train(self, on: bool) -> None:
@@ -67,6 +69,7 @@ class Mode(Protocol):
 
     uses_dataset: ClassVar[bool]  # it trains on data.train_data_dir (the engine builds the dataset first)
     uses_images: ClassVar[bool]  # it encodes images (the VAE is loaded even when no sample is rendered)
+    data_parallel: ClassVar[bool]  # its task computes a slice of each batch (training on several processes)
 
     def __init__(self, run: Run) -> None: ...
 

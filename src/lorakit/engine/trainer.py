@@ -28,6 +28,7 @@ from ..networks import formats
 from ..networks.attach import (adapter_tensors, adapter_weights, attach_network, components, freeze_adapter,
                                network_parameters)
 from ..networks.registry import ADAPTER
+from . import device, distributed
 from .checkpoint import run_metadata, save_lora, save_size_estimate
 from .encode import BatchEncoder, cache_model_id
 from .events import Callback, CallbackList, Commands
@@ -38,8 +39,7 @@ from .optim import build_optimizer
 from .resume import ResumePoint
 from .state import size_estimate as checkpoint_size
 from .schedule import scheduler_for
-
-WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+from .speed import apply_speed_settings
 
 
 @dataclass
@@ -58,6 +58,11 @@ class TrainResult:
     checkpoint: Path | None = None  # the last checkpoint written (for --resume)
 
 
+def model_dtype(train: TrainSection) -> torch.dtype:
+    """The frozen model's weights' dtype (train.model_precision; 'auto' = the compute precision)."""
+    return device.model_dtype(train.mixed_precision, train.model_precision)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch so a run is reproducible."""
     random.seed(seed)
@@ -66,34 +71,38 @@ def seed_everything(seed: int) -> None:
 
 
 def make_accelerator(cfg: LorakitConfig) -> Accelerator:
-    """An Accelerator for the chosen precision; fp16 needs CUDA."""
-    mp = cfg.train.mixed_precision
-    if mp == "fp16" and not torch.cuda.is_available():
-        raise ConfigError(["train.mixed_precision = 'fp16' needs a CUDA GPU"], "use 'bf16' or 'no' on this machine")
-    # Accelerate keeps process-wide state; a new run in the same process (tests, a notebook) starts afresh.
-    AcceleratorState._reset_state(reset_partial_state=True)
+    """An Accelerator for the chosen precision ('auto' resolved for this machine), refused as validation refuses
+    what the training device cannot run (engine/device.device_findings): a config may reach here unvalidated."""
+    here = device.training_device()
+    mp = device.resolve_auto(cfg, here).train.mixed_precision
+    refused = [f for f in device.device_findings(cfg.train, here) if f.error]
+    if refused:
+        raise ConfigError([f"{f.key}: {f.message}" for f in refused])
+    # Accelerate keeps process-wide state; a new run in the same process (tests, a notebook) starts afresh. Under a
+    # launcher the process group stays (engine/distributed.py joined it before the run folder was chosen).
+    launched = distributed.init_processes()
+    AcceleratorState._reset_state(reset_partial_state=launched is None)
     GradientState._reset_state()
-    accelerator = Accelerator(mixed_precision=mp)
-    if accelerator.num_processes > 1:
-        raise ConfigError([f"{accelerator.num_processes} processes: lorakit trains on one GPU per run for now"],
-                          "run `lorakit train` without `accelerate launch --num_processes`")
-    return accelerator
+    return Accelerator(mixed_precision=mp, cpu=launched is not None and launched.device.type == "cpu")
 
 
 def all_latents_cached(cfg: LorakitConfig, dataset: DatasetPlan, disk: Path | None) -> bool:
     """True when the disk cache holds every latent this run needs, so the VAE need not even be read."""
     if not (cfg.train.cache_latents and disk):
         return False
-    model_id = cache_model_id(detect_family(cfg.model), model_identity(cfg.model),
-                              WEIGHT_DTYPES[cfg.train.mixed_precision])
+    model_id = cache_model_id(detect_family(cfg.model), model_identity(cfg.model), model_dtype(cfg.train))
     return not missing_examples(TensorCache(disk, "latents"), dataset.examples, model_id)
 
 
-def prepare_model(cfg: LorakitConfig, accelerator: Accelerator, skip_vae: bool = False) -> ModelParts:
-    """Load the base model, cast the frozen parts to the compute precision, move it to the device."""
-    dtype = WEIGHT_DTYPES[cfg.train.mixed_precision]
+def prepare_model(cfg: LorakitConfig, accelerator: Accelerator,
+                  skip_vae: bool = False) -> tuple[ModelParts, list[str]]:
+    """Load the base model, cast the frozen parts to train.model_precision, apply the speed settings, move it to
+    the device; also returns the speed settings' notices for the run log."""
+    dtype = model_dtype(cfg.train)
     parts = load_model(cfg.model, dtype, skip_vae)
     parts.set_prompt_encoding(cfg.train.clip_skip, cfg.train.max_token_length)  # training, cache and samples
+    # fp8_base (before the move: half the bytes travel), compile, channels_last, TF32: before any network attaches
+    notices = apply_speed_settings(parts, cfg.train, accelerator.device)
     parts.pipeline.to(accelerator.device)
     if parts.vae is not None and getattr(parts.vae.config, "force_upcast", False):
         parts.vae.to(torch.float32)  # e.g. the SDXL VAE overflows to NaN in fp16; latents are cast afterwards
@@ -106,7 +115,7 @@ def prepare_model(cfg: LorakitConfig, accelerator: Accelerator, skip_vae: bool =
         if cfg.network.train_text_encoder:
             for te in parts.text_encoders:
                 te.gradient_checkpointing_enable()
-    return parts
+    return parts, notices
 
 
 def remove_interrupted_saves(output_dir: Path, cache_dir: Path | None) -> int:
@@ -126,7 +135,7 @@ def preflight(cfg: LorakitConfig, events: Callback) -> Path | None:
         raise ConfigError(errors)
     disk = (Path(cfg.data.cache_folder) if cfg.data.cache_folder else default_cache_dir()) \
         if cfg.data.cache_latents_to_disk else None
-    removed = remove_interrupted_saves(Path(cfg.output.output_dir), disk)
+    removed = remove_interrupted_saves(Path(cfg.output.output_dir), disk) if distributed.is_main_process() else 0
     if removed:
         events.on_notice(f"removed {removed} temporary file(s) left by interrupted saves")
     return disk
@@ -178,18 +187,29 @@ class Run:
         self.disk = preflight(cfg, self.events)
         seed_everything(t.seed)
         self.mode_class: type[Mode] = MODES[cfg.mode.type]
-        self.dataset = (dataset or build_dataset(cfg.data, t.train_batch_size, t.seed)) \
-            if self.mode_class.uses_dataset else None
         self.accelerator = make_accelerator(cfg)
-        sampling = sampling_enabled(cfg)
+        world = self.accelerator.num_processes
+        self.main = self.accelerator.is_main_process  # the one process that writes (saves, checkpoints, samples)
+        self.shard = distributed.Shard(self.accelerator.process_index, world)
+        if world > 1 and not self.mode_class.data_parallel:
+            raise ConfigError([f"mode.type = '{cfg.mode.type}': training on {world} processes is not implemented "
+                               "yet for this mode"], "run it as one process (without `accelerate launch "
+                               "--num_processes` / torchrun), or queue one run per GPU")
+        # several processes walk global batches of train_batch_size × processes images, each computing its share
+        self.dataset = (dataset or build_dataset(cfg.data, t.train_batch_size * world, t.seed)) \
+            if self.mode_class.uses_dataset else None
+        sampling = sampling_enabled(cfg) and self.main
         skip_vae = not sampling and (not self.mode_class.uses_images or (
             self.dataset is not None and all_latents_cached(cfg, self.dataset, self.disk)))
-        self.parts = prepare_model(cfg, self.accelerator, skip_vae=skip_vae)
-        self.dtype = WEIGHT_DTYPES[t.mixed_precision]
+        self.parts, notices = prepare_model(cfg, self.accelerator, skip_vae=skip_vae)
+        for notice in notices:
+            self.events.on_notice(notice)
+        self.dtype = model_dtype(t)
         captions_vary = self.dataset is not None and self.dataset.captions_vary
         cache_text = t.cache_text_encoder_outputs and not cfg.network.train_text_encoder and not captions_vary
         self.encoder = BatchEncoder(self.parts, self.device, self.dtype, t.cache_latents, cache_text, t.seed,
-                                    self.disk, augment=augment_from(cfg.data))
+                                    self.disk, augment=augment_from(cfg.data), offload=True,
+                                    on_notice=self.events.on_notice)  # encoders leave the GPU once all is cached
         self.gen = torch.Generator(device=self.device).manual_seed(t.seed)  # every random draw of the loss
         self.samples = SampleRenderer(cfg, self.parts, run_dir / "samples", self.accelerator.autocast,
                                       self.events) if sampling else None
@@ -287,7 +307,7 @@ class Run:
         if stage.save:  # this stage's network (a later stage's, or one after a loaded first pass): room for it
             check_free_space(self.run_dir, save_size_estimate(stage.groups, out.save_precision, out.save_format),
                              "output folder")
-        self._full_half(t.full_fp16, t.full_bf16, stage.groups)
+        self._network_precision(t.lora_precision, stage.groups)
         optimizer = build_optimizer(t.optimizer_type, stage.groups, t.learning_rate, t.optimizer_args)
         scheduler = scheduler_for(t, optimizer, stage.warmup_steps, stage.steps)
         optimizer, scheduler = self.accelerator.prepare(optimizer, scheduler)
@@ -304,7 +324,7 @@ class Run:
             self.step = offset + step
             if t.scale_weight_norms:  # before samples and saves, as sd-scripts' loop
                 self._max_norm(stage, t.scale_weight_norms, epoch if epoch_done or step == stage.steps else None)
-            validate = stage.validate is not None and step % t.validate_every_n_steps == 0
+            validate = stage.validate is not None and step % t.validate_every_n_steps == 0 and self.main
             sample = self.samples is not None and self.samples.due(self.step, epoch if epoch_done else None)
             if validate:
                 stage.task.train(False)
@@ -338,11 +358,18 @@ class Run:
         settings = LoopSettings(
             total_steps=stage.steps, accumulation=t.gradient_accumulation_steps, max_grad_norm=t.max_grad_norm,
             log_every=t.log_every_n_steps, text_encoder_stop=stage.text_encoder_stop, step_offset=offset,
-            run_total=self.total, max_nonfinite=t.max_nonfinite_steps, oom_split_retry=t.oom_split_retry,
+            run_total=self.total, max_nonfinite=t.max_nonfinite_steps, shard=self.shard,
+            oom_split_retry=t.oom_split_retry and self.shard.world == 1,  # a retry in one process only would hang
         )
+        # images decoded ahead in worker processes when they are read each step (one process: several walk
+        # global batches of which each reads only its rows)
+        workers = t.dataloader_workers if self.shard.world == 1 else 0
         try:
-            state, ended = train_loop(stage.task, optimizer, scheduler, self.accelerator, settings, self.gen,
-                                      self.events, self.commands, after_step, state, self.faults, (self.encoder.gen,))
+            with self.encoder.prefetching(stage.task.sampler, state.position, workers, masks=t.masked_loss,
+                                          on_summary=self.events.on_notice):
+                state, ended = train_loop(stage.task, optimizer, scheduler, self.accelerator, settings, self.gen,
+                                          self.events, self.commands, after_step, state, self.faults,
+                                          (self.encoder.gen,))
         except RuntimeError as exc:  # out of memory outside forward/backward: the weights may be half-updated
             if not is_out_of_memory(exc):
                 raise
@@ -390,8 +417,8 @@ class Run:
         from ..config.snapshot import absolute_paths, config_toml
         from .state import CheckpointData, checkpoint_dir, is_complete, prune, rng_state, write_checkpoint
 
-        if is_complete(checkpoint_dir(self.run_dir, self.step)):
-            return None
+        if not self.main or is_complete(checkpoint_dir(self.run_dir, self.step)):
+            return None  # the other processes hold the same state
         scaler = self.accelerator.scaler
         written = [str(p.relative_to(self.run_dir)) for p in self.written]
         bookkeeping = {
@@ -504,6 +531,8 @@ class Run:
             tag_frequency=stage.tag_frequency, num_images=stage.num_images, created=self.started,
             adapter=stage.adapter,
         ) | run_meta
+        if not self.main:  # the other processes hold the same network: nothing to write
+            return self.train_dir / f"{name}.safetensors"
         saved = save_lora(self.parts, c, self.train_dir, name, meta, stage.adapter)
         self.written += [p for p in (saved.kohya, saved.peft) if p is not None]
         if final and (stage.final or self.commands.stop):  # a run stopped early: its last network is the result
@@ -515,18 +544,18 @@ class Run:
         self.events.on_save(self.step, saved.main)
         return saved.main
 
-    def _full_half(self, fp16: bool, bf16: bool, groups: list[dict]) -> None:
-        """sd-scripts' full_fp16 / full_bf16: the trained network itself (weights, gradients, optimizer state) in
-        half precision. fp16 gradients then reach the gradient scaler, which torch refuses to unscale unless told
-        (sd-scripts' patch_accelerator_for_fp16_training does the same)."""
-        half = torch.float16 if fp16 else torch.bfloat16 if bf16 else None
-        if half is None:
+    def _network_precision(self, precision: str, groups: list[dict]) -> None:
+        """train.lora_precision fp16/bf16 (sd-scripts' full_fp16 / full_bf16): the trained network itself (weights,
+        gradients, optimizer state) in half precision. fp16 gradients then reach the gradient scaler, which torch
+        refuses to unscale unless told (sd-scripts' patch_accelerator_for_fp16_training does the same)."""
+        if precision == "fp32":
             return
+        half = torch.float16 if precision == "fp16" else torch.bfloat16
         for group in groups:
             for param in group["params"]:
                 param.data = param.data.to(half)
         scaler = self.accelerator.scaler
-        if fp16 and scaler is not None and not getattr(scaler, "lorakit_fp16_grads", False):
+        if half == torch.float16 and scaler is not None and not getattr(scaler, "lorakit_fp16_grads", False):
             unscale = scaler._unscale_grads_
             scaler._unscale_grads_ = lambda opt, inv, found, allow_fp16: unscale(opt, inv, found, True)
             scaler.lorakit_fp16_grads = True
@@ -546,6 +575,8 @@ class Run:
 
     def _remove_save(self, name: str) -> None:
         """Delete an earlier save `name` (kohya file and PEFT folder) that save_last_n_* no longer keeps."""
+        if not self.main:
+            return
         for path in (self.train_dir / f"{name}.safetensors", self.train_dir / f"{name}_peft"):
             if path.is_dir():
                 shutil.rmtree(path)
@@ -566,7 +597,7 @@ class Run:
         current = stage or self.stage
         weights = current.sample_weights if current else {}
         try:
-            with self.adapters(weights):
+            with self.adapters(weights), self.encoder.encoders_on_device():
                 self.samples.render(self.step)
         except LorakitError:
             raise  # e.g. the disk is full: the saves would fail too

@@ -120,6 +120,7 @@ class DifferenceMode:
 
     uses_dataset = False
     uses_images = True
+    data_parallel = False  # one process (training on several: not implemented yet)
 
     def __init__(self, run: Run) -> None:
         self.run, cfg = run, run.cfg

@@ -22,6 +22,7 @@ import torch
 from ..config.schema import IlecoModeSection, LorakitConfig
 from ..engine.loss import diffusion_loss
 from ..engine.mode import Stage
+from ..engine.speed import unet_input
 from ..families import ModelParts
 from ..networks.registry import ADAPTER
 
@@ -99,7 +100,7 @@ class IlecoTask:
         """The UNet's output (noise or velocity, as the model predicts) for each latent with its prompt."""
         cond = {k: torch.stack([self.conds[p][k] for p in prompts]) for k in self.conds[prompts[0]]}
         kwargs = self.parts.family.unet_kwargs(cond, [self.size] * len(prompts))
-        return self.parts.unet(x, t, **kwargs).sample
+        return self.parts.unet(unet_input(x, self.cfg.train), t, **kwargs).sample
 
     @torch.no_grad()
     def target(self, batch: list[Edit], x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -133,6 +134,7 @@ class IlecoMode:
 
     uses_dataset = False
     uses_images = False
+    data_parallel = False  # one process (training on several: not implemented yet)
 
     def __init__(self, run: Run) -> None:
         from ..config.plan import stage_steps

@@ -13,6 +13,7 @@ from ..engine.encode import BatchEncoder, size_conditioning
 from ..engine.loss import LossSettings, NoiseSettings, add_noise, diffusion_loss, target_for, \
     zero_terminal_snr_schedule
 from ..engine.mode import Stage
+from ..engine.speed import unet_input
 from ..errors import ConfigError
 from ..families import ModelParts
 from ..networks.attach import network_parameters
@@ -55,16 +56,24 @@ class DenoisingTask:
         for te in self.parts.text_encoders:
             te.train(on and self.cfg.network.train_text_encoder and not self.text_frozen)
 
-    def loss(self, examples: list[Example], gen: torch.Generator) -> torch.Tensor:
+    def loss(self, examples: list[Example], gen: torch.Generator, rows: slice | None = None) -> torch.Tensor | None:
         fam = self.parts.family
-        latents = self.encoder.image_latents(examples)
-        cond = self.encoder.text_conditioning([e.caption for e in examples])
-        noisy, noise, timesteps = add_noise(latents, self.scheduler, gen, self.noise)  # fp32 (issue 12)
-        pred = self.parts.unet(noisy.to(self.parts.unet.dtype), timesteps,
-                               **fam.unet_kwargs(cond, size_conditioning(examples))).sample
-        weights = sample_weights(examples, self.prior_loss_weight) if any(e.is_reg for e in examples) else None
+        mine = examples if rows is None else examples[rows]
+        latents = self.encoder.image_latents(mine or examples[:1])
+        if rows is not None:  # several processes: the whole batch's draws, this process's rows (engine/distributed.py)
+            whole = latents.new_zeros((len(examples), *latents.shape[1:]))
+            whole[rows] = latents[: len(mine)]
+            noisy, noise, timesteps = (x[rows] for x in add_noise(whole, self.scheduler, gen, self.noise))
+            if not mine:
+                return None
+        else:
+            noisy, noise, timesteps = add_noise(latents, self.scheduler, gen, self.noise)  # fp32 (issue 12)
+        cond = self.encoder.text_conditioning([e.caption for e in mine])
+        pred = self.parts.unet(unet_input(noisy, self.cfg.train), timesteps,
+                               **fam.unet_kwargs(cond, size_conditioning(mine))).sample
+        weights = sample_weights(mine, self.prior_loss_weight) if any(e.is_reg for e in mine) else None
         target = target_for(self.scheduler, latents, noise, timesteps)
-        mask = self.encoder.loss_masks(examples, tuple(latents.shape[-2:])) if self.masked_loss else None
+        mask = self.encoder.loss_masks(mine, tuple(latents.shape[-2:])) if self.masked_loss else None
         return diffusion_loss(pred, target, self.snr_scheduler, timesteps, self.weighting, weights, mask=mask)
 
 
@@ -92,13 +101,14 @@ class LoraMode:
 
     uses_dataset = True
     uses_images = True
+    data_parallel = True
 
     def __init__(self, run: Run) -> None:
         from ..config.plan import build_plan
 
         self.run = run
         run.attach(run.cfg.network, weights=run.cfg.network.network_weights)
-        self.plan = build_plan(run.cfg, run.dataset, run.parts)
+        self.plan = build_plan(run.cfg, run.dataset, run.parts, processes=run.shard.world)
 
     def plan_lines(self) -> list[str]:
         from ..config.plan import render_plan
@@ -115,7 +125,8 @@ class LoraMode:
         assert dataset is not None
         task = DenoisingTask(run.parts, cfg, run.encoder, dataset.sampler, cfg.mode.prior_loss_weight)
         groups = run.param_groups(cfg.train, cfg.network)
-        run.encoder.prefill(dataset.examples, cfg.train.train_batch_size, run.events.on_cache)
+        with run.accelerator.main_process_first():  # several processes: the main one fills a disk cache first
+            run.encoder.prefill(dataset.examples, cfg.train.train_batch_size, run.events.on_cache)
         validate = (lambda: held_out_loss(task, run.encoder, dataset.validation, cfg.train.train_batch_size)) \
             if dataset.validation else None
         yield Stage(
