@@ -138,13 +138,12 @@ def checkpoint_changes(path: Path, config: LorakitConfig) -> list:
     from .config.resume_rules import config_changes, refuse_breaking
     from .config.snapshot import absolute_paths
 
-    from .engine.device import resolve_auto
-
     try:
         saved = LorakitConfig.model_validate(tomllib.loads((path / "config.toml").read_text(encoding="utf-8")))
     except (OSError, ValueError) as exc:
         raise LorakitError(f"{path / 'config.toml'}: cannot read the checkpoint's config ({exc})") from exc
-    changes = config_changes(saved, absolute_paths(resolve_auto(config)))  # the checkpoint's is resolved
+    mine = for_this_machine(config)[0].config  # as the checkpoint's was: 'auto' resolved, auto_memory fitted
+    changes = config_changes(saved, absolute_paths(mine))
     refuse_breaking(changes, path)
     return changes
 

@@ -151,7 +151,7 @@ def test_import_of_unreadable_inputs_exits_2(cli, tmp_path: Path) -> None:
 def test_migrate_prints_the_new_form(cli, tmp_path: Path) -> None:
     old = write(tmp_path / "old.toml", "learning_rate = 2e-4\n")
     code, out, err = cli("config", "migrate", str(old))
-    assert code == 0 and tomllib.loads(out) == {"version": 2, "train": {"learning_rate": 2e-4}}
+    assert code == 0 and tomllib.loads(out) == {"version": 3, "train": {"learning_rate": 2e-4}}
     assert "migrated config version 0 → 1" in err
 
 

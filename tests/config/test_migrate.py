@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from lorakit.config.loader import read_toml, resolve_layers
-from lorakit.config.migrate import CONFIG_VERSION, MIGRATIONS, detect_version, migrate, section_of, v0_to_v1, v1_to_v2
+from lorakit.config.migrate import (CONFIG_VERSION, MIGRATIONS, MigrationError, detect_version, migrate, section_of,
+                                    v0_to_v1, v1_to_v2, v2_to_v3)
 
 
 def test_every_version_below_current_has_a_migration() -> None:
@@ -210,7 +213,7 @@ def test_v1_default_snapshot_loads_as_the_defaults(tmp_path: Path) -> None:
     # every default of version 1 but mixed_precision, whose default became 'auto' later (the file says 'no')
     defaults = LorakitConfig()
     assert r.config == defaults.model_copy(update={"train": defaults.train.model_copy(
-        update={"mixed_precision": "no"})}) and r.config.version == CONFIG_VERSION == 2
+        update={"mixed_precision": "no"})}) and r.config.version == CONFIG_VERSION == 3
     assert r.notes == [
         f"{f}: migrated config version 1 → 2: dropped sample.prompt, mode.target_prompt, mode.replacement_prompt, "
         "mode.class_prompt (old defaults, no longer settings). "
@@ -244,7 +247,7 @@ def test_version_1_files_in_version_2_names_are_kept_silently() -> None:
     src = {"version": 1, "mode": {"type": "ileco", "original_prompt": "Mona Lisa", "target_prompt": "a woman"},
            "sample": {"prompts": ["a cat"], "every_n_steps": 10}}
     values, notes = migrate(src, "x.toml")
-    assert values == {**src, "version": 2} and notes == []
+    assert values == {**src, "version": CONFIG_VERSION} and notes == []
 
 
 def test_v1_sample_prompt_becomes_a_list(tmp_path: Path) -> None:
@@ -285,9 +288,24 @@ def test_v0_flat_prior_loss_weight_goes_to_mode(tmp_path: Path) -> None:
     f = tmp_path / "old.toml"
     f.write_text("prior_loss_weight = 0.5\nlearning_rate = 2e-4\nprompt = \"a cat\"\n", encoding="utf-8")
     layer = read_toml(f)
-    assert layer.values == {"version": 2, "mode": {"prior_loss_weight": 0.5}, "train": {"learning_rate": 2e-4},
+    assert layer.values == {"version": 3, "mode": {"prior_loss_weight": 0.5}, "train": {"learning_rate": 2e-4},
                             "sample": {"prompts": ["a cat"]}}
     assert [n.split(": ")[1] for n in layer.notes] == ["migrated config version 0 → 1",
                                                        "migrated config version 1 → 2"]
     r = resolve_layers(files=[f], sets=["data.reg_data_dir=reg"])
     assert r.config.mode.type == "lora" and r.config.mode.prior_loss_weight == 0.5
+
+
+def test_v2_full_precision_becomes_lora_precision_and_old_dropout_keeps_its_placement() -> None:
+    values, note = v2_to_v3({"version": 2, "train": {"full_bf16": True, "full_fp16": False, "mixed_precision": "bf16"},
+                             "network": {"network_dropout": 0.1}})
+    assert values == {"version": 3, "train": {"lora_precision": "bf16", "mixed_precision": "bf16"},
+                      "network": {"network_dropout": 0.1, "dropout_placement": "peft"}}
+    assert note == ("train.full_bf16 → train.lora_precision = 'bf16'; network.dropout_placement = 'peft' (where "
+                    "version 2 applied network_dropout)")
+    # a version 2 snapshot: both false, no dropout; nothing the user wrote changes, so nothing is said
+    values, note = v2_to_v3({"version": 2, "train": {"full_fp16": False, "full_bf16": False},
+                             "network": {"network_dropout": 0.0}})
+    assert values == {"version": 3, "train": {}, "network": {"network_dropout": 0.0}} and note == ""
+    with pytest.raises(MigrationError):
+        v2_to_v3({"version": 2, "train": {"full_fp16": True, "full_bf16": True}})

@@ -22,7 +22,10 @@ def sets(tmp_path: Path, images: Path, out: str, batch: int) -> list[str]:
     return [f'data.train_data_dir="{images}"', f'output.output_dir="{tmp_path / out}"', "data.resolution=64",
             "network.network_dim=2", "checkpoint.every_n_steps=0", "checkpoint.at_end=false",
             "train.max_train_steps=3", f"train.train_batch_size={batch}", "train.learning_rate=1e-2",
-            "output.save_precision='fp32'", "train.mixed_precision='no'"]
+            "output.save_precision='fp32'", "train.mixed_precision='no'",
+            # the schedule steps once per optimizer step, and a frozen text encoder stays frozen on every process
+            "train.lr_scheduler='linear'", "train.lr_warmup_steps=1", "network.train_text_encoder=true",
+            "train.stop_text_encoder_training=1"]
 
 
 @pytest.mark.parametrize("n,world,expected", [
@@ -57,6 +60,9 @@ def test_two_processes_train_what_one_process_trains_with_twice_the_batch(tmp_pa
     # the same draws and the same images per step; only the order of the gradient sum differs (fp32 rounding)
     worst = max((ours[k] - theirs[k]).abs().max().item() for k in ours)
     assert worst < 1e-5, worst
+    rates = [float(r.split(",")[3]) for r in log[1:]]
+    assert rates == [float(r.split(",")[3]) for r in (single.run_dir / "train" / "log.csv").read_text().splitlines()[1:]]
+    assert rates[0] == 0.0 and rates[1] > rates[2] > 0  # warm-up from 0, then the linear decay
     losses = [float(r.split(",")[2]) for r in log[1:]]
     single_losses = [float(r.split(",")[2]) for r in (single.run_dir / "train" / "log.csv").read_text().splitlines()[1:]]
     assert losses == pytest.approx(single_losses, rel=1e-5)

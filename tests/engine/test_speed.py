@@ -168,20 +168,25 @@ def test_channels_last_unet_and_input() -> None:
 @pytest.fixture
 def cuda_flags():
     """The process-wide CUDA flags, put back after the test (they can be set on a CPU-only torch too)."""
-    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
-    saved = (matmul.fp32_precision, cudnn.conv.fp32_precision, cudnn.benchmark)
-    yield matmul, cudnn
-    matmul.fp32_precision, cudnn.conv.fp32_precision, cudnn.benchmark = saved
+    cudnn = torch.backends.cudnn
+    saved = (torch.get_float32_matmul_precision(), cudnn.allow_tf32, cudnn.benchmark)
+    yield cudnn
+    torch.set_float32_matmul_precision(saved[0])
+    cudnn.allow_tf32, cudnn.benchmark = saved[1], saved[2]
 
 
 @pytest.mark.parametrize("tf32, benchmark", [(True, True), (False, False)])
 def test_cuda_flags_follow_the_run(cuda_flags, tf32: bool, benchmark: bool) -> None:
-    matmul, cudnn = cuda_flags
+    cudnn = cuda_flags
     cfg, _ = tiny(f"train.allow_tf32={str(tf32).lower()}", f"train.cudnn_benchmark={str(benchmark).lower()}")
-    matmul.fp32_precision, cudnn.conv.fp32_precision, cudnn.benchmark = "none", "none", not benchmark
+    torch.set_float32_matmul_precision("medium")
+    cudnn.allow_tf32, cudnn.benchmark = not tf32, not benchmark
     assert speed.cuda_flags(cfg.train, CPU) == []  # only CUDA has them
-    assert (matmul.fp32_precision, cudnn.benchmark) == ("none", not benchmark)
+    assert (torch.get_float32_matmul_precision(), cudnn.allow_tf32) == ("medium", not tf32)
     notices = speed.cuda_flags(cfg.train, torch.device("cuda"))
-    precision = "tf32" if tf32 else "ieee"
-    assert (matmul.fp32_precision, cudnn.conv.fp32_precision, cudnn.benchmark) == (precision, precision, benchmark)
+    # torch's TF32 switches ("high" = TF32 matmuls); readable through the old and the new API alike (inductor reads
+    # get_float32_matmul_precision, which raises once the new per-backend settings were written directly)
+    assert (torch.get_float32_matmul_precision(), cudnn.allow_tf32, cudnn.benchmark) == \
+        ("high" if tf32 else "highest", tf32, benchmark)
+    assert torch.backends.cuda.matmul.fp32_precision == ("tf32" if tf32 else "ieee")
     assert len(notices) == 1 and ("TF32 matmuls and convolutions on" in notices[0]) == tf32

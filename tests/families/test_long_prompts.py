@@ -263,10 +263,10 @@ def test_disk_cache_of_another_setting_is_not_reused(tmp_path: Path) -> None:
     parts = get_family("sd1").load(ModelSection(pretrained_model_name_or_path="tiny-sd1"))
     captions = ["a red cat", CAPTIONS[3]]
     BatchEncoder(parts, torch.device("cpu"), torch.float32, True, True, seed=0, disk_dir=tmp_path) \
-        ._prefill_text(captions, None)
+        ._prefill_text(captions, len(captions), None)
     parts.set_prompt_encoding(2, 225)
     enc = BatchEncoder(parts, torch.device("cpu"), torch.float32, True, True, seed=0, disk_dir=tmp_path)
-    enc._prefill_text(captions, None)
+    enc._prefill_text(captions, len(captions), None)
     with torch.no_grad():
         expected = parts.family.encode_prompts(parts, captions)["encoder_hidden_states"]
     got = enc.text_conditioning(captions)["encoder_hidden_states"]

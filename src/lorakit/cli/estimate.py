@@ -78,7 +78,7 @@ def _summary(result, memory: int | None) -> list[str]:
     """Caching phase, overall peak against the memory, time per step and images per second."""
     lines = []
     if result.caching_peak:
-        lines.append(f"caching phase (every model part on the GPU while latents/captions are encoded): "
+        lines.append(f"caching phase (VAE and text encoders on the GPU, the UNet not yet): "
                      f"{result.caching_peak / GIB:.2f} GiB")
     where = f" of {memory / GIB:.1f} GiB" if memory else ""
     gpu = result.gpu.name if result.gpu else "no GPU named"

@@ -34,8 +34,9 @@ def train(
 
     Ctrl+C or SIGTERM stops after the current step with a checkpoint and the LoRA saved (exit 4); a second
     Ctrl+C quits at once (exit 130). Exit 5: out of GPU memory, 6: NaN/inf steps (both saved a checkpoint)."""
+    from ..engine.distributed import is_main_process
     from ..engine.events import Commands
-    from ..errors import EXIT_INTERRUPTED, EXIT_STOPPED
+    from ..errors import EXIT_INTERRUPTED, EXIT_STOPPED, NonFiniteStop
 
     commands = Commands()
     try:
@@ -43,12 +44,14 @@ def train(
     except KeyboardInterrupt:  # the second Ctrl+C (typer would exit 130 silently)
         err_console.print("[bold red]interrupted[/]: quit at once; the last complete checkpoint is kept")
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    from ..engine.distributed import is_main_process
-
+    except NonFiniteStop:
+        if not is_main_process():  # several processes stopped together: the main one reports and sets the status
+            raise typer.Exit(0) from None
+        raise
+    if not is_main_process():  # a launcher ends the others when one exits non-zero: only the main one may
+        return
     try:
-        if not is_main_process():  # launched on several processes: the main one reports (and wrote the files)
-            pass
-        elif not result.stopped:
+        if not result.stopped:
             console.print(f"[green]done[/] {result.steps} steps → {result.lora_path}")
         elif result.checkpoint:
             console.print(f"[yellow]stopped[/] {result.steps} steps → {result.lora_path}\n"

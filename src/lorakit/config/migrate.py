@@ -183,7 +183,33 @@ def v1_to_v2(values: dict[str, Any]) -> tuple[dict[str, Any], str]:
     return out, "; ".join(parts)
 
 
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], tuple[dict[str, Any], str]]] = {0: v0_to_v1, 1: v1_to_v2}
+def v2_to_v3(values: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """Version 2 → version 3: one setting per precision and kohya's dropout placement.
+
+    train.full_fp16 / full_bf16 = true become train.lora_precision = 'fp16' / 'bf16' (false: dropped, every version
+    2 snapshot has them). A network_dropout > 0 keeps the placement version 2 trained with, peft's on the adapter's
+    input (dropout_placement = 'peft'; version 3's default is kohya's). mixed_precision's default became 'auto';
+    a file that leaves it out is not changed (a layer must not override another's choice)."""
+    out: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
+    changed: list[str] = []
+    train = out.get("train")
+    if isinstance(train, dict):
+        half = [p for p in ("fp16", "bf16") if train.pop(f"full_{p}", False)]
+        if len(half) == 2:
+            raise MigrationError(["train.full_fp16 and train.full_bf16 are both true; keep one"])
+        if half:
+            train["lora_precision"] = half[0]
+            changed.append(f"train.full_{half[0]} → train.lora_precision = '{half[0]}'")
+    network = out.get("network")
+    if isinstance(network, dict) and (network.get("network_dropout") or 0) > 0 and "dropout_placement" not in network:
+        network["dropout_placement"] = "peft"
+        changed.append("network.dropout_placement = 'peft' (where version 2 applied network_dropout)")
+    out["version"] = 3
+    return out, "; ".join(changed)
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], tuple[dict[str, Any], str]]] = {
+    0: v0_to_v1, 1: v1_to_v2, 2: v2_to_v3}
 
 
 def migrate(values: dict[str, Any], source: str) -> tuple[dict[str, Any], list[str]]:

@@ -29,7 +29,8 @@ SAFE_KEYS = frozenset({
     "version",
     "train.max_train_epochs", "train.max_train_steps", "train.log_every_n_steps", "train.validate_every_n_steps",
     "train.log_with", "train.max_nonfinite_steps", "train.oom_split_retry", "train.gradient_checkpointing",
-    "train.sdpa",
+    "train.sdpa", "train.dataloader_workers",  # the same pixels either way (tests/engine/test_prefetch.py)
+    "train.auto_memory",  # what it fitted (batch, checkpointing, fp8) is compared as those keys
     "output.save_every_n_steps", "output.save_every_n_epochs", "output.save_last_n_steps",
     "output.save_last_n_epochs", "output.save_format", "output.save_precision", "output.output_dir",
     "output.run_id",

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ..data.settings import DataSection
 
-CONFIG_VERSION = 2
+CONFIG_VERSION = 3
 
 
 class Section(BaseModel):

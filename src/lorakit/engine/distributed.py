@@ -78,19 +78,26 @@ class Shard:
 
 
 def reduce_step(params: list[torch.nn.Parameter], loss: torch.Tensor, stop: bool) -> tuple[torch.Tensor, bool]:
-    """Sum the gradients, the loss and the stop flag over the processes, in one all-reduce; afterwards every
+    """Sum the gradients, the loss and the stop requests over the processes, in one all-reduce; afterwards every
     process has the global batch's gradients (each process weighted its rows' loss by their share of the batch)
-    and the same decision to stop. A parameter without a gradient (no rows this step) counts as zeros."""
+    and the same decision to stop. A parameter that got a gradient in no process keeps none (the optimizer skips
+    it, as in one process: a frozen text encoder, a module dropped by module dropout); one that got a gradient in
+    some process only (a process without rows) sums zeros for the others."""
     import torch
 
     device = loss.device
+    had = [p.grad is not None for p in params]
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flag = torch.full((1,), 1.0 if stop else 0.0, device=device)  # a fill, not a copy from the host
-    flat = torch.cat([g.reshape(-1).float() for g in grads] + [loss.detach().reshape(1).float(), flag])
+    flags = torch.tensor([*map(float, had), 1.0 if stop else 0.0]).to(device, non_blocking=True)
+    flat = torch.cat([g.reshape(-1).float() for g in grads] + [loss.detach().reshape(1).float(), flags])
     torch.distributed.all_reduce(flat, op=torch.distributed.ReduceOp.SUM)
     offset = 0
     for p, g in zip(params, grads):
         n = g.numel()
         p.grad = flat[offset : offset + n].view_as(g).to(g.dtype)
         offset += n
-    return flat[offset].to(loss.dtype), bool(flat[offset + 1] > 0)  # the flag: one host sync per step
+    reduced_loss, counts = flat[offset], flat[offset + 1 :].tolist()  # one host sync per step (the stop decision)
+    for p, count in zip(params, counts):
+        if count == 0:
+            p.grad = None
+    return reduced_loss.to(loss.dtype), counts[-1] > 0

@@ -13,8 +13,8 @@ The model (docs/estimate.md has the long form):
 - Activations: measured (`flops.probe_memory`): one training step at batch 1 runs on the meta device — text
   encoders when trained, the UNet with the network, the loss and the backward, with gradient checkpointing as the
   run enables it — while every storage alive is counted; batch-sized tensors scale with the batch, cast copies of
-  weights do not. The VAE's encode (each step when latents are not cached, else once while caching with every part
-  on the GPU) is probed the same way, without gradients.
+  weights do not. The VAE's encode (each step when latents are not cached, else once while caching, before the UNet
+  comes to the GPU) is probed the same way, without gradients.
 - Overhead: the CUDA context and library workspaces (`CUDA_CONTEXT_BYTES`) plus the caching allocator's slack
   (`ALLOCATOR_SLACK` of what is allocated).
 - Time: model FLOPs (`flops.count_training_flops`: UNet forward + input-gradient backward, counted at 2·m·n·k) plus
@@ -415,7 +415,7 @@ class Estimate:
 
     setup: Setup
     parts: list[tuple[str, int]]
-    caching_peak: int  # while latents/captions are encoded, every model part on the GPU (0: nothing to cache)
+    caching_peak: int  # while latents/captions are encoded: the VAE and text encoders on the GPU (0: none)
     model_flops_per_image: float  # MFU's numerator: UNet forward + input-gradient backward
     step_flops: float  # what the hardware computes per optimizer step
     gpu: Gpu | None
@@ -463,8 +463,8 @@ def estimate(cfg: LorakitConfig, gpu: Gpu | None = None, cached_items: tuple[int
     allocated = sum(n for _, n in parts)
     parts.append(("CUDA context + allocator", CUDA_CONTEXT_BYTES + int(ALLOCATOR_SLACK * allocated)))
     caching = 0
-    if setup.latents_cached or setup.text_cached:  # prefill encodes batches with every part on the GPU
-        held = sum(m.weights.values()) + m.network_bytes + (m.encode.peak(b) if setup.latents_cached else 0)
+    if setup.latents_cached or setup.text_cached:  # prefill encodes before the UNet comes to the GPU (trainer.py)
+        held = sum(v for k, v in m.weights.items() if k != "UNet") + (m.encode.peak(b) if setup.latents_cached else 0)
         caching = int(held * (1 + ALLOCATOR_SLACK)) + CUDA_CONTEXT_BYTES
     model = m.flops.total
     per_image = model + m.lora_flops + (m.flops.forward if setup.checkpointing else 0)

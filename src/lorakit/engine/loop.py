@@ -132,7 +132,9 @@ def train_loop(
     total = settings.run_total or settings.total_steps
     text_frozen = False
     task.train(True)
-    while state.step < settings.total_steps and not commands.stop:
+    shared = settings.shard.world > 1  # several processes stop together, on the decision the all-reduce shares
+    agreed_stop = False
+    while state.step < settings.total_steps and not (agreed_stop if shared else commands.stop):
         if settings.text_encoder_stop is not None and state.step >= settings.text_encoder_stop and not text_frozen:
             task.freeze_text_encoders()
             text_frozen = True
@@ -161,9 +163,9 @@ def train_loop(
             state.problem = f"step {run_step}: {problem}"
             task.train(False)
             return state, OUT_OF_MEMORY
-        if settings.shard.world > 1:  # every process: the global batch's gradients and loss, one stop decision
-            loss, stop = reduce_step(params, loss, commands.stop)
-            commands.stop = stop
+        if shared:  # every process: the global batch's gradients and loss, one stop decision
+            loss, agreed_stop = reduce_step(params, loss, commands.stop)
+            commands.stop = commands.stop or agreed_stop
         faults.after_backward(run_step)
         norm = accelerator.clip_grad_norm_(params, settings.max_grad_norm) if settings.max_grad_norm else None
         if guard is not None:
@@ -176,10 +178,11 @@ def train_loop(
             log_now = state.step % settings.log_every == 0 or state.step == settings.total_steps
             loss_value = None
             if log_now:  # the only host sync of a step, and only on logging steps
-                mean, in_row, skipped = guard.read(running)
+                mean, in_row, longest, skipped = guard.read(running)
                 running = torch.zeros_like(running)
                 loss_value = mean
-                state.nonfinite_in_row, state.nonfinite_total = in_row, state.nonfinite_total + skipped
+                state.nonfinite_total += skipped  # a streak that ended before this read still counts:
+                state.nonfinite_in_row = max(in_row, longest) if longest >= settings.max_nonfinite else in_row
                 if skipped:
                     events.on_warning(f"steps {run_step - settings.log_every + 1}–{run_step}: {skipped} step(s) had a "
                                       "NaN/inf loss or gradients and were skipped, weights unchanged "
@@ -222,7 +225,8 @@ def train_loop(
         events.on_step(StepEvent(settings.step_offset + state.step, total, epoch, loss_value, lr, rate))
         after_step(state.step, epoch, epoch_ended)
     task.train(False)
-    return state, STOPPED if commands.stop and state.step < settings.total_steps else DONE
+    stopped = agreed_stop if shared else commands.stop
+    return state, STOPPED if stopped and state.step < settings.total_steps else DONE
 
 
 def _accumulate(task: Task, window: list[list[Any]], gen: torch.Generator, accelerator: Accelerator,
@@ -309,23 +313,26 @@ class DeviceGuard:
         self.in_row = torch.zeros((), device=device)
         self.skipped = torch.zeros((), device=device)
         self.good = torch.zeros((), device=device)  # finite steps since the last read (the mean loss's count)
+        self.longest = torch.zeros((), device=device)  # the longest run of NaN steps since the last read
 
     def step(self, finite: torch.Tensor) -> torch.Tensor:
         """Before optimizer.step(): set its skip flag; returns `finite` (the step counts toward the loss)."""
         bad = (~finite).float()
         self.inner.found_inf = bad
         self.in_row = (self.in_row + 1) * bad
+        self.longest = torch.maximum(self.longest, self.in_row)
         self.skipped += bad
         self.good += 1 - bad
         return finite
 
-    def read(self, running: torch.Tensor) -> tuple[float | None, int, int]:
-        """(mean finite loss since the last read or None, NaN steps in a row now, NaN steps since the last read);
-        one host sync."""
-        loss, good, in_row, skipped = torch.stack([running.float(), self.good, self.in_row, self.skipped]).tolist()
-        self.skipped.zero_()
-        self.good.zero_()
-        return (loss / good if good else None), int(in_row), int(skipped)
+    def read(self, running: torch.Tensor) -> tuple[float | None, int, int, int]:
+        """(mean finite loss since the last read or None, NaN steps in a row now, the longest such run since the
+        last read, NaN steps since the last read); one host sync."""
+        values = torch.stack([running.float(), self.good, self.in_row, self.longest, self.skipped]).tolist()
+        loss, good, in_row, longest, skipped = values
+        for counter in (self.skipped, self.good, self.longest):
+            counter.zero_()
+        return (loss / good if good else None), int(in_row), int(longest), int(skipped)
 
 
 def describe_batch(items: list[Any], shown: int = 4) -> str:

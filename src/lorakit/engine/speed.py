@@ -117,12 +117,11 @@ def cuda_flags(train: TrainSection, device: torch.device) -> list[str]:
     tf32, benchmark = train.allow_tf32, train.cudnn_benchmark  # read on every device (each field is read by a run)
     if device.type != "cuda":
         return []
-    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
-    if hasattr(matmul, "fp32_precision"):  # torch 2.9+; its legacy allow_tf32 flags must not be mixed with it
-        matmul.fp32_precision = cudnn.conv.fp32_precision = "tf32" if tf32 else "ieee"
-    else:
-        matmul.allow_tf32 = cudnn.allow_tf32 = tf32
-    cudnn.benchmark = benchmark
+    # the API every reader understands: torch 2.9+'s fp32_precision settings follow it, while setting those directly
+    # makes torch.get_float32_matmul_precision() (inductor calls it) raise "mix of the legacy and new APIs"
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cudnn.benchmark = benchmark
     return [f"CUDA: TF32 matmuls and convolutions {'on' if tf32 else 'off (exact fp32)'}, cuDNN benchmark "
             f"{'on' if benchmark else 'off'}"]
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils import DataLoaderConfiguration
 
 from ..config.optimizer_rules import check_arguments
 from ..config.schema import FaultsSection, LorakitConfig, NetworkSection, TrainSection
@@ -83,7 +84,10 @@ def make_accelerator(cfg: LorakitConfig) -> Accelerator:
     launched = distributed.init_processes()
     AcceleratorState._reset_state(reset_partial_state=launched is None)
     GradientState._reset_state()
-    return Accelerator(mixed_precision=mp, cpu=launched is not None and launched.device.type == "cpu")
+    # split_batches: lorakit's batches are already global (train_batch_size × processes), so the scheduler steps
+    # once per optimizer step, not once per process (accelerate's AcceleratedScheduler)
+    return Accelerator(mixed_precision=mp, cpu=launched is not None and launched.device.type == "cpu",
+                       dataloader_config=DataLoaderConfiguration(split_batches=True))
 
 
 def all_latents_cached(cfg: LorakitConfig, dataset: DatasetPlan, disk: Path | None) -> bool:
@@ -103,7 +107,9 @@ def prepare_model(cfg: LorakitConfig, accelerator: Accelerator,
     parts.set_prompt_encoding(cfg.train.clip_skip, cfg.train.max_token_length)  # training, cache and samples
     # fp8_base (before the move: half the bytes travel), compile, channels_last, TF32: before any network attaches
     notices = apply_speed_settings(parts, cfg.train, accelerator.device)
-    parts.pipeline.to(accelerator.device)
+    for module in parts.pipeline.components.values():  # the UNet follows once the caches are filled (train_stage):
+        if isinstance(module, torch.nn.Module) and module is not parts.unet:  # caching's peak never holds it too
+            module.to(accelerator.device)
     if parts.vae is not None and getattr(parts.vae.config, "force_upcast", False):
         parts.vae.to(torch.float32)  # e.g. the SDXL VAE overflows to NaN in fp16; latents are cast afterwards
     if not cfg.train.sdpa:
@@ -276,6 +282,7 @@ class Run:
             info["resumed_from"] = self.resume.step
             self._prepare_resume()
         self.events.on_start(self.total, info)
+        failed: BaseException | None = None
         try:
             for index, stage in enumerate(mode.stages()):
                 self.stage_index = index
@@ -285,6 +292,7 @@ class Run:
             if self.samples and self.samples.last_step != self.step:
                 self._sample(None)
         except BaseException as exc:
+            failed = exc
             self.events.on_error(str(exc) if isinstance(exc, LorakitError) else "interrupted (a second Ctrl+C)"
                                  if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}")
             raise
@@ -292,6 +300,10 @@ class Run:
             self.result.steps = self.step
             self.events.on_end(self.step, self.result.stopped)
             self.result.warnings = list(self.events.failures)
+            # several processes: the others wait while the main process writes (the end, a stop, a NaN stop: all
+            # decided together); after a failure of one process alone, a barrier would never be met
+            if self.shard.world > 1 and (failed is None or isinstance(failed, NonFiniteStop)):
+                self.accelerator.wait_for_everyone()
         return self.result
 
     def train_stage(self, stage: Stage) -> bool:
@@ -307,7 +319,8 @@ class Run:
         if stage.save:  # this stage's network (a later stage's, or one after a loaded first pass): room for it
             check_free_space(self.run_dir, save_size_estimate(stage.groups, out.save_precision, out.save_format),
                              "output folder")
-        self._network_precision(t.lora_precision, stage.groups)
+        self.parts.unet.to(self.device)  # after the mode's prefill (the VAE and text encoders have left); in place:
+        self._network_precision(t.lora_precision, stage.groups)  # the groups' parameters stay the same objects
         optimizer = build_optimizer(t.optimizer_type, stage.groups, t.learning_rate, t.optimizer_args)
         scheduler = scheduler_for(t, optimizer, stage.warmup_steps, stage.steps)
         optimizer, scheduler = self.accelerator.prepare(optimizer, scheduler)
@@ -427,6 +440,7 @@ class Run:
             "nonfinite_total": state.nonfinite_total, "started": self.started, "written": written,
             "samples_last_step": self.samples.last_step if self.samples else None,
             "validation_losses": self.result.validation_losses, "lorakit_version": _version(),
+            "processes": self.shard.world,  # the batches (global) depend on it: a resume needs the same count
         }
         data = CheckpointData(
             tensors=adapter_tensors(self.parts), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
@@ -471,6 +485,11 @@ class Run:
         point = self.resume
         assert point is not None
         check_inputs(point.data.inputs, self._inputs(), point.path)
+        saved_world = point.data.state.get("processes", 1)
+        if saved_world != self.shard.world:
+            raise LorakitError(f"{point.path}: the run trained on {saved_world} process(es), this one has "
+                               f"{self.shard.world}: its batches (train_batch_size × processes) would differ",
+                               f"resume it on {saved_world} process(es)")
         offset = point.step - point.data.state["stage_step"]  # the steps of the stages before the checkpoint's
         if offset != _stage_offset(self.cfg, point.data.state["stage"]):
             raise LorakitError(f"{point.path}: its pass {point.data.state['stage'] + 1} starts at step {offset + 1}, "
@@ -480,7 +499,8 @@ class Run:
         self.events.on_notice(f"resuming from {point.path} (step {point.step} of {self.total})")
         for change in point.changes:
             self.events.on_notice(f"changed since the checkpoint: {change}")
-        moved = supersede(self.run_dir, point.step, point.data.state["written"])
+        moved = supersede(self.run_dir, point.step, point.data.state["written"]) if self.main else None
+        self.accelerator.wait_for_everyone()  # several processes: the files are set aside before any trains
         if moved:
             self.events.on_notice(f"files written after step {point.step} moved to {moved}")
         self.started = point.data.state["started"]

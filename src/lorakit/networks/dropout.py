@@ -84,8 +84,10 @@ class AdapterDropout:
 
     def after_layer(self, layer: LoraLayer, args: tuple, output: Any) -> None:
         """Put the adapter back after a call that module dropout skipped (also when the call raised)."""
-        if self.hidden is not None:
-            layer._active_adapter, self.hidden = self.hidden, None
+        if self.hidden is not None:  # only this adapter comes back: another's module dropout may hold its own out
+            current = set(layer.active_adapters)
+            layer._active_adapter = [a for a in self.hidden if a == self.adapter or a in current]
+            self.hidden = None
 
     def on_down_output(self, lora_a: torch.nn.Module, args: tuple, lx: torch.Tensor) -> torch.Tensor | None:
         """Neuron and rank dropout on lx = lora_A(x), in training."""
