@@ -93,19 +93,20 @@ def test_accelerate_launch_cpu_trains_on_the_cpu(monkeypatch) -> None:
     assert training_device().type == "cpu"
 
 
-@pytest.mark.parametrize("fake, auto", [
-    (lambda m: fake_cuda(m, "NVIDIA H100", major=9), "bf16"),  # bf16 in hardware from compute capability 8.0
-    (lambda m: fake_cuda(m, "Tesla T4", major=7), "no"),  # bf16 only emulated: fp32
-    (fake_mps, "no"),  # Apple GPU: fp32 (engine/device.py's docstring says why)
-    (fake_cpu, "no"),
+@pytest.mark.parametrize("fake, auto, log_every", [
+    (lambda m: fake_cuda(m, "NVIDIA H100", major=9), "bf16", 10),  # bf16 in hardware from compute capability 8.0
+    (lambda m: fake_cuda(m, "Tesla T4", major=7), "no", 10),  # bf16 only emulated: fp32
+    (fake_mps, "no", 10),  # Apple GPU: fp32 (engine/device.py's docstring says why)
+    (fake_cpu, "no", 1),  # on the CPU reading the loss back costs nothing
 ])
-def test_auto_precision(monkeypatch, fake, auto: str) -> None:
+def test_auto_precision(monkeypatch, fake, auto: str, log_every: int) -> None:
     monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
     fake(monkeypatch)
     assert auto_mixed_precision(training_device()) == auto
     cfg = resolve_auto(LorakitConfig())
     assert cfg.train.mixed_precision == auto and cfg.train.model_precision == "auto"
-    explicit = LorakitConfig(train={"mixed_precision": "fp16"})
+    assert cfg.train.log_every_n_steps == log_every
+    explicit = LorakitConfig(train={"mixed_precision": "fp16", "log_every_n_steps": 3})
     assert resolve_auto(explicit) is explicit
 
 

@@ -68,10 +68,11 @@ def test_run_writes_log_checkpoints_and_config(tmp_path: Path, image_dir: Path) 
     # the rate each step used: warm-up from 0 over 2 steps to 2e-3, then cosine decay
     assert lrs[:3] == pytest.approx([0.0, 1e-3, 2e-3]) and lrs[-1] < lrs[2]
     assert all(float(r["loss"]) > 0 for r in rows)
-    # the run can be repeated from its snapshot, which records what mixed_precision 'auto' was on this machine
+    # the run can be repeated from its snapshot, which records what the 'auto' values were on this machine
     snapshot = load_config([result.run_dir / "config.toml"])
-    assert cfg.train.mixed_precision == "auto"
-    assert snapshot == cfg.model_copy(update={"train": cfg.train.model_copy(update={"mixed_precision": "no"})})
+    assert (cfg.train.mixed_precision, cfg.train.log_every_n_steps) == ("auto", "auto")
+    assert snapshot == cfg.model_copy(update={"train": cfg.train.model_copy(
+        update={"mixed_precision": "no", "log_every_n_steps": 1})})
     assert {"params.json", "environment.json"} <= {p.name for p in result.run_dir.iterdir()}
     # the diffusers folder (diffusers' own layout) holds the kohya file's weights under diffusers' keys
     folder = load_file(result.peft_dir / "pytorch_lora_weights.safetensors")

@@ -340,7 +340,10 @@ class TrainSection(Section):
     cache_text_encoder_outputs: bool = Field(
         True, description="Encode each caption once (ignored while the text encoder is trained)."
     )
-    log_every_n_steps: int = Field(1, ge=1, description="How often the loss is read back and logged.")
+    log_every_n_steps: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="How often the loss is read back from the device and logged (each read makes the host "
+        "wait for the GPU); 'auto' = every 10 steps on a GPU, every step on the CPU. The run's config.toml records "
+        "the number.")
     validate_every_n_steps: int = Field(
         50, ge=1, description="Validation loss on the held-out images every N steps (when there are any)."
     )

@@ -53,6 +53,9 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "y", "on")
 
 
+AUTO_LOG_EVERY_ON_GPU = 10  # log_every_n_steps = 'auto' on a GPU: the loss read back every 10 steps
+
+
 def training_device() -> torch.device:
     """The device a run trains on, as accelerate picks it (`PartialState.default_device`): the CPU under
     `accelerate launch --cpu` (ACCELERATE_USE_CPU), else MPS when torch has it, else CUDA, else the CPU. (accelerate
@@ -252,12 +255,16 @@ def auto_mixed_precision(device: torch.device | str) -> str:
 
 
 def resolve_auto(cfg: LorakitConfig, device: torch.device | str | None = None) -> LorakitConfig:
-    """The config with train.mixed_precision = 'auto' replaced by what it means on `device` (default: this
-    machine's); model_precision 'auto' stays (it follows mixed_precision, see `model_dtype`)."""
-    if cfg.train.mixed_precision != "auto":
-        return cfg
-    mp = auto_mixed_precision(device if device is not None else training_device())
-    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"mixed_precision": mp})})
+    """The config with train.mixed_precision and log_every_n_steps = 'auto' replaced by what they mean on `device`
+    (default: this machine's); model_precision 'auto' stays (it follows mixed_precision, see `model_dtype`)."""
+    t, update = cfg.train, {}
+    if t.mixed_precision == "auto" or t.log_every_n_steps == "auto":
+        device = device if device is not None else training_device()
+        if t.mixed_precision == "auto":
+            update["mixed_precision"] = auto_mixed_precision(device)
+        if t.log_every_n_steps == "auto":  # a GPU waits at each read; on the CPU a read costs nothing
+            update["log_every_n_steps"] = 1 if _kind(device) == "cpu" else AUTO_LOG_EVERY_ON_GPU
+    return cfg.model_copy(update={"train": t.model_copy(update=update)}) if update else cfg
 
 
 def compute_dtype(mixed_precision: str) -> torch.dtype:

@@ -186,6 +186,7 @@ class Run:
         from ..modes import MODES  # the registry: the engine names no concrete mode
         from .samples import SampleRenderer, sampling_enabled
 
+        cfg = device.resolve_auto(cfg)  # api.train did already; a run built directly (tests, tools) too
         t = cfg.train
         self.cfg, self.run_dir, self.train_dir = cfg, run_dir, run_dir / "train"
         self.events = CallbackList(list(callbacks or []))
