@@ -57,9 +57,11 @@ def test_two_processes_train_what_one_process_trains_with_twice_the_batch(tmp_pa
     assert ours.keys() == theirs.keys()
     ups = [k for k in ours if k.endswith("lora_up.weight")]
     assert any(theirs[k].abs().sum() > 0 for k in ups)  # training moved the zero-initialised up weights
-    # the same draws and the same images per step; only the order of the gradient sum differs (fp32 rounding)
+    # the same draws and the same images per step; only the order of the gradient sum differs (fp32 rounding), which
+    # AdamW's g/√v can amplify for gradients near zero: within 1e-4 of weights that moved by up to ~lr × steps
     worst = max((ours[k] - theirs[k]).abs().max().item() for k in ours)
-    assert worst < 1e-5, worst
+    moved = max(theirs[k].abs().max().item() for k in ups)
+    assert worst < 1e-4 and worst < moved / 100, (worst, moved)
     rates = [float(r.split(",")[3]) for r in log[1:]]
     assert rates == [float(r.split(",")[3]) for r in (single.run_dir / "train" / "log.csv").read_text().splitlines()[1:]]
     assert rates[0] == 0.0 and rates[1] > rates[2] > 0  # warm-up from 0, then the linear decay

@@ -161,7 +161,9 @@ def test_channels_last_unet_and_input() -> None:
     assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
     assert not x.is_contiguous()
     out, _ = forward(parts, cfg.train, autocast=False)
-    assert torch.allclose(out, ref_out, rtol=1e-5, atol=1e-6)
+    # the same math in another memory layout: the convolutions sum in another order (fp32 rounding, more with more
+    # threads), so equal within fp32 accumulation error, not bit for bit
+    assert torch.allclose(out, ref_out, rtol=1e-4, atol=1e-5)
     assert notices == ["channels_last: the UNet's convolutions in channels-last memory format"]
 
 
