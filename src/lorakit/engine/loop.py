@@ -189,9 +189,7 @@ def train_loop(
                                       f"({in_row} in a row now; the run stops at {settings.max_nonfinite})")
             rate = done_here / max(time.perf_counter() - started, 1e-9)
             events.on_step(StepEvent(settings.step_offset + state.step, total, epoch, loss_value, lr, rate))
-            if state.nonfinite_in_row >= settings.max_nonfinite:
-                state.problem = (f"{state.nonfinite_in_row} steps in a row had a NaN/inf loss or gradients (last: "
-                                 f"step {run_step}, learning rate {lr:.3g}, batch: {describe_batch(state.last_batch)})")
+            if _too_many_nonfinite(state, settings, run_step, lr):
                 task.train(False)
                 return state, NONFINITE
             after_step(state.step, epoch, epoch_ended)
@@ -205,9 +203,7 @@ def train_loop(
                               f"{settings.max_nonfinite}); batch: {describe_batch(state.last_batch)}")
             events.on_step(StepEvent(settings.step_offset + state.step, total, epoch, None, lr,
                                      done_here / max(time.perf_counter() - started, 1e-9)))
-            if state.nonfinite_in_row >= settings.max_nonfinite:
-                state.problem = (f"{state.nonfinite_in_row} steps in a row had a NaN/inf loss or gradients (last: "
-                                 f"step {run_step}, learning rate {lr:.3g}, batch: {describe_batch(state.last_batch)})")
+            if _too_many_nonfinite(state, settings, run_step, lr):
                 task.train(False)
                 return state, NONFINITE
             after_step(state.step, epoch, epoch_ended)
@@ -275,6 +271,15 @@ def _skip_update(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_sch
     with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": skipping is the point
         warnings.simplefilter("ignore", UserWarning)
         scheduler.step()
+
+
+def _too_many_nonfinite(state: LoopState, settings: LoopSettings, run_step: int, lr: float) -> bool:
+    """Whether max_nonfinite NaN/inf steps in a row were reached; if so, the run's message is in state.problem."""
+    if state.nonfinite_in_row < settings.max_nonfinite:
+        return False
+    state.problem = (f"{state.nonfinite_in_row} steps in a row had a NaN/inf loss or gradients (last: step {run_step}, "
+                     f"learning rate {lr:.3g}, batch: {describe_batch(state.last_batch)})")
+    return True
 
 
 def _finite(loss: torch.Tensor, norm: torch.Tensor | None, params: list[torch.nn.Parameter],
