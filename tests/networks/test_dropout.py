@@ -9,6 +9,8 @@ it draws the same masks as the layer it is compared with.
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import pytest
@@ -270,8 +272,16 @@ def test_a_run_trains_with_all_three(tmp_path: Path, image_dir: Path) -> None:
             "network.network_module='locon'", "network.conv_dim=2", *sets]))
 
     plain = load_file(run().lora_path)
-    dropped = load_file(run("network.network_dropout=0.3", "network.rank_dropout=0.3",
-                            "network.module_dropout=0.3").lora_path)
+    dropped_path = run("network.network_dropout=0.3", "network.rank_dropout=0.3", "network.module_dropout=0.3").lora_path
+    dropped = load_file(dropped_path)
+    from safetensors import safe_open
+
+    with safe_open(str(dropped_path), "pt") as f:
+        meta = f.metadata()
+    # sd-scripts records the network args it was given (train_network.py: ss_network_args, the values as strings)
+    assert json.loads(meta["ss_network_args"])["rank_dropout"] == "0.3"
+    assert json.loads(meta["ss_network_args"])["module_dropout"] == "0.3"
+    assert meta["ss_network_dropout"] == "0.3"
     assert dropped.keys() == plain.keys()
     ups = [k for k in plain if k.endswith("lora_up.weight")]
     trained = [k for k in ups if dropped[k].abs().sum() > 0]  # module dropout may skip a module at all 3 steps

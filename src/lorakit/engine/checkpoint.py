@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -98,3 +100,12 @@ def save_lora(parts: ModelParts, cfg: LorakitConfig, folder: Path, name: str, me
     if saved.peft:
         formats.save_peft(saved.peft, parts, dtype, adapter)
     return saved
+
+
+def with_dropout_args(meta: dict[str, str], network: Any) -> dict[str, str]:
+    """`ss_network_args` with network.rank_dropout / module_dropout when set, as sd-scripts records the network args
+    it was given (strings, e.g. {"rank_dropout": "0.1"})."""
+    extra = {k: str(getattr(network, k)) for k in ("rank_dropout", "module_dropout") if getattr(network, k)}
+    if not extra:
+        return meta
+    return {**meta, "ss_network_args": json.dumps({**json.loads(meta.get("ss_network_args", "{}")), **extra})}

@@ -30,7 +30,7 @@ from ..networks.attach import (adapter_tensors, adapter_weights, attach_network,
                                network_parameters)
 from ..networks.registry import ADAPTER
 from . import device, distributed
-from .checkpoint import run_metadata, save_lora, save_size_estimate
+from .checkpoint import run_metadata, save_lora, save_size_estimate, with_dropout_args
 from .encode import BatchEncoder, cache_model_id
 from .events import Callback, CallbackList, Commands
 from .faults import FaultInjector
@@ -552,6 +552,7 @@ class Run:
             tag_frequency=stage.tag_frequency, num_images=stage.num_images, created=self.started,
             adapter=stage.adapter,
         ) | run_meta
+        meta = with_dropout_args(meta, c.network)
         if not self.main:  # the other processes hold the same network: nothing to write
             return self.train_dir / f"{name}.safetensors"
         saved = save_lora(self.parts, c, self.train_dir, name, meta, stage.adapter)
