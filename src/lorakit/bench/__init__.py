@@ -1,0 +1,1 @@
+"""Weight × seed bench: render plans, per-image metrics and labelled comparison grids."""

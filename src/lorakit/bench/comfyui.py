@@ -1,0 +1,266 @@
+"""ComfyUI backend: patch an API-format workflow, submit it, read the results.
+
+Standard library only (urllib, json). Shapes follow a real ComfyUI 0.3.64 server: `POST /prompt` answers
+`{"prompt_id", "number", "node_errors"}` or HTTP 400 with `{"error": {type, message, details}, "node_errors": {id:
+{"errors": [...], "class_type"}}}`; `/history/<id>` maps the id to `{prompt, outputs, status, meta}`; the `/ws`
+websocket sends `{"type", "data"}` text messages and binary preview frames. The websocket transport needs a library
+lorakit does not depend on yet, so `follow_messages` interprets an already received message sequence.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lorakit.errors import LorakitError
+
+Workflow = dict[str, dict[str, Any]]
+
+API_FORMAT_HINT = ("export the API format: in ComfyUI use File → Export Workflow (API) (older menus: enable Dev mode "
+                   "in the settings, then Save (API Format)), and pass that file to --workflow")
+SAMPLERS = {"KSampler": "seed", "KSamplerAdvanced": "noise_seed"}
+LORA_LOADERS = ("LoraLoader", "LoraLoaderModelOnly")
+
+
+# ---- workflow: load, check, patch (pure) ----
+
+def load_workflow(path: str | Path) -> Workflow:
+    """Read an API-format workflow file; refuse the UI format with how to export the right one."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise LorakitError(f"cannot read the ComfyUI workflow {path}: {exc}") from exc
+    return check_api_format(data, str(path))
+
+
+def check_api_format(data: Any, source: str = "workflow") -> Workflow:
+    """Return the API-format graph (also accepts a `{"prompt": graph}` request body); raise on anything else."""
+    if isinstance(data, dict) and isinstance(data.get("prompt"), dict):
+        data = data["prompt"]
+    if isinstance(data, dict) and isinstance(data.get("nodes"), list) and isinstance(data.get("links"), list):
+        raise LorakitError(f"{source} is a ComfyUI workflow in the UI format (it has 'nodes' and 'links' lists), "
+                           "which ComfyUI's /prompt refuses", hint=API_FORMAT_HINT)
+    if not isinstance(data, dict) or not data:
+        raise LorakitError(f"{source} is not an API-format ComfyUI workflow (expected an object of nodes by id)",
+                           hint=API_FORMAT_HINT)
+    for node_id, node in data.items():
+        if not isinstance(node, dict) or "class_type" not in node or not isinstance(node.get("inputs"), dict):
+            raise LorakitError(f"{source}: node {node_id} has no 'class_type' and 'inputs'", hint=API_FORMAT_HINT)
+    return data
+
+
+def find_nodes(workflow: Workflow, *class_types: str) -> list[str]:
+    """Ids of the nodes whose class_type is one of `class_types`, in file order."""
+    return [node_id for node_id, node in workflow.items() if node["class_type"] in class_types]
+
+
+def _single(workflow: Workflow, class_types: tuple[str, ...], what: str) -> str:
+    ids = find_nodes(workflow, *class_types)
+    if not ids:
+        raise LorakitError(f"the workflow has no {what} node ({' or '.join(class_types)})",
+                           hint="add one to the workflow in ComfyUI and export it again")
+    if len(ids) > 1:
+        found = ", ".join(f"{i} ({workflow[i]['class_type']})" for i in ids)
+        raise LorakitError(f"the workflow has {len(ids)} {what} nodes ({found}); lorakit patches exactly one",
+                           hint="keep one in the bench workflow")
+    return ids[0]
+
+
+def _text_node(workflow: Workflow, sampler_id: str, side: str) -> str:
+    """Follow the sampler's positive/negative link to the CLIPTextEncode that feeds it."""
+    link = workflow[sampler_id]["inputs"].get(side)
+    if not (isinstance(link, list) and len(link) == 2):
+        raise LorakitError(f"sampler node {sampler_id} has no '{side}' link")
+    target = str(link[0])
+    if target not in workflow:
+        raise LorakitError(f"sampler node {sampler_id} '{side}' links to node {target}, which is not in the workflow")
+    if workflow[target]["class_type"] != "CLIPTextEncode":
+        raise LorakitError(f"sampler node {sampler_id} '{side}' comes from node {target} "
+                           f"({workflow[target]['class_type']}), not a CLIPTextEncode; lorakit cannot set its text",
+                           hint=f"connect a CLIPTextEncode directly to the sampler's {side} input")
+    return target
+
+
+def patch_workflow(workflow: Workflow, *, lora_name: str | None = None, strength_model: float | None = None,
+                   strength_clip: float | None = None, seed: int | None = None, positive: str | None = None,
+                   negative: str | None = None, batch_size: int | None = None,
+                   filename_prefix: str | None = None) -> Workflow:
+    """A patched copy: only the values given are set, everything else is left as it was."""
+    out = copy.deepcopy(workflow)
+    if lora_name is not None or strength_model is not None or strength_clip is not None:
+        lora = out[_single(out, LORA_LOADERS, "LoRA loader")]["inputs"]
+        if lora_name is not None:
+            lora["lora_name"] = lora_name
+        if strength_model is not None:
+            lora["strength_model"] = strength_model
+        if strength_clip is not None and "strength_clip" in lora:  # LoraLoaderModelOnly has no CLIP strength
+            lora["strength_clip"] = strength_clip
+    if seed is not None or positive is not None or negative is not None:
+        sampler_id = _single(out, tuple(SAMPLERS), "sampler")
+        if seed is not None:
+            out[sampler_id]["inputs"][SAMPLERS[out[sampler_id]["class_type"]]] = seed
+        for side, text in (("positive", positive), ("negative", negative)):
+            if text is not None:
+                out[_text_node(out, sampler_id, side)]["inputs"]["text"] = text
+    if batch_size is not None:
+        out[_single(out, ("EmptyLatentImage",), "empty latent")]["inputs"]["batch_size"] = batch_size
+    if filename_prefix is not None:
+        out[_single(out, ("SaveImage",), "SaveImage")]["inputs"]["filename_prefix"] = filename_prefix
+    return out
+
+
+# ---- HTTP client ----
+
+def _request(url: str, path: str, payload: Any = None, timeout: float = 30.0) -> tuple[int, bytes]:
+    """(status, body) for any HTTP answer; a clear LorakitError when nothing answers."""
+    data = None if payload is None else json.dumps(payload).encode("utf-8")
+    req = urllib.request.Request(url.rstrip("/") + path, data=data,
+                                 headers={"Content-Type": "application/json"} if data else {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:  # 4xx/5xx still carry ComfyUI's explanation in the body
+        return exc.code, exc.read()
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+        raise LorakitError(f"ComfyUI is not reachable at {url}: start it, or check --comfy-url ({exc})") from exc
+
+
+def _json(url: str, path: str) -> Any:
+    status, body = _request(url, path)
+    if status != 200:
+        raise LorakitError(f"ComfyUI answered HTTP {status} to GET {path}: {body[:200]!r}")
+    return json.loads(body)
+
+
+def describe_prompt_error(body: dict, workflow: Workflow | None = None) -> str:
+    """One readable message from a /prompt error body: the error, then one line per node and input."""
+    error = body.get("error") or {}
+    lines = [error.get("message", "ComfyUI refused the prompt") if isinstance(error, dict) else str(error)]
+    details = error.get("details", "") if isinstance(error, dict) else ""
+    node_ref = re.search(r"Node ID '#(.+)'", details)
+    node = (workflow or {}).get(node_ref.group(1)) if node_ref else None
+    if node_ref and node is not None:
+        class_type = node.get("class_type", "no class_type") if isinstance(node, dict) else "not a node"
+        lines[0] += f" (node {node_ref.group(1)}, {class_type})"
+    elif details:
+        lines[0] += f" ({details})"
+    for node_id, node in (body.get("node_errors") or {}).items():
+        for err in node.get("errors", []):
+            extra = err.get("extra_info") or {}
+            what = f"node {node_id} ({node.get('class_type', '?')}) input '{extra.get('input_name', '?')}'"
+            line = f"  {what}: {err.get('message', '')}"
+            if err.get("details"):
+                line += f": {err['details']}"
+            lines.append(line)
+    return "\n".join(lines)
+
+
+_HINTS = {"no_prompt": API_FORMAT_HINT, "prompt_no_outputs": "add an output node such as SaveImage",
+          "value_not_in_list": "put the file in ComfyUI's models folder (loras/, checkpoints/) or fix the name"}
+
+
+def submit(url: str, workflow: Workflow, client_id: str) -> str:
+    """POST /prompt; the prompt_id, or a LorakitError naming each node and input ComfyUI rejected."""
+    status, body = _request(url, "/prompt", {"prompt": workflow, "client_id": client_id})
+    try:
+        answer = json.loads(body)
+    except json.JSONDecodeError:
+        raise LorakitError(f"ComfyUI failed on the prompt (HTTP {status}): {body.decode(errors='replace').strip()}",
+                           hint="ComfyUI's console shows the traceback; check that the workflow is API format")
+    if status == 200 and "prompt_id" in answer and not answer.get("node_errors"):
+        return answer["prompt_id"]
+    kinds = [(answer.get("error") or {}).get("type")] + [
+        e.get("type") for n in (answer.get("node_errors") or {}).values() for e in n.get("errors", [])]
+    if isinstance(workflow.get("nodes"), list):  # a UI-format graph sent by mistake
+        kinds.insert(0, "no_prompt")
+    hint = next((_HINTS[k] for k in kinds if k in _HINTS), None)
+    raise LorakitError(f"ComfyUI refused the workflow: {describe_prompt_error(answer, workflow)}", hint=hint)
+
+
+def history(url: str, prompt_id: str) -> dict | None:
+    """GET /history/<id>: the entry (prompt, outputs, status, meta), or None while ComfyUI has none yet."""
+    return _json(url, f"/history/{urllib.parse.quote(prompt_id)}").get(prompt_id)
+
+
+def output_images(entry: dict) -> list[dict]:
+    """Images (filename, subfolder, type) of a finished history entry; raise with the node that failed."""
+    status = entry.get("status") or {}
+    if status.get("status_str") == "error":
+        for kind, data in status.get("messages", []):
+            if kind == "execution_error":
+                raise LorakitError(_execution_error_text(data))
+        raise LorakitError("ComfyUI reports the run failed without an execution_error message")
+    return [img for node in (entry.get("outputs") or {}).values() for img in node.get("images", [])]
+
+
+def view(url: str, image: dict) -> bytes:
+    """GET /view for one output image: the file's bytes."""
+    query = urllib.parse.urlencode({k: image.get(k, "") for k in ("filename", "subfolder", "type")})
+    status, body = _request(url, f"/view?{query}")
+    if status != 200:
+        raise LorakitError(f"ComfyUI has no image {image.get('filename')!r} in {image.get('type')}/"
+                           f"{image.get('subfolder', '')} (HTTP {status})")
+    return body
+
+
+def queue(url: str) -> dict:
+    return _json(url, "/queue")
+
+
+def system_stats(url: str) -> dict:
+    return _json(url, "/system_stats")
+
+
+# ---- websocket message sequence (pure) ----
+
+@dataclass
+class RunState:
+    state: str = "waiting"  # waiting | running | done | cached | error
+    executed_nodes: list[str] = field(default_factory=list)
+    cached_nodes: list[str] = field(default_factory=list)
+    images: list[dict] = field(default_factory=list)
+    previews: int = 0
+    error_node: str | None = None
+    error_class: str | None = None
+    error_message: str | None = None
+
+
+def _execution_error_text(data: dict) -> str:
+    return (f"ComfyUI failed in node {data.get('node_id')} ({data.get('node_type')}): "
+            f"{data.get('exception_type', 'error')}: {str(data.get('exception_message', '')).strip()}")
+
+
+def follow_messages(messages: list, prompt_id: str) -> RunState:
+    """Interpret /ws messages for one prompt. Accepts recorded entries ({"kind": "text"|"binary", "data"}),
+    raw {"type", "data"} dicts, or bytes (preview frames)."""
+    run = RunState()
+    for message in messages:
+        if isinstance(message, dict) and "kind" in message:
+            message = message.get("data") if message["kind"] == "text" else b""
+        if isinstance(message, (bytes, bytearray)):
+            run.previews += 1  # latent preview image; only counted
+            continue
+        kind, data = message.get("type"), message.get("data") or {}
+        if data.get("prompt_id") != prompt_id:
+            continue  # status messages and other clients' prompts
+        if kind == "execution_start":
+            run.state = "running"
+        elif kind == "execution_cached":
+            run.cached_nodes += data.get("nodes", [])
+        elif kind == "executing" and data.get("node") is not None:
+            run.executed_nodes.append(data["node"])
+        elif kind == "executed":
+            run.images += (data.get("output") or {}).get("images", [])
+        elif kind == "execution_success":
+            run.state = "done" if run.executed_nodes else "cached"
+        elif kind == "execution_error":
+            run.state, run.error_node, run.error_class = "error", data.get("node_id"), data.get("node_type")
+            run.error_message = _execution_error_text(data)
+    return run
