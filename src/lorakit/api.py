@@ -15,6 +15,8 @@ from .io import folder_lock
 from .runs import new_run_dir
 
 if TYPE_CHECKING:
+    from .bench.plan import BenchPlan
+    from .bench.sweep import BenchResult
     from .engine.events import Callback, Commands
     from .engine.resume import ResumePoint
     from .engine.trainer import TrainResult
@@ -212,3 +214,13 @@ def inspect_dataset(data: "DataSection", batch_size: int = 1, seed: int = 0) -> 
     from .data.pipeline import build_dataset
 
     return build_dataset(data, batch_size, seed, fingerprints=False)
+
+
+def bench(plan: "BenchPlan", out: Path | None = None, train_dir: Path | None = None,
+          progress: Callable[[int, int], None] | None = None) -> "BenchResult":
+    """Render the plan's prompts × seeds × weights with the built-in renderer (the model loaded once, the LoRA's
+    weight changed between images) into a new bench folder (`out`, else runs/<run_id>/bench/ for a LoRA in a run
+    folder, else bench/ beside it), then write metrics.csv, the grids and index.html."""
+    from .bench.sweep import bench_folder, run_bench
+
+    return run_bench(plan, bench_folder(Path(plan.lora), out), train_dir, progress)

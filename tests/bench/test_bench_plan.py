@@ -54,6 +54,6 @@ def test_images_cover_prompts_seeds_weights_and_the_plan_round_trips(tmp_path: P
 
 def test_bad_plans_name_every_problem() -> None:
     with pytest.raises(ConfigError) as exc:
-        BenchPlan(prompts=[], seeds=[1], weights=[0.5, 0.5], width=500)
+        BenchPlan(prompts=[], seeds=[1], weights=[0.5, 0.5], width=500, height=512)
     assert exc.value.problems == ["bench plan: prompts is empty", "bench plan: weights repeat a value: [0.5, 0.5]",
                                   "bench plan: steps ≥ 1 and a size in multiples of 8 (got 20, 500×512)"]

@@ -67,8 +67,8 @@ class BenchPlan:
     schedule: str = "normal"
     steps: int = 20
     cfg: float = 7.0
-    width: int = 512
-    height: int = 512
+    width: int | None = None  # None: the model's resolution
+    height: int | None = None
     negative_prompt: str = ""
     lora: str = ""
     model: str = ""
@@ -79,7 +79,7 @@ class BenchPlan:
         problems = [f"{name} is empty" for name in ("prompts", "seeds", "weights") if not getattr(self, name)]
         if len(set(self.weights)) != len(self.weights):
             problems.append(f"weights repeat a value: {self.weights}")
-        if self.steps < 1 or self.width % 8 or self.height % 8:
+        if self.steps < 1 or any(side is not None and (side < 8 or side % 8) for side in (self.width, self.height)):
             problems.append(f"steps ≥ 1 and a size in multiples of 8 (got {self.steps}, {self.width}×{self.height})")
         if problems:
             raise ConfigError([f"bench plan: {p}" for p in problems])

@@ -30,6 +30,7 @@ def _register() -> None:
     from . import data  # noqa: F401
     from . import doctor  # noqa: F401
     from . import estimate  # noqa: F401
+    from . import bench  # noqa: F401
 
 
 def _quiet_libraries() -> None:
