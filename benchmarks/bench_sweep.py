@@ -60,7 +60,7 @@ def main() -> None:
         reload = time.perf_counter() - start
     n = len(WEIGHTS) * len(SEEDS)
     print(f"{model}, {n} images ({len(WEIGHTS)} weights × {len(SEEDS)} seeds), {steps} steps")
-    print(f"| renderer | s per sweep | images/s |\n| --- | --- | --- |")
+    print("| renderer | s per sweep | images/s |\n| --- | --- | --- |")
     print(f"| loaded once (lorakit bench) | {once:.2f} | {n / once:.2f} |")
     print(f"| reloaded per weight | {reload:.2f} | {n / reload:.2f} |")
     print(f"ratio: {reload / once:.2f}×")
