@@ -7,12 +7,26 @@ import csv
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from conftest import run_cli, write_images
 from lorakit import api
 from lorakit.config.loader import load_config
+
+
+def plain_render(prompt: str, seed: int, steps: int) -> np.ndarray:
+    """tiny-sd1 without any LoRA, with the bench's default sampler (euler) and guidance."""
+    from lorakit.bench.plan import diffusers_scheduler
+    from lorakit.config.schema import ModelSection
+    from lorakit.families import load_model
+
+    parts = load_model(ModelSection(pretrained_model_name_or_path="tiny-sd1"))
+    parts.pipeline.scheduler = diffusers_scheduler("euler", "normal", dict(parts.pipeline.scheduler.config))
+    out = parts.pipeline(prompt=prompt, num_inference_steps=steps, guidance_scale=7.0, width=parts.resolution,
+                         height=parts.resolution, generator=torch.Generator(device="cpu").manual_seed(seed))
+    return np.asarray(out.images[0])
 
 
 def test_bench_of_a_trained_lora(tmp_path: Path, monkeypatch, capsys) -> None:
@@ -40,16 +54,28 @@ def test_bench_of_a_trained_lora(tmp_path: Path, monkeypatch, capsys) -> None:
     assert "effect" in page and "summary" in out
 
     # weight 0 is the base model: the same render without any LoRA, pixel for pixel
-    from lorakit.bench.plan import diffusers_scheduler
-    from lorakit.config.schema import ModelSection
-    from lorakit.families import load_model
-
-    parts = load_model(ModelSection(pretrained_model_name_or_path="tiny-sd1"))
-    parts.pipeline.scheduler = diffusers_scheduler("euler", "normal", dict(parts.pipeline.scheduler.config))
-    plain = parts.pipeline(prompt="a photo", num_inference_steps=2, guidance_scale=7.0, width=parts.resolution,
-                           height=parts.resolution, generator=torch.Generator(device="cpu").manual_seed(1)).images[0]
-    assert np.array_equal(np.asarray(plain), np.asarray(Image.open(bench / "images" / "p00_s1_w0.png")))
+    assert np.array_equal(plain_render("a photo", 1, 2), np.asarray(Image.open(bench / "images" / "p00_s1_w0.png")))
 
     code, _ = run_cli(monkeypatch, capsys, "bench", "--lora", run.lora_path, "--model", "tiny-sd1",
                       "--prompt", "a photo", "--weights", "0,1", "--seeds", "1", "--steps", "1")
     assert code == 0 and (run.run_dir / "bench-2" / "index.html").is_file()  # a second bench never overwrites
+
+
+@pytest.mark.parametrize("network", ["locon", "loha", "lokr"])
+def test_every_network_type_benches_with_weight_0_as_the_base_model(tmp_path: Path, network: str) -> None:
+    """LoCon loads through diffusers, LoHa/LoKr through lorakit's own loader onto peft: in both, weight 0 switches
+    the network off and weight 1 applies it."""
+    from lorakit.bench.plan import BenchPlan
+    from lorakit.bench.render import render_plan
+
+    images = write_images(tmp_path / "img", count=2)
+    run = api.train(load_config(sets=[
+        f'data.train_data_dir="{images}"', f'output.output_dir="{tmp_path / "runs"}"', "data.resolution=64",
+        f"network.network_module='{network}'", "network.network_dim=4", "network.conv_dim=2",
+        "train.max_train_steps=2", "train.learning_rate=5e-2", "checkpoint.every_n_steps=0",
+        "checkpoint.at_end=false"]))
+    plan = BenchPlan(prompts=["a photo"], seeds=[3], weights=[0.0, 1.0], steps=1, lora=str(run.lora_path),
+                     model="tiny-sd1")
+    base, applied = (np.asarray(Image.open(r.path)) for r in render_plan(plan, tmp_path / "bench"))
+    assert np.array_equal(base, plain_render("a photo", 3, 1))  # the base model's image, pixel for pixel
+    assert not np.array_equal(base, applied)
