@@ -152,7 +152,7 @@ class DifferenceMode:
         if net.name != wanted.name:  # peft stacks adapters of one tuner type on a layer
             raise LorakitError(f"mode.first_pass_file {path} is a {net.name} network but network.network_module "
                                f"is {self.run.cfg.network.network_module!r}: pass 2 adds its network on the same "
-                               "layers, which needs the same type", f"set network.network_module to the file's type")
+                               "layers, which needs the same type", f"set network.network_module = '{net.name}'")
         self.run.freeze(COPY)
         return net.name
 
@@ -169,7 +169,7 @@ class DifferenceMode:
     def _stage(self, c: LorakitConfig, image: TrainImage, label: str, adapter: str, output_name: str,
                save: bool = True, final: bool = True) -> Stage:
         """A plain denoising stage on one image (the loss of mode 'lora') with the settings of `c`."""
-        from ..engine.trainer import warmup_steps
+        from ..engine.setup import warmup_steps
 
         run, t, steps = self.run, c.train, self.steps[label]
         example = image.example(self.mode.prompt)

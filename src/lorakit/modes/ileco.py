@@ -150,7 +150,7 @@ class IlecoMode:
         return mode_plan_lines(self.run.cfg, self.run.result.lora_path)
 
     def _warmup(self) -> int:
-        from ..engine.trainer import warmup_steps
+        from ..engine.setup import warmup_steps
 
         return warmup_steps(self.run.cfg.train, self.steps)
 
