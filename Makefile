@@ -6,7 +6,7 @@ LOCK    := requirements.lock
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test bench lock clean
+.PHONY: setup chromium demo test bench lock clean
 
 setup: $(STAMP)
 
@@ -24,8 +24,22 @@ $(STAMP): pyproject.toml $(LOCK) Makefile
 demo: setup
 	.venv/bin/lorakit demo
 
-test: setup
+test: setup chromium
 	$(PY) -m pytest
+
+# The page tests (tests/browser.py) drive Debian's chromium through Playwright, never a browser Playwright
+# downloads. Installed as root, else with passwordless sudo; without either they skip, and this says so.
+APT_CHROMIUM := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 \
+	|| { DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 \
+	     && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; }
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  if ! command -v apt-get >/dev/null; then false; \
+	  elif [ "$$(id -u)" = 0 ]; then $(APT_CHROMIUM); \
+	  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo sh -c '$(APT_CHROMIUM)'; \
+	  else false; fi; } \
+	|| echo "warning: /usr/bin/chromium is missing and could not be installed (needs apt-get as root or" \
+	        "sudo: apt-get install chromium); the browser tests will skip"
 
 bench: setup
 	$(PY) benchmarks/train_step.py

@@ -16,7 +16,7 @@ from .runs import new_run_dir
 
 if TYPE_CHECKING:
     from .bench.plan import BenchPlan
-    from .bench.sweep import BenchResult
+    from .bench.sweep import BenchResult, ComfyTarget
     from .engine.events import Callback, Commands
     from .engine.resume import ResumePoint
     from .engine.trainer import TrainResult
@@ -217,10 +217,13 @@ def inspect_dataset(data: "DataSection", batch_size: int = 1, seed: int = 0) -> 
 
 
 def bench(plan: "BenchPlan", out: Path | None = None, train_dir: Path | None = None,
-          progress: Callable[[int, int], None] | None = None) -> "BenchResult":
-    """Render the plan's prompts × seeds × weights with the built-in renderer (the model loaded once, the LoRA's
-    weight changed between images) into a new bench folder (`out`, else runs/<run_id>/bench/ for a LoRA in a run
-    folder, else bench/ beside it), then write metrics.csv, the grids and index.html."""
+          progress: Callable[[int, int], None] | None = None, comfy: "ComfyTarget | None" = None,
+          embedding_model: Path | None = None) -> "BenchResult":
+    """Render the plan's prompts × seeds × weights (built-in renderer: the model loaded once, the LoRA's weight
+    changed between images; comfyui: the plan's workflow patched per image on the ComfyUI at `comfy.url`) into a new
+    bench folder (`out`, else runs/<run_id>/bench/ for a LoRA in a run folder, else bench/ beside it), then write
+    metrics.csv, the grids and index.html (with `train_dir`, similarity to the training images: colour histograms,
+    and image embeddings from the local CLIP/DINOv2 `embedding_model`)."""
     from .bench.sweep import bench_folder, run_bench
 
-    return run_bench(plan, bench_folder(Path(plan.lora), out), train_dir, progress)
+    return run_bench(plan, bench_folder(Path(plan.lora), out), train_dir, progress, comfy, embedding_model)

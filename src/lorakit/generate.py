@@ -66,17 +66,68 @@ def _merge_dora(parts: ModelParts, weight: float) -> None:
     (ComfyUI `weight_decompose`, LyCORIS `scale = s·(scale − 1) + 1`), so weight 0 is the base model. peft's
     adapter weight scales only the low-rank part and keeps the magnitude fully applied, so lorakit merges each
     DoRA layer and interpolates the merged weight itself."""
+    for layer in dora_layers(parts):
+        _merge_dora_layer(layer, weight)
+
+
+def dora_layers(parts: ModelParts) -> list[torch.nn.Module]:
+    """The peft layers that carry the attached DoRA's magnitude."""
     from .networks.attach import components
 
-    for _, module in components(parts):
-        for layer in module.modules():
-            if LORA_ADAPTER not in (getattr(layer, "lora_magnitude_vector", None) or {}):
-                continue
-            base = layer.get_base_layer()
-            before = base.weight.data.clone()
-            layer.merge(adapter_names=[LORA_ADAPTER])
-            with torch.no_grad():
-                base.weight.copy_(before + weight * (base.weight - before))
+    return [layer for _, module in components(parts) for layer in module.modules()
+            if LORA_ADAPTER in (getattr(layer, "lora_magnitude_vector", None) or {})]
+
+
+def _merge_dora_layer(layer: torch.nn.Module, weight: float) -> None:
+    base = layer.get_base_layer()
+    before = base.weight.data.clone()
+    layer.merge(adapter_names=[LORA_ADAPTER])
+    with torch.no_grad():
+        base.weight.copy_(before + weight * (base.weight - before))
+
+
+class DoraWeights:
+    """An attached DoRA set to one weight after another without reloading the base model. Keeps CPU copies of the
+    original weights of the layers it touches; every weight starts from them and merges exactly as `_merge_dora`,
+    so each image equals `apply_lora` at that weight on a fresh model. The layers always count as merged in peft
+    (their forward is the base layer's), so the restored originals compute the base model."""
+
+    def __init__(self, parts: ModelParts) -> None:
+        self.layers = dora_layers(parts)
+        if any(layer.merged for layer in self.layers):
+            raise LorakitError("the DoRA is already merged into the model; cannot keep its original weights",
+                               "attach it with `attach_dora` on a freshly loaded model")
+        self.originals = [layer.get_base_layer().weight.detach().to("cpu", copy=True) for layer in self.layers]
+        self.restore()
+
+    def restore(self) -> None:
+        """The original weights back, bit for bit: the base model."""
+        with torch.no_grad():
+            for layer, original in zip(self.layers, self.originals):
+                layer.get_base_layer().weight.copy_(original)
+                layer.merged_adapters[:] = [LORA_ADAPTER]  # peft then runs only the (restored) base layer
+
+    def set_weight(self, weight: float) -> None:
+        """The model with the DoRA at `weight`: the originals restored, then merged at `weight` (0: the originals)."""
+        self.restore()
+        if weight == 0:
+            return
+        for layer in self.layers:
+            layer.merged_adapters.clear()  # else peft's merge would unmerge the DoRA out of the restored weight
+            _merge_dora_layer(layer, weight)
+
+
+def attach_dora(parts: ModelParts, lora: Path, model: str | None = None) -> DoraWeights:
+    """Attach a DoRA file (refused when it does not fit the model, as in `apply_lora`) with its weight at 0."""
+    check_lora_fits(parts, lora, model)
+    from .networks.formats import read_lora_file
+    from .networks.loading import attach_file
+
+    sd, _ = read_lora_file(lora, "LoRA")
+    if not any(k.endswith(".dora_scale") for k in sd):
+        raise LorakitError(f"{lora} is not a DoRA file (no dora_scale tensors)", "load it with `apply_lora`")
+    attach_file(parts, sd, LORA_ADAPTER)
+    return DoraWeights(parts)
 
 
 def _apply_folder(parts: ModelParts, lora: Path, model: str | None) -> None:

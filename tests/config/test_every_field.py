@@ -28,6 +28,11 @@ READ_ELSEWHERE = {  # field → where it takes effect (and the test that shows i
     "faults.oom_attempts": "the out-of-memory fault's step (tests/engine/test_faults.py)",
     "faults.nan_steps": "the NaN fault's steps (tests/engine/test_faults.py)",
     "faults.kill_in_checkpoint": "a checkpoint being written (tests/engine/test_resume.py)",
+    # [bench] is read by `lorakit bench` and `lorakit pipeline`, not by training (tests/bench/test_bench_config.py)
+    **{f"bench.{name}": "lorakit bench / pipeline (tests/bench/test_bench_config.py)" for name in (
+        "weights", "seeds", "prompts", "negative_prompt", "sampler", "scheduler", "steps", "cfg", "width", "height",
+        "batch_size", "backend", "comfy_url", "workflow", "lora_install_dir", "compare_training_images",
+        "embedding_model")},
 }
 
 

@@ -1,10 +1,10 @@
 """ComfyUI backend: patch an API-format workflow, submit it, read the results.
 
-Standard library only (urllib, json). Shapes follow a real ComfyUI 0.3.64 server: `POST /prompt` answers
-`{"prompt_id", "number", "node_errors"}` or HTTP 400 with `{"error": {type, message, details}, "node_errors": {id:
-{"errors": [...], "class_type"}}}`; `/history/<id>` maps the id to `{prompt, outputs, status, meta}`; the `/ws`
-websocket sends `{"type", "data"}` text messages and binary preview frames. The websocket transport needs a library
-lorakit does not depend on yet, so `follow_messages` interprets an already received message sequence.
+HTTP with the standard library (urllib, json), the websocket with websocket-client. Shapes follow a real ComfyUI
+0.3.64 server: `POST /prompt` answers `{"prompt_id", "number", "node_errors"}` or HTTP 400 with `{"error": {type,
+message, details}, "node_errors": {id: {"errors": [...], "class_type"}}}`; `/history/<id>` maps the id to `{prompt,
+outputs, status, meta}`; the `/ws` websocket sends `{"type", "data"}` text messages and binary preview frames.
+`RunState.update` reads one message, so a live `Connection` and a recorded sequence (`follow_messages`) share code.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from lorakit.errors import LorakitError
 
@@ -73,7 +73,7 @@ def _single(workflow: Workflow, class_types: tuple[str, ...], what: str) -> str:
     return ids[0]
 
 
-def _text_node(workflow: Workflow, sampler_id: str, side: str) -> str:
+def text_node(workflow: Workflow, sampler_id: str, side: str) -> str:
     """Follow the sampler's positive/negative link to the CLIPTextEncode that feeds it."""
     link = workflow[sampler_id]["inputs"].get(side)
     if not (isinstance(link, list) and len(link) == 2):
@@ -90,8 +90,9 @@ def _text_node(workflow: Workflow, sampler_id: str, side: str) -> str:
 
 def patch_workflow(workflow: Workflow, *, lora_name: str | None = None, strength_model: float | None = None,
                    strength_clip: float | None = None, seed: int | None = None, positive: str | None = None,
-                   negative: str | None = None, batch_size: int | None = None,
-                   filename_prefix: str | None = None) -> Workflow:
+                   negative: str | None = None, batch_size: int | None = None, filename_prefix: str | None = None,
+                   steps: int | None = None, cfg: float | None = None, sampler_name: str | None = None,
+                   scheduler: str | None = None, width: int | None = None, height: int | None = None) -> Workflow:
     """A patched copy: only the values given are set, everything else is left as it was."""
     out = copy.deepcopy(workflow)
     if lora_name is not None or strength_model is not None or strength_clip is not None:
@@ -102,15 +103,19 @@ def patch_workflow(workflow: Workflow, *, lora_name: str | None = None, strength
             lora["strength_model"] = strength_model
         if strength_clip is not None and "strength_clip" in lora:  # LoraLoaderModelOnly has no CLIP strength
             lora["strength_clip"] = strength_clip
-    if seed is not None or positive is not None or negative is not None:
+    sampling = {"steps": steps, "cfg": cfg, "sampler_name": sampler_name, "scheduler": scheduler}
+    if seed is not None or positive is not None or negative is not None or any(sampling.values()):
         sampler_id = _single(out, tuple(SAMPLERS), "sampler")
         if seed is not None:
             out[sampler_id]["inputs"][SAMPLERS[out[sampler_id]["class_type"]]] = seed
+        out[sampler_id]["inputs"].update({k: v for k, v in sampling.items() if v is not None})
         for side, text in (("positive", positive), ("negative", negative)):
             if text is not None:
-                out[_text_node(out, sampler_id, side)]["inputs"]["text"] = text
-    if batch_size is not None:
-        out[_single(out, ("EmptyLatentImage",), "empty latent")]["inputs"]["batch_size"] = batch_size
+                out[text_node(out, sampler_id, side)]["inputs"]["text"] = text
+    latent = {"batch_size": batch_size, "width": width, "height": height}
+    if any(v is not None for v in latent.values()):
+        out[_single(out, ("EmptyLatentImage",), "empty latent")]["inputs"].update(
+            {k: v for k, v in latent.items() if v is not None})
     if filename_prefix is not None:
         out[_single(out, ("SaveImage",), "SaveImage")]["inputs"]["filename_prefix"] = filename_prefix
     return out
@@ -210,6 +215,11 @@ def view(url: str, image: dict) -> bytes:
     return body
 
 
+def lora_names(url: str) -> list[str]:
+    """GET /models/loras: the LoRA file names ComfyUI offers (what LoraLoader's lora_name accepts)."""
+    return _json(url, "/models/loras")
+
+
 def queue(url: str) -> dict:
     return _json(url, "/queue")
 
@@ -231,6 +241,35 @@ class RunState:
     error_class: str | None = None
     error_message: str | None = None
 
+    def update(self, message: Any, prompt_id: str) -> tuple[int, int] | None:
+        """Take in one message; returns (value, max) for a sampler progress message of this prompt."""
+        if isinstance(message, dict) and "kind" in message:  # a recorded entry
+            message = message.get("data") if message["kind"] == "text" else b""
+        if isinstance(message, (bytes, bytearray)):
+            self.previews += 1  # a latent preview image; only counted
+            return None
+        if isinstance(message, str):
+            message = json.loads(message)
+        kind, data = message.get("type"), message.get("data") or {}
+        if data.get("prompt_id") != prompt_id:
+            return None  # status messages and other clients' prompts
+        if kind == "execution_start":
+            self.state = "running"
+        elif kind == "execution_cached":
+            self.cached_nodes += data.get("nodes", [])
+        elif kind == "executing" and data.get("node") is not None:
+            self.executed_nodes.append(data["node"])
+        elif kind == "executed":
+            self.images += (data.get("output") or {}).get("images", [])
+        elif kind == "progress":
+            return int(data.get("value", 0)), int(data.get("max", 0))
+        elif kind == "execution_success":
+            self.state = "done" if self.executed_nodes else "cached"
+        elif kind == "execution_error":
+            self.state, self.error_node, self.error_class = "error", data.get("node_id"), data.get("node_type")
+            self.error_message = _execution_error_text(data)
+        return None
+
 
 def _execution_error_text(data: dict) -> str:
     return (f"ComfyUI failed in node {data.get('node_id')} ({data.get('node_type')}): "
@@ -239,28 +278,54 @@ def _execution_error_text(data: dict) -> str:
 
 def follow_messages(messages: list, prompt_id: str) -> RunState:
     """Interpret /ws messages for one prompt. Accepts recorded entries ({"kind": "text"|"binary", "data"}),
-    raw {"type", "data"} dicts, or bytes (preview frames)."""
+    raw {"type", "data"} dicts, JSON text, or bytes (preview frames)."""
     run = RunState()
     for message in messages:
-        if isinstance(message, dict) and "kind" in message:
-            message = message.get("data") if message["kind"] == "text" else b""
-        if isinstance(message, (bytes, bytearray)):
-            run.previews += 1  # latent preview image; only counted
-            continue
-        kind, data = message.get("type"), message.get("data") or {}
-        if data.get("prompt_id") != prompt_id:
-            continue  # status messages and other clients' prompts
-        if kind == "execution_start":
-            run.state = "running"
-        elif kind == "execution_cached":
-            run.cached_nodes += data.get("nodes", [])
-        elif kind == "executing" and data.get("node") is not None:
-            run.executed_nodes.append(data["node"])
-        elif kind == "executed":
-            run.images += (data.get("output") or {}).get("images", [])
-        elif kind == "execution_success":
-            run.state = "done" if run.executed_nodes else "cached"
-        elif kind == "execution_error":
-            run.state, run.error_node, run.error_class = "error", data.get("node_id"), data.get("node_type")
-            run.error_message = _execution_error_text(data)
+        run.update(message, prompt_id)
     return run
+
+
+def websocket_url(url: str, client_id: str) -> str:
+    """ComfyUI's /ws address for `url` (http → ws, https → wss), as its own web client builds it."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    return urllib.parse.urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/ws",
+                                    urllib.parse.urlencode({"clientId": client_id}), ""))
+
+
+class Connection:
+    """A websocket to ComfyUI's /ws, opened before the prompt is submitted so that no message is missed."""
+
+    def __init__(self, url: str, client_id: str, timeout: float = 600.0) -> None:
+        import websocket  # websocket-client, the library ComfyUI's own API examples use
+
+        self._errors = websocket.WebSocketException
+        self.url, self.client_id = url, client_id
+        try:
+            self.socket = websocket.create_connection(websocket_url(url, client_id), timeout=timeout)
+        except (OSError, websocket.WebSocketException) as exc:
+            raise LorakitError(f"ComfyUI is not reachable at {url} (websocket /ws): start it, or check --comfy-url "
+                               f"({exc})") from exc
+
+    def follow(self, prompt_id: str, progress: Callable[[int, int], None] | None = None) -> RunState:
+        """Read messages until `prompt_id` succeeds or fails; `progress(value, max)` gets the sampler's steps."""
+        run = RunState()
+        while run.state not in ("done", "cached", "error"):
+            try:
+                message = self.socket.recv()
+            except (OSError, self._errors) as exc:  # a timeout or a closed socket
+                raise LorakitError(f"lost ComfyUI's progress messages for prompt {prompt_id} at {self.url}: {exc}",
+                                   hint="check that ComfyUI is still running; its console shows why") from exc
+            step = run.update(message, prompt_id)
+            if step and progress:
+                progress(*step)
+        return run
+
+    def close(self) -> None:
+        self.socket.close()
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -22,6 +22,7 @@ SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
     "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
     "ddim": ("DDIMScheduler", {}),
 }
+BACKENDS = ("builtin", "comfyui")
 SCHEDULES = ("normal", "karras")  # ComfyUI's scheduler input; karras = Karras et al. sigmas
 A1111_NAMES = {  # A1111/Forge's sampler menu → (ComfyUI sampler, schedule)
     "euler": ("euler", "normal"), "euler a": ("euler_ancestral", "normal"), "dpm++ 2m": ("dpmpp_2m", "normal"),
@@ -71,12 +72,20 @@ class BenchPlan:
     height: int | None = None
     negative_prompt: str = ""
     lora: str = ""
-    model: str = ""
+    model: str = ""  # builtin: the base model lorakit loads; comfyui: the workflow's checkpoint name
+    batch_size: int = 1  # images per (prompt, seed, weight), from consecutive noise of the one seed
+    backend: str = "builtin"  # builtin (diffusers in this process) | comfyui (a running ComfyUI)
+    workflow: str = ""  # comfyui: the API-format workflow file the images were rendered with
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.sampler, self.schedule = sampler_of(self.sampler, self.schedule)
+        if self.backend not in BACKENDS:
+            raise ConfigError([f"bench backend {self.backend!r}: use one of {', '.join(BACKENDS)}"])
+        if self.backend == "builtin":  # ComfyUI renders with any of its own samplers; lorakit maps these
+            self.sampler, self.schedule = sampler_of(self.sampler, self.schedule)
         problems = [f"{name} is empty" for name in ("prompts", "seeds", "weights") if not getattr(self, name)]
+        if not 1 <= self.batch_size <= 64:
+            problems.append(f"batch_size {self.batch_size}: 1 to 64")
         if len(set(self.weights)) != len(self.weights):
             problems.append(f"weights repeat a value: {self.weights}")
         if self.steps < 1 or any(side is not None and (side < 8 or side % 8) for side in (self.width, self.height)):

@@ -7,7 +7,7 @@ import csv
 import html
 import io
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ..io import write_text_atomic
 from . import metrics
@@ -15,41 +15,59 @@ from .grid import grid, save_png
 from .plan import BenchPlan
 from .render import Rendered, open_image
 
-COLUMNS = ["prompt", "seed", "weight", "file", "mean_abs_diff", "ssim", "sharpness", "colourfulness",
+if TYPE_CHECKING:
+    from .embeddings import Embedder
+
+COLUMNS = ["prompt", "seed", "weight", "batch", "file", "mean_abs_diff", "ssim", "sharpness", "colourfulness",
            "hist_distance"]
 
 
-def measure(rendered: Sequence[Rendered], training_images: Sequence[Path] = ()) -> list[dict]:
-    """One row per image: its effect against the weight-0 image of the same prompt and seed, its sharpness and
-    colourfulness, and (with training images) its colour-histogram distance to them."""
-    images = {(r.prompt, r.seed, r.weight): open_image(r.path) for r in rendered}
+def measure(rendered: Sequence[Rendered], training_images: Sequence[Path] = (),
+            embedder: "Embedder | None" = None) -> list[dict]:
+    """One row per image: its effect against the weight-0 image of the same prompt, seed and batch index, its
+    sharpness and colourfulness, and (with training images) its colour-histogram distance to them and, with an
+    `embedder`, its mean and best embedding similarity to them."""
+    images = {(r.prompt, r.seed, r.weight, r.batch): open_image(r.path) for r in rendered}
     train = [open_image(p) for p in training_images]
     rows = []
     for r in rendered:
-        image, base = images[(r.prompt, r.seed, r.weight)], images.get((r.prompt, r.seed, 0.0))
+        image, base = images[(r.prompt, r.seed, r.weight, r.batch)], images.get((r.prompt, r.seed, 0.0, r.batch))
         rows.append({
-            "prompt": r.prompt, "seed": r.seed, "weight": r.weight, "file": f"images/{r.path.name}",
+            "prompt": r.prompt, "seed": r.seed, "weight": r.weight, "batch": r.batch, "file": f"images/{r.path.name}",
             "mean_abs_diff": metrics.mean_abs_diff(image, base) if base is not None else None,
             "ssim": metrics.ssim(image, base) if base is not None else None,
             "sharpness": metrics.sharpness(image), "colourfulness": metrics.colourfulness(image),
             "hist_distance": metrics.histogram_distance(image, train) if train else None,
         })
+    if embedder is not None and train and rows:
+        from .embeddings import similarity
+
+        shown = [images[(r.prompt, r.seed, r.weight, r.batch)] for r in rendered]  # the rows' order
+        best = similarity(embedder.embed(shown), embedder.embed(train))
+        for row, mean, top in zip(rows, best.mean, best.max):
+            row[embedder.column], row[f"{embedder.name}_max_similarity"] = mean, top
     return rows
+
+
+def columns(rows: list[dict]) -> list[str]:
+    """COLUMNS, then the embedding-similarity columns when the rows have them."""
+    return COLUMNS + [k for k in (rows[0] if rows else {}) if k not in COLUMNS]
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
     out = io.StringIO()
-    writer = csv.DictWriter(out, COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(out, columns(rows), lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("" if row[k] is None else f"{row[k]:.6g}" if isinstance(row[k], float) else row[k])
-                         for k in COLUMNS})
+                         for k in columns(rows)})
     write_text_atomic(path, out.getvalue())
 
 
 def write_grids(plan: BenchPlan, rendered: Sequence[Rendered], folder: Path) -> list[Path]:
-    """grid_prompt<NN>.png (rows: seeds) and grid_seed<S>.png (rows: prompts); weights across in both."""
-    by_key = {(r.prompt, r.seed, r.weight): r.path for r in rendered}
+    """grid_prompt<NN>.png (rows: seeds) and grid_seed<S>.png (rows: prompts); weights across in both. With a batch
+    size above 1 the grids show each batch's first image; metrics.csv has them all."""
+    by_key = {(r.prompt, r.seed, r.weight): r.path for r in rendered if r.batch == 0}
     cols = [f"w={w:g}" for w in plan.weights]
     written = []
     for p, prompt in enumerate(plan.prompts):
@@ -93,7 +111,7 @@ def loss_curve_svg(log_csv: Path, width: int = 640, height: int = 200) -> str:
 def write_index(plan: BenchPlan, grids: list[Path], rows: list[dict], summary: list[str], loss_svg: str,
                 path: Path) -> None:
     e = html.escape
-    table = "".join("<tr>" + "".join(f"<td>{e(_cell(r[k]))}</td>" for k in COLUMNS) + "</tr>" for r in rows)
+    table = "".join("<tr>" + "".join(f"<td>{e(_cell(r[k]))}</td>" for k in columns(rows)) + "</tr>" for r in rows)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>lorakit bench: {e(Path(plan.lora).name)}</title>
 <style>body{{font-family:sans-serif;margin:2em}} img{{max-width:100%}} td,th{{padding:2px 8px;text-align:right}}</style>
@@ -104,7 +122,7 @@ def write_index(plan: BenchPlan, grids: list[Path], rows: list[dict], summary: l
 <h2>Summary</h2><ul>{"".join(f"<li>{e(s)}</li>" for s in summary)}</ul>
 <h2>Grids</h2>{"".join(f'<figure><img src="{e(g.name)}" alt="{e(g.stem)}"><figcaption>{e(g.stem)}</figcaption></figure>' for g in grids)}
 <h2>Training loss</h2>{loss_svg or "<p>no training log next to this LoRA</p>"}
-<h2>Metrics</h2><table><tr>{"".join(f"<th>{c}</th>" for c in COLUMNS)}</tr>{table}</table>
+<h2>Metrics</h2><table><tr>{"".join(f"<th>{c}</th>" for c in columns(rows))}</tr>{table}</table>
 </body></html>
 """
     write_text_atomic(path, page)

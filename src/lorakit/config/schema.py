@@ -461,17 +461,49 @@ class FaultsSection(Section):
 
 
 class BenchSection(Section):
-    """The benchmark sweep: every LoRA weight × every seed × every prompt, rendered into comparison grids. Not
-    implemented yet: any value other than the default is refused."""
+    """The bench (`lorakit bench`, `lorakit pipeline`): every prompt × seed × LoRA weight rendered into comparison
+    grids, metrics.csv and index.html under runs/<run_id>/bench/. Command-line options override these values."""
 
     weights: list[float] = Field(
-        default_factory=lambda: [0.0, 0.5, 1.0], description="LoRA weights (strengths) to sweep; 0 = the base model."
-    )
-    seeds: list[int] = Field(default_factory=lambda: [1, 2], description="Seeds to sweep.")
+        default_factory=lambda: [0.0, 0.4, 0.6, 0.8, 1.0],
+        description="LoRA weights (strengths) to sweep; 0 = the base model, which the effect metrics compare to.")
+    seeds: list[int] = Field(default_factory=lambda: [123456789, 987654321], description="Seeds to sweep.")
     prompts: list[str] = Field(
-        default_factory=list, description="Prompts to render; empty = the first training caption."
-    )
-    steps: int = Field(20, ge=1, description="Inference steps per image.")
+        default_factory=list, description="Prompts to render; empty = [sample] prompts, else the workflow's "
+        "(comfyui), else the first training caption.")
+    negative_prompt: str | None = Field(None, description="Negative prompt; unset = none (comfyui: the workflow's).")
+    sampler: str | None = Field(
+        None, description="Sampler by ComfyUI's name (euler, euler_ancestral, dpmpp_2m, ddim) or A1111's ('Euler "
+        "a', 'DPM++ 2M Karras'); unset = euler (comfyui: the workflow's, any ComfyUI sampler).")
+    scheduler: Literal["normal", "karras"] | None = Field(
+        None, description="ComfyUI's scheduler; unset = normal (comfyui: the workflow's).")
+    steps: int | None = Field(None, ge=1, le=1000, description="Inference steps; unset = 20 (comfyui: the "
+                              "workflow's).")
+    cfg: float | None = Field(None, ge=0, description="Guidance scale; unset = 7 (comfyui: the workflow's).")
+    width: int | None = Field(None, ge=64, le=4096, multiple_of=8,
+                              description="Image width; unset = the model's resolution (comfyui: the workflow's).")
+    height: int | None = Field(None, ge=64, le=4096, multiple_of=8, description="Image height; as width.")
+    batch_size: int = Field(1, ge=1, le=64, description="Images per prompt, seed and weight (the grids show the "
+                            "first, metrics.csv has all).")
+    backend: Literal["builtin", "comfyui"] = Field(
+        "builtin", description="builtin = diffusers in lorakit (the model loaded once); comfyui = a running "
+        "ComfyUI through `workflow`.")
+    comfy_url: str = Field("http://127.0.0.1:8188", description="The ComfyUI server (backend comfyui).")
+    workflow: str | None = Field(None, description="API-format ComfyUI workflow file (backend comfyui; required).")
+    lora_install_dir: str | None = Field(
+        None, description="ComfyUI's models/loras folder; the LoRA is copied there under a name from its content "
+        "(backend comfyui). Unset = the LoRA must already be in ComfyUI's list under its own name.")
+    compare_training_images: bool = Field(
+        True, description="Add the colour-histogram distance (and embedding similarity) to the training images.")
+    embedding_model: str | None = Field(
+        None, description="A local CLIP or DINOv2 folder (transformers format): adds image-embedding similarity to "
+        "the training images; unset = none.")
+
+    @model_validator(mode="after")
+    def _comfyui_needs_a_workflow(self) -> "BenchSection":
+        if self.backend == "comfyui" and not self.workflow:
+            raise ValueError("backend 'comfyui' needs bench.workflow: an API-format workflow file")
+        return self
 
 
 class BatchSection(Section):

@@ -174,7 +174,6 @@ def check_output_names(cfg: LorakitConfig) -> list[Finding]:
 # Settings whose feature has not landed yet: a value other than the default is refused, never silently ignored.
 NOT_YET = "is not implemented yet"
 UNIMPLEMENTED_SECTIONS = {
-    "bench": "the benchmark (`lorakit bench`)",
     "storage": "remote storage (`lorakit batch`)",
 }
 UNIMPLEMENTED_FIELDS = {  # section → {field: feature}; the section's other fields work
@@ -457,6 +456,7 @@ def check(cfg: LorakitConfig, paths: bool = False, machine: str = "error") -> tu
     (`lorakit plan` of a config meant for another machine)."""
     from ..networks.findings import network_findings  # torch-free: network type combinations
     from ..networks.targets import selection_findings  # torch-free: blocks, element, per-block dims
+    from .bench_rules import check_bench  # imports Finding from here
     from .data_rules import check_data_options  # imports Finding from here
     from .loss_rules import check_loss_options  # imports Finding from here
     from .mode_rules import check_mode  # imports Finding from here
@@ -466,7 +466,7 @@ def check(cfg: LorakitConfig, paths: bool = False, machine: str = "error") -> tu
     found += check_data_options(cfg) + check_loss_options(cfg)
     found += check_optimizer(cfg)
     found += selection_findings(cfg) + network_findings(cfg)
-    found += check_samples(cfg, paths)
+    found += check_samples(cfg, paths) + check_bench(cfg, paths)
     if paths:
         found += check_paths(cfg) + check_model(cfg)
         resume_keys = [("network.network_weights", cfg.network.network_weights),
