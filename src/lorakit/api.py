@@ -32,6 +32,7 @@ def train(
     commands: Commands | None = None,
     strict: bool = False,
     resume: Path | None = None,
+    run_dir: Path | None = None,
 ) -> "TrainResult":
     """Train a LoRA: claim a run folder, snapshot the config (with provenance and environment), train, save.
 
@@ -41,6 +42,8 @@ def train(
     sd-scripts, A1111, ComfyUI, diffusers — would partly ignore; without it the plan only warns.
     `resume`: a checkpoint folder (see `find_checkpoint`); the run continues in its run folder, exactly, after
     the config's changes are checked (a breaking one raises ConfigError).
+    `run_dir`: a run folder the caller claimed with `runs.new_run_dir` and owns (`lorakit pipeline` puts its
+    preparation log there first); it is kept when the run fails.
     """
     from .engine import trainer
     from .engine.events import CsvLog, OnStart, RunLog
@@ -57,7 +60,11 @@ def train(
     if not main:  # it trains its share into the main process's run folder, writing nothing itself
         run_dir = from_main(None)
         return trainer.train(cfg, run_dir, [], commands, resume=point)
-    run_dir = point.run_dir if point is not None else new_run_dir(Path(cfg.output.output_dir), cfg.output.run_id)
+    owned = run_dir is not None
+    if point is not None:
+        run_dir = point.run_dir
+    elif run_dir is None:
+        run_dir = new_run_dir(Path(cfg.output.output_dir), cfg.output.run_id)
     from_main(run_dir)
     train_dir = run_dir / "train"
     logs: list[Callback] = [CsvLog(train_dir / "log.csv"), RunLog(train_dir / "run.log")]
@@ -74,7 +81,7 @@ def train(
                 write_snapshot(run_dir, config)
             return trainer.train(cfg, run_dir, every, commands, resume=point)
     except BaseException:
-        if point is None and not (run_dir / "train").exists():  # failed before training: leave no empty run
+        if point is None and not owned and not (run_dir / "train").exists():  # failed first: leave no empty run
             shutil.rmtree(run_dir, ignore_errors=True)
         raise  # once training began, everything stays for debugging
 

@@ -42,24 +42,33 @@ def plan_from_section(bench: BenchSection, lora: Path, model: str, fallback_prom
 
 
 def run_prompts(config: LorakitConfig) -> list[str]:
-    """A trained run's prompts for the bench: its [sample] prompts (without kohya's --options), else the first
-    caption of its training images."""
+    """A trained run's prompts for the bench: its [sample] prompts (without kohya's --options; a line that does not
+    parse is left out), else the first caption of its training images."""
     from ..engine.sample_prompts import PromptError, parse_line, prompt_lines
 
     try:
         lines = prompt_lines(config.sample.prompts, config.sample.prompts_file)
-        prompts = [parse_line(text)["prompt"] for _, text in lines]
     except (PromptError, OSError):
-        prompts = []
+        lines = []
+    prompts = []
+    for _, text in lines:
+        try:
+            prompts.append(parse_line(text)["prompt"])
+        except PromptError:
+            continue
     return prompts or first_caption(config)
 
 
 def first_caption(config: LorakitConfig) -> list[str]:
-    folder = Path(config.data.train_data_dir or "")
-    if not config.data.train_data_dir or not folder.is_dir():
+    """The first line of the first training image's caption file (images in name order), as training reads it."""
+    from .sweep import training_images
+
+    if not config.data.train_data_dir:
         return []
-    ext = config.data.caption_extension
-    for caption in sorted(folder.rglob(f"*{ext}")):
+    for image in training_images(Path(config.data.train_data_dir)):
+        caption = image.with_suffix(config.data.caption_extension)
+        if image.name.startswith(".") or not caption.is_file():
+            continue
         text = caption.read_text(encoding="utf-8", errors="replace").strip()
         if text:
             return [text.splitlines()[0]]

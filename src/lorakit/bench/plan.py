@@ -83,6 +83,8 @@ class BenchPlan:
             raise ConfigError([f"bench backend {self.backend!r}: use one of {', '.join(BACKENDS)}"])
         if self.backend == "builtin":  # ComfyUI renders with any of its own samplers; lorakit maps these
             self.sampler, self.schedule = sampler_of(self.sampler, self.schedule)
+        elif self.sampler.strip().lower() in set(A1111_NAMES) - set(SAMPLERS):  # ComfyUI knows its own names only
+            self.sampler, self.schedule = A1111_NAMES[self.sampler.strip().lower()]
         problems = [f"{name} is empty" for name in ("prompts", "seeds", "weights") if not getattr(self, name)]
         if not 1 <= self.batch_size <= 64:
             problems.append(f"batch_size {self.batch_size}: 1 to 64")

@@ -31,6 +31,7 @@ def _register() -> None:
     from . import doctor  # noqa: F401
     from . import estimate  # noqa: F401
     from . import bench  # noqa: F401
+    from . import pipeline  # noqa: F401
 
 
 def _quiet_libraries() -> None:

@@ -19,9 +19,9 @@ def check_bench(cfg: LorakitConfig, paths: bool = False, benching: bool = False)
         found.append(Finding("bench.weights", f"{b.weights}: one or more weights, none repeated"))
     if not b.seeds:
         found.append(Finding("bench.seeds", "needs at least one seed"))
-    if b.backend == "builtin" and b.sampler is not None:
+    if b.backend == "builtin" and (b.sampler is not None or b.scheduler is not None):
         try:
-            sampler_of(b.sampler, b.scheduler or "normal")
+            sampler_of(b.sampler or "euler", b.scheduler or "normal")
         except ConfigError as exc:
             found.append(Finding("bench.sampler", exc.problems[0]))
     if not paths:

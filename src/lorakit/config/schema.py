@@ -475,8 +475,9 @@ class BenchSection(Section):
     sampler: str | None = Field(
         None, description="Sampler by ComfyUI's name (euler, euler_ancestral, dpmpp_2m, ddim) or A1111's ('Euler "
         "a', 'DPM++ 2M Karras'); unset = euler (comfyui: the workflow's, any ComfyUI sampler).")
-    scheduler: Literal["normal", "karras"] | None = Field(
-        None, description="ComfyUI's scheduler; unset = normal (comfyui: the workflow's).")
+    scheduler: str | None = Field(
+        None, description="ComfyUI's scheduler: normal or karras (comfyui: any of ComfyUI's, e.g. simple, "
+        "exponential); unset = normal (comfyui: the workflow's).")
     steps: int | None = Field(None, ge=1, le=1000, description="Inference steps; unset = 20 (comfyui: the "
                               "workflow's).")
     cfg: float | None = Field(None, ge=0, description="Guidance scale; unset = 7 (comfyui: the workflow's).")
