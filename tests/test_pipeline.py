@@ -16,6 +16,8 @@ from PIL import Image
 from browser import needs_chromium, open_page
 from conftest import run_cli, write_images
 
+WORKFLOW = Path(__file__).resolve().parents[1] / ".." / "shared" / "testdata" / "comfyui-captures" / \
+    "workflow_api_lora.json"
 TINY = ['model.pretrained_model_name_or_path="tiny-sd1"', 'train.mixed_precision="no"', "data.resolution=64",
         "train.max_train_steps=3", "network.network_dim=4", "train.learning_rate=5e-2", "bench.steps=2",
         "checkpoint.at_end=false"]
@@ -116,7 +118,23 @@ def test_checks_before_anything_is_written(root: Path, monkeypatch, capsys) -> N
     assert code != 0 and "a folder name under datasets/raw/style/" in " ".join(out.split())
     code, out = run_cli(monkeypatch, capsys, "pipeline", "--raw-set", "myset", "--root", root, "--skip-train")
     assert code != 0 and "--run-id" in out
+    # a run id that is a path would write outside runs/
+    code, out = run_cli(monkeypatch, capsys, "pipeline", "--raw-set", "myset", "--root", root, "--resize",
+                        "--run-id", "../escaped", "--skip-bench", *sets())
+    assert code != 0 and "a plain folder name under runs/" in " ".join(out.split())
+    # ComfyUI: every run of a set makes a file of the same name, so the pipeline must install it
+    if WORKFLOW.is_file():  # ../shared's captures
+        code, out = run_cli(monkeypatch, capsys, "pipeline", "--raw-set", "myset", "--root", root, "--resize",
+                            "--backend", "comfyui", "--workflow", WORKFLOW, *sets())
+        assert code != 0 and "bench.lora_install_dir" in " ".join(out.split())
+    # no prompt for the bench anywhere (no captions, no [sample] prompts, no --positive): found before training
+    for caption in (root / "datasets" / "raw" / "style" / "myset").glob("*.txt"):
+        caption.unlink()
+    code, out = run_cli(monkeypatch, capsys, "pipeline", "--raw-set", "myset", "--root", root, "--resize",
+                        *sets())
+    assert code != 0 and "bench.prompts is empty" in " ".join(out.split())
     assert not (root / "runs").exists() and not (root / "datasets" / "normalized").exists()
+    assert not (root / "escaped").exists()
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="chown needs root")
@@ -129,8 +147,10 @@ def test_fix_owner_gives_the_folders_to_the_sudo_user(tmp_path: Path, monkeypatc
     other.mkdir()
     monkeypatch.setenv("SUDO_UID", "65534")
     monkeypatch.setenv("SUDO_GID", "65533")
-    assert "3 files and folders given to uid 65534, gid 65533" in fix_owner([mine, tmp_path / "missing"])
-    assert {(p.stat().st_uid, p.stat().st_gid) for p in [mine, *mine.rglob("*")]} == {(65534, 65533)}
-    assert other.stat().st_uid == 0  # only the folders named
+    runs = tmp_path / "runs"
+    (runs / "someone_elses_run").mkdir(parents=True)
+    assert "4 files and folders given to uid 65534, gid 65533" in fix_owner([mine, tmp_path / "missing"], [runs])
+    assert {(p.stat().st_uid, p.stat().st_gid) for p in [mine, *mine.rglob("*"), runs]} == {(65534, 65533)}
+    assert other.stat().st_uid == 0 and (runs / "someone_elses_run").stat().st_uid == 0  # only what was named
     monkeypatch.delenv("SUDO_UID")
     assert "no SUDO_UID" in fix_owner([mine])

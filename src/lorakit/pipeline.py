@@ -52,6 +52,8 @@ class PipelineRequest:
                                f"{PROFILES[self.profile][0]}/, not a path"])
         if self.skip_train and not self.run_id:
             raise ConfigError(["--skip-train benches an earlier run: give its --run-id"])
+        if self.run_id is not None and (self.run_id in ("", ".", "..") or any(c in self.run_id for c in "/\\\0")):
+            raise ConfigError([f"--run-id {self.run_id!r}: a plain folder name under runs/ (no '/', '\\' or '..')"])
 
     @property
     def raw_dir(self) -> Path:
@@ -139,7 +141,26 @@ def preflight(req: PipelineRequest) -> None:
     if section.backend == "comfyui":
         from .bench import comfyui
 
+        if not req.skip_train and not section.lora_install_dir:  # every run of a set has the same file name
+            raise ConfigError(["bench.lora_install_dir: the pipeline copies each new LoRA into ComfyUI's "
+                               "models/loras folder; give it (--lora-install-dir)"])
         comfyui.system_stats(section.comfy_url)  # answers, or a clear "not reachable" before any training
+    if section.embedding_model and not section.compare_training_images:
+        raise ConfigError(["bench.embedding_model: embedding similarity compares with the training images, and "
+                           "bench.compare_training_images is false"])
+    _bench_prompts(req, section, config)
+
+
+def _bench_prompts(req: PipelineRequest, section, config) -> list[str]:
+    """The bench's prompts as the bench stage will find them, with the captions of the raw set standing in for
+    the normalized set's (prepare copies them) when it is not made yet; ConfigError when there are none."""
+    from .bench.configure import plan_from_section, run_prompts
+
+    fallback = run_prompts(config)
+    if not fallback and req.resize:
+        fallback = run_prompts(config.model_copy(update={"data": config.data.model_copy(
+            update={"train_data_dir": str(req.raw_dir)})}))
+    return plan_from_section(section, Path("preflight.safetensors"), "", fallback).prompts
 
 
 def run_pipeline(req: PipelineRequest, reporter: Reporter, prepare: PrepareHook, train: TrainHook,
@@ -165,8 +186,8 @@ def run_pipeline(req: PipelineRequest, reporter: Reporter, prepare: PrepareHook,
         _stage(result, "bench", reporter, lambda: _bench(req, run_dir, bench, result),
                skip="--skip-bench" if req.skip_bench else "")
     finally:
-        if req.fix_owner:
-            reporter.note(fix_owner([req.root / "datasets", run_dir]))
+        if req.fix_owner:  # runs/ itself too (a first run under sudo made it), not the other runs in it
+            reporter.note(fix_owner([req.root / "datasets", run_dir], [req.runs_dir]))
     return result
 
 
@@ -243,22 +264,22 @@ def final_lora(run_dir: Path) -> Path:
     return (final or files)[-1]
 
 
-def fix_owner(folders: list[Path]) -> str:
-    """Give `folders` back to the user who ran `sudo lorakit pipeline` (SUDO_UID/SUDO_GID), as the spec's
-    fix_datasets_owner does for datasets/ and output/; nothing else is touched."""
+def fix_owner(folders: list[Path], alone: list[Path] = ()) -> str:
+    """Give `folders` (with everything in them) and the folders `alone` (without their contents) back to the user
+    who ran `sudo lorakit pipeline` (SUDO_UID/SUDO_GID), as the spec's fix_datasets_owner does for datasets/ and
+    output/; links are never followed, nothing else is touched."""
     if os.geteuid() != 0:
         return "--fix-owner: not running as root, the files are already yours"
     uid, gid = os.environ.get("SUDO_UID"), os.environ.get("SUDO_GID")
     if not uid or not gid:
         return "--fix-owner: running as root without sudo (no SUDO_UID): left as root's"
     changed = 0
-    for folder in folders:
-        if not folder.exists():
-            continue
-        for path in [folder, *folder.rglob("*")]:
-            if not path.is_symlink():
-                os.chown(path, int(uid), int(gid))
-                changed += 1
+    paths = [p for folder in folders if folder.is_dir() and not folder.is_symlink()
+             for p in [folder, *folder.rglob("*")]]
+    for path in paths + [p for p in alone if p.is_dir() and not p.is_symlink()]:
+        if not path.is_symlink():
+            os.chown(path, int(uid), int(gid))
+            changed += 1
     return f"--fix-owner: {changed} files and folders given to uid {uid}, gid {gid}"
 
 

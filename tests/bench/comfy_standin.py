@@ -75,9 +75,13 @@ class ComfyStandIn:
     def __init__(self, make_image: ImageMaker, loras_dir: Path | None = None) -> None:
         self.make_image, self.loras_dir = make_image, loras_dir
         self.prompts: list[dict] = []  # every accepted /prompt request body
+        self.deleted: list[str] = []  # prompt ids deleted through POST /queue
+        self.prompt_ids: list[str] = []  # the id given to each accepted prompt
         self.reject: dict | None = None  # a captured err_*.json to answer /prompt with instead
         self.fail_with: dict | None = None  # a captured ws sequence with execution_error to replay instead
         self.template = "ws_success_lora.json"  # the recorded success sequence each run replays
+        self.silent = False  # accept prompts but never run them
+        self.accept_with_errors: dict | None = None  # node_errors to answer HTTP 200 with (some outputs invalid)
         self.history: dict[str, dict] = {}
         self.files: dict[tuple[str, str], bytes] = {}  # (subfolder, filename) → bytes
         self.sockets: dict[str, queue.Queue] = {}  # clientId → messages to send
@@ -126,6 +130,15 @@ class ComfyStandIn:
         query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
         if parts.path == "/ws":
             return self.websocket(handler, query.get("clientId", ""))
+        if parts.path == "/view_metadata/loras":  # server.py view_metadata: the file's __metadata__, else 404
+            from safetensors import safe_open
+
+            path = (self.loras_dir or Path("/nonexistent")) / query.get("filename", "")
+            metadata = None
+            if path.is_file():
+                with safe_open(str(path), "pt") as f:
+                    metadata = f.metadata()
+            return self.answer(handler, 200, metadata) if metadata else self.answer(handler, 404, b"", "text/plain")
         if parts.path == "/models/loras":
             names = sorted(p.name for p in self.loras_dir.iterdir()) if self.loras_dir else \
                 capture("get_models_loras.json")["body"]
@@ -147,6 +160,9 @@ class ComfyStandIn:
 
     def post(self, handler) -> None:
         body = json.loads(handler.rfile.read(int(handler.headers.get("Content-Length") or 0)))
+        if urllib.parse.urlsplit(handler.path).path == "/queue":  # {"delete": [...]} or {"clear": true}
+            self.deleted += body.get("delete", [])
+            return self.answer(handler, 200, b"", "text/plain")
         if urllib.parse.urlsplit(handler.path).path != "/prompt":
             return self.answer(handler, 404, b"", "text/plain")
         if self.reject is not None:
@@ -155,11 +171,15 @@ class ComfyStandIn:
             self.counter += 1
             number, prompt_id = self.counter, str(uuid.uuid4())
             self.prompts.append(body)
+            self.prompt_ids.append(prompt_id)
         self.run(prompt_id, body)
-        self.answer(handler, 200, {"prompt_id": prompt_id, "number": number, "node_errors": {}})
+        self.answer(handler, 200, {"prompt_id": prompt_id, "number": number,
+                                   "node_errors": self.accept_with_errors or {}})
 
     # -- a run: files, history entry and the websocket sequence --
     def run(self, prompt_id: str, body: dict) -> None:
+        if self.silent:  # accepted, then never run (as a prompt deleted from the queue by someone else)
+            return
         workflow = body["prompt"]
         template = self.fail_with or capture(self.template)
         old_id = template["prompt_response"]["body"]["prompt_id"]
@@ -171,7 +191,7 @@ class ComfyStandIn:
             name = f"{stem}_{self.counter * 100 + index:05d}_.png"
             self.files[(subfolder, name)] = self.make_image(workflow, index)
             images.append({"filename": name, "subfolder": subfolder, "type": "output"})
-        messages: list[tuple[int, bytes]] = []
+        messages: list[tuple[int, object]] = []  # (opcode, payload); opcode 0: a server step to run
         for recorded in template["messages"]:
             if recorded["kind"] == "binary":  # a latent preview frame, as recorded where the file was kept
                 saved = CAPTURES / Path(recorded.get("saved_as", "")).name
@@ -183,15 +203,20 @@ class ComfyStandIn:
             messages.append((0x1, json.dumps(message).encode()))
         entry = copy.deepcopy(capture("run_lora_s1_history.json"))
         entry["prompt"][1], entry["prompt"][2] = prompt_id, workflow
-        entry["outputs"] = {save_id: {"images": images}}
+        preview = {"filename": "ComfyUI_temp_00001_.png", "subfolder": "", "type": "temp"}  # a PreviewImage's
+        entry["outputs"] = {save_id: {"images": images}, "99": {"images": [preview]}}
         entry["status"] = json.loads(json.dumps(entry["status"]).replace(entry["status"]["messages"][0][1]["prompt_id"],
                                                                          prompt_id))
         if self.fail_with is not None:
-            error = next(json.loads(m) for op, m in messages if op == 1 and json.loads(m)["type"] == "execution_error")
+            error = next(json.loads(m) for op, m in messages
+                         if op == 1 and json.loads(m)["type"] in ("execution_error", "execution_interrupted"))
             entry["outputs"] = {}
             entry["status"] = {"status_str": "error", "completed": False,
-                               "messages": [["execution_error", error["data"]]]}
-        self.history[prompt_id] = entry
+                               "messages": [[error["type"], error["data"]]]}
+        # ComfyUI writes the history after execution_success, then sends `executing` with node null (main.py's
+        # prompt_worker): a client that reads /history at execution_success can find nothing yet
+        last = max(i for i, (op, m) in enumerate(messages) if op == 1 and json.loads(m)["type"] == "executing")
+        messages.insert(last, (0, lambda: self.history.__setitem__(prompt_id, entry)))
         self.sockets[body["client_id"]].put(messages)
 
     def websocket(self, handler, client_id: str) -> None:
@@ -211,7 +236,10 @@ class ComfyStandIn:
         while True:
             try:
                 for opcode, message in outbox.get_nowait():
-                    sock.sendall(frame(message, opcode))
+                    if opcode == 0:  # a step of the server, in order with the messages
+                        message()
+                    else:
+                        sock.sendall(frame(message, opcode))
             except queue.Empty:
                 pass
             readable, _, _ = select.select([sock], [], [], 0.02)

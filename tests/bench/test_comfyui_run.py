@@ -43,7 +43,8 @@ def lora(tmp_path: Path) -> Path:
 
     path = tmp_path / "run1" / "train" / "mystyle.safetensors"
     path.parent.mkdir(parents=True)
-    save_file({"lora_unet_x.lora_down.weight": torch.ones(2, 2)}, str(path))
+    save_file({"lora_unet_x.lora_down.weight": torch.ones(2, 2)}, str(path),
+              metadata={"ss_output_name": "mystyle", "ss_training_finished_at": "1795325208"})
     return path
 
 
@@ -153,3 +154,63 @@ def test_ui_format_workflow_is_refused_before_anything(tmp_path: Path, lora: Pat
                         CAPTURES / "workflow_ui_format.json", "--out", tmp_path / "b")
     assert code != 0 and "UI format" in out and "Export Workflow (API)" in out
     assert not (tmp_path / "b").exists()
+
+
+def test_an_older_file_of_the_same_name_is_not_benched(tmp_path: Path, lora: Path, monkeypatch, capsys) -> None:
+    """Without --lora-install-dir the LoRA ComfyUI lists under this name must be this file (its metadata, read
+    through /view_metadata/loras), not an earlier run's."""
+    from safetensors.torch import save_file
+    import torch
+
+    loras = tmp_path / "loras"
+    loras.mkdir()
+    save_file({"lora_unet_x.lora_down.weight": torch.ones(2, 2)}, str(loras / lora.name),
+              metadata={"ss_output_name": "mystyle", "ss_training_finished_at": "1700000000"})
+    with ComfyStandIn(png, loras_dir=loras) as comfy:
+        code, out = run_cli(monkeypatch, capsys, "bench", "--lora", lora, "--backend", "comfyui", "--comfy-url",
+                            comfy.url, "--workflow", WORKFLOW, "--out", tmp_path / "b")
+    assert code != 0 and "ComfyUI's LoRA 'mystyle.safetensors' is not" in " ".join(out.split())
+    assert not comfy.prompts
+
+
+def test_interrupted_and_partly_refused_prompts(tmp_path: Path, lora: Path, monkeypatch, capsys) -> None:
+    loras = tmp_path / "loras"
+    loras.mkdir()
+    interrupted = json.loads(json.dumps(capture("ws_execution_error_ckpt.json")).replace(
+        '"execution_error"', '"execution_interrupted"'))
+    with ComfyStandIn(png, loras_dir=loras) as comfy:
+        comfy.fail_with = interrupted
+        code, out = run_cli(monkeypatch, capsys, "bench", "--lora", lora, "--backend", "comfyui", "--comfy-url",
+                            comfy.url, "--workflow", WORKFLOW, "--lora-install-dir", loras, "--out", tmp_path / "b1")
+        assert code != 0 and "interrupted in ComfyUI" in " ".join(out.split())
+        # HTTP 200 with node_errors: ComfyUI queued the valid outputs; lorakit reports and deletes the prompt
+        comfy.fail_with = None
+        comfy.accept_with_errors = capture("err_value_bigger_than_max.json")["body"]["node_errors"]
+        code, out = run_cli(monkeypatch, capsys, "bench", "--lora", lora, "--backend", "comfyui", "--comfy-url",
+                            comfy.url, "--workflow", WORKFLOW, "--lora-install-dir", loras, "--out", tmp_path / "b2")
+        assert code != 0 and "refused the workflow" in out
+        assert comfy.deleted == [comfy.prompt_ids[-1]]
+
+
+def test_a_prompt_that_leaves_the_queue_ends_the_wait(lora: Path) -> None:
+    """No message about the prompt and /queue no longer lists it (the captured empty queue), no history: the wait
+    ends with a clear error instead of hanging."""
+    from lorakit.bench import comfyui
+    from lorakit.errors import LorakitError
+
+    workflow = json.loads(WORKFLOW.read_text())
+    with ComfyStandIn(png) as comfy:
+        comfy.silent = True
+        with comfyui.Connection(comfy.url, "c1", check_every=0.2) as connection:
+            prompt_id = comfyui.submit(comfy.url, workflow, "c1")
+            with pytest.raises(LorakitError, match=f"prompt {prompt_id} is gone from ComfyUI's queue"):
+                connection.follow(prompt_id)
+
+
+def test_comfyui_needs_one_safetensors_file(tmp_path: Path, monkeypatch, capsys) -> None:
+    folder = tmp_path / "peft_lora"
+    folder.mkdir()
+    with ComfyStandIn(png) as comfy:
+        code, out = run_cli(monkeypatch, capsys, "bench", "--lora", folder, "--backend", "comfyui", "--comfy-url",
+                            comfy.url, "--workflow", WORKFLOW, "--out", tmp_path / "b")
+    assert code != 0 and "ComfyUI loads a LoRA from one .safetensors file" in " ".join(out.split())

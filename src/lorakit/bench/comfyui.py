@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -181,6 +182,8 @@ def submit(url: str, workflow: Workflow, client_id: str) -> str:
                            hint="ComfyUI's console shows the traceback; check that the workflow is API format")
     if status == 200 and "prompt_id" in answer and not answer.get("node_errors"):
         return answer["prompt_id"]
+    if status == 200 and "prompt_id" in answer:  # queued with some outputs invalid: don't leave it rendering
+        _request(url, "/queue", {"delete": [answer["prompt_id"]]})
     kinds = [(answer.get("error") or {}).get("type")] + [
         e.get("type") for n in (answer.get("node_errors") or {}).values() for e in n.get("errors", [])]
     if isinstance(workflow.get("nodes"), list):  # a UI-format graph sent by mistake
@@ -224,6 +227,19 @@ def queue(url: str) -> dict:
     return _json(url, "/queue")
 
 
+def in_queue(url: str, prompt_id: str) -> bool:
+    """Whether `prompt_id` is running or waiting (GET /queue lists [number, prompt_id, prompt, extra, outputs])."""
+    answer = queue(url)
+    return any(len(item) > 1 and item[1] == prompt_id
+               for key in ("queue_running", "queue_pending") for item in answer.get(key, []))
+
+
+def lora_metadata(url: str, name: str) -> dict | None:
+    """GET /view_metadata/loras: the safetensors `__metadata__` of ComfyUI's copy of `name` (None: it has none)."""
+    status, body = _request(url, f"/view_metadata/loras?{urllib.parse.urlencode({'filename': name})}")
+    return json.loads(body) if status == 200 and body else None
+
+
 def system_stats(url: str) -> dict:
     return _json(url, "/system_stats")
 
@@ -240,6 +256,7 @@ class RunState:
     error_node: str | None = None
     error_class: str | None = None
     error_message: str | None = None
+    finished: bool = False  # ComfyUI is done with the prompt and has written its history
 
     def update(self, message: Any, prompt_id: str) -> tuple[int, int] | None:
         """Take in one message; returns (value, max) for a sampler progress message of this prompt."""
@@ -257,8 +274,11 @@ class RunState:
             self.state = "running"
         elif kind == "execution_cached":
             self.cached_nodes += data.get("nodes", [])
-        elif kind == "executing" and data.get("node") is not None:
-            self.executed_nodes.append(data["node"])
+        elif kind == "executing":
+            if data.get("node") is None:  # sent after the history entry is written (ComfyUI's main.py)
+                self.finished = True
+            else:
+                self.executed_nodes.append(data["node"])
         elif kind == "executed":
             self.images += (data.get("output") or {}).get("images", [])
         elif kind == "progress":
@@ -268,6 +288,10 @@ class RunState:
         elif kind == "execution_error":
             self.state, self.error_node, self.error_class = "error", data.get("node_id"), data.get("node_type")
             self.error_message = _execution_error_text(data)
+        elif kind == "execution_interrupted":
+            self.state, self.error_node, self.error_class = "error", data.get("node_id"), data.get("node_type")
+            self.error_message = (f"the prompt was interrupted in ComfyUI (Cancel, or /interrupt) in node "
+                                  f"{data.get('node_id')} ({data.get('node_type')})")
         return None
 
 
@@ -296,29 +320,44 @@ def websocket_url(url: str, client_id: str) -> str:
 class Connection:
     """A websocket to ComfyUI's /ws, opened before the prompt is submitted so that no message is missed."""
 
-    def __init__(self, url: str, client_id: str, timeout: float = 600.0) -> None:
+    def __init__(self, url: str, client_id: str, check_every: float = 30.0) -> None:
         import websocket  # websocket-client, the library ComfyUI's own API examples use
 
-        self._errors = websocket.WebSocketException
-        self.url, self.client_id = url, client_id
+        self._errors, self._timeout = websocket.WebSocketException, websocket.WebSocketTimeoutException
+        self.url, self.client_id, self.check_every = url, client_id, check_every
         try:
-            self.socket = websocket.create_connection(websocket_url(url, client_id), timeout=timeout)
+            self.socket = websocket.create_connection(websocket_url(url, client_id), timeout=check_every)
         except (OSError, websocket.WebSocketException) as exc:
             raise LorakitError(f"ComfyUI is not reachable at {url} (websocket /ws): start it, or check --comfy-url "
                                f"({exc})") from exc
 
     def follow(self, prompt_id: str, progress: Callable[[int, int], None] | None = None) -> RunState:
-        """Read messages until `prompt_id` succeeds or fails; `progress(value, max)` gets the sampler's steps."""
-        run = RunState()
-        while run.state not in ("done", "cached", "error"):
+        """Read messages until ComfyUI is done with `prompt_id` (or it failed); `progress(value, max)` gets the
+        sampler's steps. No time limit while the prompt waits or runs: every `check_every` seconds without a word
+        about it, /queue says whether it is still there (a prompt deleted from the queue ends the wait)."""
+        run, last = RunState(), time.monotonic()
+        while not run.finished and run.state != "error":
             try:
                 message = self.socket.recv()
-            except (OSError, self._errors) as exc:  # a timeout or a closed socket
+            except self._timeout:
+                message = None
+            except (OSError, self._errors) as exc:  # a closed socket
                 raise LorakitError(f"lost ComfyUI's progress messages for prompt {prompt_id} at {self.url}: {exc}",
                                    hint="check that ComfyUI is still running; its console shows why") from exc
-            step = run.update(message, prompt_id)
-            if step and progress:
-                progress(*step)
+            if message is not None:
+                before = (run.state, len(run.executed_nodes), run.finished)
+                step = run.update(message, prompt_id)
+                if step and progress:
+                    progress(*step)
+                if step or before != (run.state, len(run.executed_nodes), run.finished):
+                    last = time.monotonic()
+            if time.monotonic() - last > self.check_every and not run.finished:
+                last = time.monotonic()
+                if not in_queue(self.url, prompt_id):
+                    if history(self.url, prompt_id) is None:
+                        raise LorakitError(f"prompt {prompt_id} is gone from ComfyUI's queue without a result "
+                                           "(deleted, or ComfyUI restarted)")
+                    run.finished = True  # done while the socket missed it: the history has the result
         return run
 
     def close(self) -> None:

@@ -69,15 +69,30 @@ def install_lora(lora: Path, folder: Path) -> str:
 
 
 def lora_name_for(url: str, lora: Path, install_dir: Path | None) -> str:
-    """The `lora_name` ComfyUI knows the LoRA by: installed into `install_dir`, or already in ComfyUI's list."""
+    """The `lora_name` ComfyUI knows the LoRA by: installed into `install_dir`, or already in ComfyUI's list under
+    its own name with the same safetensors metadata (so an older file of that name is never benched instead)."""
+    if not lora.is_file() or lora.suffix != ".safetensors":
+        raise LorakitError(f"{lora}: ComfyUI loads a LoRA from one .safetensors file",
+                           hint="bench the kohya-format .safetensors lorakit saved beside it (output.save_format)")
     name = install_lora(lora, install_dir) if install_dir is not None else lora.name
     known = comfyui.lora_names(url)
+    hint = ("pass --lora-install-dir with the models/loras folder that this ComfyUI reads (with Docker: the host "
+            "side of the mounted folder)")
     if name not in known:
         where = (f"copied it to {install_dir / name}, but" if install_dir is not None else "")
         raise LorakitError(f"{where} ComfyUI at {url} does not list LoRA {name!r} ({len(known)} LoRAs known)".strip(),
-                           hint="pass --lora-install-dir with the models/loras folder that this ComfyUI reads "
-                                "(with Docker: the host side of the mounted folder)")
+                           hint=hint)
+    if install_dir is None and comfyui.lora_metadata(url, name) != _metadata(lora):
+        raise LorakitError(f"ComfyUI's LoRA {name!r} is not {lora}: their safetensors metadata differ (an older "
+                           "file of the same name?)", hint=hint)
     return name
+
+
+def _metadata(lora: Path) -> dict | None:
+    from safetensors import safe_open
+
+    with safe_open(str(lora), "pt") as f:
+        return f.metadata() or None
 
 
 def save_image_bytes(data: bytes, path: Path) -> Path:
@@ -117,13 +132,15 @@ def render_comfyui(plan: BenchPlan, images_dir: Path, url: str, workflow: comfyu
             run = connection.follow(prompt_id)
             if run.state == "error":
                 raise LorakitError(run.error_message or f"ComfyUI failed on prompt {prompt_id}")
-            entry = comfyui.history(url, prompt_id)
+            entry = comfyui.history(url, prompt_id)  # written before ComfyUI says it is done (executing: null)
             if entry is None:
                 raise LorakitError(f"ComfyUI reported prompt {prompt_id} done but has no history entry for it")
-            images = comfyui.output_images(entry)
-            if len(images) != plan.batch_size:
-                raise LorakitError(f"ComfyUI returned {len(images)} images for prompt {prompt_id}, expected "
-                                   f"{plan.batch_size} (batch size); check the workflow has one SaveImage node")
+            save_id = comfyui.find_nodes(patched, "SaveImage")[0]
+            images = [image for image in comfyui.output_images({**entry, "outputs": {
+                save_id: (entry.get("outputs") or {}).get(save_id, {})}}) if image.get("type") == "output"]
+            if len(images) != plan.batch_size:  # previews (type "temp") of other nodes are not the bench's
+                raise LorakitError(f"ComfyUI's SaveImage node {save_id} gave {len(images)} images for prompt "
+                                   f"{prompt_id}, expected {plan.batch_size} (the batch size)")
             for batch, image in enumerate(images):
                 path = save_image_bytes(comfyui.view(url, image), images_dir / image_name(prompt, seed, weight, batch))
                 done.append(Rendered(prompt, seed, weight, path, batch))
