@@ -6,7 +6,7 @@ LOCK    := requirements.lock
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup chromium demo test bench lock clean
+.PHONY: setup debian-tools demo test bench lock clean
 
 setup: $(STAMP)
 
@@ -24,22 +24,26 @@ $(STAMP): pyproject.toml $(LOCK) Makefile
 demo: setup
 	.venv/bin/lorakit demo
 
-test: setup chromium
+test: setup debian-tools
 	$(PY) -m pytest
 
-# The page tests (tests/browser.py) drive Debian's chromium through Playwright, never a browser Playwright
-# downloads. Installed as root, else with passwordless sudo; without either they skip, and this says so.
-APT_CHROMIUM := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 \
+# Debian packages the tests use: chromium (the page tests drive it through Playwright, never a browser Playwright
+# downloads) and rclone (`lorakit batch` against a real WebDAV remote on 127.0.0.1). Installed as root, else with
+# passwordless sudo; without either, the tests that need them skip, and this says so.
+DEBIAN_TOOLS := chromium rclone
+APT_INSTALL = DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null 2>&1 \
 	|| { DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 \
-	     && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; }
-chromium:
-	@test -x /usr/bin/chromium || { \
-	  if ! command -v apt-get >/dev/null; then false; \
-	  elif [ "$$(id -u)" = 0 ]; then $(APT_CHROMIUM); \
-	  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo sh -c '$(APT_CHROMIUM)'; \
-	  else false; fi; } \
-	|| echo "warning: /usr/bin/chromium is missing and could not be installed (needs apt-get as root or" \
-	        "sudo: apt-get install chromium); the browser tests will skip"
+	     && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null 2>&1; }
+debian-tools:
+	@for tool in $(DEBIAN_TOOLS); do \
+	  test -x /usr/bin/$$tool || { \
+	    if ! command -v apt-get >/dev/null; then false; \
+	    elif [ "$$(id -u)" = 0 ]; then $(call APT_INSTALL,$$tool); \
+	    elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo sh -c '$(call APT_INSTALL,'"$$tool"')'; \
+	    else false; fi; } \
+	  || echo "warning: /usr/bin/$$tool is missing and could not be installed (needs apt-get as root or sudo:" \
+	          "apt-get install $$tool); the tests that need it will skip"; \
+	done
 
 bench: setup
 	$(PY) benchmarks/train_step.py

@@ -1,6 +1,6 @@
 """Headless Chromium for page tests: Debian's /usr/bin/chromium driven by Playwright for Python.
 
-Never Playwright's own downloaded browsers (`playwright install`): the system package is what `make chromium`
+Never Playwright's own downloaded browsers (`playwright install`): the system package is what `make debian-tools`
 installs, and a test that cannot find it skips with the reason instead of fetching anything.
 """
 
@@ -26,7 +26,7 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
 def missing_reason() -> str:
     """Why browser tests cannot run here ("" when they can)."""
     if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
-        return (f"{CHROMIUM} not found: install Debian's chromium package (`make chromium`, run by `make test`, "
+        return (f"{CHROMIUM} not found: install Debian's chromium package (`make debian-tools`, run by `make test`, "
                 "does it as root or with sudo)")
     try:
         import playwright.sync_api  # noqa: F401

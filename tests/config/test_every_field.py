@@ -26,6 +26,13 @@ READ_ELSEWHERE = {  # field → where it takes effect (and the test that shows i
     "train.auto_memory": "api.train fits the config before the run starts (tests/engine/test_auto_memory.py)",
     # the testing aid's settings are read when their step comes (tests/engine/test_faults.py, test_resume.py)
     "faults.oom_attempts": "the out-of-memory fault's step (tests/engine/test_faults.py)",
+    "faults.oom_min_batch": "the out-of-memory fault's step (tests/engine/test_faults.py)",
+    # [batch] and [storage] are read by `lorakit batch`, not by a training run (tests/batch/)
+    **{f"batch.{name}": "lorakit batch (tests/batch/test_batch.py)" for name in (
+        "base_config", "working_dir", "stage_dir", "add", "output_suffix", "oom_retries", "cleanup_on_success",
+        "lora_install_dir", "max_zip_bytes", "worker_id", "lease_hours")},
+    **{f"storage.{name}": "lorakit batch (tests/batch/test_batch.py)" for name in (
+        "rclone_remote", "remote_path", "training_subdir", "output_subdir", "delete_remote_inputs", "empty_trash")},
     "faults.nan_steps": "the NaN fault's steps (tests/engine/test_faults.py)",
     "faults.kill_in_checkpoint": "a checkpoint being written (tests/engine/test_resume.py)",
     # [bench] is read by `lorakit bench` and `lorakit pipeline`, not by training (tests/bench/test_bench_config.py)

@@ -211,11 +211,12 @@ def test_v1_default_snapshot_loads_as_the_defaults(tmp_path: Path) -> None:
     f.write_text(V1_DEFAULT_SNAPSHOT, encoding="utf-8")
     r = resolve_layers(files=[f])
     # every default of version 1 but two whose default became 'auto' later (the file says 'no' and 1), and the
-    # [bench] values written while the bench was refused unless default (the file's values stand: they were set)
+    # [bench] and [batch] values written while those features were refused unless default (the file's values stand)
     defaults = LorakitConfig()
     assert r.config == defaults.model_copy(update={
         "train": defaults.train.model_copy(update={"mixed_precision": "no", "log_every_n_steps": 1}),
         "bench": defaults.bench.model_copy(update={"weights": [0.0, 0.5, 1.0], "seeds": [1, 2], "steps": 20}),
+        "batch": defaults.batch.model_copy(update={"oom_retries": 1}),
     }) and r.config.version == CONFIG_VERSION == 3
     assert r.notes == [
         f"{f}: migrated config version 1 → 2: dropped sample.prompt, mode.target_prompt, mode.replacement_prompt, "

@@ -35,7 +35,7 @@ SAFE = [
     ("checkpoint.every_n_steps", 10), ("checkpoint.every_n_epochs", 1), ("checkpoint.keep_last", 5),
     ("checkpoint.at_end", False), ("sample.prompts", ["a cat"]), ("sample.every_n_steps", 10),
     ("sample.seed", 9), ("faults.nan_at_step", 3), ("faults.kill_at_step", 2), ("bench.steps", 10),
-    ("batch.oom_retries", 2), ("storage.remote_path", "elsewhere"),
+    ("batch.oom_retries", 5), ("storage.remote_path", "elsewhere"),
 ]
 BREAKING = [
     ("network.network_dim", 32), ("model.pretrained_model_name_or_path", "/models/other.safetensors"),

@@ -127,6 +127,10 @@ def test_the_injected_error_is_a_real_torch_out_of_memory_error() -> None:
     assert is_out_of_memory(exc.value)
     with pytest.raises(torch.OutOfMemoryError):
         FaultInjector(FaultsSection(oom_at_step=2, oom_attempts=2)).forward(2, 2)
+    heavy_only = FaultsSection(oom_at_step=2, oom_attempts=2, oom_min_batch=2)  # only while the batch is ≥ 2
+    FaultInjector(heavy_only, batch_size=1).forward(2, 1)
+    with pytest.raises(torch.OutOfMemoryError):
+        FaultInjector(heavy_only, batch_size=2).forward(2, 1)
     assert is_out_of_memory(RuntimeError("MPS backend out of memory (MPS allocated: 1 GiB)"))
     assert not is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
 

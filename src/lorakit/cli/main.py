@@ -32,6 +32,7 @@ def _register() -> None:
     from . import estimate  # noqa: F401
     from . import bench  # noqa: F401
     from . import pipeline  # noqa: F401
+    from . import batch  # noqa: F401
 
 
 def _quiet_libraries() -> None:

@@ -452,6 +452,8 @@ class FaultsSection(Section):
                                     "forward pass.")
     oom_attempts: int = Field(1, ge=1, le=2, description="How many tries of that step fail: 1 = the first (the "
                               "split retry succeeds), 2 = the retry too (the run saves and exits with status 5).")
+    oom_min_batch: int | None = Field(None, ge=2, description="Only while train.train_batch_size is at least "
+                                      "this (a lighter retry with a smaller batch then succeeds, as on a real GPU).")
     nan_at_step: int | None = Field(None, ge=1, description="Make this step's loss NaN.")
     nan_steps: int = Field(1, ge=1, description="Steps in a row, from nan_at_step, whose loss is NaN.")
     kill_at_step: int | None = Field(None, ge=1, description="Send this process SIGKILL in this step, after its "
@@ -508,34 +510,57 @@ class BenchSection(Section):
 
 
 class BatchSection(Section):
-    """Unattended batches (`lorakit batch`): one run per training folder pulled from remote storage. Not implemented
-    yet except `oom_file` (used by `--oom`): other values than the defaults are refused."""
+    """Unattended batches (`lorakit batch --env batch.toml`): every sub-folder (or ZIP) of the working folder, pulled
+    from the remote's training folder when [storage] names one, becomes one run; results are uploaded, and what
+    failed is kept. The env file is a config layer over `base_config`."""
 
-    working_dir: str = Field("batch", description="Local folder the training folders are downloaded into.")
+    base_config: str | None = Field(
+        None, description="The training config every run starts from (a TOML file, relative to the env file, or a "
+        "preset name); the env file and `add` layers apply over it.")
+    working_dir: str = Field("batch", description="Local folder the training folders are downloaded into (must "
+                             "exist).")
     stage_dir: str | None = Field(
-        None, description="Fast local disk the base model is copied to for the run; unset = use it in place."
-    )
+        None, description="Fast local disk the base model is copied to for the batch (removed afterwards; the "
+        "original is never moved); unset = use it in place.")
     add: list[str] = Field(
         default_factory=list,
         description="Extra TOML layers applied to every run (like --add); each appends its stem to output_name.",
     )
-    oom_retries: int = Field(1, ge=0, le=10, description="Retries with the out-of-memory layer after a GPU OOM.")
+    output_suffix: str = Field("", description="Each run is named <folder>_<output_suffix> (just <folder> when "
+                               "empty); --add layers append their stems.")
+    oom_retries: int = Field(2, ge=0, le=10, description="Retries after a GPU out-of-memory: first with oom_file, "
+                             "then lorakit's ladder (gradient checkpointing, cached latents, smaller batch with "
+                             "more accumulation, 8-bit AdamW, lower resolution).")
     oom_file: str | None = Field(
-        None, description="TOML layer used for out-of-memory retries; unset = the shipped oom-fallback preset."
-    )
+        None, description="TOML layer for the first out-of-memory retry (the spec's outofmemory.toml); unset = "
+        "the shipped oom-fallback preset.")
     cleanup_on_success: bool = Field(
-        True, description="Delete the local training folder after a successful upload (failures are always kept)."
-    )
+        True, description="After a verified upload, delete the local training folder and the local run folder. "
+        "Without a remote nothing is deleted; failures are always kept.")
+    lora_install_dir: str | None = Field(
+        None, description="Also copy each finished LoRA into this folder (a UI's LoRA folder, e.g. ComfyUI's "
+        "models/loras); never over an existing file.")
+    max_zip_bytes: int = Field(20 * 2**30, ge=1, description="Refuse a ZIP that would expand beyond this many "
+                               "bytes (zip bombs).")
+    worker_id: str | None = Field(
+        None, description="This batch's name when several share a remote (claims are training/.claimed/<id>/); "
+        "unset = the host name.")
+    lease_hours: float = Field(24.0, gt=0, description="`--reclaim` returns the claims of a worker whose lease "
+                               "was last renewed longer ago than this.")
 
 
 class StorageSection(Section):
-    """Remote storage through rclone (batch downloads and result uploads). Not implemented yet: any value other than
-    the default is refused."""
+    """Remote storage through rclone (`lorakit batch`): training folders come from
+    <rclone_remote><remote_path>/<training_subdir>, results go to <rclone_remote><remote_path>/<output_subdir>."""
 
-    rclone_remote: str = Field("", description="rclone remote name with colon, e.g. 'gdrive:'; empty = no remote.")
+    rclone_remote: str = Field("", description="rclone remote name with colon, e.g. 'gdrive:'; empty = no remote "
+                               "(the working folder is used as it is).")
     remote_path: str = Field("lorakit", description="Base folder on the remote.")
     training_subdir: str = Field("training", description="Sub-folder of remote_path the training folders come from.")
     output_subdir: str = Field("output", description="Sub-folder of remote_path the results are uploaded to.")
+    delete_remote_inputs: bool = Field(
+        False, description="Delete a training folder's files on the remote once the run is uploaded (its empty "
+        "folders stay); false = move it to <training_subdir>/.done/.")
     empty_trash: bool = Field(
         False, description="Run `rclone cleanup` after uploads (empties e.g. Google Drive's trash)."
     )

@@ -173,13 +173,8 @@ def check_output_names(cfg: LorakitConfig) -> list[Finding]:
 
 # Settings whose feature has not landed yet: a value other than the default is refused, never silently ignored.
 NOT_YET = "is not implemented yet"
-UNIMPLEMENTED_SECTIONS = {
-    "storage": "remote storage (`lorakit batch`)",
-}
-UNIMPLEMENTED_FIELDS = {  # section → {field: feature}; the section's other fields work
-    "batch": {f: "unattended batches (`lorakit batch`)" for f in
-              ("working_dir", "stage_dir", "add", "oom_retries", "cleanup_on_success")},
-}
+UNIMPLEMENTED_SECTIONS: dict[str, str] = {}  # section → feature, while a feature has not landed
+UNIMPLEMENTED_FIELDS: dict[str, dict[str, str]] = {}  # section → {field: feature}; the section's other fields work
 
 
 def check_unimplemented(cfg: LorakitConfig) -> list[Finding]:

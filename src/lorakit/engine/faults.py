@@ -15,12 +15,14 @@ class FaultInjector:
     """The engine calls these hooks at the points a real failure would happen; each does nothing unless its
     `[faults]` setting names the current step (the run's step, counting from 1)."""
 
-    def __init__(self, section: FaultsSection | None) -> None:
+    def __init__(self, section: FaultsSection | None, batch_size: int = 1) -> None:
         self.s = section or FaultsSection()
+        self.batch_size = batch_size
 
     def forward(self, step: int, attempt: int) -> None:
         """In a forward pass, after its random draws: `attempt` 1 is the step's first try, 2 its split retry."""
-        if step == self.s.oom_at_step and attempt <= self.s.oom_attempts:
+        heavy = self.s.oom_min_batch is None or self.batch_size >= self.s.oom_min_batch
+        if step == self.s.oom_at_step and attempt <= self.s.oom_attempts and heavy:
             raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 20.00 MiB (lorakit fault injection: "
                                          f"faults.oom_at_step = {step}, attempt {attempt})")
 

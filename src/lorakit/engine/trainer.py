@@ -102,7 +102,7 @@ class Run:
         self.stage_index = 0
         self.total = 0
         self.resume = resume  # the checkpoint to continue from, until its stage restores it
-        self.faults = FaultInjector(cfg.faults)
+        self.faults = FaultInjector(cfg.faults, cfg.train.train_batch_size)
         self.fingerprints: dict[str, str] | None = None
         self.written: list[Path] = []  # LoRA files saved so far (a checkpoint lists them: a resume keeps them)
         self.max_norm_scaled = 0  # train.scale_weight_norms: module updates scaled so far this epoch

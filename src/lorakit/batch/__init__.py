@@ -1,0 +1,1 @@
+"""`lorakit batch`: unattended runs of remote training folders (remote sync, safe unzip, OOM retries)."""

@@ -1,0 +1,473 @@
+"""`lorakit batch`: claim → download → unzip → one child run per folder (retried on out-of-memory) → upload → clean up
+→ summary. Nothing is deleted before what replaces it is verified: remote inputs after a verified download, local
+inputs and outputs after a verified upload; a failed folder keeps everything. A quota or authentication error of the
+remote stops the batch at once (retrying cannot help) with nothing deleted.
+
+State survives a kill: each folder's progress is in `<working_dir>/.batch/<folder>/state.json`, so starting the
+batch again trains only what was not trained and uploads only what was not uploaded (rclone skips identical files).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Protocol
+
+from ..config.loader import resolve_layers
+from ..config.schema import LorakitConfig
+from ..errors import ConfigError, LorakitError
+from ..io import write_text_atomic
+
+STATE_DIR = ".batch"  # in the working folder; a dot-name, so never a training folder
+
+
+class Reporter(Protocol):
+    def event(self, message: str) -> None: ...  # what the batch does
+    def line(self, text: str) -> None: ...  # a line of a run's output, live
+
+
+@dataclass
+class FolderOutcome:
+    name: str
+    status: str  # done | failed | skipped
+    reason: str = ""
+    run_dir: str = ""
+    attempts: list[str] = field(default_factory=list)  # "plain", then each OOM step's name
+    uploaded: bool = False
+    removed: bool = False
+
+
+@dataclass
+class BatchResult:
+    folders: list[FolderOutcome]
+    stopped: str = ""  # why the whole batch stopped early (quota, authentication), else ""
+    summary_path: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.stopped and all(f.status == "done" for f in self.folders)
+
+
+@dataclass
+class BatchEnv:
+    """The env file resolved over its base config and the --add layers (no per-folder values yet)."""
+
+    path: Path
+    base: str | None
+    adds: list[str]
+    config: LorakitConfig
+
+    @property
+    def working(self) -> Path:
+        return Path(self.config.batch.working_dir)
+
+    @property
+    def runs(self) -> Path:
+        return Path(self.config.output.output_dir)
+
+
+def load_env(path: Path, adds: list[str] = ()) -> BatchEnv:
+    """Read the env file: a config layer whose [batch] base_config is the layer below it. Missing files or
+    folders are an immediate error naming them."""
+    import tomllib
+
+    if not path.is_file():
+        raise ConfigError([f"--env {path}: no such file"], "write one as docs/batch.md shows")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError([f"{path}: {exc}"]) from None
+    batch = raw.get("batch", {}) if isinstance(raw.get("batch"), dict) else {}
+    base = batch.get("base_config")
+    if base and (path.parent / base).is_file():
+        base = str(path.parent / base)  # relative to the env file
+    every_add = [*batch.get("add", []), *adds]
+    config = resolve_layers(base, [path], every_add, False, []).config
+    problems = []
+    if not Path(config.batch.working_dir).is_dir():
+        problems.append(f"batch.working_dir {config.batch.working_dir}: no such folder (create it, or fix the path)")
+    if config.batch.stage_dir and not Path(config.batch.stage_dir).is_dir():
+        problems.append(f"batch.stage_dir {config.batch.stage_dir}: no such folder")
+    if config.batch.lora_install_dir and not Path(config.batch.lora_install_dir).is_dir():
+        problems.append(f"batch.lora_install_dir {config.batch.lora_install_dir}: no such folder")
+    if problems:
+        raise ConfigError([f"{path}: {p}" for p in problems])
+    return BatchEnv(path, base, every_add, config)
+
+
+def run_name(env: BatchEnv, folder: str) -> str:
+    """<folder>_<output_suffix>, then the stem of every --add layer (the spec's output_suffix rule)."""
+    parts = [folder] + ([env.config.batch.output_suffix] if env.config.batch.output_suffix else [])
+    parts += [Path(a.removeprefix("preset:")).stem for a in env.adds]
+    return "_".join(parts)
+
+
+# ---- per-folder state ----
+
+def _state_path(env: BatchEnv, folder: str) -> Path:
+    return env.working / STATE_DIR / folder / "state.json"
+
+
+def read_state(env: BatchEnv, folder: str) -> dict:
+    path = _state_path(env, folder)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def write_state(env: BatchEnv, folder: str, **values: object) -> None:
+    path = _state_path(env, folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps({**read_state(env, folder), **values}, indent=2))
+
+
+# ---- the batch ----
+
+def run_batch(env: BatchEnv, reporter: Reporter, reclaim: bool = False) -> BatchResult:
+    """Train what the working folder holds (a folder left by an earlier, interrupted batch included), then, with a
+    remote, claim one remote entry at a time, download it and train it, until none is left: several batches on
+    several machines share the remote's work that way."""
+    from .remote import RcloneError
+
+    result = BatchResult([])
+    remote = _remote(env)
+    staged: Path | None = None
+    try:
+        if remote is not None:
+            _start_remote(env, remote, reporter, reclaim)
+        staged = _stage_model(env, reporter)
+        done: set[str] = set()
+        while True:
+            _unzip(env, reporter, result)
+            todo = [f for f in training_folders(env) if f not in done]
+            for folder in todo:
+                result.folders.append(_one_folder(env, folder, remote, staged, reporter))
+                done.add(folder)
+            if remote is None or not _claim_next(env, remote, reporter):
+                break
+        if remote is not None and env.config.storage.empty_trash:
+            _empty_trash(remote, reporter)
+    except RcloneError as exc:
+        if not exc.fatal:
+            raise
+        result.stopped = f"{exc} ({exc.kind}: retrying cannot help; nothing local was deleted)"
+        reporter.event(f"stopped: {result.stopped}")
+    finally:
+        if staged is not None:
+            shutil.rmtree(staged.parent, ignore_errors=True)
+    result.summary_path = _write_summary(env, result)
+    return result
+
+
+def training_folders(env: BatchEnv) -> list[str]:
+    """Sub-folders of the working folder, in name order; dot-names are skipped (the spec's rule)."""
+    return sorted(p.name for p in env.working.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _remote(env: BatchEnv):
+    from .remote import Remote
+
+    storage = env.config.storage
+    if not storage.rclone_remote:
+        return None
+    root = storage.rclone_remote + storage.remote_path.strip("/")
+    return Remote(root)
+
+
+def worker_id(env: BatchEnv) -> str:
+    return env.config.batch.worker_id or socket.gethostname()
+
+
+def _claims(env: BatchEnv) -> str:
+    return f"{env.config.storage.training_subdir}/.claimed/{worker_id(env)}"
+
+
+def _start_remote(env: BatchEnv, remote, reporter: Reporter, reclaim: bool) -> None:
+    """Renew this worker's lease, return stale claims of vanished workers (--reclaim), and download this worker's
+    own claims that an interrupted batch left undownloaded."""
+    s = env.config.storage
+    if reclaim:
+        for name in _stale_claims(env, remote):
+            reporter.event(f"reclaimed {name}")
+    remote.write_text(f"{s.training_subdir}/.claimed/{worker_id(env)}.lease", _lease())
+    for entry in remote.entries(_claims(env)):
+        _download(env, remote, entry, reporter)
+
+
+def _claim_next(env: BatchEnv, remote, reporter: Reporter) -> bool:
+    """Claim one entry of training/ with a server-side move into training/.claimed/<worker>/ (a move that another
+    batch made first fails, so no folder is trained twice) and download it; False when nothing is left."""
+    s = env.config.storage
+    for entry in remote.entries(s.training_subdir):
+        if remote.move(f"{s.training_subdir}/{entry.name}", f"{_claims(env)}/{entry.name}"):
+            reporter.event(f"claimed {entry.name}")
+            remote.write_text(f"{s.training_subdir}/.claimed/{worker_id(env)}.lease", _lease())
+            _download(env, remote, entry, reporter)
+            return True
+    return False
+
+
+def _download(env: BatchEnv, remote, entry, reporter: Reporter) -> None:
+    """Copy a claimed entry into the working folder through a hidden folder, verified before it takes its name."""
+    local = env.working / entry.name
+    if local.exists() or _done_before(env, entry.name):
+        return
+    reporter.event(f"downloading {entry.name}")
+    target = env.working / f".{entry.name}.download"
+    shutil.rmtree(target, ignore_errors=True)
+    remote.download(f"{_claims(env)}/{entry.name}", target)
+    (target if entry.is_dir else target / entry.name).rename(local)
+    shutil.rmtree(target, ignore_errors=True)
+
+
+def _done_before(env: BatchEnv, entry: str) -> bool:
+    name = entry.removesuffix(".zip")
+    return read_state(env, name).get("status") == "uploaded"
+
+
+def _lease() -> str:
+    return json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                       "renewed": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+
+
+def _stale_claims(env: BatchEnv, remote) -> list[str]:
+    """Move the claims of workers whose lease is older than batch.lease_hours back into training/."""
+    s = env.config.storage
+    returned = []
+    for entry in remote.entries(f"{s.training_subdir}/.claimed"):
+        if not entry.is_dir or entry.name == worker_id(env):
+            continue
+        text = remote.read_text(f"{s.training_subdir}/.claimed/{entry.name}.lease")
+        renewed = json.loads(text)["renewed"] if text else "1970-01-01T00:00:00+00:00"
+        age_h = (datetime.now(timezone.utc) - datetime.fromisoformat(renewed)).total_seconds() / 3600
+        if age_h < env.config.batch.lease_hours:
+            continue
+        for claim in remote.entries(f"{s.training_subdir}/.claimed/{entry.name}"):
+            if remote.move(f"{s.training_subdir}/.claimed/{entry.name}/{claim.name}",
+                           f"{s.training_subdir}/{claim.name}"):
+                returned.append(claim.name)
+    return returned
+
+
+def _unzip(env: BatchEnv, reporter: Reporter, result: BatchResult) -> None:
+    from .unzip import extract_zips
+
+    reported = {f.name for f in result.folders}
+    for outcome in extract_zips(env.working, env.config.batch.max_zip_bytes):
+        if outcome.zip.name in reported:  # refused before in this batch: said once
+            continue
+        if outcome.ok:
+            reporter.event(f"unzipped {outcome.zip.name} → {outcome.folder}")
+        else:
+            reporter.event(f"kept {outcome.zip.name}: {outcome.reason}")
+            result.folders.append(FolderOutcome(outcome.zip.name, "failed", f"not extracted: {outcome.reason}"))
+
+
+def _stage_model(env: BatchEnv, reporter: Reporter) -> Path | None:
+    """Copy the base model to batch.stage_dir (a copy: the original never moves, so a crash loses nothing)."""
+    stage, model = env.config.batch.stage_dir, Path(env.config.model.pretrained_model_name_or_path)
+    if not stage or not model.exists():
+        return None
+    folder = Path(stage) / f"lorakit-stage-{os.getpid()}"
+    folder.mkdir()
+    target = folder / model.name
+    reporter.event(f"staging {model} → {target}")
+    (shutil.copytree if model.is_dir() else shutil.copy2)(model, target)
+    return target
+
+
+def _one_folder(env: BatchEnv, folder: str, remote, staged: Path | None, reporter: Reporter) -> FolderOutcome:
+    from .remote import RcloneError
+
+    outcome = FolderOutcome(folder, "failed")
+    state = read_state(env, folder)
+    try:
+        if state.get("status") not in ("trained", "uploaded"):
+            _train_folder(env, folder, staged, reporter, outcome)
+            if outcome.status == "failed":
+                _finish_remote_claim(env, remote, folder, ok=False, reporter=reporter)
+                return outcome
+            state = read_state(env, folder)
+        outcome.run_dir, outcome.attempts = state["run_dir"], state.get("attempts", outcome.attempts)
+        _install_copy(env, Path(state["run_dir"]), reporter)
+        if remote is not None and state.get("status") != "uploaded":
+            _upload(env, remote, folder, Path(state["run_dir"]), reporter)
+            outcome.uploaded = True
+        elif remote is not None:
+            outcome.uploaded = True
+        if remote is not None:
+            _finish_remote_claim(env, remote, folder, ok=True, reporter=reporter)
+        outcome.removed = _clean_local(env, folder, Path(state["run_dir"]), remote is not None, reporter)
+        outcome.status = "done"
+    except RcloneError as exc:
+        outcome.reason = str(exc)
+        if exc.fatal:
+            raise
+    except LorakitError as exc:
+        outcome.reason = str(exc)
+    return outcome
+
+
+def _train_folder(env: BatchEnv, folder: str, staged: Path | None, reporter: Reporter,
+                  outcome: FolderOutcome) -> None:
+    """Train `folder` in a child process; after an out-of-memory, again with each rung of the ladder in turn."""
+    from ..config.snapshot import config_toml
+    from ..process import lorakit_command, run_child
+    from .oom import attempt_sets, is_oom, ladder
+
+    name = run_name(env, folder)
+    steps = ladder(env.config, Path(env.config.batch.oom_file) if env.config.batch.oom_file else None,
+                   _bnb_available())
+    work = env.working / STATE_DIR / folder
+    for attempt in range(env.config.batch.oom_retries + 1):
+        label = "plain" if attempt == 0 else steps[attempt - 1].name
+        layers, sets = attempt_sets(steps, attempt) if attempt else ([], [])
+        run_dir = env.runs / free_run_id(env.runs, name if attempt == 0 else f"{name}-oom{attempt}")
+        own = [f'data.train_data_dir="{(env.working / folder).resolve().as_posix()}"',
+               f'output.output_dir="{env.runs.resolve().as_posix()}"', f'output.output_name="{name}"',
+               f'output.run_id="{run_dir.name}"']
+        if staged is not None:
+            own.append(f'model.pretrained_model_name_or_path="{staged.as_posix()}"')
+        try:
+            resolved = resolve_layers(env.base, [env.path], [*env.adds, *[str(x) for x in layers]], False,
+                                      [*own, *sets], check_paths=True)
+        except ConfigError as exc:
+            outcome.reason = f"config: {exc}"
+            return
+        config_file = work / f"attempt-{attempt}.toml"
+        work.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(config_file, config_toml(resolved.config))
+        outcome.attempts.append(label)
+        reporter.event(f"{folder}: training ({label}) → {run_dir}")
+        child = run_child(lorakit_command("train", "--config", str(config_file)), work / f"attempt-{attempt}.log",
+                          reporter.line)
+        if run_dir.is_dir():  # the run's own copy of what it printed
+            shutil.copy2(work / f"attempt-{attempt}.log", run_dir / "batch.log")
+        if child.exit_code == 0:
+            write_state(env, folder, status="trained", run_dir=str(run_dir), attempts=outcome.attempts)
+            outcome.status, outcome.run_dir = "trained", str(run_dir)
+            return
+        if not is_oom(child.exit_code, child.tail):
+            outcome.reason = f"training failed (exit {child.exit_code}): {_last_error(child.tail)}"
+            return
+        if attempt == env.config.batch.oom_retries or attempt >= len(steps):
+            outcome.reason = f"out of GPU memory after {attempt + 1} attempts ({', '.join(outcome.attempts)})"
+            return
+        reporter.event(f"{folder}: out of GPU memory; retrying with {steps[attempt].name}: {steps[attempt].why}")
+
+
+def free_run_id(runs: Path, base: str) -> str:
+    """`base`, else `base-2`, `base-3`, …: a run never overwrites an earlier one (the child claims it)."""
+    candidate, n = base, 2
+    while (runs / candidate).exists():
+        candidate, n = f"{base}-{n}", n + 1
+    return candidate
+
+
+def _last_error(tail: str) -> str:
+    lines = [line for line in tail.splitlines() if line.strip()]
+    errors = [line for line in lines if line.lower().startswith(("error", "traceback")) or "Error" in line]
+    return (errors or lines or ["no output"])[-1].strip()[:300]
+
+
+def _bnb_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("bitsandbytes") is not None
+
+
+def _install_copy(env: BatchEnv, run_dir: Path, reporter: Reporter) -> None:
+    """Copy the run's LoRA into batch.lora_install_dir (a UI's LoRA folder), never over an existing file."""
+    folder = env.config.batch.lora_install_dir
+    if not folder:
+        return
+    for lora in (run_dir / "train").glob("*.safetensors"):
+        if "-step" in lora.stem:
+            continue
+        target = Path(folder) / f"{run_dir.name}{lora.suffix}"
+        if not target.exists():
+            shutil.copy2(lora, target)
+            reporter.event(f"installed {target}")
+
+
+def _upload(env: BatchEnv, remote, folder: str, run_dir: Path, reporter: Reporter) -> None:
+    s = env.config.storage
+    reporter.event(f"{folder}: uploading {run_dir} → {s.output_subdir}/{run_dir.name}")
+    remote.upload(run_dir, f"{s.output_subdir}/{run_dir.name}")  # copies what is missing, then verifies
+    _fault("after-upload")
+    write_state(env, folder, status="uploaded")
+
+
+def _finish_remote_claim(env: BatchEnv, remote, folder: str, ok: bool, reporter: Reporter) -> None:
+    """A finished claim goes to training/.done/ (or its files are deleted when asked), a failed one to
+    training/.failed/ with its folder kept, so neither is picked up again by accident."""
+    if remote is None:
+        return
+    s = env.config.storage
+    mine = _claims(env)
+    for entry in remote.entries(mine):
+        if entry.name.removesuffix(".zip") != folder:
+            continue
+        target = _free_remote(remote, f"{s.training_subdir}/{'.done' if ok else '.failed'}/{entry.name}")
+        remote.move(f"{mine}/{entry.name}", target)
+        if ok and s.delete_remote_inputs:
+            remote.delete_files(target)
+        reporter.event(f"remote {entry.name} → {target}" + (" (files deleted)" if ok and
+                                                            s.delete_remote_inputs else ""))
+
+
+def _free_remote(remote, path: str) -> str:
+    """`path`, else `path-2`, …: a move never lands on (and merges into) something already there."""
+    candidate, n = path, 2
+    while remote.exists(candidate):
+        candidate, n = f"{path}-{n}", n + 1
+    return candidate
+
+
+def _clean_local(env: BatchEnv, folder: str, run_dir: Path, uploaded: bool, reporter: Reporter) -> bool:
+    """After a verified upload: the training folder and the run folder go. Without a remote nothing is deleted
+    (the working folder may hold the only copy of the images)."""
+    if not env.config.batch.cleanup_on_success or not uploaded:
+        return False
+    shutil.rmtree(env.working / folder, ignore_errors=False)
+    shutil.rmtree(run_dir)
+    write_state(env, folder, removed=True)
+    reporter.event(f"{folder}: removed the training folder and the run folder (both are on the remote)")
+    return True
+
+
+def _empty_trash(remote, reporter: Reporter) -> None:
+    from .remote import RcloneError
+
+    try:
+        remote.cleanup()
+        reporter.event("emptied the remote's trash")
+    except RcloneError as exc:
+        if exc.fatal:
+            raise
+        reporter.event(f"warning: could not empty the remote's trash: {exc}")
+
+
+def _write_summary(env: BatchEnv, result: BatchResult) -> Path:
+    """batch_summary.json in a new folder of its own under output_dir/batches/ (never overwritten)."""
+    from ..runs import new_run_dir
+
+    folder = new_run_dir(env.runs / "batches")
+    path = folder / "batch_summary.json"
+    write_text_atomic(path, json.dumps({
+        "env": str(env.path), "worker": worker_id(env), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "ok": result.ok, "stopped": result.stopped, "folders": [asdict(f) for f in result.folders]},
+        indent=2, ensure_ascii=False))
+    return path
+
+
+def _fault(point: str) -> None:
+    """Testing aid: LORAKIT_BATCH_KILL_AT=<point> kills this process there (as a power cut would)."""
+    if os.environ.get("LORAKIT_BATCH_KILL_AT") == point:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
