@@ -23,11 +23,12 @@ every_n_steps = 0
 """
 
 
-def write_env(tmp: Path, remote: str = "", env_extra: str = "", train_extra: str = "", base_extra: str = "") -> Path:
+def write_env(tmp: Path, remote: str = "", env_extra: str = "", train_extra: str = "", base_extra: str = "",
+              storage_extra: str = "") -> Path:
     """tmp/env.toml over tmp/base.toml; working folder tmp/work (created), runs in tmp/runs."""
     (tmp / "work").mkdir(exist_ok=True)
     (tmp / "base.toml").write_text(BASE.format(train_extra=train_extra, extra=base_extra), encoding="utf-8")
-    storage = f'[storage]\nrclone_remote = "{remote}"\nremote_path = "lorakit"\n' if remote else ""
+    storage = f'[storage]\nrclone_remote = "{remote}"\nremote_path = "lorakit"\n{storage_extra}\n' if remote else ""
     env = tmp / "env.toml"
     env.write_text(f"""version = 3
 [batch]

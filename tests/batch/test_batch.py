@@ -28,7 +28,9 @@ def test_out_of_memory_is_retried_with_the_users_layer(tmp_path: Path, monkeypat
     remote."""
     oom = tmp_path / "outofmemory.toml"
     oom.write_text("version = 3\n[train]\ntrain_batch_size = 1\ngradient_accumulation_steps = 2\n", encoding="utf-8")
-    env = write_env(tmp_path, env_extra=f'oom_file = "{oom.as_posix()}"',
+    loras = tmp_path / "ui_loras"
+    loras.mkdir()
+    env = write_env(tmp_path, env_extra=f'oom_file = "{oom.as_posix()}"\nlora_install_dir = "{loras.as_posix()}"',
                     train_extra="train_batch_size = 2",
                     base_extra="[faults]\noom_at_step = 1\noom_attempts = 2\noom_min_batch = 2")
     write_images(tmp_path / "work" / "cat", count=2)
@@ -42,6 +44,7 @@ def test_out_of_memory_is_retried_with_the_users_layer(tmp_path: Path, monkeypat
     snapshot = (retry / "config.toml").read_text()
     assert "train_batch_size = 1" in snapshot and "gradient_accumulation_steps = 2" in snapshot
     assert (retry / "train" / "cat_v1.safetensors").is_file()
+    assert (loras / "cat_v1-oom1.safetensors").read_bytes() == (retry / "train" / "cat_v1.safetensors").read_bytes()
     assert (tmp_path / "work" / "cat" / "img0.png").is_file()  # no remote: the inputs stay
     assert "out of GPU memory; retrying with" in out
 
@@ -87,9 +90,10 @@ def test_batch_pulls_trains_uploads_and_cleans_up(tmp_path: Path, monkeypatch, c
         training = plant_training(remote.folder, tmp_path)
         for key, value in remote.env.items():
             monkeypatch.setenv(key, value)
-        env = write_env(tmp_path, remote=remote.root, env_extra='worker_id = "w1"')
+        env = write_env(tmp_path, remote=remote.root, env_extra='worker_id = "w1"', storage_extra="empty_trash = true")
         code, out = run_cli(monkeypatch, capsys, "batch", "--env", env)
     assert code == 1, out  # one folder failed
+    assert "could not empty the remote's trash" in out  # webdav has no trash: a warning, not a stop
     folders = {f["name"]: f for f in summary_of(tmp_path)["folders"]}
     assert {n: f["status"] for n, f in folders.items()} == {"broken": "failed", "cat": "done", "dog": "done"}
     assert "no images" in folders["broken"]["reason"]
@@ -119,7 +123,8 @@ def test_a_batch_killed_mid_upload_finishes_on_the_next_start(tmp_path: Path) ->
     with serve_webdav(tmp_path / "served") as remote:
         training = remote.folder / "lorakit" / "training"
         write_images(training / "dog", count=2)
-        env_file = write_env(tmp_path, remote=remote.root, env_extra='worker_id = "w1"')
+        env_file = write_env(tmp_path, remote=remote.root, env_extra='worker_id = "w1"',
+                             storage_extra="delete_remote_inputs = true")
         env = {**os.environ, **remote.env}
         batch = [sys.executable, "-m", "lorakit.cli", "batch", "--env", str(env_file)]
         killed = subprocess.run(batch, env={**env, "LORAKIT_BATCH_KILL_AT": "after-upload"}, capture_output=True,
@@ -134,6 +139,7 @@ def test_a_batch_killed_mid_upload_finishes_on_the_next_start(tmp_path: Path) ->
         assert after == before  # no file uploaded a second time
         assert "training (plain)" not in again.stdout  # not trained again
         assert not (tmp_path / "runs" / "dog_v1").exists() and (training / ".done" / "dog").is_dir()
+        assert tree(training / ".done" / "dog") == set()  # delete_remote_inputs: the files went, the folder stays
 
 
 @pytest.mark.slow
@@ -155,3 +161,46 @@ def test_two_batches_share_one_remote_without_training_a_folder_twice(tmp_path: 
         trained = [f["name"] for worker in ("w1", "w2") for f in summary_of(tmp_path / worker)["folders"]]
         assert sorted(trained) == ["a", "b", "c"]  # each folder exactly once, across both
         assert sorted(p.name for p in (remote.folder / "lorakit" / "output").iterdir()) == ["a_v1", "b_v1", "c_v1"]
+
+
+def test_a_remote_that_refuses_the_login_stops_the_batch_at_once(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A remote rclone has no section for is an error no retry can fix: the batch stops before anything else, the
+    local folders stay as they are, and the summary says why (real rclone output)."""
+    from batch.rclone_server import rclone_binary
+
+    rclone_binary()  # skips without rclone
+    (tmp_path / "rclone.conf").write_text("", encoding="utf-8")
+    monkeypatch.setenv("RCLONE_CONFIG", str(tmp_path / "rclone.conf"))
+    env = write_env(tmp_path, remote="nosuchremote:")
+    write_images(tmp_path / "work" / "dog", count=1)
+    code, out = run_cli(monkeypatch, capsys, "batch", "--env", env)
+    assert code == 1 and "stopped" in out
+    summary = summary_of(tmp_path)
+    assert "nosuchremote" in summary["stopped"] and summary["folders"] == []
+    assert (tmp_path / "work" / "dog" / "img0.png").is_file() and not (tmp_path / "runs" / "dog_v1").exists()
+
+
+def test_the_base_model_is_staged_as_a_copy_and_removed(tmp_path: Path) -> None:
+    from lorakit.batch.runner import _stage_model, load_env
+
+    model = tmp_path / "models" / "mine"
+    (model / "unet").mkdir(parents=True)
+    (model / "unet" / "weights.bin").write_bytes(b"w" * 1000)
+    (tmp_path / "fast").mkdir()
+    env = load_env(write_env(tmp_path, env_extra=f'stage_dir = "{(tmp_path / "fast").as_posix()}"',
+                             base_extra=""))
+    env.config.model.pretrained_model_name_or_path = str(model)
+    staged = _stage_model(env, type("R", (), {"event": lambda self, m: None})())
+    assert staged.parent.parent == tmp_path / "fast" and staged.name == "mine"
+    assert (staged / "unet" / "weights.bin").read_bytes() == b"w" * 1000
+    assert (model / "unet" / "weights.bin").is_file()  # the original never moves
+    from lorakit.batch.runner import run_batch
+
+    import shutil
+
+    shutil.rmtree(staged.parent)
+    events: list[str] = []
+    recorder = type("R", (), {"event": lambda self, m: events.append(m), "line": lambda self, t: None})()
+    run_batch(env, recorder)  # nothing to train: the batch stages the model, then removes its copy
+    assert any(e.startswith(f"staging {model} → {tmp_path / 'fast'}") for e in events), events
+    assert list((tmp_path / "fast").iterdir()) == [] and (model / "unet" / "weights.bin").is_file()
