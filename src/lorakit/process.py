@@ -48,7 +48,8 @@ def run_child(command: Sequence[str], log: Path, on_line: Callable[[str], None] 
     tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
     with open(log, "a", encoding="utf-8") as out, subprocess.Popen(
             list(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(env or child_environment()),
-            text=True, encoding="utf-8", errors="replace", bufsize=1) as child:
+            text=True, encoding="utf-8", errors="replace", bufsize=1,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None) as child:
         assert child.stdout is not None
         for line in child.stdout:
             line = line.rstrip("\n")
@@ -59,3 +60,12 @@ def run_child(command: Sequence[str], log: Path, on_line: Callable[[str], None] 
                 on_line(line)
         code = child.wait()
     return ChildResult(code, "\n".join(tail))
+
+
+def _die_with_parent() -> None:
+    """In the child, before it starts: if this process is killed (SIGKILL, a crashed notebook kernel), the child
+    gets SIGKILL too, instead of training on unseen and holding the GPU's memory (Linux's PR_SET_PDEATHSIG)."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG

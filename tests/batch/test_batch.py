@@ -176,7 +176,8 @@ def test_a_remote_that_refuses_the_login_stops_the_batch_at_once(tmp_path: Path,
     code, out = run_cli(monkeypatch, capsys, "batch", "--env", env)
     assert code == 1 and "stopped" in out
     summary = summary_of(tmp_path)
-    assert "nosuchremote" in summary["stopped"] and summary["folders"] == []
+    assert "nosuchremote" in summary["stopped"]
+    assert [(f["name"], f["status"]) for f in summary["folders"]] == [("dog", "skipped")]
     assert (tmp_path / "work" / "dog" / "img0.png").is_file() and not (tmp_path / "runs" / "dog_v1").exists()
 
 

@@ -119,6 +119,16 @@ def read_state(env: BatchEnv, folder: str) -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
+def clear_state(env: BatchEnv, folder: str) -> None:
+    """Archive a folder's state (.batch/<folder>/ → .batch/.history/<folder>-<time>/): a new folder of the same name
+    starts fresh, and the old logs stay readable."""
+    current = _state_path(env, folder).parent
+    if current.is_dir():
+        history = env.working / STATE_DIR / ".history"
+        history.mkdir(parents=True, exist_ok=True)
+        current.rename(history / f"{folder}-{datetime.now().strftime('%Y%m%d_%H%M%S_%f')}")
+
+
 def write_state(env: BatchEnv, folder: str, **values: object) -> None:
     path = _state_path(env, folder)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,41 +140,58 @@ def write_state(env: BatchEnv, folder: str, **values: object) -> None:
 def run_batch(env: BatchEnv, reporter: Reporter, reclaim: bool = False) -> BatchResult:
     """Train what the working folder holds (a folder left by an earlier, interrupted batch included), then, with a
     remote, claim one remote entry at a time, download it and train it, until none is left: several batches on
-    several machines share the remote's work that way."""
+    several machines share the remote's work that way. One batch per working folder (a lock refuses a second)."""
+    from ..io import folder_lock
     from .remote import RcloneError
 
     result = BatchResult([])
-    remote = _remote(env)
-    staged: Path | None = None
-    try:
-        if remote is not None:
-            _start_remote(env, remote, reporter, reclaim)
-        staged = _stage_model(env, reporter)
+    (env.working / STATE_DIR).mkdir(exist_ok=True)
+    with folder_lock(env.working / STATE_DIR):
+        remote = _remote(env)
+        staged: Path | None = None
         done: set[str] = set()
-        while True:
-            _unzip(env, reporter, result)
-            todo = [f for f in training_folders(env) if f not in done]
-            for folder in todo:
-                result.folders.append(_one_folder(env, folder, remote, staged, reporter))
-                done.add(folder)
-            if remote is None or not _claim_next(env, remote, reporter):
-                break
-        if remote is not None and env.config.storage.empty_trash:
-            _empty_trash(remote, reporter)
-    except RcloneError as exc:
-        if not exc.fatal:
-            raise
-        result.stopped = f"{exc} ({exc.kind}: retrying cannot help; nothing local was deleted)"
-        reporter.event(f"stopped: {result.stopped}")
-    finally:
-        if staged is not None:
-            shutil.rmtree(staged.parent, ignore_errors=True)
-    result.summary_path = _write_summary(env, result)
+        try:
+            _sweep_leftovers(env)
+            if remote is not None:
+                _start_remote(env, remote, reporter, reclaim)
+            staged = _stage_model(env, reporter)
+            while True:
+                _unzip(env, reporter, result)
+                for folder in [f for f in training_folders(env) if f not in done]:
+                    done.add(folder)
+                    result.folders.append(_one_folder(env, folder, remote, staged, reporter))
+                if remote is None or not _claim_next(env, remote, reporter):
+                    break
+            if remote is not None and env.config.storage.empty_trash:
+                _empty_trash(remote, reporter)
+        except RcloneError as exc:  # a fatal one, or a remote that stopped answering between folders
+            why = "retrying cannot help" if exc.fatal else "the remote stopped answering"
+            result.stopped = f"{exc} ({exc.kind}: {why}; nothing local was deleted)"
+            reporter.event(f"stopped: {result.stopped}")
+            result.folders += [FolderOutcome(f, "skipped", "the batch stopped before it")
+                               for f in training_folders(env) if f not in done]
+        finally:
+            if staged is not None:
+                shutil.rmtree(staged.parent, ignore_errors=True)
+            result.summary_path = _write_summary(env, result)
     return result
 
 
+def _sweep_leftovers(env: BatchEnv) -> None:
+    """What a killed batch left: staged model copies and partial downloads of processes that are gone."""
+    from ..io import pid_alive
+
+    stage = env.config.batch.stage_dir
+    for folder in Path(stage).glob("lorakit-stage-*") if stage else []:
+        pid = folder.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+    for partial in env.working.glob(".*.download"):
+        shutil.rmtree(partial, ignore_errors=True)  # under the lock: no other batch is downloading here
+
+
 def training_folders(env: BatchEnv) -> list[str]:
-    """Sub-folders of the working folder, in name order; dot-names are skipped (the spec's rule)."""
+    """Sub-folders of the working folder, in name order; dot-names are skipped (the spec's rule), so is .batch."""
     return sorted(p.name for p in env.working.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
@@ -179,7 +206,26 @@ def _remote(env: BatchEnv):
 
 
 def worker_id(env: BatchEnv) -> str:
-    return env.config.batch.worker_id or socket.gethostname()
+    """batch.worker_id, else the id this working folder got the first time (host name + a hash of the folder's
+    path), kept in .batch/worker_id: a rented machine that comes back with another host name but the same
+    persistent working folder continues its own claims, and two batches on one machine never share an id."""
+    if env.config.batch.worker_id:
+        return env.config.batch.worker_id
+    saved = env.working / STATE_DIR / "worker_id"
+    if saved.is_file():
+        return saved.read_text(encoding="utf-8").strip()
+    import hashlib
+
+    digest = hashlib.sha256(str(env.working.resolve()).encode()).hexdigest()[:8]
+    chosen = f"{socket.gethostname()}-{digest}"
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(saved, chosen)
+    return chosen
+
+
+def entry_folder(name: str) -> str:
+    """The training folder a remote entry becomes: `cat` for `cat/`, `cat.zip` and `Cat.ZIP` → `Cat`."""
+    return name[:-4] if name.lower().endswith(".zip") else name
 
 
 def _claims(env: BatchEnv) -> str:
@@ -194,6 +240,9 @@ def _start_remote(env: BatchEnv, remote, reporter: Reporter, reclaim: bool) -> N
         for name in _stale_claims(env, remote):
             reporter.event(f"reclaimed {name}")
     remote.write_text(f"{s.training_subdir}/.claimed/{worker_id(env)}.lease", _lease())
+    if not remote.can_move_folders():
+        reporter.event("warning: this remote cannot move folders server-side (an object store such as S3): two "
+                       "batches sharing it could take the same folder; give each batch its own remote_path")
     for entry in remote.entries(_claims(env)):
         _download(env, remote, entry, reporter)
 
@@ -203,6 +252,8 @@ def _claim_next(env: BatchEnv, remote, reporter: Reporter) -> bool:
     batch made first fails, so no folder is trained twice) and download it; False when nothing is left."""
     s = env.config.storage
     for entry in remote.entries(s.training_subdir):
+        if not (entry.is_dir or entry.name.lower().endswith(".zip")):
+            continue  # a stray file (notes.txt) is not a training folder
         if remote.move(f"{s.training_subdir}/{entry.name}", f"{_claims(env)}/{entry.name}"):
             reporter.event(f"claimed {entry.name}")
             remote.write_text(f"{s.training_subdir}/.claimed/{worker_id(env)}.lease", _lease())
@@ -213,20 +264,17 @@ def _claim_next(env: BatchEnv, remote, reporter: Reporter) -> bool:
 
 def _download(env: BatchEnv, remote, entry, reporter: Reporter) -> None:
     """Copy a claimed entry into the working folder through a hidden folder, verified before it takes its name."""
-    local = env.working / entry.name
-    if local.exists() or _done_before(env, entry.name):
+    local, folder = env.working / entry.name, entry_folder(entry.name)
+    if local.exists() or (env.working / folder).exists():  # here already (unzipped, or mid-run when killed)
         return
     reporter.event(f"downloading {entry.name}")
     target = env.working / f".{entry.name}.download"
     shutil.rmtree(target, ignore_errors=True)
     remote.download(f"{_claims(env)}/{entry.name}", target)
+    clear_state(env, folder)  # a new input: whatever an earlier folder of this name did is history
+    write_state(env, folder, source="remote", entry=entry.name)
     (target if entry.is_dir else target / entry.name).rename(local)
     shutil.rmtree(target, ignore_errors=True)
-
-
-def _done_before(env: BatchEnv, entry: str) -> bool:
-    name = entry.removesuffix(".zip")
-    return read_state(env, name).get("status") == "uploaded"
 
 
 def _lease() -> str:
@@ -285,9 +333,12 @@ def _one_folder(env: BatchEnv, folder: str, remote, staged: Path | None, reporte
 
     outcome = FolderOutcome(folder, "failed")
     state = read_state(env, folder)
+    if state.get("status") == "training" and _finished(Path(state["run_dir"])):  # killed right after it finished
+        write_state(env, folder, status="trained")
+        state = read_state(env, folder)
     try:
         if state.get("status") not in ("trained", "uploaded"):
-            _train_folder(env, folder, staged, reporter, outcome)
+            _train_folder(env, folder, staged, reporter, outcome, remote)
             if outcome.status == "failed":
                 _finish_remote_claim(env, remote, folder, ok=False, reporter=reporter)
                 return outcome
@@ -312,8 +363,14 @@ def _one_folder(env: BatchEnv, folder: str, remote, staged: Path | None, reporte
     return outcome
 
 
+def _finished(run_dir: Path) -> bool:
+    """A run whose final LoRA is written (atomically, as its last step) trained to the end."""
+    name = next((p for p in (run_dir / "train").glob("*.safetensors") if "-step" not in p.stem), None)
+    return name is not None
+
+
 def _train_folder(env: BatchEnv, folder: str, staged: Path | None, reporter: Reporter,
-                  outcome: FolderOutcome) -> None:
+                  outcome: FolderOutcome, remote=None) -> None:
     """Train `folder` in a child process; after an out-of-memory, again with each rung of the ladder in turn."""
     from ..config.snapshot import config_toml
     from ..process import lorakit_command, run_child
@@ -326,7 +383,8 @@ def _train_folder(env: BatchEnv, folder: str, staged: Path | None, reporter: Rep
     for attempt in range(env.config.batch.oom_retries + 1):
         label = "plain" if attempt == 0 else steps[attempt - 1].name
         layers, sets = attempt_sets(steps, attempt) if attempt else ([], [])
-        run_dir = env.runs / free_run_id(env.runs, name if attempt == 0 else f"{name}-oom{attempt}")
+        run_dir = env.runs / free_run_id(env.runs, name if attempt == 0 else f"{name}-oom{attempt}",
+                                         remote, env.config.storage.output_subdir)
         own = [f'data.train_data_dir="{(env.working / folder).resolve().as_posix()}"',
                f'output.output_dir="{env.runs.resolve().as_posix()}"', f'output.output_name="{name}"',
                f'output.run_id="{run_dir.name}"']
@@ -342,9 +400,10 @@ def _train_folder(env: BatchEnv, folder: str, staged: Path | None, reporter: Rep
         work.mkdir(parents=True, exist_ok=True)
         write_text_atomic(config_file, config_toml(resolved.config))
         outcome.attempts.append(label)
+        write_state(env, folder, status="training", run_dir=str(run_dir), attempts=outcome.attempts)
         reporter.event(f"{folder}: training ({label}) → {run_dir}")
         child = run_child(lorakit_command("train", "--config", str(config_file)), work / f"attempt-{attempt}.log",
-                          reporter.line)
+                          _renewing(env, remote, reporter.line))
         if run_dir.is_dir():  # the run's own copy of what it printed
             shutil.copy2(work / f"attempt-{attempt}.log", run_dir / "batch.log")
         if child.exit_code == 0:
@@ -360,12 +419,29 @@ def _train_folder(env: BatchEnv, folder: str, staged: Path | None, reporter: Rep
         reporter.event(f"{folder}: out of GPU memory; retrying with {steps[attempt].name}: {steps[attempt].why}")
 
 
-def free_run_id(runs: Path, base: str) -> str:
-    """`base`, else `base-2`, `base-3`, …: a run never overwrites an earlier one (the child claims it)."""
+def free_run_id(runs: Path, base: str, remote=None, output_subdir: str = "output") -> str:
+    """`base`, else `base-2`, `base-3`, …, free here and (with a remote) among the uploaded results: a run never
+    overwrites an earlier one, on this disk or on the remote."""
     candidate, n = base, 2
-    while (runs / candidate).exists():
+    while (runs / candidate).exists() or (remote is not None and remote.exists(f"{output_subdir}/{candidate}")):
         candidate, n = f"{base}-{n}", n + 1
     return candidate
+
+
+def _renewing(env: BatchEnv, remote, on_line):
+    """`on_line`, renewing this worker's lease every quarter of batch.lease_hours while a run prints: a long run
+    never looks like a vanished worker to another batch's --reclaim."""
+    if remote is None:
+        return on_line
+    every, last = env.config.batch.lease_hours * 3600 / 4, [time.monotonic()]
+
+    def line(text: str) -> None:
+        on_line(text)
+        if time.monotonic() - last[0] > every:
+            last[0] = time.monotonic()
+            remote.write_text(f"{env.config.storage.training_subdir}/.claimed/{worker_id(env)}.lease", _lease())
+
+    return line
 
 
 def _last_error(tail: str) -> str:
@@ -410,7 +486,7 @@ def _finish_remote_claim(env: BatchEnv, remote, folder: str, ok: bool, reporter:
     s = env.config.storage
     mine = _claims(env)
     for entry in remote.entries(mine):
-        if entry.name.removesuffix(".zip") != folder:
+        if entry_folder(entry.name) != folder:
             continue
         target = _free_remote(remote, f"{s.training_subdir}/{'.done' if ok else '.failed'}/{entry.name}")
         remote.move(f"{mine}/{entry.name}", target)
@@ -429,13 +505,17 @@ def _free_remote(remote, path: str) -> str:
 
 
 def _clean_local(env: BatchEnv, folder: str, run_dir: Path, uploaded: bool, reporter: Reporter) -> bool:
-    """After a verified upload: the training folder and the run folder go. Without a remote nothing is deleted
-    (the working folder may hold the only copy of the images)."""
+    """After a verified upload: the run folder goes, and the training folder if it came from the remote (a folder
+    you put in the working folder yourself may be the only copy: it stays). Without a remote nothing is deleted."""
     if not env.config.batch.cleanup_on_success or not uploaded:
         return False
-    shutil.rmtree(env.working / folder, ignore_errors=False)
-    shutil.rmtree(run_dir)
-    write_state(env, folder, removed=True)
+    shutil.rmtree(run_dir, ignore_errors=True)  # already gone when a killed batch removed it
+    if read_state(env, folder).get("source") != "remote":
+        write_state(env, folder, removed="run folder")
+        reporter.event(f"{folder}: removed the uploaded run folder; kept the training folder (not from the remote)")
+        return True
+    shutil.rmtree(env.working / folder, ignore_errors=True)
+    clear_state(env, folder)  # done: a new folder of this name later is a new job
     reporter.event(f"{folder}: removed the training folder and the run folder (both are on the remote)")
     return True
 
