@@ -147,3 +147,12 @@ def test_stray_files_in_training_are_not_claimed(tmp_path, local_remote, trained
     assert (training / "notes.txt").is_file() and (training / ".done" / "Cat.ZIP").is_file()
     summary = json.loads(result.summary_path.read_text())
     assert summary["ok"] and summary["worker"] == "w1"
+
+
+def test_run_names_follow_the_suffix_and_add_layers(tmp_path) -> None:
+    """The spec's naming: <folder>_<output_suffix>, and each --add file's stem appended (makelora.py's --add)."""
+    (tmp_path / "lowlr.toml").write_text("version = 3\n[train]\nlearning_rate = 1e-5\n", encoding="utf-8")
+    env = runner.load_env(write_env(tmp_path), [str(tmp_path / "lowlr.toml")])
+    assert runner.run_name(env, "dog") == "dog_v1_lowlr" and env.config.train.learning_rate == 1e-5
+    env.config.batch.output_suffix = ""
+    assert runner.run_name(env, "dog") == "dog_lowlr"
