@@ -41,9 +41,11 @@ def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def run_child(command: Sequence[str], log: Path, on_line: Callable[[str], None] | None = None,
-              env: Mapping[str, str] | None = None, tail_lines: int = 200) -> ChildResult:
+              env: Mapping[str, str] | None = None, tail_lines: int = 200,
+              on_start: Callable[[int], None] | None = None) -> ChildResult:
     """Run `command`, stdout and stderr merged; each line goes to `on_line` and is appended to `log` (flushed per
-    line, so a crash of this process still leaves the log). Ctrl+C reaches the child too (same process group)."""
+    line, so a crash of this process still leaves the log). Ctrl+C reaches the child too (same process group).
+    `on_start(pid)` is called once the child exists (a queue records it, to stop it later)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
     with open(log, "a", encoding="utf-8") as out, subprocess.Popen(
@@ -51,6 +53,8 @@ def run_child(command: Sequence[str], log: Path, on_line: Callable[[str], None] 
             text=True, encoding="utf-8", errors="replace", bufsize=1,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None) as child:
         assert child.stdout is not None
+        if on_start:
+            on_start(child.pid)
         for line in child.stdout:
             line = line.rstrip("\n")
             out.write(line + "\n")

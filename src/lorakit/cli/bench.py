@@ -58,25 +58,25 @@ def bench_command(
     prompts: Annotated[Optional[Path], typer.Option("--prompts", help="A text file: one prompt per line "
                                                     "(# comments and blank lines skipped).")] = None,
     weights: Annotated[Optional[str], typer.Option("--weights", help="LoRA weights, comma-separated; 0 = the base "
-                                                   "model [default: 0,0.4,0.6,0.8,1.0].")] = None,
+                                                   "model (default: 0,0.4,0.6,0.8,1.0).")] = None,
     seeds: Annotated[Optional[str], typer.Option("--seeds", help="Seeds, comma-separated "
-                                                 "[default: 123456789,987654321].")] = None,
+                                                 "(default: 123456789,987654321).")] = None,
     negative: Annotated[Optional[str], typer.Option("--negative", help="Negative prompt.")] = None,
     sampler: Annotated[Optional[str], typer.Option("--sampler", help="euler, euler_ancestral, dpmpp_2m, ddim "
                                                    "(ComfyUI's names) or A1111's ('Euler a', 'DPM++ 2M Karras'); "
-                                                   "comfyui: any ComfyUI sampler [default: euler, or the "
-                                                   "workflow's].")] = None,
-    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="normal or karras [default: normal, or "
-                                                     "the workflow's].")] = None,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="Inference steps [default: 20, or the "
-                                                 "workflow's].")] = None,
-    cfg: Annotated[Optional[float], typer.Option("--cfg", help="Guidance scale [default: 7, or the "
-                                                 "workflow's].")] = None,
-    width: Annotated[Optional[int], typer.Option("--width", help="Width [default: the model's or the "
-                                                 "workflow's].")] = None,
-    height: Annotated[Optional[int], typer.Option("--height", help="Height [default: as width].")] = None,
+                                                   "comfyui: any ComfyUI sampler (default: euler, or the "
+                                                   "workflow's).")] = None,
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="normal or karras (default: normal, or "
+                                                     "the workflow's).")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Inference steps (default: 20, or the "
+                                                 "workflow's).")] = None,
+    cfg: Annotated[Optional[float], typer.Option("--cfg", help="Guidance scale (default: 7, or the "
+                                                 "workflow's).")] = None,
+    width: Annotated[Optional[int], typer.Option("--width", help="Width (default: the model's or the "
+                                                 "workflow's).")] = None,
+    height: Annotated[Optional[int], typer.Option("--height", help="Height (default: as width).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per prompt, seed and weight "
-                                                      "[default: 1].")] = None,
+                                                      "(default: 1).")] = None,
     train_images: Annotated[Optional[Path], typer.Option("--train-images", help="The training images: adds "
                                                          "similarity to them (default: the run's, for a LoRA in "
                                                          "a run folder).")] = None,
@@ -87,9 +87,9 @@ def bench_command(
                                                 "a LoRA in a run folder, else bench/ beside it; never "
                                                 "overwritten).")] = None,
     backend: Annotated[Optional[str], typer.Option("--backend", help="builtin (diffusers in lorakit) or comfyui "
-                                                   "(a running ComfyUI) [default: builtin].")] = None,
+                                                   "(a running ComfyUI) (default: builtin).")] = None,
     comfy_url: Annotated[Optional[str], typer.Option("--comfy-url", help="ComfyUI's address "
-                                                     "[default: http://127.0.0.1:8188].")] = None,
+                                                     "(default: http://127.0.0.1:8188).")] = None,
     workflow: Annotated[Optional[Path], typer.Option("--workflow", help="API-format ComfyUI workflow (backend "
                                                      "comfyui).")] = None,
     lora_install_dir: Annotated[Optional[Path], typer.Option("--lora-install-dir", help="ComfyUI's models/loras "

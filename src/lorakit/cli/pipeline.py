@@ -37,7 +37,7 @@ def pipeline(
     profile: Annotated[str, typer.Option("--profile", help="style or char: the raw folder and the preset "
                                          "(sd15-style / sd15-character).")] = "style",
     run_id: Annotated[Optional[str], typer.Option("--run-id", help="The run folder's name under runs/ "
-                                                  "[default: the time, YYYYMMDD_HHMMSS].")] = None,
+                                                  "(default: the time, YYYYMMDD_HHMMSS).")] = None,
     root: Annotated[Path, typer.Option("--root", help="The folder holding datasets/ and runs/.")] = Path("."),
     resize: Annotated[bool, typer.Option("--resize", help="Prepare the raw set first (upright RGB PNGs, long side "
                                          "≤ --max-side, bad and duplicate images set aside) into "
@@ -53,7 +53,7 @@ def pipeline(
     config: ConfigFiles = [],
     set_: SetValues = [],
     weights: Annotated[Optional[str], typer.Option("--weights", help="Bench LoRA weights, comma-separated "
-                                                   "[default: the config's [bench]].")] = None,
+                                                   "(default: the config's bench section).")] = None,
     seeds: Annotated[Optional[str], typer.Option("--seeds", help="Bench seeds, comma-separated.")] = None,
     positive: Annotated[Optional[str], typer.Option("--positive", help="The bench prompt (replaces the "
                                                     "workflow's or the config's).")] = None,

@@ -29,6 +29,9 @@ def train(
         "its newest checkpoint), one of its checkpoints/step-… folders, or auto (the newest checkpoint in "
         "output.output_dir that this config continues). Without --config/--preset the checkpoint's own config is "
         "used (plus --add/--set); changes that would alter the training are refused."),
+    events: Optional[Path] = typer.Option(
+        None, "--events", help="Also write the progress as JSON lines to this file (start, every step, saves, the "
+        "end): what the job queue and the web UI read."),
 ) -> None:
     """Train a LoRA as the config says; prints the plan first; the result goes to runs/<run_id>/train/.
 
@@ -40,7 +43,7 @@ def train(
 
     commands = Commands()
     try:
-        result = _train(commands, config, add, preset, set_, oom, strict, resume)
+        result = _train(commands, config, add, preset, set_, oom, strict, resume, events)
     except KeyboardInterrupt:  # the second Ctrl+C (typer would exit 130 silently)
         err_console.print("[bold red]interrupted[/]: quit at once; the last complete checkpoint is kept")
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -64,7 +67,7 @@ def train(
         raise typer.Exit(EXIT_STOPPED)
 
 
-def _train(commands, config, add, preset, set_, oom, strict, resume):
+def _train(commands, config, add, preset, set_, oom, strict, resume, events=None):
     """Resolve the config (the checkpoint's as the base layer when resuming without one) and train, the first
     SIGINT/SIGTERM asking the run to stop after its step."""
     from .. import api
@@ -80,7 +83,12 @@ def _train(commands, config, add, preset, set_, oom, strict, resume):
             resolved = resolve_options(config, add, preset, set_, oom, check_paths=True)
             if resume:
                 checkpoint = api.find_checkpoint(resume, resolved.config, _warn)
-        return api.train(resolved, [RichProgress(console)], commands, strict=strict, resume=checkpoint)
+        watchers = [RichProgress(console)]
+        if events is not None:
+            from ..engine.events import JsonLinesEvents
+
+            watchers.append(JsonLinesEvents(events))
+        return api.train(resolved, watchers, commands, strict=strict, resume=checkpoint)
 
 
 def _warn(message: str) -> None:

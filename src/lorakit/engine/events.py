@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import os
 import time
@@ -445,3 +446,43 @@ class RunLog(Callback):
         finally:
             if self.file:
                 self.file.close()
+
+
+class JsonLinesEvents(Callback):
+    """Progress as JSON lines, each on disk when it happens, for a program that watches a run from outside (the job
+    queue, the web UI): {"event": "start" | "step" | "validation" | "save" | "notice" | "warning" | "error" | "end",
+    "time": ISO 8601 UTC, …}. Every step is written (the loss only where the run read it back), so a reader can show
+    live progress without parsing the console text."""
+
+    def __init__(self, path: Path, now: Now = utc_now) -> None:
+        self.file, self.now = _AppendFile(path), now
+
+    def _write(self, event: str, **values: object) -> None:
+        stamp = self.now().isoformat(timespec="seconds")
+        self.file.write(json.dumps({"event": event, "time": stamp, **values}, default=str) + "\n")
+
+    def on_notice(self, message: str) -> None:
+        self._write("notice", message=message)
+
+    def on_warning(self, message: str) -> None:
+        self._write("warning", message=message)
+
+    def on_start(self, total_steps: int, info: dict[str, object]) -> None:
+        self._write("start", total=total_steps, **{k: v for k, v in info.items() if k not in ("event", "time")})
+
+    def on_step(self, event: StepEvent) -> None:
+        self._write("step", step=event.step, total=event.total, epoch=event.epoch, loss=event.loss, lr=event.lr,
+                    it_per_s=event.it_per_s)
+
+    def on_validation(self, step: int, loss: float) -> None:
+        self._write("validation", step=step, loss=loss)
+
+    def on_save(self, step: int, path: Path) -> None:
+        self._write("save", step=step, path=str(path))
+
+    def on_error(self, message: str) -> None:
+        self._write("error", message=message)
+
+    def on_end(self, steps: int, stopped: bool) -> None:
+        self._write("end", steps=steps, stopped=stopped)
+        self.file.close()

@@ -1,0 +1,177 @@
+"""Adding jobs and running the queue: each job a `lorakit train` child process, one at a time per GPU.
+
+A runner holds a lock per GPU (`<home>/locks/gpu-<n>.lock`, an OS file lock: it is released when the process dies,
+however it dies), so a second runner, a second UI or a second terminal cannot start a run on a GPU that is
+training. Progress comes back as JSON lines the child writes (`lorakit train --events`), not by reading its text.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import shutil
+import threading
+import time
+import tomllib
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol, Sequence
+
+from ..config.loader import resolve_layers
+from ..config.snapshot import config_toml
+from ..errors import EXIT_STOPPED, LorakitError
+from ..io import pid_alive, write_text_atomic
+from ..process import child_environment, lorakit_command, run_child
+from .store import Job, JobStore
+
+
+class Reporter(Protocol):
+    def event(self, message: str) -> None: ...
+    def line(self, job: Job, text: str) -> None: ...
+
+
+def add_job(store: JobStore, files: Sequence[str | Path] = (), preset: str | None = None, adds: Sequence[str] = (),
+            sets: Sequence[str] = ()) -> Job:
+    """Resolve and check the config now (a job that cannot start is refused at once, naming the problem), then
+    queue it with its source and the resolved config."""
+    resolved = resolve_layers(preset, list(files), list(adds), False, list(sets), check_paths=True)
+    source = {"preset": preset, "files": [str(Path(f).resolve()) for f in files], "adds": list(adds),
+              "sets": list(sets)}
+    return store.add(resolved.config.output.output_name, source, config_toml(resolved.config))
+
+
+class GpuLock:
+    """An exclusive lock on one GPU for this process (fcntl.flock: the OS drops it when the process ends)."""
+
+    def __init__(self, home: Path, gpu: str) -> None:
+        (home / "locks").mkdir(exist_ok=True)
+        self.gpu, self.path = gpu, home / "locks" / f"gpu-{gpu or 'cpu'}.lock"
+
+    def __enter__(self) -> "GpuLock":
+        import fcntl
+
+        self.file = open(self.path, "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "another process"
+            self.file.close()
+            where = f"GPU {self.gpu}" if self.gpu else "this machine's CPU"
+            raise LorakitError(f"a training run is already running on {where} ({holder})",
+                               "wait for it to finish, or stop it with `lorakit queue stop`") from None
+        self.file.truncate(0)
+        self.file.write(f"lorakit queue runner pid {os.getpid()}")
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import fcntl
+
+        fcntl.flock(self.file, fcntl.LOCK_UN)
+        self.file.close()
+
+
+def visible_gpus() -> list[str]:
+    """CUDA device indices this machine has ("" alone: the CPU, or one Apple GPU)."""
+    try:
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except ImportError:
+        count = 0
+    return [str(i) for i in range(count)] or [""]
+
+
+def run_queue(store: JobStore, reporter: Reporter, workers: int = 1, watch: bool = False,
+              gpus: Sequence[str] | None = None, poll_s: float = 2.0) -> None:
+    """Run queued jobs in order until none is left (with `watch`: wait for more, until interrupted). `workers`
+    GPUs each run one job at a time (CUDA_VISIBLE_DEVICES), never two on one."""
+    gpus = list(gpus) if gpus is not None else visible_gpus()
+    if workers > len(gpus):
+        raise LorakitError(f"--workers {workers}: this machine has {len([g for g in gpus if g]) or 'no'} GPU(s); "
+                           "one job runs per GPU", f"use --workers {len(gpus)}")
+    for job in store.orphans(pid_alive):
+        reporter.event(f"job {job.id} ({job.name}): {job.message}; marked failed")
+    locks = [GpuLock(store.home, gpu) for gpu in gpus[:workers]]
+    for lock in locks:
+        lock.__enter__()  # all taken before any job starts: a busy GPU refuses the runner at once
+    try:
+        threads = [threading.Thread(target=_work, args=(store, reporter, lock.gpu, watch, poll_s), daemon=True)
+                   for lock in locks]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.5)  # short joins keep Ctrl+C responsive
+    finally:
+        for lock in locks:
+            lock.__exit__()
+
+
+def _work(store: JobStore, reporter: Reporter, gpu: str, watch: bool, poll_s: float) -> None:
+    while True:
+        job = store.claim_next(os.getpid(), gpu)
+        if job is None:
+            if not watch:
+                return
+            time.sleep(poll_s)
+            continue
+        run_job(store, job, gpu, reporter)
+
+
+def run_job(store: JobStore, job: Job, gpu: str, reporter: Reporter) -> None:
+    """Run one claimed job to its end and record how it ended: done (exit 0), stopped (exit 4: saved on request)
+    or failed (anything else, with its last error line)."""
+    folder = store.home / job.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    config_file = folder / "config.toml"
+    write_text_atomic(config_file, job.config)
+    output = tomllib.loads(job.config).get("output", {})
+    run_id = output.get("run_id") or f"{datetime.now().strftime('%Y%m%d_%H%M%S')}_job{job.id}"
+    run_dir = Path(output.get("output_dir", "runs")) / run_id
+    store.update(job.id, run_dir=str(run_dir))
+    reporter.event(f"job {job.id} ({job.name}) started on {'GPU ' + gpu if gpu else 'the CPU'} → {run_dir}")
+    command = lorakit_command("train", "--config", str(config_file), "--events", str(folder / "events.jsonl"))
+    if not output.get("run_id"):
+        command += ["--set", f'output.run_id="{run_id}"']
+    env = child_environment({"CUDA_VISIBLE_DEVICES": gpu} if gpu else None)
+    child = run_child(command, folder / "output.log", lambda text: reporter.line(job, text), env,
+                      on_start=lambda pid: store.update(job.id, child_pid=pid))
+    if run_dir.is_dir():  # the run folder keeps what the run printed
+        shutil.copy2(folder / "output.log", run_dir / "queue.log")
+    if child.exit_code == 0:
+        store.finish(job.id, "done", 0)
+    elif child.exit_code == EXIT_STOPPED:
+        store.finish(job.id, "stopped", child.exit_code, "stopped on request; the checkpoint and LoRA are saved")
+    else:
+        lines = [line for line in child.tail.splitlines() if line.strip()]
+        last = next((line for line in reversed(lines) if line.lower().startswith("error")), lines[-1] if lines else "")
+        store.finish(job.id, "failed", child.exit_code, last.strip()[:300])
+    reporter.event(f"job {job.id} ({job.name}): {store.get(job.id).state} (exit {child.exit_code})")
+
+
+def stop_running(store: JobStore, job_id: int | None = None) -> list[Job]:
+    """Ask running jobs (all, or `job_id`) to stop: SIGINT, which makes `lorakit train` save a checkpoint and the
+    LoRA after its current step and exit 4."""
+    running = [j for j in store.jobs(("running",)) if job_id is None or j.id == job_id]
+    if job_id is not None and not running:
+        raise LorakitError(f"job {job_id} is not running", "`lorakit queue list` shows the running job")
+    for job in running:
+        if job.child_pid and pid_alive(job.child_pid):
+            os.kill(job.child_pid, signal.SIGINT)
+    return running
+
+
+def events(store: JobStore, job: Job) -> list[dict]:
+    """The job's progress events so far (JSON lines; a line being written is skipped)."""
+    import json
+
+    path = store.home / job.folder / "events.jsonl"
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
