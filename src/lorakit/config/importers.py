@@ -23,6 +23,7 @@ from .import_datasets import apply_dataset_toml, flatten_tables, is_dataset_toml
 from .import_gui import gui_to_sd_scripts
 from .import_networks import import_network
 from .import_result import ImportResult, args_list, is_empty, number as read_number
+from .import_traintrain import convert_traintrain, is_traintrain
 from .import_training import (alpha_mask, bucket_steps, choice, family, gui_sample_prompts, known_scheduler_arguments,
                               learning_rates, needless_warmup, optimizer, resolution, sample_prompts_file,
                               sample_schedule, scheduler, token_length, warmup)
@@ -283,7 +284,8 @@ def _drop_unused_prior_loss_weight(r: ImportResult) -> None:
 
 
 def import_file(path: Path, dataset_toml: Path | None = None) -> ImportResult:
-    """Read a kohya_ss GUI .json or sd-scripts .toml (and optional dataset .toml) into an ImportResult."""
+    """Read a kohya_ss GUI .json, a TrainTrain .json or an sd-scripts .toml (and optional dataset .toml) into an
+    ImportResult."""
     try:
         if path.suffix.lower() == ".json":
             src = json.loads(path.read_text(encoding="utf-8-sig"))
@@ -307,6 +309,10 @@ def import_file(path: Path, dataset_toml: Path | None = None) -> ImportResult:
         raise ConfigError([f"{path}: cannot read it as kohya_ss JSON or sd-scripts TOML: {exc}"]) from None
     if not isinstance(src, dict):
         raise ConfigError([f"{path}: expected a JSON object of settings"])
+    if is_traintrain(src):  # TrainTrain's presets and saved settings name their keys after its UI
+        if dataset_toml is not None:
+            raise ConfigError([f"{path}: a TrainTrain file has no dataset TOML"], "run it without --dataset-toml")
+        return convert_traintrain(src)
     result = convert(src, gui)
     if src.get("dataset_config"):
         result.mapped["dataset_config"] = "(the dataset TOML, read with it)"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from ..data.settings import DataSection
 from .mode_sections import (MODE_SECTIONS, DifferenceModeSection, DreamBoothModeSection,  # noqa: F401 - re-exported
@@ -215,10 +215,12 @@ class TrainSection(Section):
     )
     lr_scheduler: Literal[
         "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial", "adafactor",
+        "step",
     ] = Field(
         "constant",
         description="Learning-rate schedule (warm-up applies to all); 'adafactor' is Adafactor's own relative step "
-        "(optimizer_type = 'Adafactor' with relative_step=True), as sd-scripts.",
+        "(optimizer_type = 'Adafactor' with relative_step=True), as sd-scripts; 'step' multiplies the learning rate "
+        "by lr_step_rules (TrainTrain's piecewise_constant).",
     )
     lr_scheduler_type: str | None = Field(
         None,
@@ -232,6 +234,31 @@ class TrainSection(Section):
         default_factory=list,
         description="Extra scheduler arguments as key=value strings, checked against the scheduler's parameters.",
     )
+    lr_step_rules: str | None = Field(
+        None,
+        validate_default=True,
+        description="The rules of lr_scheduler = 'step' (and only of it), TrainTrain's 'lr step rules' (diffusers' "
+        "piecewise_constant): 'm1:s1,m2:s2,…,m' multiplies the learning rate by m1 before step s1, by m2 from s1 "
+        "until s2, …, and by m from the largest step on; steps count from 0 and include the warm-up, which ramps "
+        "the multiplier from 0. E.g. '1:500,0.5:800,0.1'.",
+    )
+
+    @field_validator("lr_step_rules")
+    @classmethod
+    def _step_rules(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Rules only with lr_scheduler 'step', which needs them, in TrainTrain's syntax."""
+        scheduler, own_class = info.data.get("lr_scheduler"), info.data.get("lr_scheduler_type")
+        if value is None:
+            if scheduler == "step" and not own_class:
+                raise ValueError("lr_scheduler = 'step' needs lr_step_rules, e.g. '1:500,0.5:800,0.1'")
+            return value
+        if scheduler != "step" or own_class:
+            raise ValueError("is read only by lr_scheduler = 'step' (without lr_scheduler_type): set that, or "
+                             "remove lr_step_rules")
+        from ..engine.schedule import parse_step_rules  # light: no torch at import
+
+        parse_step_rules(value)  # its ValueError names what is wrong
+        return value
     lr_warmup_steps: int = Field(0, ge=0, description="Steps of linear warm-up from 0 to the learning rate.")
     lr_warmup_ratio: float | None = Field(
         None,
