@@ -160,3 +160,45 @@ def test_one_run_per_gpu_across_processes(tmp_path: Path, monkeypatch, capsys) -
     assert "a training run is already running on this machine's CPU" in said and f"pid {os.getpid()}" in said
     code, out = run_cli(monkeypatch, capsys, "queue", "--home", home, "list")
     assert code == 0 and "waiting" in out and "queued" in out
+
+
+@pytest.mark.slow
+def test_a_killed_runners_job_with_a_checkpoint_continues_from_it(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    store = JobStore(home)
+    job = add_job(store, [job_config(tmp_path, "resumed", steps=40)], sets=["checkpoint.every_n_steps=2"])
+    command = [sys.executable, "-m", "lorakit.cli", "queue", "--home", str(home), "run"]
+    runner = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: store.get(job.id).run_dir and
+             any((Path(store.get(job.id).run_dir) / "checkpoints").glob("step-*")) and
+             any(e["event"] == "step" and e["step"] >= 3 for e in events(store, store.get(job.id))),
+             "a checkpoint and a later step")
+    runner.send_signal(signal.SIGKILL)
+    runner.wait()
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    finished = store.get(job.id)
+    assert finished.state == "done" and "continued from its last checkpoint" in finished.message
+    assert "resumed" in done.stdout
+    run = Path(finished.run_dir)
+    assert (run / "train" / "resumed.safetensors").is_file()
+    steps = [int(r.split(",")[0]) for r in (run / "train" / "log.csv").read_text().splitlines()[1:] if r]
+    assert steps[-1] == 40  # trained to the end, in the same run folder
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_runner_stops_the_job_with_its_work_saved(tmp_path: Path) -> None:
+    """A runner ended by SIGTERM (or Ctrl+C) asks its running job to stop: it saves and is recorded stopped, never
+    killed mid-save or left 'running'."""
+    home = tmp_path / "home"
+    store = JobStore(home)
+    job = add_job(store, [job_config(tmp_path, "long", steps=400)])
+    runner = subprocess.Popen([sys.executable, "-m", "lorakit.cli", "queue", "--home", str(home), "run"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for(lambda: any(e["event"] == "step" for e in events(store, store.get(job.id))), "the job's first step")
+    runner.send_signal(signal.SIGTERM)
+    out = runner.communicate()[0]
+    assert runner.returncode == 0, out
+    stopped = store.get(job.id)
+    assert (stopped.state, stopped.exit_code) == ("stopped", 4), out
+    assert (Path(stopped.run_dir) / "train" / "long.safetensors").is_file()

@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     message TEXT,                  -- why it failed or stopped
     runner_pid INTEGER,            -- the `lorakit queue run` process that runs it
     child_pid INTEGER,             -- its `lorakit train` process (SIGINT stops it)
-    gpu TEXT                       -- CUDA_VISIBLE_DEVICES of the run, "" on the CPU
+    gpu TEXT,                      -- CUDA_VISIBLE_DEVICES of the run, "" on the CPU
+    resume INTEGER NOT NULL DEFAULT 0  -- 1: continue its run folder from the last checkpoint (`--resume`)
 );
 """
 
@@ -66,6 +67,7 @@ class Job:
     runner_pid: int | None
     child_pid: int | None
     gpu: str | None
+    resume: int = 0
 
     @property
     def folder(self) -> str:
@@ -78,6 +80,9 @@ class JobStore:
         self.path = self.home / "jobs.sqlite"
         with self._connect() as db:
             db.executescript(SCHEMA)
+            columns = {row["name"] for row in db.execute("PRAGMA table_info(jobs)")}
+            if "resume" not in columns:  # a queue made before jobs could resume
+                db.execute("ALTER TABLE jobs ADD COLUMN resume INTEGER NOT NULL DEFAULT 0")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -187,11 +192,21 @@ class JobStore:
                 db.execute("UPDATE jobs SET position = ? WHERE id = ?", (place, jid))
         return self.jobs(("queued",))
 
-    def orphans(self, alive) -> list[Job]:
-        """Running jobs whose runner process is gone (killed): marked failed, so the queue goes on."""
+    def orphans(self, alive, resumable=lambda job: False) -> list[Job]:
+        """Running jobs whose runner process is gone (killed). One whose run has a complete checkpoint
+        (`resumable(job)`) goes back to the front of the queue to continue from it; any other is marked failed.
+        Either way the queue goes on."""
         found = []
         for job in self.jobs(("running",)):
-            if job.runner_pid is not None and not alive(job.runner_pid):
+            if job.runner_pid is None or alive(job.runner_pid):
+                continue
+            if resumable(job):
+                with self.transaction() as db:
+                    first = db.execute("SELECT MIN(position) FROM jobs").fetchone()[0] or 0
+                    db.execute("UPDATE jobs SET state = 'queued', resume = 1, position = ?, child_pid = NULL, "
+                               "message = ? WHERE id = ?", (first - 1, f"its runner (pid {job.runner_pid}) was "
+                               "killed mid-run; it continues from its last checkpoint", job.id))
+            else:
                 self.finish(job.id, "failed", None, f"its runner (pid {job.runner_pid}) was killed mid-run")
-                found.append(self.get(job.id))
+            found.append(self.get(job.id))
         return found

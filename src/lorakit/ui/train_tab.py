@@ -70,16 +70,17 @@ def runner_running(home: Path) -> bool:
 
 
 def ensure_runner(home: Path) -> bool:
-    """Start a detached `lorakit queue run --watch` unless one runs; True when one was started. Its own session
-    (start_new_session), so it outlives the UI; its output goes to <home>/runner.log."""
-    if runner_running(home):
-        return False
+    """Start a detached `lorakit queue run --watch`; True when none was running. Its own session
+    (start_new_session), so it outlives the UI; its output goes to <home>/runner.log. It is started even when a
+    runner seems up: a second one is refused at the GPU lock and exits, while probing the lock here could make a
+    runner starting at that moment give up."""
+    was_running = runner_running(home)
     log = open(home / "runner.log", "ab")
     subprocess.Popen(lorakit_command("queue", "--home", str(home), "run", "--watch"), stdout=log,
                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                      env=child_environment())
     log.close()
-    return True
+    return not was_running
 
 
 def queue_config(home: Path, resolved: ResolvedConfig) -> Job:
@@ -240,7 +241,7 @@ def build_train_tab(lang: str, home: Path) -> None:
         try:
             resolved = gather(*args)
             job = queue_config(home, resolved)
-            started = ensure_runner(home) if start_now else False
+            started = ensure_runner(home)  # queued jobs never wait for a runner nobody starts
         except LorakitError as exc:
             return problems_markdown(exc, lang), gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
         note = t("train.queued", lang, id=job.id, name=job.name) + (
@@ -251,6 +252,7 @@ def build_train_tab(lang: str, home: Path) -> None:
                 gr.update(visible=True))
 
     def on_stop(mine_id: int | None):
+        runner.sweep_orphans(store)
         job = watched_job(store, mine_id)
         try:
             if job is not None and job.state == "running":
@@ -264,6 +266,7 @@ def build_train_tab(lang: str, home: Path) -> None:
         return t("train.no_job", lang)
 
     def on_tick(mine_id: int | None):
+        runner.sweep_orphans(store)
         job = watched_job(store, mine_id)
         text, frame = progress(store, job, lang)
         active = job is not None and job.state in ("queued", "running")
@@ -283,6 +286,8 @@ def build_train_tab(lang: str, home: Path) -> None:
     simple_tab.select(lambda: "simple", None, source)
     full_tab.select(lambda: "full", None, source)
     load.click(on_load, preset, simple_boxes + full_inputs + list(mode_groups.values()) + [status])
+    # choosing a preset loads it at once: the Simple boxes never carry another preset's values into a run
+    preset.change(on_load, preset, simple_boxes + full_inputs + list(mode_groups.values()) + [status])
     boxes[MODE_TYPE_KEY].change(on_mode, boxes[MODE_TYPE_KEY], list(mode_groups.values()))
     validate.click(on_validate, form_inputs, [status, resolved_toml, plan])
     start.click(lambda *a: on_queue(True, *a), form_inputs, [status, resolved_toml, plan, mine, start, stop])
