@@ -120,3 +120,31 @@ def test_simple_form_changes_its_keys_and_keeps_the_rest_of_the_preset() -> None
     after = _dotted(resolve_checked(build_layers(preset=preset) + [layer]).config.model_dump())
     changed = {key for key in base if after[key] != base[key]}
     assert changed == {"network.network_dim", "train.learning_rate", "train.optimizer_type", "sample.prompts"}
+
+
+def test_a_mode_switched_to_in_the_form_starts_without_invented_values() -> None:
+    """Loaded from a LoRA preset, iLECO's required prompt is empty, not a placeholder: switching the form to iLECO
+    without writing one is refused instead of training on a made-up prompt."""
+    specs = fields_of()
+    values = values_from_config(specs, resolve(build_layers(preset="sd15-style")))
+    key = next(s.key for s in specs if s.mode == "ileco" and s.path[-1] == "original_prompt")
+    assert values[key] == ""
+    values[MODE_TYPE_KEY] = "ileco"
+    with pytest.raises((ConfigError, ValueError)):
+        resolve_checked([Layer("form", config_from_values(specs, values))])
+
+
+def test_presets_saved_from_the_ui_are_listed_and_load(tmp_path) -> None:
+    from lorakit.errors import LorakitError
+    from lorakit.ui.train_tab import preset_choices, save_preset
+
+    resolved = resolve_checked(build_layers(preset="sd15-style"))
+    path = save_preset(tmp_path, "mine", resolved)
+    assert path == tmp_path / "presets" / "mine.toml"
+    assert ("mine (saved)", str(path)) in preset_choices(tmp_path)
+    assert resolve(build_layers(preset=str(path))) == resolved.config  # the saved preset loads as it was
+    with pytest.raises(LorakitError, match="already exists"):
+        save_preset(tmp_path, "mine", resolved)
+    with pytest.raises(LorakitError, match="a plain name"):
+        save_preset(tmp_path, "../elsewhere", resolved)
+    assert sorted(p.name for p in tmp_path.rglob("*.toml")) == ["mine.toml"]

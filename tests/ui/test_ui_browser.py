@@ -136,21 +136,22 @@ def test_train_queue_and_languages(ui_server, tmp_path: Path) -> None:
         expect(progress).to_contain_text("Job 1 (style): stopped", timeout=120_000)
         expect(page.locator("#train-start")).to_be_visible()
 
-        # two more runs queued; with the runner ended they wait, and the Queue tab reorders them
+        # three more runs queued: Add to queue makes sure a runner runs, so job 2 starts and 3 and 4 wait; the
+        # Queue tab reorders the waiting ones
         stop_runner(home)
         name = page.locator("#simple-output-output_name textarea, #simple-output-output_name input").first
-        for job_id in (2, 3):  # each job needs its own output name (the queue refuses a clash)
+        for job_id in (2, 3, 4):  # each job needs its own output name (the queue refuses a clash)
             name.fill(f"style{job_id}")
             page.locator("#train-enqueue").click()
             expect(page.locator("#train-status")).to_contain_text(f"Queued job {job_id}")
         page.get_by_role("tab", name="Queue").click()
         table = page.locator("#queue-table")
         page.locator("#queue-refresh").click()
-        expect(table).to_contain_text(re.compile(r"style2[\s\S]*style3"))
-        fill_number(page, "queue-job", 3)
+        expect(table).to_contain_text(re.compile(r"style3[\s\S]*queued[\s\S]*style4"))
+        fill_number(page, "queue-job", 4)
         page.locator("#queue-up").click()
-        expect(page.locator("#queue-status")).to_contain_text("Moved job 3 up")
-        expect(table).to_contain_text(re.compile(r"style3[\s\S]*style2"))
+        expect(page.locator("#queue-status")).to_contain_text("Moved job 4 up")
+        expect(table).to_contain_text(re.compile(r"style4[\s\S]*style3"))
         page.screenshot(path=str(tmp_path / "queue.png"), full_page=True)
         for tab in ("runs", "plot", "data"):  # the other helpers' tabs, each under its own label
             page.get_by_role("tab", name=t(f"{tab}.tab", "en"), exact=True).click()
@@ -168,5 +169,5 @@ def test_train_queue_and_languages(ui_server, tmp_path: Path) -> None:
         page.screenshot(path=str(tmp_path / "train_ja.png"), full_page=True)
     from lorakit.jobs.store import JobStore
 
-    assert [j.id for j in JobStore(home).jobs(("queued",))] == [3, 2]
+    assert [j.id for j in JobStore(home).jobs(("queued",))] == [4, 3]
     assert JobStore(home).get(1).state == "stopped"

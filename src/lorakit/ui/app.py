@@ -101,8 +101,19 @@ def create_app(home: Path | None = None, auth: tuple[str, str] | None = None):
     order = [lang for lang in LANGS if lang != "en"] + ["en"]  # `/` last: a mount at the root catches the rest
     for lang in order:
         path = "" if lang == "en" else lang_path(lang)
-        gr.mount_gradio_app(app, build_blocks(lang, home), path=path or "/", auth=auth, footer_links=[])
+        gr.mount_gradio_app(app, build_blocks(lang, home), path=path or "/", auth=auth, footer_links=[],
+                            allowed_paths=[str(p) for p in run_folders(home)])
     return app
+
+
+def run_folders(home: Path) -> list[Path]:
+    """The folders whose files (LoRAs, samples, bench pages) the Runs tab may serve: ./runs, the lorakit home and
+    the output folder of every job in the queue when the UI starts. Nothing else on the machine is served."""
+    from ..jobs.store import JobStore
+
+    folders = {Path("runs").resolve(), home.resolve()}
+    folders |= {Path(job.run_dir).resolve().parent for job in JobStore(home).jobs() if job.run_dir}
+    return sorted(folders)
 
 
 def serve(host: str = "127.0.0.1", port: int = 7860, auth_text: str | None = None, home: Path | None = None,

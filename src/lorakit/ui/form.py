@@ -152,8 +152,9 @@ def values_from_config(specs: list[FieldSpec], config: LorakitConfig) -> dict[st
     out = {}
     for spec in specs:
         if spec.mode is not None and spec.mode != config.mode.type:
-            out[spec.key] = widget_value(spec, _get(MODE_SECTIONS[spec.mode](**_mode_defaults(spec.mode)),
-                                                    spec.path[1:]))
+            value = _get(MODE_SECTIONS[spec.mode](**_mode_defaults(spec.mode)), spec.path[1:])
+            required = spec.path[1:] in [(k,) for k in _mode_defaults(spec.mode)]  # shown empty: the user fills it
+            out[spec.key] = widget_value(spec, "" if required else value)
         else:
             out[spec.key] = widget_value(spec, _get(config, spec.path))
     return out

@@ -35,7 +35,7 @@ def resolve_form(source: str, preset: str | None, specs: list[FieldSpec], values
                  check_paths: bool = True) -> ResolvedConfig:
     """The run's config: the Simple tab laid over the preset, or the full form as it is."""
     if source == "simple":
-        layers = build_layers(preset=preset or DEFAULT_PRESET) + [simple_layer(values)]
+        layers = build_layers(preset=preset or DEFAULT_PRESET) + [simple_layer(values)]  # a name or a saved file
     else:
         layers = [form_layer(specs, values)]
     return resolve_checked(layers, check_paths=check_paths)
@@ -130,19 +130,30 @@ def progress(store: JobStore, job: Job | None, lang: str) -> tuple[str, pd.DataF
     return f"{head}\n\n{line}", frame
 
 
-def save_preset(path_text: str, resolved: ResolvedConfig) -> Path:
-    """Write the config as a TOML file; never over an existing file."""
-    if not path_text.strip():
-        raise LorakitError("no file name given for the preset", "type a path ending in .toml")
-    path = Path(path_text.strip()).expanduser()
-    if path.suffix != ".toml":
-        path = path.with_suffix(".toml")
+def save_preset(home: Path, name_text: str, resolved: ResolvedConfig) -> Path:
+    """Write the config as <home>/presets/<name>.toml (listed in the preset menu from then on); a plain name only,
+    and never over an existing file."""
+    name = name_text.strip().removesuffix(".toml")
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise LorakitError(f"preset name {name_text!r}: a plain name (no folders)", "e.g. mychar-v2")
+    path = user_presets_dir(home) / f"{name}.toml"
     if path.exists():
-        raise LorakitError(f"{path} already exists; it is not overwritten", "choose another file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
+        raise LorakitError(f"{path} already exists; it is not overwritten", "choose another name")
     with open(path, "x", encoding="utf-8") as f:
         f.write(config_toml(resolved.config))
     return path
+
+
+def user_presets_dir(home: Path) -> Path:
+    folder = home / "presets"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def preset_choices(home: Path) -> list[tuple[str, str]]:
+    """The shipped presets, then the ones saved from the UI (by their file, which the loader reads as a layer)."""
+    saved = sorted(user_presets_dir(home).glob("*.toml"))
+    return [(name, name) for name in list_presets()] + [(f"{p.stem} (saved)", str(p)) for p in saved]
 
 
 # --- the tab -----------------------------------------------------------------------------------------------------
@@ -171,7 +182,7 @@ def build_train_tab(lang: str, home: Path) -> None:
     specs = fields_of()
     simple = simple_specs(specs)
     store = JobStore(home)
-    presets = list(list_presets())
+    presets = preset_choices(home)
     start_values = values_from_config(specs, resolve(build_layers(preset=DEFAULT_PRESET)))
     with gr.Tab(t("train.tab", lang), id="train"):
         with gr.Row():
@@ -272,12 +283,12 @@ def build_train_tab(lang: str, home: Path) -> None:
         active = job is not None and job.state in ("queued", "running")
         return text, frame, gr.update(visible=not active), gr.update(visible=active)
 
-    def on_save(path_text: str, *args: Any):
+    def on_save(name_text: str, *args: Any):
         try:
-            path = save_preset(path_text, gather(*args))
+            path = save_preset(home, name_text, gather(*args))
         except LorakitError as exc:
-            return problems_markdown(exc, lang)
-        return t("train.saved", lang, path=str(path))
+            return problems_markdown(exc, lang), gr.update()
+        return t("train.saved", lang, path=str(path)), gr.update(choices=preset_choices(home))
 
     def on_mode(mode_type: str):
         return [gr.update(visible=m == mode_type) for m in mode_groups]
@@ -293,5 +304,5 @@ def build_train_tab(lang: str, home: Path) -> None:
     start.click(lambda *a: on_queue(True, *a), form_inputs, [status, resolved_toml, plan, mine, start, stop])
     enqueue.click(lambda *a: on_queue(False, *a), form_inputs, [status, resolved_toml, plan, mine, start, stop])
     stop.click(on_stop, mine, status)
-    save.click(on_save, [save_path] + form_inputs, status)
+    save.click(on_save, [save_path] + form_inputs, [status, preset])
     timer.tick(on_tick, mine, [progress_text, loss_plot, start, stop])
