@@ -35,6 +35,7 @@ def _register() -> None:
     from . import batch  # noqa: F401
     from . import queue  # noqa: F401
     from . import ui  # noqa: F401
+    from . import comfyui  # noqa: F401
 
 
 def _quiet_libraries() -> None:

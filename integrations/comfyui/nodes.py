@@ -1,0 +1,274 @@
+"""ComfyUI nodes that train through lorakit's job queue: training runs in lorakit's runner process, never in ComfyUI's.
+
+Nothing from ComfyUI (folder_paths, comfy.*) or torch is imported at module level: ComfyUI provides those modules
+only inside its own process, and the tests stand them in. Node conventions (INPUT_TYPES / RETURN_TYPES / FUNCTION /
+CATEGORY / IS_CHANGED / OUTPUT_NODE) follow ComfyUI's nodes.py (LoraLoader, CheckpointLoaderSimple).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+CATEGORY = "lorakit"
+NO_PRESET = "(none)"
+CHECKPOINT_VAE = "(checkpoint's own)"
+MODES = ["lora", "ileco", "difference"]
+NETWORKS = ["lora", "locon", "loha", "lokr"]
+FAILED_STATES = ("failed", "stopped", "cancelled")
+
+
+def _lorakit():
+    """Import lorakit; a linked package (integrations/comfyui in a checkout) falls back to the checkout's src/."""
+    try:
+        import lorakit  # noqa: F401
+    except ImportError:
+        src = Path(__file__).resolve().parents[2] / "src"
+        if not (src / "lorakit").is_dir():
+            raise RuntimeError("lorakit is not installed in ComfyUI's Python: run `python -m pip install lorakit` "
+                               "with the Python that runs ComfyUI, then restart ComfyUI") from None
+        sys.path.insert(0, str(src))
+    from lorakit.jobs import runner, store
+
+    return runner, store
+
+
+def _store():
+    """The queue of the lorakit home ($LORAKIT_HOME, else ~/.lorakit) — the one `lorakit queue` and the UI use."""
+    _, store = _lorakit()
+    return store.JobStore(None)
+
+
+def _preset_names() -> list[str]:
+    try:
+        _lorakit()
+        from lorakit.config.presets import list_presets
+
+        return [NO_PRESET, *list_presets()]
+    except Exception:  # noqa: BLE001 - the node list must still load; queueing then names the problem
+        return [NO_PRESET]
+
+
+def start_runner(home: Path) -> None:
+    """Start a detached `lorakit queue run --watch` in its own session (it outlives ComfyUI). A second runner is
+    refused at the GPU lock and exits, so starting one when one runs is harmless (lorakit.ui.train_tab does the
+    same)."""
+    _lorakit()
+    from lorakit.process import child_environment, lorakit_command
+
+    with open(home / "runner.log", "ab") as log:
+        subprocess.Popen(lorakit_command("queue", "--home", str(home), "run", "--watch"), stdout=log,
+                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                         env=child_environment())
+
+
+def _toml_string(text: str) -> str:
+    """A --set value kept as a string whatever it looks like (a JSON string is a valid TOML basic string)."""
+    return json.dumps(text)
+
+
+def _free_comfy_models() -> None:
+    """Unload ComfyUI's models and return the cached VRAM: the trainer is another process and would otherwise share
+    the GPU with them silently."""
+    import comfy.model_management as mm
+
+    mm.unload_all_models()
+    mm.soft_empty_cache()
+
+
+def _job(job_id: int):
+    from lorakit.errors import LorakitError
+
+    try:
+        return _store().get(int(job_id))
+    except LorakitError as exc:
+        raise ValueError(f"lorakit: {exc}") from None
+
+
+class LorakitTrainLoRA:
+    """Queue a lorakit training job on a ComfyUI checkpoint; outputs the job id."""
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        import folder_paths
+
+        return {
+            "required": {
+                "ckpt_name": (folder_paths.get_filename_list("checkpoints"),),
+                "mode": (MODES, {"default": "lora"}),
+                "network": (NETWORKS, {"default": "lora"}),
+                "dataset_folder": ("STRING", {"default": "", "tooltip": "lora: the folder of training images"}),
+                "original_prompt": ("STRING", {"default": "", "tooltip": "ileco: the concept to edit"}),
+                "target_prompt": ("STRING", {"default": "", "tooltip": "ileco: what it becomes (empty = erase)"}),
+                "rank": ("INT", {"default": 16, "min": 1, "max": 1024}),
+                "alpha": ("FLOAT", {"default": 8.0, "min": 0.01, "max": 1024.0, "step": 0.01}),
+                "learning_rate": ("FLOAT", {"default": 1e-4, "min": 0.0, "max": 1.0, "step": 1e-6, "round": False}),
+                "steps": ("INT", {"default": 500, "min": 1, "max": 1_000_000}),
+                "resolution": ("INT", {"default": 512, "min": 64, "max": 4096, "step": 64}),
+                "preset": (_preset_names(), {"default": NO_PRESET}),
+                "output_name": ("STRING", {"default": "comfy-lora"}),
+                "free_comfy_models": ("BOOLEAN", {"default": True}),
+            },
+            "optional": {
+                "vae_name": ([CHECKPOINT_VAE, *folder_paths.get_filename_list("vae")], {"default": CHECKPOINT_VAE}),
+                "original_image": ("STRING", {"default": "", "tooltip": "difference: the 'before' image file"}),
+                "target_image": ("STRING", {"default": "", "tooltip": "difference: the 'after' image file"}),
+            },
+        }
+
+    RETURN_TYPES = ("INT",)
+    RETURN_NAMES = ("job_id",)
+    FUNCTION = "train"
+    CATEGORY = CATEGORY
+    OUTPUT_NODE = True  # runs even when nothing is linked to its output
+
+    def train(self, ckpt_name: str, mode: str, network: str, dataset_folder: str, original_prompt: str,
+              target_prompt: str, rank: int, alpha: float, learning_rate: float, steps: int, resolution: int,
+              preset: str, output_name: str, free_comfy_models: bool, vae_name: str = CHECKPOINT_VAE,
+              original_image: str = "", target_image: str = "") -> tuple[int]:
+        import folder_paths
+
+        runner, _ = _lorakit()
+        from lorakit.errors import LorakitError
+
+        checkpoint = folder_paths.get_full_path("checkpoints", ckpt_name)
+        if checkpoint is None:
+            raise ValueError(f"lorakit: checkpoint {ckpt_name!r} is not in ComfyUI's models/checkpoints folders")
+        store = _store()
+        sets = [f"model.pretrained_model_name_or_path={_toml_string(checkpoint)}",
+                "model.family=\"auto\"",  # the chosen checkpoint decides, not the preset's family
+                f"mode.type={_toml_string(mode)}", f"network.network_module={_toml_string(network)}",
+                f"network.network_dim={int(rank)}", f"network.network_alpha={float(alpha)!r}",
+                f"train.learning_rate={float(learning_rate)!r}", f"train.max_train_steps={int(steps)}",
+                f"data.resolution={int(resolution)}", f"output.output_name={_toml_string(output_name)}",
+                # an absolute folder: the runner's working directory is wherever it was started
+                f"output.output_dir={_toml_string(str(store.home / 'comfyui-runs'))}"]
+        if vae_name and vae_name != CHECKPOINT_VAE:
+            vae = folder_paths.get_full_path("vae", vae_name)
+            if vae is None:
+                raise ValueError(f"lorakit: VAE {vae_name!r} is not in ComfyUI's models/vae folders")
+            sets.append(f"model.vae={_toml_string(vae)}")
+        if mode == "lora":
+            sets.append(f"data.train_data_dir={_toml_string(dataset_folder)}")
+        elif mode == "ileco":
+            sets += [f"mode.original_prompt={_toml_string(original_prompt)}",
+                     f"mode.target_prompt={_toml_string(target_prompt)}"]
+        else:
+            sets += [f"mode.original_image={_toml_string(original_image)}",
+                     f"mode.target_image={_toml_string(target_image)}"]
+        if free_comfy_models:
+            _free_comfy_models()
+        try:
+            job = runner.add_job(store, preset=None if preset == NO_PRESET else preset, sets=sets)
+        except LorakitError as exc:  # ComfyUI shows the message as the node's error
+            raise ValueError(f"lorakit could not queue the job: {exc}") from None
+        start_runner(store.home)
+        return (job.id,)
+
+
+class LorakitQueueStatus:
+    """A job's state, run folder and message as text."""
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"job_id": ("INT", {"default": 1, "min": 1})}}
+
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("status",)
+    FUNCTION = "status"
+    CATEGORY = CATEGORY
+
+    @classmethod
+    def IS_CHANGED(cls, job_id: int) -> str:
+        """ComfyUI re-runs a node when this value changes: the job's progress, not its (unchanged) id."""
+        return _state_key(job_id)
+
+    def status(self, job_id: int) -> tuple[str]:
+        job = _job(job_id)
+        lines = [f"job {job.id} ({job.name}): {job.state}", f"run folder: {job.run_dir or '(not started)'}"]
+        if job.message:
+            lines.append(f"message: {job.message}")
+        return ("\n".join(lines),)
+
+
+def _state_key(job_id: int) -> str:
+    try:
+        job = _store().get(int(job_id))
+    except Exception:  # noqa: BLE001 - the node itself reports the error when it runs
+        return "missing"
+    return f"{job.state}|{job.run_dir}|{job.message}"
+
+
+def content_name(path: Path, name: str) -> str:
+    """`lorakit-<name>-<sha256[:12]>.safetensors`: a new LoRA gets a new name, since ComfyUI caches by file name."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"lorakit-{name}-{digest.hexdigest()[:12]}.safetensors"
+
+
+def final_lora(run_dir: Path) -> Path | None:
+    """The run's final LoRA: the newest train/*.safetensors without "-step" (intermediate saves carry it)."""
+    train = Path(run_dir) / "train"
+    files = [p for p in train.glob("*.safetensors") if "-step" not in p.stem] if train.is_dir() else []
+    return max(files, key=lambda p: (p.stat().st_mtime, p.name)) if files else None
+
+
+class LorakitLoadTrainedLoRA:
+    """Copy a finished job's LoRA into ComfyUI's models/loras; outputs its file name (a LoraLoader's lora_name)."""
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"job_id": ("INT", {"default": 1, "min": 1})}}
+
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("lora_name",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+
+    @classmethod
+    def IS_CHANGED(cls, job_id: int) -> str:
+        return _state_key(job_id)
+
+    def load(self, job_id: int) -> tuple[str]:
+        import folder_paths
+
+        job = _job(job_id)
+        if job.state in FAILED_STATES:
+            raise RuntimeError(f"lorakit job {job.id} ({job.name}) {job.state}: {job.message or 'no message'}")
+        if job.state != "done":
+            raise RuntimeError(f"lorakit job {job.id} ({job.name}) is not finished yet (state {job.state}); "
+                               "queue the workflow again when it is done")
+        source = final_lora(Path(job.run_dir or ""))
+        if source is None:
+            raise RuntimeError(f"lorakit job {job.id} is done but {job.run_dir}/train holds no final .safetensors")
+        name = content_name(source, job.name)
+        target = Path(folder_paths.get_folder_paths("loras")[0]) / name
+        if target.exists():
+            if content_name(target, job.name) != name:  # the same name, other bytes: never overwrite it
+                raise RuntimeError(f"{target} exists with other contents; move it away and run the node again")
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(target.name + ".partial")
+            shutil.copyfile(source, partial)
+            os.replace(partial, target)  # ComfyUI never lists a half-copied file
+        return (name,)
+
+
+NODE_CLASS_MAPPINGS = {
+    "LorakitTrainLoRA": LorakitTrainLoRA,
+    "LorakitQueueStatus": LorakitQueueStatus,
+    "LorakitLoadTrainedLoRA": LorakitLoadTrainedLoRA,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "LorakitTrainLoRA": "lorakit Train LoRA",
+    "LorakitQueueStatus": "lorakit Queue status",
+    "LorakitLoadTrainedLoRA": "lorakit Load trained LoRA",
+}

@@ -1,0 +1,192 @@
+"""lorakit's ComfyUI nodes against a stand-in for ComfyUI's folder API.
+
+The stand-ins follow ComfyUI's folder_paths.py: get_filename_list(folder) lists the files under each of the
+folder's paths relative to it, sorted, filtered by extension; get_full_path(folder, name) is the first existing
+<path>/<name> or None; get_folder_paths(folder) is the list of paths (the first is the default one). And
+comfy/model_management.py's unload_all_models() / soft_empty_cache(), recorded here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import tomllib
+import types
+from pathlib import Path
+
+import pytest
+
+from lorakit.jobs.store import JobStore
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "integrations" / "comfyui"
+EXTENSIONS = {".ckpt", ".pt", ".bin", ".pth", ".safetensors", ".pkl", ".sft"}  # folder_paths.supported_pt_extensions
+
+
+def stand_in_folder_paths(models: Path) -> types.ModuleType:
+    paths = {name: [str(models / name)] for name in ("checkpoints", "loras", "vae")}
+    module = types.ModuleType("folder_paths")
+
+    def get_folder_paths(folder: str) -> list[str]:
+        return list(paths[folder])
+
+    def get_filename_list(folder: str) -> list[str]:
+        found = set()
+        for base in paths[folder]:
+            for dirpath, _, files in os.walk(base):
+                found.update(os.path.relpath(os.path.join(dirpath, f), base) for f in files
+                             if os.path.splitext(f)[1].lower() in EXTENSIONS)
+        return sorted(found)
+
+    def get_full_path(folder: str, filename: str) -> str | None:
+        for base in paths.get(folder, []):
+            full = os.path.join(base, filename)
+            if os.path.isfile(full):
+                return full
+        return None
+
+    module.get_folder_paths, module.get_filename_list, module.get_full_path = (get_folder_paths, get_filename_list,
+                                                                               get_full_path)
+    return module
+
+
+@pytest.fixture()
+def comfy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    models = tmp_path / "ComfyUI" / "models"
+    for name in ("checkpoints", "loras", "vae"):
+        (models / name).mkdir(parents=True)
+    (models / "checkpoints" / "sd15.safetensors").write_bytes(b"not a real model")
+    (models / "checkpoints" / "notes.txt").write_text("not listed")
+    monkeypatch.setitem(sys.modules, "folder_paths", stand_in_folder_paths(models))
+    calls: list[str] = []
+    mm = types.ModuleType("comfy.model_management")
+    mm.unload_all_models = lambda: calls.append("unload_all_models")
+    mm.soft_empty_cache = lambda force=False: calls.append("soft_empty_cache")
+    package = types.ModuleType("comfy")
+    package.model_management = mm
+    monkeypatch.setitem(sys.modules, "comfy", package)
+    monkeypatch.setitem(sys.modules, "comfy.model_management", mm)
+    monkeypatch.setenv("LORAKIT_HOME", str(tmp_path / "home"))
+    spec = importlib.util.spec_from_file_location("lorakit_comfy_nodes", PACKAGE / "__init__.py",
+                                                  submodule_search_locations=[str(PACKAGE)])
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "lorakit_comfy_nodes", module)
+    spec.loader.exec_module(module)
+    nodes = sys.modules["lorakit_comfy_nodes.nodes"]
+    started: list[Path] = []
+    monkeypatch.setattr(nodes, "start_runner", started.append)  # no training process in tests
+    return types.SimpleNamespace(nodes=nodes, package=module, models=models, calls=calls, started=started,
+                                 home=tmp_path / "home", tmp=tmp_path)
+
+
+def train_inputs(comfy, **overrides):
+    dataset = comfy.tmp / "images"
+    dataset.mkdir(exist_ok=True)
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), "red").save(dataset / "a.png")
+    (dataset / "a.txt").write_text("a red square")
+    values = dict(ckpt_name="sd15.safetensors", mode="lora", network="locon", dataset_folder=str(dataset),
+                  original_prompt="", target_prompt="", rank=8, alpha=4.0, learning_rate=2e-4, steps=30,
+                  resolution=256, preset="(none)", output_name="comfy-test", free_comfy_models=False)
+    values.update(overrides)
+    return values
+
+
+def test_mappings_and_input_types(comfy) -> None:
+    assert set(comfy.package.NODE_CLASS_MAPPINGS) == {"LorakitTrainLoRA", "LorakitQueueStatus",
+                                                     "LorakitLoadTrainedLoRA"}
+    assert comfy.package.NODE_DISPLAY_NAME_MAPPINGS["LorakitTrainLoRA"] == "lorakit Train LoRA"
+    for cls in comfy.package.NODE_CLASS_MAPPINGS.values():
+        assert callable(getattr(cls, cls.FUNCTION)) and cls.CATEGORY == "lorakit"
+        assert isinstance(cls.RETURN_TYPES, tuple)
+    required = comfy.nodes.LorakitTrainLoRA.INPUT_TYPES()["required"]
+    assert required["ckpt_name"] == (["sd15.safetensors"],)  # the .txt is not a model extension
+    assert required["mode"][0] == ["lora", "ileco", "difference"]
+    assert required["network"][0] == ["lora", "locon", "loha", "lokr"]
+    assert required["free_comfy_models"] == ("BOOLEAN", {"default": True})
+    presets = required["preset"][0]
+    assert presets[0] == "(none)" and "ileco-erase" in presets and required["preset"][1]["default"] == "(none)"
+    assert required["rank"][0] == "INT" and required["learning_rate"][0] == "FLOAT"
+    assert comfy.nodes.LorakitTrainLoRA.RETURN_TYPES == ("INT",)
+    assert comfy.nodes.LorakitLoadTrainedLoRA.RETURN_TYPES == ("STRING",)
+
+
+def test_train_enqueues_the_resolved_checkpoint_and_settings(comfy) -> None:
+    (job_id,) = comfy.nodes.LorakitTrainLoRA().train(**train_inputs(comfy))
+    job = JobStore(comfy.home).get(job_id)
+    config = tomllib.loads(job.config)
+    assert job.state == "queued" and job.name == "comfy-test"
+    assert config["model"]["pretrained_model_name_or_path"] == str(comfy.models / "checkpoints" / "sd15.safetensors")
+    assert config["network"]["network_module"] == "locon"
+    assert (config["network"]["network_dim"], config["network"]["network_alpha"]) == (8, 4.0)
+    assert config["train"]["learning_rate"] == 2e-4 and config["train"]["max_train_steps"] == 30
+    assert config["data"]["resolution"] == 256
+    assert config["data"]["train_data_dir"] == str(comfy.tmp / "images")
+    assert config["output"]["output_dir"] == str(comfy.home / "comfyui-runs")
+    assert comfy.started == [comfy.home] and comfy.calls == []
+
+
+def test_free_comfy_models_unloads_before_queueing(comfy) -> None:
+    comfy.nodes.LorakitTrainLoRA().train(**train_inputs(comfy, free_comfy_models=True))
+    assert comfy.calls == ["unload_all_models", "soft_empty_cache"]
+
+
+def test_train_errors_name_the_problem(comfy) -> None:
+    with pytest.raises(ValueError, match="missing.safetensors"):
+        comfy.nodes.LorakitTrainLoRA().train(**train_inputs(comfy, ckpt_name="missing.safetensors"))
+    with pytest.raises(ValueError, match="could not queue"):
+        comfy.nodes.LorakitTrainLoRA().train(**train_inputs(comfy, dataset_folder=str(comfy.tmp / "nowhere")))
+    assert comfy.started == []
+
+
+def done_job(comfy, lora: bytes, state: str = "done", message: str = ""):
+    (job_id,) = comfy.nodes.LorakitTrainLoRA().train(**train_inputs(comfy))
+    run = comfy.tmp / "run"
+    (run / "train").mkdir(parents=True, exist_ok=True)
+    (run / "train" / "comfy-test.safetensors").write_bytes(lora)
+    (run / "train" / "comfy-test-step000010.safetensors").write_bytes(b"intermediate")
+    store = JobStore(comfy.home)
+    store.update(job_id, run_dir=str(run))
+    store.finish(job_id, state, 0 if state == "done" else 1, message)
+    return job_id
+
+
+def test_load_copies_the_final_lora_under_its_content_name(comfy) -> None:
+    job_id = done_job(comfy, b"final lora bytes")
+    (name,) = comfy.nodes.LorakitLoadTrainedLoRA().load(job_id)
+    assert name == f"lorakit-comfy-test-{hashlib.sha256(b'final lora bytes').hexdigest()[:12]}.safetensors"
+    assert (comfy.models / "loras" / name).read_bytes() == b"final lora bytes"
+    assert comfy.nodes.LorakitLoadTrainedLoRA().load(job_id) == (name,)  # again: the same file, kept
+    status = comfy.nodes.LorakitQueueStatus().status(job_id)[0]
+    assert "done" in status and str(comfy.tmp / "run") in status
+
+
+def test_failed_and_unfinished_jobs_raise_with_their_state(comfy) -> None:
+    job_id = done_job(comfy, b"x", state="failed", message="CUDA out of memory at step 3")
+    with pytest.raises(RuntimeError, match="CUDA out of memory at step 3"):
+        comfy.nodes.LorakitLoadTrainedLoRA().load(job_id)
+    (queued,) = comfy.nodes.LorakitTrainLoRA().train(**train_inputs(comfy, output_name="other"))
+    with pytest.raises(RuntimeError, match=r"not finished yet \(state queued\)"):
+        comfy.nodes.LorakitLoadTrainedLoRA().load(queued)
+    before = comfy.nodes.LorakitLoadTrainedLoRA.IS_CHANGED(job_id=queued)
+    JobStore(comfy.home).update(queued, state="running")
+    assert comfy.nodes.LorakitLoadTrainedLoRA.IS_CHANGED(job_id=queued) != before  # ComfyUI re-runs the node
+
+
+def test_install_copies_and_refuses_a_different_folder(tmp_path: Path) -> None:
+    from lorakit.cli.comfyui import install
+    from lorakit.errors import LorakitError
+
+    (tmp_path / "ComfyUI" / "custom_nodes").mkdir(parents=True)
+    target, done = install(tmp_path / "ComfyUI")
+    assert done == "copied" and (target / "nodes.py").read_bytes() == (PACKAGE / "nodes.py").read_bytes()
+    assert install(tmp_path / "ComfyUI")[1] == "already installed"
+    (target / "nodes.py").write_text("someone else's nodes")
+    with pytest.raises(LorakitError, match="already exists"):
+        install(tmp_path / "ComfyUI")
+    assert (target / "nodes.py").read_text() == "someone else's nodes"
+    with pytest.raises(LorakitError, match="custom_nodes"):
+        install(tmp_path / "not-comfy")
