@@ -262,13 +262,50 @@ class LorakitLoadTrainedLoRA:
         return (name,)
 
 
+class LorakitApplyTrainedLoRA:
+    """A finished job's LoRA applied to a MODEL and CLIP, as ComfyUI's LoraLoader applies a file from models/loras
+    (comfy.utils.load_torch_file, then comfy.sd.load_lora_for_models): no file name to pick by hand. The file is
+    installed in models/loras first, under its content name (the Load node's rule)."""
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        strength = {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01}
+        return {"required": {"model": ("MODEL",), "clip": ("CLIP",), "job_id": ("INT", {"default": 1, "min": 1}),
+                             "strength_model": ("FLOAT", dict(strength)), "strength_clip": ("FLOAT", dict(strength))}}
+
+    RETURN_TYPES = ("MODEL", "CLIP", "STRING")
+    RETURN_NAMES = ("model", "clip", "lora_name")
+    FUNCTION = "apply"
+    CATEGORY = CATEGORY
+
+    @classmethod
+    def IS_CHANGED(cls, job_id: int, **_: Any) -> str:
+        return _state_key(job_id)
+
+    def apply(self, model: Any, clip: Any, job_id: int, strength_model: float,
+              strength_clip: float) -> tuple[Any, Any, str]:
+        import folder_paths
+
+        (name,) = LorakitLoadTrainedLoRA().load(job_id)
+        if strength_model == 0 and strength_clip == 0:  # LoraLoader's rule: nothing to apply
+            return model, clip, name
+        import comfy.sd
+        import comfy.utils
+
+        lora = comfy.utils.load_torch_file(folder_paths.get_full_path("loras", name), safe_load=True)
+        model_lora, clip_lora = comfy.sd.load_lora_for_models(model, clip, lora, strength_model, strength_clip)
+        return model_lora, clip_lora, name
+
+
 NODE_CLASS_MAPPINGS = {
     "LorakitTrainLoRA": LorakitTrainLoRA,
     "LorakitQueueStatus": LorakitQueueStatus,
     "LorakitLoadTrainedLoRA": LorakitLoadTrainedLoRA,
+    "LorakitApplyTrainedLoRA": LorakitApplyTrainedLoRA,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "LorakitTrainLoRA": "lorakit Train LoRA",
     "LorakitQueueStatus": "lorakit Queue status",
     "LorakitLoadTrainedLoRA": "lorakit Load trained LoRA",
+    "LorakitApplyTrainedLoRA": "lorakit Apply trained LoRA",
 }

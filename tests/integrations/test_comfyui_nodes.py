@@ -97,7 +97,7 @@ def train_inputs(comfy, **overrides):
 
 def test_mappings_and_input_types(comfy) -> None:
     assert set(comfy.package.NODE_CLASS_MAPPINGS) == {"LorakitTrainLoRA", "LorakitQueueStatus",
-                                                     "LorakitLoadTrainedLoRA"}
+                                                     "LorakitLoadTrainedLoRA", "LorakitApplyTrainedLoRA"}
     assert comfy.package.NODE_DISPLAY_NAME_MAPPINGS["LorakitTrainLoRA"] == "lorakit Train LoRA"
     for cls in comfy.package.NODE_CLASS_MAPPINGS.values():
         assert callable(getattr(cls, cls.FUNCTION)) and cls.CATEGORY == "lorakit"
@@ -162,6 +162,30 @@ def test_load_copies_the_final_lora_under_its_content_name(comfy) -> None:
     assert comfy.nodes.LorakitLoadTrainedLoRA().load(job_id) == (name,)  # again: the same file, kept
     status = comfy.nodes.LorakitQueueStatus().status(job_id)[0]
     assert "done" in status and str(comfy.tmp / "run") in status
+
+
+def test_apply_loads_the_installed_file_into_model_and_clip(comfy, monkeypatch) -> None:
+    """As ComfyUI's LoraLoader.load_lora: comfy.utils.load_torch_file(path, safe_load=True), then
+    comfy.sd.load_lora_for_models(model, clip, lora, strength_model, strength_clip); both strengths 0 = unchanged."""
+    calls = []
+    utils, sd = types.ModuleType("comfy.utils"), types.ModuleType("comfy.sd")
+    utils.load_torch_file = lambda path, safe_load=False: calls.append(("load", path, safe_load)) or {"w": 1}
+    sd.load_lora_for_models = lambda m, c, lora, sm, sc: calls.append(("apply", m, c, lora, sm, sc)) or (
+        f"{m}+lora", f"{c}+lora")
+    monkeypatch.setitem(sys.modules, "comfy.utils", utils)
+    monkeypatch.setitem(sys.modules, "comfy.sd", sd)
+    sys.modules["comfy"].utils, sys.modules["comfy"].sd = utils, sd
+    job_id = done_job(comfy, b"applied lora")
+    node = comfy.nodes.LorakitApplyTrainedLoRA()
+    model, clip, name = node.apply("MODEL", "CLIP", job_id, 0.8, 0.5)
+    assert (model, clip) == ("MODEL+lora", "CLIP+lora")
+    assert calls == [("load", str(comfy.models / "loras" / name), True), ("apply", "MODEL", "CLIP", {"w": 1}, 0.8, 0.5)]
+    assert (comfy.models / "loras" / name).read_bytes() == b"applied lora"
+    calls.clear()
+    assert node.apply("MODEL", "CLIP", job_id, 0.0, 0.0) == ("MODEL", "CLIP", name) and calls == []
+    assert set(comfy.nodes.LorakitApplyTrainedLoRA.INPUT_TYPES()["required"]) == {
+        "model", "clip", "job_id", "strength_model", "strength_clip"}
+    assert comfy.nodes.NODE_DISPLAY_NAME_MAPPINGS["LorakitApplyTrainedLoRA"] == "lorakit Apply trained LoRA"
 
 
 def test_failed_and_unfinished_jobs_raise_with_their_state(comfy) -> None:
