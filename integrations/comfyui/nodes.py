@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -56,16 +55,9 @@ def _preset_names() -> list[str]:
 
 
 def start_runner(home: Path) -> None:
-    """Start a detached `lorakit queue run --watch` in its own session (it outlives ComfyUI). A second runner is
-    refused at the GPU lock and exits, so starting one when one runs is harmless (lorakit.ui.train_tab does the
-    same)."""
-    _lorakit()
-    from lorakit.process import child_environment, lorakit_command
-
-    with open(home / "runner.log", "ab") as log:
-        subprocess.Popen(lorakit_command("queue", "--home", str(home), "run", "--watch"), stdout=log,
-                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                         env=child_environment())
+    """A detached queue runner that outlives ComfyUI (lorakit.jobs.runner.ensure_runner, as the web UI starts it)."""
+    runner, _ = _lorakit()
+    runner.ensure_runner(home)
 
 
 def _toml_string(text: str) -> str:

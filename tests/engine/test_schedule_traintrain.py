@@ -4,26 +4,14 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from pydantic import ValidationError
 
 from lorakit.config.schema import TrainSection
 from lorakit.engine.schedule import build_scheduler, scheduler_for
 from lorakit.errors import ConfigError
+from test_schedule import rates, sgd  # the same optimizer and stepping as the other schedule tests
 
 
-def sgd(lr: float = 1.0) -> torch.optim.Optimizer:
-    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=lr)
-
-
-def rates(scheduler, steps: int) -> list[float]:
-    """The rate of each of the first `steps` steps, stepping without gradients."""
-    out = []
-    for _ in range(steps):
-        out.append(scheduler.get_last_lr()[0])
-        scheduler.optimizer.step()
-        scheduler.step()
-    return out
 
 
 def piecewise(rules: list[tuple[float, int]], last: float, step: int) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import shutil
+import subprocess
 import threading
 import time
 import tomllib
@@ -71,6 +72,29 @@ class GpuLock:
 
         fcntl.flock(self.file, fcntl.LOCK_UN)
         self.file.close()
+
+
+def runner_running(home: Path) -> bool:
+    """Whether a queue runner holds this machine's (first) GPU lock."""
+    try:
+        with GpuLock(home, visible_gpus()[0]):
+            return False
+    except LorakitError:
+        return True
+
+
+def ensure_runner(home: Path) -> bool:
+    """Start a detached `lorakit queue run --watch`; True when none was running. Its own session
+    (start_new_session), so it outlives the UI; its output goes to <home>/runner.log. It is started even when a
+    runner seems up: a second one is refused at the GPU lock and exits, while probing the lock here could make a
+    runner starting at that moment give up."""
+    was_running = runner_running(home)
+    log = open(home / "runner.log", "ab")
+    subprocess.Popen(lorakit_command("queue", "--home", str(home), "run", "--watch"), stdout=log,
+                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                     env=child_environment())
+    log.close()
+    return not was_running
 
 
 def visible_gpus() -> list[str]:

@@ -232,16 +232,20 @@ def _put(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
 def config_from_values(specs: list[FieldSpec], values: dict[str, Any]) -> dict[str, Any]:
     """The nested config (as a TOML file holds it) of the form's values: only the chosen mode's fields; unset
     optional fields are left out. Widget values that cannot be read are a ConfigError naming every key."""
+    mode_type = values.get(MODE_TYPE_KEY) or "lora"
+    chosen = [s for s in specs if (s.mode is None or s.mode == mode_type) and s.key in values]
+    return _nested(chosen, values, "form")
+
+
+def _nested(specs: list[FieldSpec], values: dict[str, Any], where: str) -> dict[str, Any]:
+    """`values` of `specs` as a nested config; every value that cannot be read is named in one ConfigError."""
     data: dict[str, Any] = {}
     problems = []
-    mode_type = values.get(MODE_TYPE_KEY) or "lora"
     for spec in specs:
-        if spec.mode is not None and spec.mode != mode_type or spec.key not in values:
-            continue
         try:
             present, value = parse_value(spec, values[spec.key])
         except ValueError as exc:
-            problems.append(f"form: {spec.key}: {exc}")
+            problems.append(f"{where}: {spec.key}: {exc}")
             continue
         if present:
             _put(data, spec.path, value)
@@ -272,19 +276,8 @@ def simple_specs(specs: list[FieldSpec] | None = None) -> list[FieldSpec]:
 
 def simple_layer(values: dict[str, Any]) -> Layer:
     """The Simple tab's values as a layer over the preset: empty fields are left out, so the preset's stay."""
-    data: dict[str, Any] = {}
-    problems = []
-    for spec in simple_specs():
-        value = values.get(spec.key)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            continue
-        try:
-            present, parsed = parse_value(spec, value)
-        except ValueError as exc:
-            problems.append(f"simple form: {spec.key}: {exc}")
-            continue
-        if present:
-            _put(data, spec.path, parsed)
-    if problems:
-        raise ConfigError(problems, "correct the fields named and try again")
-    return Layer("simple form", data)
+    def empty(value: Any) -> bool:
+        return value is None or (isinstance(value, str) and not value.strip())
+
+    filled = [s for s in simple_specs() if not empty(values.get(s.key))]
+    return Layer("simple form", _nested(filled, values, "simple form"))

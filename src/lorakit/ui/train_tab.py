@@ -7,7 +7,6 @@ The UI never trains in its own process: Start queues the job (lorakit.jobs) and 
 
 from __future__ import annotations
 
-import subprocess
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ from ..config.snapshot import config_toml
 from ..errors import ConfigError, LorakitError
 from ..jobs import runner
 from ..jobs.store import Job, JobStore
-from ..process import child_environment, lorakit_command
 from .form import MODE_TYPE_KEY, FieldSpec, fields_of, form_layer, simple_layer, simple_specs, values_from_config
 from .i18n import field_help, field_label, section_title, t
 
@@ -58,29 +56,6 @@ def plan_text(resolved: ResolvedConfig) -> str:
     except (LorakitError, OSError, ValueError) as exc:
         lines = [f"(no plan: {exc})"]
     return "\n".join(lines + [f"warning: {w}" for w in resolved.warnings])
-
-
-def runner_running(home: Path) -> bool:
-    """Whether a queue runner holds this machine's (first) GPU lock."""
-    try:
-        with runner.GpuLock(home, runner.visible_gpus()[0]):
-            return False
-    except LorakitError:
-        return True
-
-
-def ensure_runner(home: Path) -> bool:
-    """Start a detached `lorakit queue run --watch`; True when none was running. Its own session
-    (start_new_session), so it outlives the UI; its output goes to <home>/runner.log. It is started even when a
-    runner seems up: a second one is refused at the GPU lock and exits, while probing the lock here could make a
-    runner starting at that moment give up."""
-    was_running = runner_running(home)
-    log = open(home / "runner.log", "ab")
-    subprocess.Popen(lorakit_command("queue", "--home", str(home), "run", "--watch"), stdout=log,
-                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                     env=child_environment())
-    log.close()
-    return not was_running
 
 
 def queue_config(home: Path, resolved: ResolvedConfig) -> Job:
@@ -252,7 +227,7 @@ def build_train_tab(lang: str, home: Path) -> None:
         try:
             resolved = gather(*args)
             job = queue_config(home, resolved)
-            started = ensure_runner(home)  # queued jobs never wait for a runner nobody starts
+            started = runner.ensure_runner(home)  # queued jobs never wait for a runner nobody starts
         except LorakitError as exc:
             return problems_markdown(exc, lang), gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
         note = t("train.queued", lang, id=job.id, name=job.name) + (
