@@ -217,9 +217,11 @@ class ComfyStandIn:
         # prompt_worker): a client that reads /history at execution_success can find nothing yet
         last = max(i for i, (op, m) in enumerate(messages) if op == 1 and json.loads(m)["type"] == "executing")
         messages.insert(last, (0, lambda: self.history.__setitem__(prompt_id, entry)))
-        self.sockets[body["client_id"]].put(messages)
+        self.sockets.setdefault(body["client_id"], queue.Queue()).put(messages)
 
     def websocket(self, handler, client_id: str) -> None:
+        # the outbox exists before the handshake answer: a client may POST /prompt the moment it has that answer
+        outbox = self.sockets.setdefault(client_id, queue.Queue())
         key = handler.headers["Sec-WebSocket-Key"]
         accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
         handler.send_response(101, "Switching Protocols")
@@ -228,7 +230,6 @@ class ComfyStandIn:
         handler.send_header("Sec-WebSocket-Accept", accept)
         handler.end_headers()
         handler.wfile.flush()
-        outbox = self.sockets.setdefault(client_id, queue.Queue())
         sock = handler.connection
         first = capture("ws_success_lora.json")["messages"][0]["data"]  # the status message with the session id
         first["data"]["sid"] = client_id

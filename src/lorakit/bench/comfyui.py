@@ -330,6 +330,10 @@ class Connection:
         except (OSError, websocket.WebSocketException) as exc:
             raise LorakitError(f"ComfyUI is not reachable at {url} (websocket /ws): start it, or check --comfy-url "
                                f"({exc})") from exc
+        try:  # ComfyUI registers the socket, then sends its status with our sid: after it, no message is lost
+            self.socket.recv()
+        except (OSError, websocket.WebSocketException):
+            pass  # no greeting in time: the prompt is still followed, and /history has the result
 
     def follow(self, prompt_id: str, progress: Callable[[int, int], None] | None = None) -> RunState:
         """Read messages until ComfyUI is done with `prompt_id` (or it failed); `progress(value, max)` gets the
