@@ -185,3 +185,26 @@ def test_messages_with_brackets_print_verbatim(cli, tmp_path: Path) -> None:
     assert f"{f}: data: image size 500x500 is not a multiple of bucket_reso_steps = 64" in err
     code, _, err = cli("config", "validate", str(f), "--no-paths", "--set", "data=3")
     assert "(allowed: a table [data] of settings)" in err
+
+
+def test_import_of_a_traintrain_preset_with_blanks(cli, tmp_path: Path) -> None:
+    """TrainTrain's shipped iLECO preset has empty prompts: it imports, and the blank is named in the output and
+    the file's header; the run needs it set (validate refuses until then)."""
+    src = write(tmp_path / "iLECO.json", json.dumps({
+        "network_type": "lierla", "network_rank": "4", "network_alpha": "8", "mode": "iLECO",
+        "train_iterations": "300", "train_learning_rate": "5e-4", "original prompt": "", "target prompt": "",
+        "network_blocks(BASE = TextEncoder)": ["BASE", "IN04", "OUT03"]}))
+    out = tmp_path / "ileco.toml"
+    code, _, err = cli("config", "import", str(src), "--out", str(out))
+    assert code == 0, err
+    assert "to fill in before training: mode.original_prompt" in err
+    text = out.read_text(encoding="utf-8")
+    assert "#   mode.original_prompt: the concept to edit" in text
+    values = tomllib.loads(text)
+    assert values["mode"] == {"type": "ileco"} and values["network"]["blocks"] == ["IN04", "OUT03"]
+    assert "train_text_encoder" not in values["network"]
+    code, _, err = cli("config", "show", str(out))
+    assert code == 2 and "ileco needs original_prompt" in err
+    code, shown, err = cli("config", "show", str(out), "--set", 'mode.original_prompt="cat"')
+    assert code == 0, err
+    assert 'original_prompt = "cat"' in shown

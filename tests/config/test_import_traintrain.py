@@ -7,6 +7,7 @@ list, Difference's "2nd pass" table) and the expected values follow its trainer'
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,9 @@ def preset(**changes: Any) -> dict[str, Any]:
     }
     base.update(changes)
     return base
+
+
+BLOCKS = "network_blocks(BASE = TextEncoder)"
 
 
 def unsupported(result) -> dict[str, str]:
@@ -181,6 +185,11 @@ def test_difference_with_second_pass() -> None:
         "second_pass": {"network_dim": 4, "network_alpha": 4.0, "learning_rate": 1e-4, "max_train_steps": 300},
     }
     assert set(unsupported(r)) == {"2nd pass.train_optimizer"}
+    # BASE is listed, but Difference encodes its prompt once under no_grad (train.py train_main): UNet only
+    assert "train_text_encoder" not in r.values["network"]
+    assert "never trained" in inert(r)[f"{BLOCKS} BASE"]
+    resolve([Layer("d.json", r.values)])  # a config lorakit accepts as it is
+    assert r.to_fill == {}
     loaded = convert_traintrain(preset(mode="Difference", diff_load_1st_pass="copy"))
     assert loaded.values["mode"]["first_pass_file"] == "copy.safetensors"  # setpass appends it
     assert any("copy.safetensors" in n for n in loaded.notes)
@@ -197,7 +206,8 @@ def test_reports_what_it_cannot_map() -> None:
     assert {"logging_verbose", "train_VAE_precision"} <= set(inert(r))
     mapped = {k for k, _, _ in r.report()["mapped"]}
     listed = mapped | set(inert(r)) | set(unsupported(r))
-    assert listed == set(preset()) | {"some_new_key"}  # every key accounted for
+    # every key accounted for; BASE is its own line (ADDifT, as iLECO, never trains the text encoder)
+    assert listed == set(preset()) | {"some_new_key", f"{BLOCKS} BASE"}
     toml = r.to_toml("p.json")
     assert "#   train_optimizer = 'CAME'" in toml
 
@@ -210,3 +220,31 @@ def test_kohya_json_still_goes_to_the_kohya_importer(tmp_path: Path) -> None:
     tt.write_text(json.dumps(preset()), encoding="utf-8")
     with pytest.raises(ConfigError, match="no dataset TOML"):
         import_file(tt, tmp_path / "d.toml")
+
+
+@pytest.mark.parametrize("mode, blanks", [
+    ("LoRA", {"data.train_data_dir"}),
+    ("iLECO", {"mode.original_prompt"}),
+    ("Difference", {"mode.original_image", "mode.target_image"}),
+])
+def test_a_shipped_preset_imports_with_its_blanks_named(mode: str, blanks: set, tmp_path: Path) -> None:
+    """TrainTrain's presets/*.json leave the folder, prompts and images empty: the import names them to fill in,
+    and once filled the config is one lorakit accepts (no text encoder in iLECO/Difference)."""
+    r = convert_traintrain(preset(mode=mode))
+    assert set(r.to_fill) == blanks
+    toml = r.to_toml("p.json")
+    assert "# Before training, set (the file leaves them blank):" in toml
+    assert all(f"#   {key}: " in toml for key in blanks)
+    filled: dict[str, Any] = {}
+    for key in blanks:
+        section, leaf = key.split(".")
+        filled.setdefault(section, {})[leaf] = "cat" if leaf.endswith("prompt") else str(tmp_path / leaf)
+    config = resolve([Layer("p.json", r.values), Layer("user", filled)])
+    assert config.network.train_text_encoder is (mode == "LoRA")  # BASE is in the preset's blocks
+    with pytest.raises(ConfigError, match="original_prompt") if mode == "iLECO" else nullcontext():
+        resolve([Layer("p.json", r.values)])
+
+
+def test_loading_pass_one_needs_only_the_target_image() -> None:
+    r = convert_traintrain(preset(mode="Difference", diff_load_1st_pass="copy"))
+    assert set(r.to_fill) == {"mode.target_image"}

@@ -114,17 +114,21 @@ def _write_new(path: Path, text: str, force: bool) -> None:
 
 @config_app.command("import")
 def import_(
-    file: Annotated[Path, typer.Argument(help="kohya_ss GUI .json or sd-scripts .toml training config.")],
+    file: Annotated[Path, typer.Argument(help="kohya_ss GUI .json, sd-scripts .toml training config, or "
+                                          "TrainTrain .json preset / saved settings.")],
     dataset_toml: Annotated[Optional[Path], typer.Option("--dataset-toml", help="sd-scripts dataset TOML.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the lorakit TOML here.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit with status 2 when a setting the run depends "
-                                         "on is unsupported (the lorakit run would differ from kohya's).")] = False,
+                                         "on is unsupported (the lorakit run would differ from the source "
+                                         "tool's).")] = False,
     report: Annotated[bool, typer.Option("--report", help="List every key: mapped (old → new), inert (why) "
                                          "and unsupported (what lorakit would need).")] = False,
 ) -> None:
-    """Convert a kohya_ss GUI JSON / sd-scripts TOML into a lorakit TOML that trains what kohya would: the GUI's
-    values as kohya_ss launches sd-scripts, absent keys at sd-scripts' defaults, kohya's folder layout."""
+    """Convert a kohya_ss GUI JSON / sd-scripts TOML into a lorakit TOML that trains what kohya would (the GUI's
+    values as kohya_ss launches sd-scripts, absent keys at sd-scripts' defaults, kohya's folder layout), or a
+    TrainTrain JSON preset into the same LoRA / iLECO / Difference run. A preset's blanks (image folder, prompts,
+    images) are listed to fill in."""
     from ..config.importers import import_file
     from ..config.loader import Layer, resolve
 
@@ -141,7 +145,10 @@ def import_(
         err_console.print(escape(f"not in the file, at sd-scripts' defaults: {', '.join(result.defaults)}"))
     for note in result.notes:
         err_console.print(f"[cyan]note:[/] {escape(note)}")
-    resolve([Layer(str(file), result.values)])  # a value lorakit rejects is reported (exit 2) and nothing written
+    for key, what in result.to_fill.items():
+        err_console.print(f"[cyan]to fill in before training:[/] {escape(f'{key}: {what}')}")
+    # a value lorakit rejects is reported (exit 2) and nothing written; a preset's blanks are checked as filled
+    resolve([Layer(str(file), result.values), Layer("(blanks to fill)", _filled(result.to_fill))])
     text = result.to_toml(str(file))
     summary = (f"{len(groups['mapped'])} mapped, {len(groups['inert'])} inert, "
                f"{len(groups['unsupported'])} unsupported")
@@ -152,9 +159,21 @@ def import_(
         typer.echo(text, nl=False)
         err_console.print(escape(summary))
     if strict and groups["unsupported"]:
-        raise ConfigError([f"{file}: {len(groups['unsupported'])} setting(s) kohya would use are unsupported "
+        raise ConfigError([f"{file}: {len(groups['unsupported'])} setting(s) {result.tool} would use are unsupported "
                            "(listed above)"], "set them by hand, or import without --strict to accept the "
                           "difference")
+
+
+def _filled(to_fill: dict[str, str]) -> dict[str, Any]:
+    """A stand-in value for each blank, so the check sees a run whose only gap is what the user must fill in."""
+    values: dict[str, Any] = {}
+    for dotted in to_fill:
+        *parents, leaf = dotted.split(".")
+        node = values
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = "to-fill"
+    return values
 
 
 def _mapping(result: Any, key: str, target: str) -> str:

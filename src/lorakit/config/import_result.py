@@ -30,6 +30,8 @@ class ImportResult:
     defaults: list[str] = field(default_factory=list)  # keys the source leaves out, at sd-scripts' default
     source: dict[str, Any] = field(default_factory=dict)  # the sd-scripts arguments being read
     strict_source: str | None = None  # while set (reading a dataset TOML), an unreadable value is an error
+    tool: str = "kohya"  # whose run the import reproduces, for the messages
+    to_fill: dict[str, str] = field(default_factory=dict)  # lorakit key → what the user must set (a preset's blank)
 
     def inert(self, source: str, value: Any, why: str) -> None:
         """A source key that changes nothing the run trains (logging, attention kernel, GUI-only)."""
@@ -88,11 +90,14 @@ class ImportResult:
         """The lorakit TOML, with the unmapped keys listed in comments at the top."""
         head = [f"# Imported by `lorakit config import` from {source}."]
         if self.unmapped:
-            head.append("# Unsupported: kohya would use these, lorakit cannot (the run differs there):")
+            head.append(f"# Unsupported: {self.tool} would use these, lorakit cannot (the run differs there):")
             head += [f"#   {k} = {v!r}: {why}" for k, v, why in self.unmapped]
         if self.defaults:
             head.append("# Not in the file, so at sd-scripts' defaults: " + ", ".join(self.defaults))
         head += [f"# Note: {n}" for n in self.notes]
+        if self.to_fill:
+            head.append("# Before training, set (the file leaves them blank):")
+            head += [f"#   {key}: {what}" for key, what in self.to_fill.items()]
         return "\n".join(head) + "\n\n" + tomli_w.dumps({"version": CONFIG_VERSION, **self.values})
 
 

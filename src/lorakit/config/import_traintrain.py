@@ -88,7 +88,7 @@ def is_traintrain(src: Any) -> bool:
 
 def convert_traintrain(src: dict[str, Any]) -> ImportResult:
     """The lorakit values of a TrainTrain JSON, and every key that did not become one."""
-    r = ImportResult(source=src)
+    r = ImportResult(source=src, tool="TrainTrain")
     mode = str(src.get("mode") or "LoRA")
     lorakit_mode = MODES.get(mode)
     if lorakit_mode is None:
@@ -107,7 +107,21 @@ def convert_traintrain(src: dict[str, Any]) -> ImportResult:
     for key, value in src.items():
         if key not in handled:
             _one_key(r, key, value, mode, lorakit_mode)
+    _blanks(r, lorakit_mode)
     return r
+
+
+def _blanks(r: ImportResult, lorakit_mode: str) -> None:
+    """What a run needs and the file leaves blank: TrainTrain's shipped presets carry no folder, prompt or image."""
+    if lorakit_mode == "lora" and not r.values.get("data", {}).get("train_data_dir"):
+        r.to_fill["data.train_data_dir"] = "the folder of training images (TrainTrain's lora_data_directory)"
+    elif lorakit_mode == "ileco" and not r.values["mode"].get("original_prompt"):
+        r.to_fill["mode.original_prompt"] = "the concept to edit (TrainTrain's 'original prompt')"
+    elif lorakit_mode == "difference":
+        loaded = bool(r.values["mode"].get("first_pass_file"))  # pass 1 loaded: no original image needed
+        for which in ("target",) if loaded else ("original", "target"):
+            if not r.values["mode"].get(f"{which}_image"):
+                r.to_fill[f"mode.{which}_image"] = f"the {which} image file (TrainTrain's '{which} image')"
 
 
 def _one_key(r: ImportResult, key: str, value: Any, mode: str, lorakit_mode: str) -> None:
@@ -409,8 +423,8 @@ def _schedule(r: ImportResult, src: dict[str, Any]) -> None:
 
 
 def _blocks(r: ImportResult, src: dict[str, Any], mode: str) -> None:
-    """BASE trains the text encoders (LoRANetwork; LycorisNetwork only in LoRA mode); every SD block listed = all
-    blocks (lorakit's empty list), whatever the family."""
+    """BASE trains the text encoders (in LoRA mode only); every SD block listed = all blocks (lorakit's empty list),
+    whatever the family."""
     if BLOCKS_KEY not in src:
         return
     value = src[BLOCKS_KEY]
@@ -418,8 +432,12 @@ def _blocks(r: ImportResult, src: dict[str, Any], mode: str) -> None:
         r.bad(BLOCKS_KEY, value, "a list of blocks (BASE, IN00…, M00, OUT00…); an empty list trains nothing")
         return
     names = [str(v) for v in value]
-    loha_outside_lora = src.get("network_type") == "loha" and mode != "LoRA"
-    text_encoder = "BASE" in names and not loha_outside_lora
+    # Outside LoRA mode TrainTrain encodes the prompts once, under no_grad, before the network exists (train.py
+    # train_main): its text-encoder modules are created but never trained, so lorakit's UNet-only modes match it
+    text_encoder = "BASE" in names and mode == "LoRA"
+    if "BASE" in names and not text_encoder:
+        r.inert(f"{BLOCKS_KEY} BASE", "BASE", f"in {mode} mode TrainTrain encodes the prompts once without "
+                                              "gradients, so the text encoder is never trained")
     unet = [n for n in names if n != "BASE"]
     blocks = [] if SD_UNET_BLOCKS <= set(unet) else (["BASE"] if text_encoder else []) + unet
     if blocks:
