@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 CATEGORY = "lorakit"
 NO_PRESET = "(none)"
 CHECKPOINT_VAE = "(checkpoint's own)"
+FROM_MODEL = "(the linked MODEL's checkpoint)"
 MODES = ["lora", "ileco", "difference"]
 NETWORKS = ["lora", "locon", "loha", "lokr"]
 FAILED_STATES = ("failed", "stopped", "cancelled")
@@ -92,11 +92,14 @@ class LorakitTrainLoRA:
 
         return {
             "required": {
-                "ckpt_name": (folder_paths.get_filename_list("checkpoints"),),
+                "ckpt_name": ([FROM_MODEL, *folder_paths.get_filename_list("checkpoints")], {
+                    "tooltip": "the checkpoint to train on; the first entry takes the one the linked MODEL was "
+                               "loaded from (as TrainTrain uses the loaded model)"}),
                 "mode": (MODES, {"default": "lora"}),
                 "network": (NETWORKS, {"default": "lora"}),
                 "dataset_folder": ("STRING", {"default": "", "tooltip": "lora: the folder of training images"}),
-                "original_prompt": ("STRING", {"default": "", "tooltip": "ileco: the concept to edit"}),
+                "original_prompt": ("STRING", {"default": "", "tooltip": "ileco: the concept to edit; "
+                                                                         "difference: the caption of both images"}),
                 "target_prompt": ("STRING", {"default": "", "tooltip": "ileco: what it becomes (empty = erase)"}),
                 "rank": ("INT", {"default": 16, "min": 1, "max": 1024}),
                 "alpha": ("FLOAT", {"default": 8.0, "min": 0.01, "max": 1024.0, "step": 0.01}),
@@ -108,9 +111,10 @@ class LorakitTrainLoRA:
                 "free_comfy_models": ("BOOLEAN", {"default": True}),
             },
             "optional": {
+                "model": ("MODEL", {"tooltip": "with ckpt_name's first entry: train on this model's checkpoint"}),
                 "vae_name": ([CHECKPOINT_VAE, *folder_paths.get_filename_list("vae")], {"default": CHECKPOINT_VAE}),
-                "original_image": ("STRING", {"default": "", "tooltip": "difference: the 'before' image file"}),
-                "target_image": ("STRING", {"default": "", "tooltip": "difference: the 'after' image file"}),
+                "original_image": ("IMAGE", {"tooltip": "difference: the 'before' image (e.g. from Load Image)"}),
+                "target_image": ("IMAGE", {"tooltip": "difference: the 'after' image, the same size"}),
             },
         }
 
@@ -122,16 +126,20 @@ class LorakitTrainLoRA:
 
     def train(self, ckpt_name: str, mode: str, network: str, dataset_folder: str, original_prompt: str,
               target_prompt: str, rank: int, alpha: float, learning_rate: float, steps: int, resolution: int,
-              preset: str, output_name: str, free_comfy_models: bool, vae_name: str = CHECKPOINT_VAE,
-              original_image: str = "", target_image: str = "") -> tuple[int]:
+              preset: str, output_name: str, free_comfy_models: bool, model: Any = None,
+              vae_name: str = CHECKPOINT_VAE, original_image: Any = None, target_image: Any = None) -> tuple[int]:
         import folder_paths
 
         runner, _ = _lorakit()
         from lorakit.errors import LorakitError
 
-        checkpoint = folder_paths.get_full_path("checkpoints", ckpt_name)
-        if checkpoint is None:
-            raise ValueError(f"lorakit: checkpoint {ckpt_name!r} is not in ComfyUI's models/checkpoints folders")
+        _check_mode_inputs(mode, dataset_folder, original_prompt, target_prompt, original_image, target_image)
+        if ckpt_name == FROM_MODEL:
+            checkpoint = checkpoint_of(model)
+        else:
+            checkpoint = folder_paths.get_full_path("checkpoints", ckpt_name)
+            if checkpoint is None:
+                raise ValueError(f"lorakit: checkpoint {ckpt_name!r} is not in ComfyUI's models/checkpoints folders")
         store = _store()
         sets = [f"model.pretrained_model_name_or_path={_toml_string(checkpoint)}",
                 "model.family=\"auto\"",  # the chosen checkpoint decides, not the preset's family
@@ -152,8 +160,10 @@ class LorakitTrainLoRA:
             sets += [f"mode.original_prompt={_toml_string(original_prompt)}",
                      f"mode.target_prompt={_toml_string(target_prompt)}"]
         else:
-            sets += [f"mode.original_image={_toml_string(original_image)}",
-                     f"mode.target_image={_toml_string(target_image)}"]
+            inputs = store.home / "comfyui-inputs"
+            sets += [f"mode.original_image={_toml_string(str(save_image(original_image, inputs, 'original_image')))}",
+                     f"mode.target_image={_toml_string(str(save_image(target_image, inputs, 'target_image')))}",
+                     f"mode.prompt={_toml_string(original_prompt)}"]
         if free_comfy_models:
             _free_comfy_models()
         try:
@@ -162,6 +172,71 @@ class LorakitTrainLoRA:
             raise ValueError(f"lorakit could not queue the job: {exc}") from None
         start_runner(store.home)
         return (job.id,)
+
+
+def _check_mode_inputs(mode: str, dataset_folder: str, original_prompt: str, target_prompt: str,
+                       original_image: Any, target_image: Any) -> None:
+    """Each mode reads its own inputs; one the mode would not read is refused, never dropped silently."""
+    unread = {"lora": {"original_prompt": original_prompt, "target_prompt": target_prompt,
+                       "original_image": original_image, "target_image": target_image},
+              "ileco": {"dataset_folder": dataset_folder, "original_image": original_image,
+                        "target_image": target_image},
+              "difference": {"dataset_folder": dataset_folder, "target_prompt": target_prompt}}[mode]
+    given = [name for name, value in unread.items() if value is not None and value != ""]
+    if given:
+        raise ValueError(f"lorakit: mode {mode} does not read {', '.join(given)}: clear or unlink it")
+    if mode == "difference" and (original_image is None or target_image is None):
+        raise ValueError("lorakit: mode difference needs original_image and target_image linked (e.g. two "
+                         "Load Image nodes)")
+
+
+def checkpoint_of(model: Any) -> str:
+    """The checkpoint file a MODEL was loaded from. ComfyUI's loaders record how to rebuild a model in
+    `ModelPatcher.cached_patcher_init = (loader, (path, …))` (recent ComfyUI; kept by clone()); a MODEL with weight
+    patches (a LoRA applied) is refused, since lorakit trains on the file alone."""
+    import folder_paths
+
+    if model is None:
+        raise ValueError(f"lorakit: ckpt_name is {FROM_MODEL!r} but no MODEL is linked: link one (e.g. from Load "
+                         "Checkpoint) or choose a checkpoint")
+    init = getattr(model, "cached_patcher_init", None)
+    args = init[1] if isinstance(init, (tuple, list)) and len(init) > 1 and isinstance(init[1], (tuple, list)) \
+        else ()
+    path = next((a for a in args if isinstance(a, str) and os.path.isfile(a)), None)
+    if path is None:
+        raise ValueError("lorakit: the linked MODEL does not say which file it was loaded from (an older ComfyUI, "
+                         "or a model built by another node): choose its checkpoint in ckpt_name")
+    roots = [Path(p).resolve() for p in folder_paths.get_folder_paths("checkpoints")]
+    if not any(Path(path).resolve().is_relative_to(root) for root in roots):
+        raise ValueError(f"lorakit: the linked MODEL was loaded from {path}, not from models/checkpoints (lorakit "
+                         "trains on a whole checkpoint: UNet, text encoder and VAE): choose a checkpoint in ckpt_name")
+    if getattr(model, "patches", None):
+        raise ValueError("lorakit: the linked MODEL has weight patches applied (a LoRA?); lorakit would train on "
+                         f"{Path(path).name} without them: link the Load Checkpoint's MODEL directly")
+    return path
+
+
+def save_image(image: Any, folder: Path, label: str) -> Path:
+    """A ComfyUI IMAGE (a [batch, height, width, channels] tensor in 0..1) saved as a PNG named by its content, as
+    ComfyUI's SaveImage turns a tensor into 8-bit pixels (255 × value, clipped, truncated)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    if image is None or len(image.shape) != 4 or image.shape[0] != 1:
+        raise ValueError(f"lorakit: {label} must be one image (a batch of 1), got "
+                         f"{'nothing' if image is None else tuple(image.shape)}")
+    pixels = np.clip(255.0 * image[0].cpu().numpy(), 0, 255).astype(np.uint8)
+    data = io.BytesIO()
+    Image.fromarray(pixels).save(data, format="PNG")
+    path = folder / f"{hashlib.sha256(data.getvalue()).hexdigest()[:16]}.png"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_bytes(data.getvalue())
+        os.replace(partial, path)
+    return path
 
 
 class LorakitQueueStatus:
@@ -197,22 +272,6 @@ def _state_key(job_id: int) -> str:
     return f"{job.state}|{job.run_dir}|{job.message}"
 
 
-def content_name(path: Path, name: str) -> str:
-    """`lorakit-<name>-<sha256[:12]>.safetensors`: a new LoRA gets a new name, since ComfyUI caches by file name."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return f"lorakit-{name}-{digest.hexdigest()[:12]}.safetensors"
-
-
-def final_lora(run_dir: Path) -> Path | None:
-    """The run's final LoRA: the newest train/*.safetensors without "-step" (intermediate saves carry it)."""
-    train = Path(run_dir) / "train"
-    files = [p for p in train.glob("*.safetensors") if "-step" not in p.stem] if train.is_dir() else []
-    return max(files, key=lambda p: (p.stat().st_mtime, p.name)) if files else None
-
-
 class LorakitLoadTrainedLoRA:
     """Copy a finished job's LoRA into ComfyUI's models/loras; outputs its file name (a LoraLoader's lora_name)."""
 
@@ -238,19 +297,18 @@ class LorakitLoadTrainedLoRA:
         if job.state != "done":
             raise RuntimeError(f"lorakit job {job.id} ({job.name}) is not finished yet (state {job.state}); "
                                "queue the workflow again when it is done")
+        from lorakit.errors import LorakitError
+        from lorakit.runs import final_lora, install_lora
+
         source = final_lora(Path(job.run_dir or ""))
         if source is None:
             raise RuntimeError(f"lorakit job {job.id} is done but {job.run_dir}/train holds no final .safetensors")
-        name = content_name(source, job.name)
-        target = Path(folder_paths.get_folder_paths("loras")[0]) / name
-        if target.exists():
-            if content_name(target, job.name) != name:  # the same name, other bytes: never overwrite it
-                raise RuntimeError(f"{target} exists with other contents; move it away and run the node again")
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(target.name + ".partial")
-            shutil.copyfile(source, partial)
-            os.replace(partial, target)  # ComfyUI never lists a half-copied file
+        folder = Path(folder_paths.get_folder_paths("loras")[0])
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            name = install_lora(source, folder)  # a content name: ComfyUI caches LoRAs by file name
+        except LorakitError as exc:
+            raise RuntimeError(f"lorakit: {exc}") from None
         return (name,)
 
 

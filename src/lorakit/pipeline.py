@@ -256,12 +256,13 @@ def _run_config(req: PipelineRequest):
 
 
 def final_lora(run_dir: Path) -> Path:
-    """The run's final LoRA: train/<name>.safetensors without a -step suffix (else the newest file)."""
-    files = sorted((run_dir / "train").glob("*.safetensors"), key=lambda p: p.stat().st_mtime)
-    final = [p for p in files if "-step" not in p.stem]
-    if not files:
-        raise LorakitError(f"no LoRA in {run_dir / 'train'}", "train it first (without --skip-train)")
-    return (final or files)[-1]
+    """The run's final LoRA (runs.final_lora); an error when it has none."""
+    from .runs import final_lora as final
+
+    lora = final(run_dir)
+    if lora is None:
+        raise LorakitError(f"no final LoRA in {run_dir / 'train'}", "train it first (without --skip-train)")
+    return lora
 
 
 def fix_owner(folders: list[Path], alone: list[Path] = ()) -> str:

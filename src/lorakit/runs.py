@@ -1,7 +1,10 @@
-"""Run folders: `<output_dir>/<run_id>/`, claimed atomically so a run never overwrites another."""
+"""Run folders: `<output_dir>/<run_id>/`, claimed atomically so a run never overwrites another; a run's final LoRA,
+and its copy into a UI's LoRA folder."""
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 from datetime import datetime
 from pathlib import Path
 
@@ -27,3 +30,40 @@ def new_run_dir(output_dir: Path, run_id: str | None = None) -> Path:
         except FileExistsError:
             continue
     raise LorakitError(f"could not create a run folder in {output_dir}")
+
+
+def final_lora(run_dir: Path) -> Path | None:
+    """The run's final LoRA: the newest `train/*.safetensors` without `-step` in its name (the trainer names
+    intermediate saves `<output_name>-step<N>`; Difference saves its copy machine first, the slider last); None
+    while the run has not finished one."""
+    train = Path(run_dir) / "train"
+    files = [p for p in train.glob("*.safetensors") if "-step" not in p.stem] if train.is_dir() else []
+    return max(files, key=lambda p: (p.stat().st_mtime, p.name)) if files else None
+
+
+def install_lora(lora: Path, folder: Path) -> str:
+    """Copy `lora` into a UI's LoRA folder as `lorakit-<stem>-<sha256[:12]>.safetensors`; returns that name.
+
+    ComfyUI caches a loaded LoRA by its path, so a retrained file under an old name would apply the old weights; a
+    name from the content is new whenever the weights are. A file of that name with the same content is reused; one
+    with other content is never overwritten; nothing else in the folder is touched."""
+    from .io import atomic_path
+
+    digest = _sha256(lora)[:12]
+    name = f"lorakit-{lora.stem}-{digest}{lora.suffix}"
+    target = folder / name
+    if target.exists():
+        if _sha256(target)[:12] != digest:
+            raise LorakitError(f"{target} exists with other contents", "move it away and install again")
+    else:
+        with atomic_path(target) as tmp:
+            shutil.copyfile(lora, tmp)
+    return name
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

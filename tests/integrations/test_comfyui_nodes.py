@@ -103,7 +103,10 @@ def test_mappings_and_input_types(comfy) -> None:
         assert callable(getattr(cls, cls.FUNCTION)) and cls.CATEGORY == "lorakit"
         assert isinstance(cls.RETURN_TYPES, tuple)
     required = comfy.nodes.LorakitTrainLoRA.INPUT_TYPES()["required"]
-    assert required["ckpt_name"] == (["sd15.safetensors"],)  # the .txt is not a model extension
+    # the linked MODEL's checkpoint first (ComfyUI's default is a combo's first entry); the .txt is no model
+    assert required["ckpt_name"][0] == ["(the linked MODEL's checkpoint)", "sd15.safetensors"]
+    optional = comfy.nodes.LorakitTrainLoRA.INPUT_TYPES()["optional"]
+    assert optional["model"][0] == "MODEL" and optional["original_image"][0] == optional["target_image"][0] == "IMAGE"
     assert required["mode"][0] == ["lora", "ileco", "difference"]
     assert required["network"][0] == ["lora", "locon", "loha", "lokr"]
     assert required["free_comfy_models"] == ("BOOLEAN", {"default": True})
@@ -214,3 +217,79 @@ def test_install_copies_and_refuses_a_different_folder(tmp_path: Path) -> None:
     assert (target / "nodes.py").read_text() == "someone else's nodes"
     with pytest.raises(LorakitError, match="custom_nodes"):
         install(tmp_path / "not-comfy")
+
+
+class StandInModelPatcher:
+    """comfy.model_patcher.ModelPatcher as a loader leaves it: `cached_patcher_init = (loader, (ckpt_path, …))`
+    (how recent ComfyUI rebuilds a model) and `patches`, the weight patches a LoraLoader adds (add_patches)."""
+
+    def __init__(self, path: object, patches: dict | None = None) -> None:
+        self.cached_patcher_init = (lambda *a, **k: None, (path, None))
+        self.patches = patches or {}
+
+
+def test_train_on_the_linked_models_checkpoint(comfy) -> None:
+    ckpt = comfy.models / "checkpoints" / "sub" / "loaded.safetensors"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"the loaded model")
+    node = comfy.nodes.LorakitTrainLoRA()
+    (job_id,) = node.train(**train_inputs(comfy, ckpt_name="(the linked MODEL's checkpoint)",
+                                          model=StandInModelPatcher(str(ckpt))))
+    config = tomllib.loads(JobStore(comfy.home).get(job_id).config)
+    assert config["model"]["pretrained_model_name_or_path"] == str(ckpt)
+    outside = comfy.tmp / "unet-only.safetensors"
+    outside.write_bytes(b"a diffusion model")
+    cases = [(None, "no MODEL is linked"), (object(), "does not say which file"),
+             (StandInModelPatcher(str(outside)), "not from models/checkpoints"),
+             (StandInModelPatcher(str(ckpt), patches={"diffusion_model.x.weight": [(1.0,)]}), "weight patches")]
+    for model, message in cases:
+        with pytest.raises(ValueError, match=message):
+            node.train(**train_inputs(comfy, ckpt_name="(the linked MODEL's checkpoint)", model=model,
+                                      output_name="again"))
+    assert len(JobStore(comfy.home).jobs()) == 1
+
+
+def test_ileco_job_reads_the_prompts_only(comfy) -> None:
+    node = comfy.nodes.LorakitTrainLoRA()
+    (job_id,) = node.train(**train_inputs(comfy, mode="ileco", dataset_folder="", original_prompt="van gogh",
+                                          target_prompt="photo", output_name="erase"))
+    config = tomllib.loads(JobStore(comfy.home).get(job_id).config)
+    assert config["mode"]["type"] == "ileco"
+    assert (config["mode"]["original_prompt"], config["mode"]["target_prompt"]) == ("van gogh", "photo")
+    assert config["data"]["train_data_dir"] == ""  # the resolved config: the default, no folder
+    with pytest.raises(ValueError, match="mode ileco does not read dataset_folder: clear"):
+        node.train(**train_inputs(comfy, mode="ileco", original_prompt="x", output_name="other"))
+    with pytest.raises(ValueError, match="mode lora does not read original_prompt, target_prompt"):
+        node.train(**train_inputs(comfy, original_prompt="x", target_prompt="y", output_name="other"))
+
+
+def test_difference_job_saves_the_linked_images(comfy) -> None:
+    """IMAGE is ComfyUI's [batch, height, width, channels] float tensor in 0..1; SaveImage writes
+    clip(255 × value) truncated to 8 bits, and so must the files the job trains on."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    before = torch.zeros(1, 64, 96, 3)
+    before[0, :, :, 0] = 0.5  # 127.5 → 127
+    after = before.clone()
+    after[0, 10:20, 10:20, 1] = 1.0
+    node = comfy.nodes.LorakitTrainLoRA()
+    (job_id,) = node.train(**train_inputs(comfy, mode="difference", dataset_folder="", original_prompt="a girl",
+                                          original_image=before, target_image=after, output_name="slider"))
+    mode = tomllib.loads(JobStore(comfy.home).get(job_id).config)["mode"]
+    assert mode["type"] == "difference" and mode["prompt"] == "a girl"
+    original, target = Path(mode["original_image"]), Path(mode["target_image"])
+    assert original.parent == comfy.home / "comfyui-inputs" and original != target
+    pixels = np.asarray(Image.open(original))
+    assert pixels.shape == (64, 96, 3) and pixels[0, 0].tolist() == [127, 0, 0]
+    assert np.asarray(Image.open(target))[15, 15].tolist() == [127, 255, 0]
+    (again,) = node.train(**train_inputs(comfy, mode="difference", dataset_folder="", original_image=before,
+                                         target_image=after, output_name="slider2"))
+    assert tomllib.loads(JobStore(comfy.home).get(again).config)["mode"]["original_image"] == str(original)
+    with pytest.raises(ValueError, match="needs original_image and target_image"):
+        node.train(**train_inputs(comfy, mode="difference", dataset_folder="", original_image=before,
+                                  output_name="slider3"))
+    with pytest.raises(ValueError, match="one image"):
+        node.train(**train_inputs(comfy, mode="difference", dataset_folder="", original_image=before.repeat(2, 1, 1, 1),
+                                  target_image=after, output_name="slider4"))

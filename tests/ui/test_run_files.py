@@ -75,19 +75,6 @@ def test_read_log_missing_and_bad_cells(tmp_path: Path) -> None:
     assert log["step"] == [4] and log["loss"] == [None] and log["lr"] == [None]
 
 
-def test_final_lora_skips_step_saves(tmp_path: Path) -> None:
-    run = make_run(tmp_path, "r", 1_000_000)
-    train = run / "train"
-    assert run_files.final_lora(run) is None
-    step = train / "mylora-step00000010.safetensors"
-    step.write_bytes(b"0")
-    assert run_files.final_lora(run) is None  # an intermediate save is not the final LoRA
-    final = train / "mylora.safetensors"
-    final.write_bytes(b"0")
-    os.utime(step, (9_000_000, 9_000_000))
-    assert run_files.final_lora(run) == final
-
-
 def test_samples_in_render_order_sheet_last(tmp_path: Path) -> None:
     run = make_run(tmp_path, "r", 1_000_000)
     assert run_files.samples(run) == []

@@ -365,8 +365,9 @@ def _one_folder(env: BatchEnv, folder: str, remote, staged: Path | None, reporte
 
 def _finished(run_dir: Path) -> bool:
     """A run whose final LoRA is written (atomically, as its last step) trained to the end."""
-    name = next((p for p in (run_dir / "train").glob("*.safetensors") if "-step" not in p.stem), None)
-    return name is not None
+    from ..runs import final_lora
+
+    return final_lora(run_dir) is not None
 
 
 def _train_folder(env: BatchEnv, folder: str, staged: Path | None, reporter: Reporter,
@@ -461,13 +462,13 @@ def _install_copy(env: BatchEnv, run_dir: Path, reporter: Reporter) -> None:
     folder = env.config.batch.lora_install_dir
     if not folder:
         return
-    for lora in (run_dir / "train").glob("*.safetensors"):
-        if "-step" in lora.stem:
-            continue
-        target = Path(folder) / f"{run_dir.name}{lora.suffix}"
-        if not target.exists():
-            shutil.copy2(lora, target)
-            reporter.event(f"installed {target}")
+    from ..runs import final_lora
+
+    lora = final_lora(run_dir)  # Difference's copy machine is saved beside the slider: only the slider goes
+    target = Path(folder) / f"{run_dir.name}.safetensors"
+    if lora is not None and not target.exists():
+        shutil.copy2(lora, target)
+        reporter.event(f"installed {target}")
 
 
 def _upload(env: BatchEnv, remote, folder: str, run_dir: Path, reporter: Reporter) -> None:

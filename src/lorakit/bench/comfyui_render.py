@@ -8,9 +8,7 @@ LoraLoader answers with the unpatched model: the base model's image.
 
 from __future__ import annotations
 
-import hashlib
 import io
-import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -51,21 +49,13 @@ def check_workflow(workflow: comfyui.Workflow) -> None:
 
 
 def install_lora(lora: Path, folder: Path) -> str:
-    """Copy `lora` into ComfyUI's LoRA folder as `lorakit-<stem>-<content hash>.safetensors` and return that name.
+    """Copy `lora` into ComfyUI's LoRA folder under its content name (runs.install_lora) and return that name."""
+    from ..runs import install_lora as install
 
-    ComfyUI caches a loaded LoRA by its path, so a retrained file under an old name would render the old weights;
-    a name from the content is new whenever the weights are. An existing file of that name has the same content and
-    is reused; nothing else in the folder is touched."""
     if not folder.is_dir():
         raise LorakitError(f"--lora-install-dir {folder}: no such folder",
                            hint="pass the models/loras folder of the ComfyUI you render with")
-    digest = hashlib.sha256(lora.read_bytes()).hexdigest()[:12]
-    name = f"lorakit-{lora.stem}-{digest}{lora.suffix}"
-    target = folder / name
-    if not target.exists():
-        with atomic_path(target) as tmp:
-            shutil.copyfile(lora, tmp)
-    return name
+    return install(lora, folder)
 
 
 def lora_name_for(url: str, lora: Path, install_dir: Path | None) -> str:

@@ -99,14 +99,6 @@ def series(log: dict[str, list], names: Iterable[str]) -> list[dict[str, object]
             for name in names for step, value in zip(log["step"], log[name]) if value is not None]
 
 
-def final_lora(run_dir: Path) -> Path | None:
-    """The run's final LoRA: the newest `train/*.safetensors` without `-step` in its name (the engine's trainer
-    names intermediate saves `<output_name>-step<N>`); None when the run has not finished one."""
-    train = Path(run_dir) / "train"
-    files = [p for p in train.glob("*.safetensors") if "-step" not in p.stem] if train.is_dir() else []
-    return max(files, key=lambda p: (p.stat().st_mtime, p.name)) if files else None
-
-
 def samples(run_dir: Path) -> list[Path]:
     """The run's sample images in render order (`step<N>_<i>.png` sorts by step, then prompt), the contact
     sheet last."""

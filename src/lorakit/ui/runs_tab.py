@@ -11,6 +11,7 @@ import gradio as gr
 import pandas as pd
 
 from ..jobs.store import JobStore
+from ..runs import final_lora
 from . import run_files
 from .i18n import t
 
@@ -76,7 +77,7 @@ def build_runs_tab(lang: str, home: Path) -> None:
             losses = [v for v in log["loss"] if v is not None]
             summary = (t("runs.summary", lang, run=path.name, steps=len(losses), loss=f"{losses[-1]:.4f}")
                        if losses else t("runs.no_log", lang, run=path.name))
-            final = run_files.final_lora(path)
+            final = final_lora(path)
             page = run_files.bench_page(path)
             links = [t("runs.bench", lang, url=file_url(page))] if page else []
             if final is None:

@@ -1,0 +1,55 @@
+"""A run's final LoRA and its copy into a UI's LoRA folder (lorakit.runs), shared by the pipeline, the batch, the
+web UI and the ComfyUI nodes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from lorakit.errors import LorakitError
+from lorakit.runs import final_lora, install_lora
+
+
+def test_final_lora_skips_step_saves_and_takes_the_last_stage(tmp_path: Path) -> None:
+    train = tmp_path / "run" / "train"
+    assert final_lora(tmp_path / "run") is None  # no train/ folder yet
+    train.mkdir(parents=True)
+    step = train / "slider-step00000010.safetensors"
+    step.write_bytes(b"0")
+    assert final_lora(tmp_path / "run") is None  # an intermediate save is not the final LoRA
+    copy, slider = train / "slider_copy.safetensors", train / "slider.safetensors"  # Difference: pass 1, pass 2
+    copy.write_bytes(b"1")
+    slider.write_bytes(b"2")
+    os.utime(copy, (1_000, 1_000))
+    os.utime(slider, (2_000, 2_000))
+    os.utime(step, (9_000, 9_000))
+    assert final_lora(tmp_path / "run") == slider
+
+
+def test_install_lora_names_the_copy_by_its_content(tmp_path: Path) -> None:
+    lora = tmp_path / "mystyle.safetensors"
+    lora.write_bytes(b"weights v1")
+    loras = tmp_path / "loras"
+    loras.mkdir()
+    (loras / "someone-elses.safetensors").write_bytes(b"theirs")
+    name = install_lora(lora, loras)
+    assert name == f"lorakit-mystyle-{hashlib.sha256(b'weights v1').hexdigest()[:12]}.safetensors"
+    assert (loras / name).read_bytes() == b"weights v1"
+    assert install_lora(lora, loras) == name  # the same file again: reused
+    lora.write_bytes(b"weights v2")  # retrained: a new name, the old copy kept
+    assert install_lora(lora, loras) != name and (loras / name).read_bytes() == b"weights v1"
+    assert sorted(p.name for p in loras.iterdir() if not p.name.startswith("lorakit-")) == ["someone-elses.safetensors"]
+    assert not [p for p in loras.iterdir() if p.suffix != ".safetensors"]  # no temporary file left
+
+
+def test_install_lora_never_overwrites_other_contents(tmp_path: Path) -> None:
+    lora = tmp_path / "mystyle.safetensors"
+    lora.write_bytes(b"weights")
+    name = f"lorakit-mystyle-{hashlib.sha256(b'weights').hexdigest()[:12]}.safetensors"
+    (tmp_path / name).write_bytes(b"tampered")
+    with pytest.raises(LorakitError, match="exists with other contents"):
+        install_lora(lora, tmp_path)
+    assert (tmp_path / name).read_bytes() == b"tampered"
