@@ -268,14 +268,31 @@ def _parent_of(pid: int) -> int | None:
 
 
 def events(store: JobStore, job: Job) -> list[dict]:
-    """The job's progress events so far (JSON lines; a line being written is skipped)."""
+    """The job's progress events so far (JSON lines). Only what the child appended since the last call is read (the
+    web UI asks every second, and a long run's file grows to megabytes); a line still being written waits."""
     import json
 
     path = store.home / job.folder / "events.jsonl"
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
+    try:
+        stat = path.stat()
+    except OSError:
+        return []
+    with _TAILS_LOCK:
+        inode, read, seen = _TAILS.get(path, (stat.st_ino, 0, []))
+        if inode != stat.st_ino or stat.st_size < read:  # another file under that name: start again
+            inode, read, seen = stat.st_ino, 0, []
+        with open(path, "rb") as f:
+            f.seek(read)
+            chunk = f.read(stat.st_size - read)
+        complete = chunk.rfind(b"\n") + 1
+        for line in chunk[:complete].splitlines():
+            try:
+                seen.append(json.loads(line))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+        _TAILS[path] = (inode, read + complete, seen)
+        return list(seen)
+
+
+_TAILS: dict[Path, tuple[int, int, list[dict]]] = {}  # events.jsonl → (inode, bytes read, events read)
+_TAILS_LOCK = threading.Lock()
