@@ -13,7 +13,7 @@ from lorakit.errors import LorakitError
 from lorakit.runs import final_lora, install_lora
 
 
-def test_final_lora_skips_step_saves_and_takes_the_last_stage(tmp_path: Path) -> None:
+def test_without_a_config_the_newest_save_that_is_not_a_checkpoint(tmp_path: Path) -> None:
     train = tmp_path / "run" / "train"
     assert final_lora(tmp_path / "run") is None  # no train/ folder yet
     train.mkdir(parents=True)
@@ -27,6 +27,29 @@ def test_final_lora_skips_step_saves_and_takes_the_last_stage(tmp_path: Path) ->
     os.utime(slider, (2_000, 2_000))
     os.utime(step, (9_000, 9_000))
     assert final_lora(tmp_path / "run") == slider
+
+
+def write_config(run: Path, output_name: str, mode: str = "lora", first_pass_only: bool = False) -> None:
+    """The parts of a run's resolved config.toml (config/snapshot.py) that name its result."""
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.toml").write_text(f'version = 3\n[mode]\ntype = "{mode}"\nfirst_pass_only = '
+                                     f'{str(first_pass_only).lower()}\n[output]\noutput_name = "{output_name}"\n',
+                                     encoding="utf-8")
+
+
+def test_final_lora_is_the_output_name_of_the_runs_config(tmp_path: Path) -> None:
+    """modes/difference.py: pass 1 saves `<output_name>_copy` (save_first_pass), pass 2 `<output_name>`; a run
+    stopped in pass 2 has only the copy machine, which is not a result. An output name may contain '-step'."""
+    run = tmp_path / "run"
+    write_config(run, "two-step", mode="difference")
+    (run / "train").mkdir()
+    (run / "train" / "two-step_copy.safetensors").write_bytes(b"copy machine")
+    (run / "train" / "two-step-step00000005.safetensors").write_bytes(b"checkpoint")
+    assert final_lora(run) is None
+    (run / "train" / "two-step.safetensors").write_bytes(b"slider")
+    assert final_lora(run) == run / "train" / "two-step.safetensors"
+    write_config(run, "two-step", mode="difference", first_pass_only=True)
+    assert final_lora(run) == run / "train" / "two-step_copy.safetensors"
 
 
 def test_install_lora_names_the_copy_by_its_content(tmp_path: Path) -> None:

@@ -33,6 +33,8 @@ def _lorakit():
             raise RuntimeError("lorakit is not installed in ComfyUI's Python: run `python -m pip install lorakit` "
                                "with the Python that runs ComfyUI, then restart ComfyUI") from None
         sys.path.insert(0, str(src))
+        # the queue runner is a child of this process (sys.executable -m lorakit.cli): it needs the same path
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (str(src), os.environ.get("PYTHONPATH"))))
     from lorakit.jobs import runner, store
 
     return runner, store
@@ -164,12 +166,12 @@ class LorakitTrainLoRA:
             sets += [f"mode.original_image={_toml_string(str(save_image(original_image, inputs, 'original_image')))}",
                      f"mode.target_image={_toml_string(str(save_image(target_image, inputs, 'target_image')))}",
                      f"mode.prompt={_toml_string(original_prompt)}"]
-        if free_comfy_models:
-            _free_comfy_models()
         try:
             job = runner.add_job(store, preset=None if preset == NO_PRESET else preset, sets=sets)
         except LorakitError as exc:  # ComfyUI shows the message as the node's error
             raise ValueError(f"lorakit could not queue the job: {exc}") from None
+        if free_comfy_models:  # only once the job is queued: a refused one leaves ComfyUI's models loaded
+            _free_comfy_models()
         start_runner(store.home)
         return (job.id,)
 
@@ -252,7 +254,7 @@ class LorakitQueueStatus:
     CATEGORY = CATEGORY
 
     @classmethod
-    def IS_CHANGED(cls, job_id: int) -> str:
+    def IS_CHANGED(cls, job_id: int | None) -> str | float:
         """ComfyUI re-runs a node when this value changes: the job's progress, not its (unchanged) id."""
         return _state_key(job_id)
 
@@ -264,7 +266,12 @@ class LorakitQueueStatus:
         return ("\n".join(lines),)
 
 
-def _state_key(job_id: int) -> str:
+def _state_key(job_id: int | None) -> str | float:
+    """What IS_CHANGED returns: the job's state, so ComfyUI re-runs the node when the job moves on. A job_id linked
+    from the Train node is not known yet when ComfyUI asks (it passes None for linked inputs): NaN, which never
+    equals itself, makes ComfyUI run the node every time."""
+    if job_id is None:
+        return float("nan")
     try:
         job = _store().get(int(job_id))
     except Exception:  # noqa: BLE001 - the node itself reports the error when it runs
@@ -285,7 +292,7 @@ class LorakitLoadTrainedLoRA:
     CATEGORY = CATEGORY
 
     @classmethod
-    def IS_CHANGED(cls, job_id: int) -> str:
+    def IS_CHANGED(cls, job_id: int | None) -> str | float:
         return _state_key(job_id)
 
     def load(self, job_id: int) -> tuple[str]:
@@ -329,7 +336,7 @@ class LorakitApplyTrainedLoRA:
     CATEGORY = CATEGORY
 
     @classmethod
-    def IS_CHANGED(cls, job_id: int, **_: Any) -> str:
+    def IS_CHANGED(cls, job_id: int | None, **_: Any) -> str | float:
         return _state_key(job_id)
 
     def apply(self, model: Any, clip: Any, job_id: int, strength_model: float,

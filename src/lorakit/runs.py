@@ -4,7 +4,9 @@ and its copy into a UI's LoRA folder."""
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
+import tomllib
 from datetime import datetime
 from pathlib import Path
 
@@ -33,12 +35,31 @@ def new_run_dir(output_dir: Path, run_id: str | None = None) -> Path:
 
 
 def final_lora(run_dir: Path) -> Path | None:
-    """The run's final LoRA: the newest `train/*.safetensors` without `-step` in its name (the trainer names
-    intermediate saves `<output_name>-step<N>`; Difference saves its copy machine first, the slider last); None
-    while the run has not finished one."""
+    """The run's final LoRA, `train/<output_name>.safetensors` by the run's config.toml (Difference with
+    first_pass_only: its copy machine `<output_name>_copy`), or None while the run has not written it: a Difference
+    run stopped in pass 2 has only the copy machine, which is not its result. A run folder without config.toml:
+    the newest save that is not a `-step<N>` checkpoint."""
     train = Path(run_dir) / "train"
-    files = [p for p in train.glob("*.safetensors") if "-step" not in p.stem] if train.is_dir() else []
+    name = _final_name(Path(run_dir))
+    if name is not None:
+        path = train / f"{name}.safetensors"
+        return path if path.is_file() else None
+    files = [p for p in train.glob("*.safetensors") if not STEP_SAVE.search(p.stem)] if train.is_dir() else []
     return max(files, key=lambda p: (p.stat().st_mtime, p.name)) if files else None
+
+
+STEP_SAVE = re.compile(r"-step\d{8}$")  # the trainer's intermediate saves: <output_name>-step<N:08d>
+
+
+def _final_name(run_dir: Path) -> str | None:
+    try:
+        config = tomllib.loads((run_dir / "config.toml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    name, mode = config.get("output", {}).get("output_name"), config.get("mode", {})
+    if not isinstance(name, str) or not name:
+        return None
+    return f"{name}_copy" if mode.get("type") == "difference" and mode.get("first_pass_only") else name
 
 
 def install_lora(lora: Path, folder: Path) -> str:

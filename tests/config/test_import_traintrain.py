@@ -173,7 +173,8 @@ def test_ileco_prompts_and_height_width() -> None:
 
 def test_difference_with_second_pass() -> None:
     second = preset(network_rank="4", network_alpha="4", train_learning_rate="1e-4", train_iterations="300",
-                    train_optimizer="lion", image_min_length="256")  # image_min_length: pass 1's in pass 2
+                    train_optimizer="lion", image_min_length="256",  # image_min_length: pass 1's in pass 2
+                    use_2nd_pass_settings=True)  # setpass(1) reads this one, the 2nd-pass column's last value
     src = preset(**{"mode": "Difference", "network_rank": "16", "network_alpha": "16", "train_iterations": "500",
                     "train_learning_rate": "5e-4", "use_2nd_pass_settings": True, "2nd pass": second,
                     "diff_save_1st_pass": True, "diff_load_1st_pass": "", "original prompt": "a girl",
@@ -248,3 +249,31 @@ def test_a_shipped_preset_imports_with_its_blanks_named(mode: str, blanks: set, 
 def test_loading_pass_one_needs_only_the_target_image() -> None:
     r = convert_traintrain(preset(mode="Difference", diff_load_1st_pass="copy"))
     assert set(r.to_fill) == {"mode.target_image"}
+
+
+def test_only_the_second_pass_tables_own_switch_counts() -> None:
+    """TrainTrain's shipped Difference_Use2ndPass.json has use_2nd_pass_settings true at the top and false inside
+    "2nd pass": import_json puts the top one into a hidden check box nothing reads, setpass(1) reads the inner one
+    (values_1[-1]), so TrainTrain trains both passes with the first pass's settings."""
+    second = preset(network_rank="4", use_2nd_pass_settings=False)
+    r = convert_traintrain(preset(**{"mode": "Difference", "use_2nd_pass_settings": True, "2nd pass": second}))
+    assert "second_pass" not in r.values["mode"]
+    assert "use_2nd_pass_settings" in inert(r) and "2nd pass" in inert(r)
+    assert any("trains both passes with the first pass's settings" in n for n in r.notes)
+
+
+def test_keys_the_file_lacks_take_traintrains_defaults() -> None:
+    """import_json's setconfigs gives a missing key its default from scripts/traintrain.py (rank 16, alpha 8,
+    batch 2, lr 1e-4, 1000 iterations, min-SNR 5, fp16 model and save precision, cosine), in the 2nd-pass table too
+    (not pass 1's value)."""
+    r = convert_traintrain({"mode": "Difference", "network_type": "c3lier", "train_iterations": "500",
+                            "train_learning_rate": "5e-4", "original image": "/a.png", "target image": "/b.png",
+                            "2nd pass": {"use_2nd_pass_settings": True, "network_rank": "4"}})
+    assert r.values["network"]["network_dim"] == 16 and r.values["network"]["network_alpha"] == 8.0
+    assert r.values["train"]["train_batch_size"] == 2 and r.values["train"]["min_snr_gamma"] == 5.0
+    assert r.values["train"]["max_train_steps"] == 500 and r.values["train"]["learning_rate"] == 5e-4
+    assert r.values["train"]["lr_scheduler"] == "cosine" and r.values["output"]["save_precision"] == "fp16"
+    # pass 2: rank from its table, iterations and lr at TrainTrain's defaults (1000, 1e-4), not pass 1's
+    assert r.values["mode"]["second_pass"] == {"network_dim": 4, "max_train_steps": 1000, "learning_rate": 1e-4}
+    assert "train_snr_gamma" in r.defaults and "train_iterations" not in r.defaults
+    assert "# Not in the file, so at TrainTrain's defaults: " in r.to_toml("partial.json")

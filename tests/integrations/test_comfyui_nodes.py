@@ -141,8 +141,9 @@ def test_train_errors_name_the_problem(comfy) -> None:
     with pytest.raises(ValueError, match="missing.safetensors"):
         comfy.nodes.LorakitTrainLoRA().train(**train_inputs(comfy, ckpt_name="missing.safetensors"))
     with pytest.raises(ValueError, match="could not queue"):
-        comfy.nodes.LorakitTrainLoRA().train(**train_inputs(comfy, dataset_folder=str(comfy.tmp / "nowhere")))
-    assert comfy.started == []
+        comfy.nodes.LorakitTrainLoRA().train(**train_inputs(comfy, dataset_folder=str(comfy.tmp / "nowhere"),
+                                                            free_comfy_models=True))
+    assert comfy.started == [] and comfy.calls == []  # a refused job leaves ComfyUI's models loaded
 
 
 def done_job(comfy, lora: bytes, state: str = "done", message: str = ""):
@@ -150,7 +151,8 @@ def done_job(comfy, lora: bytes, state: str = "done", message: str = ""):
     run = comfy.tmp / "run"
     (run / "train").mkdir(parents=True, exist_ok=True)
     (run / "train" / "comfy-test.safetensors").write_bytes(lora)
-    (run / "train" / "comfy-test-step000010.safetensors").write_bytes(b"intermediate")
+    (run / "train" / "comfy-test-step00000010.safetensors").write_bytes(b"intermediate")  # trainer.py's naming
+    (run / "config.toml").write_text('version = 3\n[output]\noutput_name = "comfy-test"\n', encoding="utf-8")
     store = JobStore(comfy.home)
     store.update(job_id, run_dir=str(run))
     store.finish(job_id, state, 0 if state == "done" else 1, message)
@@ -201,6 +203,12 @@ def test_failed_and_unfinished_jobs_raise_with_their_state(comfy) -> None:
     before = comfy.nodes.LorakitLoadTrainedLoRA.IS_CHANGED(job_id=queued)
     JobStore(comfy.home).update(queued, state="running")
     assert comfy.nodes.LorakitLoadTrainedLoRA.IS_CHANGED(job_id=queued) != before  # ComfyUI re-runs the node
+    # a job_id linked from the Train node: execution.py's IsChangedCache passes None for linked inputs; the
+    # value must differ from itself every time (NaN), or the status would stay cached forever
+    for node in (comfy.nodes.LorakitQueueStatus, comfy.nodes.LorakitLoadTrainedLoRA,
+                 comfy.nodes.LorakitApplyTrainedLoRA):
+        changed = node.IS_CHANGED(job_id=None)
+        assert changed != changed
 
 
 def test_install_copies_and_refuses_a_different_folder(tmp_path: Path) -> None:

@@ -142,7 +142,7 @@ def import_(
     for key, value, need in groups["unsupported"]:
         err_console.print(f"[yellow]unsupported:[/] {escape(f'{key} = {value!r}: {need}')}")
     if result.defaults:
-        err_console.print(escape(f"not in the file, at sd-scripts' defaults: {', '.join(result.defaults)}"))
+        err_console.print(escape(f"not in the file, at {result.defaults_of}'s defaults: {', '.join(result.defaults)}"))
     for note in result.notes:
         err_console.print(f"[cyan]note:[/] {escape(note)}")
     for key, what in result.to_fill.items():

@@ -31,6 +31,7 @@ class ImportResult:
     source: dict[str, Any] = field(default_factory=dict)  # the sd-scripts arguments being read
     strict_source: str | None = None  # while set (reading a dataset TOML), an unreadable value is an error
     tool: str = "kohya"  # whose run the import reproduces, for the messages
+    defaults_of: str = "sd-scripts"  # whose defaults `defaults` are at
     to_fill: dict[str, str] = field(default_factory=dict)  # lorakit key → what the user must set (a preset's blank)
 
     def inert(self, source: str, value: Any, why: str) -> None:
@@ -93,7 +94,7 @@ class ImportResult:
             head.append(f"# Unsupported: {self.tool} would use these, lorakit cannot (the run differs there):")
             head += [f"#   {k} = {v!r}: {why}" for k, v, why in self.unmapped]
         if self.defaults:
-            head.append("# Not in the file, so at sd-scripts' defaults: " + ", ".join(self.defaults))
+            head.append(f"# Not in the file, so at {self.defaults_of}'s defaults: " + ", ".join(self.defaults))
         head += [f"# Note: {n}" for n in self.notes]
         if self.to_fill:
             head.append("# Before training, set (the file leaves them blank):")

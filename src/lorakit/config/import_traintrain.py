@@ -44,7 +44,8 @@ TORCH_SCHEDULES: dict[str, tuple[str, Callable[[int], dict[str, Any]]]] = {
 }
 SCHEDULE_KEYS = ("train_lr_scheduler", "train_lr_scheduler_settings", "train_lr_step_rules", "train_lr_warmup_steps",
                  "train_lr_scheduler_num_cycles", "train_lr_scheduler_power")
-SD_UNET_BLOCKS = {f"IN{i:02d}" for i in range(12)} | {"M00"} | {f"OUT{i:02d}" for i in range(12)}
+BLOCKID26 = ["BASE", *(f"IN{i:02d}" for i in range(12)), "M00", *(f"OUT{i:02d}" for i in range(12))]  # lora.py
+SD_UNET_BLOCKS = set(BLOCKID26[1:])
 DATA_KEYS = ("lora_data_directory", "lora_trigger_word", "image_buckets_step", "image_num_multiply",
              "image_min_length", "image_max_ratio", "sub_image_num", "image_mirroring")
 NOT_READ = {  # in all_configs' "unused parameters", or UI state: TrainTrain's trainer does not read them
@@ -80,6 +81,20 @@ PASS1_ONLY = {"lora_data_directory", "lora_trigger_word", "diff_target_name", SI
               # export_json writes these once, beside the tables (add_dcit)
               "mode", "model", "vae", "te", "original prompt", "target prompt", "original image", "target image"}
 
+# scripts/traintrain.py: the default of each setting the run depends on, which import_json (setconfigs) gives a key
+# the file lacks; in the "2nd pass" table too (setpass(1) then takes it, not pass 1's, for the keys pass 2 may change)
+DEFAULTS: dict[str, Any] = {
+    "network_type": "lierla", "network_rank": "16", "network_alpha": "8", SIZE_KEY: 512, "train_iterations": 1000,
+    "train_batch_size": 2, "train_learning_rate": "1e-4", "train_optimizer": "AdamW", "train_optimizer_settings": "",
+    "train_lr_scheduler": "cosine", "train_lr_scheduler_settings": "", "use_gradient_checkpointing": False,
+    BLOCKS_KEY: BLOCKID26,
+    "network_conv_rank": "0", "network_conv_alpha": "0", "image_buckets_step": "256", "image_num_multiply": 1,
+    "image_min_length": 512, "image_max_ratio": 2, "sub_image_num": 0, "image_mirroring": False,
+    "train_textencoder_learning_rate": "", "train_seed": -1, "train_lr_step_rules": "", "train_lr_warmup_steps": 0,
+    "train_lr_scheduler_num_cycles": 1, "train_lr_scheduler_power": 1.0, "train_snr_gamma": 5,
+    "save_per_steps": 0, "train_model_precision": "fp16", "train_lora_precision": "fp32", "save_precision": "fp16",
+}
+
 
 def is_traintrain(src: Any) -> bool:
     """Whether a JSON object is TrainTrain's (two or more of its own key names)."""
@@ -88,7 +103,9 @@ def is_traintrain(src: Any) -> bool:
 
 def convert_traintrain(src: dict[str, Any]) -> ImportResult:
     """The lorakit values of a TrainTrain JSON, and every key that did not become one."""
-    r = ImportResult(source=src, tool="TrainTrain")
+    r = ImportResult(source=src, tool="TrainTrain", defaults_of="TrainTrain")
+    r.defaults = [key for key in DEFAULTS if key not in src]
+    src = {**{key: DEFAULTS[key] for key in r.defaults}, **src}
     mode = str(src.get("mode") or "LoRA")
     lorakit_mode = MODES.get(mode)
     if lorakit_mode is None:
@@ -451,16 +468,24 @@ def _blocks(r: ImportResult, src: dict[str, Any], mode: str) -> None:
 
 def _second_pass(r: ImportResult, src: dict[str, Any], lorakit_mode: str) -> None:
     """Difference's '2nd pass' table (Trainer.setpass(1)); lorakit's second pass differs from the first only in
-    rank, alpha, learning rate, iterations and batch size."""
-    use, second = src.get("use_2nd_pass_settings"), src.get(PASS2)
-    if lorakit_mode != "difference" or not isinstance(second, dict) or not (use or second.get("use_2nd_pass_settings")):
-        for key in ("use_2nd_pass_settings", PASS2):
-            if key in src:
-                r.skip(key, None, "") if _off(src[key]) or lorakit_mode != "difference" and key == PASS2 \
-                    and not use else r.inert(key, src[key], "TrainTrain reads it only for Difference with "
-                                                            "use_2nd_pass_settings")
+    rank, alpha, learning rate, iterations and batch size. Only the table's own use_2nd_pass_settings switches it
+    on: setpass(1) reads the last value of the 2nd-pass column, while import_json puts the top-level key into a
+    hidden check box nothing reads (scripts/traintrain.py `dummy`)."""
+    top, second = src.get("use_2nd_pass_settings"), src.get(PASS2)
+    if "use_2nd_pass_settings" in src:
+        r.skip("use_2nd_pass_settings", None, "") if _off(top) else r.inert(
+            "use_2nd_pass_settings", top, "TrainTrain reads the 2nd pass's own use_2nd_pass_settings, inside "
+                                          f"'{PASS2}', not this one")
+    use = isinstance(second, dict) and not _off(second.get("use_2nd_pass_settings", False))
+    if lorakit_mode != "difference" or not use:
+        if PASS2 in src:
+            r.skip(PASS2, None, "") if _off(second) else r.inert(
+                PASS2, "{…}", "TrainTrain trains it only in Difference mode with its use_2nd_pass_settings on")
+        if lorakit_mode == "difference" and not _off(top) and not use:
+            r.notes.append(f"use_2nd_pass_settings is on, but the one inside '{PASS2}' is off: TrainTrain trains "
+                           "both passes with the first pass's settings, and so does this config")
         return
-    r.mapped["use_2nd_pass_settings"] = "mode.second_pass = (the 2nd pass's differences)"
+    second = {**{key: DEFAULTS[key] for key in DEFAULTS if key not in second}, **second}
     pass2 = r.values["mode"].setdefault("second_pass", {})
     for key, value in second.items():
         first = src.get(key)
