@@ -17,6 +17,7 @@ from ..data.transforms import augment_from
 from ..errors import ConfigError, LorakitError, NonFiniteStop, OutOfMemoryStop
 from ..io import check_free_space
 from ..networks import formats
+from ..runs import STEP_SAVE
 from ..networks.attach import adapter_tensors, adapter_weights, attach_network, components, freeze_adapter
 from ..networks.registry import ADAPTER
 from . import device, distributed
@@ -384,7 +385,7 @@ class Run:
         self.written = [self.run_dir / rel for rel in point.data.state["written"]]
         for path in self.written:  # the results' lists name the main file of each save (kohya, else peft)
             if path.suffix == ".safetensors" or not path.with_name(path.name[:-5] + ".safetensors").exists():
-                (self.result.checkpoints if "-step" in path.name else self.result.stage_files).append(path)
+                (self.result.checkpoints if STEP_SAVE.search(path.stem) else self.result.stage_files).append(path)
         if self.samples:
             self.samples.last_step = point.data.state["samples_last_step"]
 
