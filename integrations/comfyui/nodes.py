@@ -16,6 +16,7 @@ from typing import Any
 
 CATEGORY = "lorakit"
 NO_PRESET = "(none)"
+SAVED = " (saved)"  # the user's own presets in the preset menu
 CHECKPOINT_VAE = "(checkpoint's own)"
 FROM_MODEL = "(the linked MODEL's checkpoint)"
 MODES = ["lora", "ileco", "difference"]
@@ -47,13 +48,29 @@ def _store():
 
 
 def _preset_names() -> list[str]:
+    """lorakit's shipped presets, then the user's own (`<home>/presets/*.toml`: saved from the web UI, or TrainTrain
+    presets imported there with `lorakit config import`) as "<name> (saved)"."""
     try:
         _lorakit()
-        from lorakit.config.presets import list_presets
+        from lorakit.config.presets import list_presets, saved_presets
 
-        return [NO_PRESET, *list_presets()]
+        return [NO_PRESET, *list_presets(), *(f"{p.stem}{SAVED}" for p in saved_presets(_store().home))]
     except Exception:  # noqa: BLE001 - the node list must still load; queueing then names the problem
         return [NO_PRESET]
+
+
+def _preset_layers(preset: str, home: Path) -> tuple[str | None, list[str]]:
+    """(shipped preset name, config files) of the preset menu's choice."""
+    if preset == NO_PRESET:
+        return None, []
+    if preset.endswith(SAVED):
+        from lorakit.config.presets import user_presets_dir
+
+        path = user_presets_dir(home) / f"{preset.removesuffix(SAVED)}.toml"
+        if not path.is_file():
+            raise ValueError(f"lorakit: preset {preset!r}: {path} is gone; refresh ComfyUI (R) and choose again")
+        return None, [str(path)]
+    return preset, []
 
 
 def start_runner(home: Path) -> None:
@@ -167,7 +184,8 @@ class LorakitTrainLoRA:
                      f"mode.target_image={_toml_string(str(save_image(target_image, inputs, 'target_image')))}",
                      f"mode.prompt={_toml_string(original_prompt)}"]
         try:
-            job = runner.add_job(store, preset=None if preset == NO_PRESET else preset, sets=sets)
+            shipped, files = _preset_layers(preset, store.home)
+            job = runner.add_job(store, files=files, preset=shipped, sets=sets)
         except LorakitError as exc:  # ComfyUI shows the message as the node's error
             raise ValueError(f"lorakit could not queue the job: {exc}") from None
         if free_comfy_models:  # only once the job is queued: a refused one leaves ComfyUI's models loaded

@@ -301,3 +301,29 @@ def test_difference_job_saves_the_linked_images(comfy) -> None:
     with pytest.raises(ValueError, match="one image"):
         node.train(**train_inputs(comfy, mode="difference", dataset_folder="", original_image=before.repeat(2, 1, 1, 1),
                                   target_image=after, output_name="slider4"))
+
+
+def test_a_traintrain_preset_imported_into_the_home_is_a_node_preset(comfy, monkeypatch, capsys) -> None:
+    """`lorakit config import tt.json --out <home>/presets/NAME.toml` (docs/comfyui.md): the node lists it as
+    "NAME (saved)" and a job queued with it carries the preset's settings under the node's own inputs."""
+    import json
+
+    from conftest import run_cli
+
+    src = comfy.tmp / "tt.json"  # a TrainTrain LoRA preset, its keys as scripts/traintrain.py names them
+    src.write_text(json.dumps({"mode": "LoRA", "network_type": "lierla", "network_rank": "32", "network_alpha": "16",
+                               "train_optimizer": "lion", "train_lr_scheduler": "constant", "train_snr_gamma": "3",
+                               "train_model_precision": "fp32",  # fp16 (its default) does not train on a CPU
+                               "network_blocks(BASE = TextEncoder)": ["IN04", "OUT03"]}), encoding="utf-8")
+    code, out = run_cli(monkeypatch, capsys, "config", "import", src, "--out", comfy.home / "presets" / "tt-style.toml")
+    assert code == 0, out
+    presets = comfy.nodes.LorakitTrainLoRA.INPUT_TYPES()["required"]["preset"][0]
+    assert presets[-1] == "tt-style (saved)"
+    (job_id,) = comfy.nodes.LorakitTrainLoRA().train(**train_inputs(comfy, preset="tt-style (saved)"))
+    config = tomllib.loads(JobStore(comfy.home).get(job_id).config)
+    assert config["train"]["optimizer_type"] == "Lion" and config["train"]["lr_scheduler"] == "constant"
+    assert config["train"]["min_snr_gamma"] == 3.0 and config["network"]["blocks"] == ["IN04", "OUT03"]
+    assert config["network"]["network_dim"] == 8  # the node's rank input wins over the preset's 32
+    (comfy.home / "presets" / "tt-style.toml").unlink()
+    with pytest.raises(ValueError, match="is gone; refresh ComfyUI"):
+        comfy.nodes.LorakitTrainLoRA().train(**train_inputs(comfy, preset="tt-style (saved)", output_name="x"))

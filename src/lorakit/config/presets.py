@@ -1,4 +1,5 @@
-"""Shipped presets: TOML layers installed as package data under `lorakit/presets/`."""
+"""Presets: TOML layers shipped as package data under `lorakit/presets/`, and the user's own under
+`<lorakit home>/presets/` (saved from the web UI, or written there by `lorakit config import`)."""
 
 from __future__ import annotations
 
@@ -35,3 +36,15 @@ def preset_path(name: str) -> Path:
         hint = f"; did you mean '{near[0]}'?" if near else ""
         raise ConfigError([f"unknown preset '{name}'{hint} (shipped: {', '.join(names)})"])
     return path
+
+
+def user_presets_dir(home: Path) -> Path:
+    """`<home>/presets`, created on first use: the web UI saves presets here and lists them, as do the ComfyUI nodes."""
+    folder = Path(home) / "presets"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def saved_presets(home: Path) -> list[Path]:
+    """The user's presets (their files, which the loader reads as a config layer), by name."""
+    return sorted(user_presets_dir(home).glob("*.toml"))

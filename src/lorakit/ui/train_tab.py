@@ -15,7 +15,7 @@ import gradio as gr
 import pandas as pd
 
 from ..config.loader import ResolvedConfig, build_layers, resolve, resolve_checked
-from ..config.presets import list_presets
+from ..config.presets import list_presets, saved_presets, user_presets_dir
 from ..config.snapshot import config_toml
 from ..errors import ConfigError, LorakitError
 from ..jobs import runner
@@ -119,16 +119,9 @@ def save_preset(home: Path, name_text: str, resolved: ResolvedConfig) -> Path:
     return path
 
 
-def user_presets_dir(home: Path) -> Path:
-    folder = home / "presets"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
 def preset_choices(home: Path) -> list[tuple[str, str]]:
     """The shipped presets, then the ones saved from the UI (by their file, which the loader reads as a layer)."""
-    saved = sorted(user_presets_dir(home).glob("*.toml"))
-    return [(name, name) for name in list_presets()] + [(f"{p.stem} (saved)", str(p)) for p in saved]
+    return [(name, name) for name in list_presets()] + [(f"{p.stem} (saved)", str(p)) for p in saved_presets(home)]
 
 
 # --- the tab -----------------------------------------------------------------------------------------------------
