@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lorakit.errors import LorakitError
-from lorakit.runs import final_lora, install_lora
+from lorakit.runs import final_lora, free_name, install_lora
 
 
 def test_without_a_config_the_newest_save_that_is_not_a_checkpoint(tmp_path: Path) -> None:
@@ -76,3 +76,9 @@ def test_install_lora_never_overwrites_other_contents(tmp_path: Path) -> None:
     with pytest.raises(LorakitError, match="exists with other contents"):
         install_lora(lora, tmp_path)
     assert (tmp_path / name).read_bytes() == b"tampered"
+
+
+def test_free_name_counts_up_from_2() -> None:
+    taken = {"run", "run-2", "run-4"}
+    assert free_name("run", taken.__contains__) == "run-3"
+    assert free_name("other", taken.__contains__) == "other"

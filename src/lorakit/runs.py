@@ -9,6 +9,7 @@ import shutil
 import tomllib
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 from .errors import LorakitError
 
@@ -32,6 +33,14 @@ def new_run_dir(output_dir: Path, run_id: str | None = None) -> Path:
         except FileExistsError:
             continue
     raise LorakitError(f"could not create a run folder in {output_dir}")
+
+
+def free_name(base: str, taken: Callable[[str], bool]) -> str:
+    """`base`, else `base-2`, `base-3`, …: the first name `taken` says is free (a folder, a remote path)."""
+    candidate, n = base, 2
+    while taken(candidate):
+        candidate, n = f"{base}-{n}", n + 1
+    return candidate
 
 
 def final_lora(run_dir: Path) -> Path | None:

@@ -423,10 +423,10 @@ def _train_folder(env: BatchEnv, folder: str, staged: Path | None, reporter: Rep
 def free_run_id(runs: Path, base: str, remote=None, output_subdir: str = "output") -> str:
     """`base`, else `base-2`, `base-3`, …, free here and (with a remote) among the uploaded results: a run never
     overwrites an earlier one, on this disk or on the remote."""
-    candidate, n = base, 2
-    while (runs / candidate).exists() or (remote is not None and remote.exists(f"{output_subdir}/{candidate}")):
-        candidate, n = f"{base}-{n}", n + 1
-    return candidate
+    from ..runs import free_name
+
+    return free_name(base, lambda name: (runs / name).exists()
+                     or (remote is not None and remote.exists(f"{output_subdir}/{name}")))
 
 
 def _renewing(env: BatchEnv, remote, on_line):
@@ -499,10 +499,9 @@ def _finish_remote_claim(env: BatchEnv, remote, folder: str, ok: bool, reporter:
 
 def _free_remote(remote, path: str) -> str:
     """`path`, else `path-2`, …: a move never lands on (and merges into) something already there."""
-    candidate, n = path, 2
-    while remote.exists(candidate):
-        candidate, n = f"{path}-{n}", n + 1
-    return candidate
+    from ..runs import free_name
+
+    return free_name(path, remote.exists)
 
 
 def _clean_local(env: BatchEnv, folder: str, run_dir: Path, uploaded: bool, reporter: Reporter) -> bool:

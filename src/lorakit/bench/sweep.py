@@ -29,10 +29,9 @@ def bench_folder(lora: Path, out: Path | None = None) -> Path:
     """Where a bench of `lora` goes: `out`, else `runs/<run_id>/bench/` when the LoRA sits in a run's `train/`
     folder, else `bench/` beside it; `bench-2`, `bench-3`, … when that exists (a bench never overwrites)."""
     base = out or (lora.parent.parent / "bench" if lora.parent.name == "train" else lora.parent / "bench")
-    folder, n = base, 2
-    while folder.exists():
-        folder, n = base.with_name(f"{base.name}-{n}"), n + 1
-    return folder
+    from ..runs import free_name
+
+    return base.with_name(free_name(base.name, lambda name: base.with_name(name).exists()))
 
 
 def training_images(folder: Path | None) -> list[Path]:
