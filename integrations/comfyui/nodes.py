@@ -155,6 +155,9 @@ class LorakitTrainLoRA:
         _check_mode_inputs(mode, dataset_folder, original_prompt, target_prompt, original_image, target_image)
         if ckpt_name == FROM_MODEL:
             checkpoint = checkpoint_of(model)
+        elif model is not None:  # two answers to "which model": never pick one silently
+            raise ValueError(f"lorakit: a MODEL is linked and ckpt_name names {ckpt_name!r}: choose "
+                             f"{FROM_MODEL!r} to train on the linked model, or unlink it")
         else:
             checkpoint = folder_paths.get_full_path("checkpoints", ckpt_name)
             if checkpoint is None:

@@ -254,6 +254,8 @@ def test_train_on_the_linked_models_checkpoint(comfy) -> None:
         with pytest.raises(ValueError, match=message):
             node.train(**train_inputs(comfy, ckpt_name="(the linked MODEL's checkpoint)", model=model,
                                       output_name="again"))
+    with pytest.raises(ValueError, match="a MODEL is linked and ckpt_name names 'sd15.safetensors'"):
+        node.train(**train_inputs(comfy, model=StandInModelPatcher(str(ckpt)), output_name="again"))
     assert len(JobStore(comfy.home).jobs()) == 1
 
 
