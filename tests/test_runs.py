@@ -19,6 +19,8 @@ def test_without_a_config_the_newest_save_that_is_not_a_checkpoint(tmp_path: Pat
     train.mkdir(parents=True)
     step = train / "slider-step00000010.safetensors"
     step.write_bytes(b"0")
+    (train / "slider-000002.safetensors").write_bytes(b"0")  # an epoch's end (sd-scripts' name)
+    (train / "slider-step00000010_peft").mkdir()
     assert final_lora(tmp_path / "run") is None  # an intermediate save is not the final LoRA
     copy, slider = train / "slider_copy.safetensors", train / "slider.safetensors"  # Difference: pass 1, pass 2
     copy.write_bytes(b"1")
@@ -26,6 +28,7 @@ def test_without_a_config_the_newest_save_that_is_not_a_checkpoint(tmp_path: Pat
     os.utime(copy, (1_000, 1_000))
     os.utime(slider, (2_000, 2_000))
     os.utime(step, (9_000, 9_000))
+    os.utime(train / "slider-000002.safetensors", (9_000, 9_000))
     assert final_lora(tmp_path / "run") == slider
 
 
@@ -50,6 +53,9 @@ def test_final_lora_is_the_output_name_of_the_runs_config(tmp_path: Path) -> Non
     assert final_lora(run) == run / "train" / "two-step.safetensors"
     write_config(run, "two-step", mode="difference", first_pass_only=True)
     assert final_lora(run) == run / "train" / "two-step_copy.safetensors"
+    write_config(run, "peft-only")  # output.save_format = "peft": formats.save_peft's <name>_peft folder
+    (run / "train" / "peft-only_peft").mkdir()
+    assert final_lora(run) == run / "train" / "peft-only_peft"
 
 
 def test_install_lora_names_the_copy_by_its_content(tmp_path: Path) -> None:
@@ -82,3 +88,11 @@ def test_free_name_counts_up_from_2() -> None:
     taken = {"run", "run-2", "run-4"}
     assert free_name("run", taken.__contains__) == "run-3"
     assert free_name("other", taken.__contains__) == "other"
+
+
+def test_intermediate_save_names() -> None:
+    """engine/trainer.py _save: `<name>-step<8 digits>`, `<name>-<epoch, 6 digits>`, each also as a `_peft` folder."""
+    from lorakit.runs import STEP_SAVE
+
+    assert all(STEP_SAVE.search(n) for n in ("x-step00000010", "x-000002", "x-step00000010_peft", "two-step-000001"))
+    assert not any(STEP_SAVE.search(n) for n in ("x", "two-step", "x_copy", "x_peft", "x-step10", "x-2"))

@@ -331,6 +331,9 @@ class LorakitLoadTrainedLoRA:
         source = final_lora(Path(job.run_dir or ""))
         if source is None:
             raise RuntimeError(f"lorakit job {job.id} is done but {job.run_dir}/train holds no final .safetensors")
+        if source.is_dir():
+            raise RuntimeError(f"lorakit job {job.id} saved only the diffusers (peft) folder {source.name}; ComfyUI "
+                               "loads the kohya .safetensors: train with output.save_format = \"kohya\" or \"both\"")
         folder = Path(folder_paths.get_folder_paths("loras")[0])
         folder.mkdir(parents=True, exist_ok=True)
         try:

@@ -44,20 +44,23 @@ def free_name(base: str, taken: Callable[[str], bool]) -> str:
 
 
 def final_lora(run_dir: Path) -> Path | None:
-    """The run's final LoRA, `train/<output_name>.safetensors` by the run's config.toml (Difference with
+    """The run's final LoRA, `train/<output_name>.safetensors` (or the `<output_name>_peft` folder of a run saved
+    only in the diffusers format) by the run's config.toml (Difference with
     first_pass_only: its copy machine `<output_name>_copy`), or None while the run has not written it: a Difference
     run stopped in pass 2 has only the copy machine, which is not its result. A run folder without config.toml:
-    the newest save that is not a `-step<N>` checkpoint."""
+    the newest save that is not an intermediate one (`-step<N>`, `-<epoch>`)."""
     train = Path(run_dir) / "train"
     name = _final_name(Path(run_dir))
     if name is not None:
-        path = train / f"{name}.safetensors"
-        return path if path.is_file() else None
+        path, peft = train / f"{name}.safetensors", train / f"{name}_peft"  # output.save_format = "peft": a folder
+        return path if path.is_file() else peft if peft.is_dir() else None
     files = [p for p in train.glob("*.safetensors") if not STEP_SAVE.search(p.stem)] if train.is_dir() else []
     return max(files, key=lambda p: (p.stat().st_mtime, p.name)) if files else None
 
 
-STEP_SAVE = re.compile(r"-step\d{8}$")  # the trainer's intermediate saves: <output_name>-step<N:08d>
+# the trainer's intermediate saves: <output_name>-step<N:08d> and, at an epoch's end, <output_name>-<epoch:06d>;
+# "_peft" is the diffusers-format folder beside (or instead of) the .safetensors file
+STEP_SAVE = re.compile(r"-(step\d{8}|\d{6})(_peft)?$")
 
 
 def _final_name(run_dir: Path) -> str | None:

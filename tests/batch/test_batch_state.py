@@ -156,3 +156,35 @@ def test_run_names_follow_the_suffix_and_add_layers(tmp_path) -> None:
     assert runner.run_name(env, "dog") == "dog_v1_lowlr" and env.config.train.learning_rate == 1e-5
     env.config.batch.output_suffix = ""
     assert runner.run_name(env, "dog") == "dog_lowlr"
+
+
+def test_a_stopped_run_is_failed_and_trained_again_not_uploaded(tmp_path, local_remote, monkeypatch) -> None:
+    """A `lorakit train` stopped by a signal (exit 4), out of memory (5) or by NaN steps (6) still writes
+    train/<output_name>.safetensors: engine/trainer.py keeps the last network as the result. The batch marks such a
+    folder failed, so the next start trains it again instead of uploading the stopped run as done."""
+    import tomllib
+
+    from lorakit import process
+
+    env = env_for(tmp_path, local_remote)
+    (tmp_path / "work" / "cat").mkdir()
+    (tmp_path / "work" / "cat" / "img0.png").write_bytes(b"png")
+    exits = [4, 0]  # stopped, then a full run
+
+    def child(command, log, on_line=None, **_):
+        output = tomllib.loads(Path(command[command.index("--config") + 1]).read_text(encoding="utf-8"))["output"]
+        run_dir = Path(output["output_dir"]) / output["run_id"]
+        (run_dir / "train").mkdir(parents=True)
+        (run_dir / "train" / f"{output['output_name']}.safetensors").write_bytes(b"lora")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("stopped\n", encoding="utf-8")
+        return process.ChildResult(exits.pop(0), "stopped after 3 steps")
+
+    monkeypatch.setattr(process, "run_child", child)
+    first = runner.run_batch(env, Quiet())
+    assert [(f.name, f.status) for f in first.folders] == [("cat", "failed")]
+    assert runner.read_state(env, "cat")["status"] == "failed"
+    assert not (local_remote / "lorakit" / "output").exists() or not any((local_remote / "lorakit" / "output").iterdir())
+    second = runner.run_batch(env, Quiet())
+    assert [(f.name, f.status) for f in second.folders] == [("cat", "done")] and exits == []  # trained again
+    assert sorted(p.name for p in (local_remote / "lorakit" / "output").iterdir()) == ["cat_v1-2"]

@@ -277,3 +277,12 @@ def test_keys_the_file_lacks_take_traintrains_defaults() -> None:
     assert r.values["mode"]["second_pass"] == {"network_dim": 4, "max_train_steps": 1000, "learning_rate": 1e-4}
     assert "train_snr_gamma" in r.defaults and "train_iterations" not in r.defaults
     assert "# Not in the file, so at TrainTrain's defaults: " in r.to_toml("partial.json")
+    assert {"2nd pass.train_iterations", "2nd pass.train_learning_rate"} <= set(r.defaults)
+    # a default this mode does not read (Difference reads no buckets) was never in the file: not reported at all
+    reported = {k for group in r.report().values() for k, _, _ in group}
+    assert "image_buckets_step" not in reported and "image_buckets_step" not in r.defaults
+    # pass 1 at timestep 500, the table silent: TrainTrain trains pass 2 from timestep 0 (its default), which
+    # lorakit's second pass cannot: reported
+    r = convert_traintrain({"mode": "Difference", "train_min_timesteps": "500",
+                            "2nd pass": {"use_2nd_pass_settings": True}})
+    assert "2nd pass.train_min_timesteps" in unsupported(r) and "2nd pass.train_min_timesteps" in r.defaults

@@ -33,3 +33,7 @@ def test_events_are_read_as_they_are_appended(tmp_path: Path) -> None:
     replaced.write_text(json.dumps({"event": "start"}) + "\n", encoding="utf-8")
     os.replace(replaced, path)  # a new file under the same name (another inode)
     assert events(store, job) == [{"event": "start"}]
+    store.finish(job.id, "done", 0)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"event": "end", "steps": 0}) + "\n")
+    assert [e["event"] for e in events(store, store.get(job.id))] == ["start", "end"]  # ended: read whole, not kept

@@ -364,7 +364,9 @@ def _one_folder(env: BatchEnv, folder: str, remote, staged: Path | None, reporte
 
 
 def _finished(run_dir: Path) -> bool:
-    """A run whose final LoRA is written (atomically, as its last step) trained to the end."""
+    """Whether a run left in state "training" (the batch was killed while its child ran) got to its final LoRA.
+    Only for that state: a child that ended with an error was marked failed, since a stopped run writes its LoRA
+    too. (A batch killed in the instant between such a child's exit and that mark is not told apart.)"""
     from ..runs import final_lora
 
     return final_lora(run_dir) is not None
@@ -411,6 +413,9 @@ def _train_folder(env: BatchEnv, folder: str, staged: Path | None, reporter: Rep
             write_state(env, folder, status="trained", run_dir=str(run_dir), attempts=outcome.attempts)
             outcome.status, outcome.run_dir = "trained", str(run_dir)
             return
+        # a stopped, out-of-memory or NaN-stopped run still writes its LoRA: the state, not the file, says it failed
+        write_state(env, folder, status="failed", run_dir=str(run_dir), attempts=outcome.attempts,
+                    exit_code=child.exit_code)
         if not is_oom(child.exit_code, child.tail):
             outcome.reason = f"training failed (exit {child.exit_code}): {_last_error(child.tail)}"
             return
@@ -466,7 +471,10 @@ def _install_copy(env: BatchEnv, run_dir: Path, reporter: Reporter) -> None:
 
     lora = final_lora(run_dir)  # Difference's copy machine is saved beside the slider: only the slider goes
     target = Path(folder) / f"{run_dir.name}.safetensors"
-    if lora is not None and not target.exists():
+    if lora is not None and lora.is_dir():
+        reporter.event(f"not installed in {folder}: {run_dir.name} was saved only in the diffusers (peft) format; "
+                       "UIs load the kohya .safetensors (output.save_format = \"kohya\" or \"both\")")
+    elif lora is not None and not target.exists():
         shutil.copy2(lora, target)
         reporter.event(f"installed {target}")
 

@@ -93,6 +93,8 @@ DEFAULTS: dict[str, Any] = {
     "train_textencoder_learning_rate": "", "train_seed": -1, "train_lr_step_rules": "", "train_lr_warmup_steps": 0,
     "train_lr_scheduler_num_cycles": 1, "train_lr_scheduler_power": 1.0, "train_snr_gamma": 5,
     "save_per_steps": 0, "train_model_precision": "fp16", "train_lora_precision": "fp32", "save_precision": "fp16",
+    "train_min_timesteps": 0, "train_max_timesteps": 1000, "train_loss_function": "MSE", "network_strength": 1,
+    "train_fixed_timsteps_in_batch": False, "model_v_pred": False, "train_VAE_precision": "fp32",
 }
 
 
@@ -104,8 +106,8 @@ def is_traintrain(src: Any) -> bool:
 def convert_traintrain(src: dict[str, Any]) -> ImportResult:
     """The lorakit values of a TrainTrain JSON, and every key that did not become one."""
     r = ImportResult(source=src, tool="TrainTrain", defaults_of="TrainTrain")
-    r.defaults = [key for key in DEFAULTS if key not in src]
-    src = {**{key: DEFAULTS[key] for key in r.defaults}, **src}
+    defaulted = [key for key in DEFAULTS if key not in src]
+    src = {**{key: DEFAULTS[key] for key in defaulted}, **src}
     mode = str(src.get("mode") or "LoRA")
     lorakit_mode = MODES.get(mode)
     if lorakit_mode is None:
@@ -125,7 +127,20 @@ def convert_traintrain(src: dict[str, Any]) -> ImportResult:
         if key not in handled:
             _one_key(r, key, value, mode, lorakit_mode)
     _blanks(r, lorakit_mode)
+    _keep_used_defaults(r, defaulted)
     return r
+
+
+def _keep_used_defaults(r: ImportResult, defaulted: list[str]) -> None:
+    """A default TrainTrain fills in is reported only where it became a lorakit value; one this mode does not read
+    was never in the file, so it is not listed as the file's inert key either."""
+    used = [key for key in defaulted if key in r.mapped and not r.mapped[key].startswith("(inert: ")]
+    unused = set(defaulted) - set(used)
+    for key in unused:
+        r.mapped.pop(key, None)
+    r.inert_keys = [entry for entry in r.inert_keys if entry[0] not in unused]
+    r.empty = [key for key in r.empty if key not in unused]
+    r.defaults = used + [key for key in r.defaults if key not in defaulted]  # the 2nd pass's, added before
 
 
 def _blanks(r: ImportResult, lorakit_mode: str) -> None:
@@ -485,13 +500,16 @@ def _second_pass(r: ImportResult, src: dict[str, Any], lorakit_mode: str) -> Non
             r.notes.append(f"use_2nd_pass_settings is on, but the one inside '{PASS2}' is off: TrainTrain trains "
                            "both passes with the first pass's settings, and so does this config")
         return
-    second = {**{key: DEFAULTS[key] for key in DEFAULTS if key not in second}, **second}
+    filled = {key for key in DEFAULTS if key not in second}
+    second = {**{key: DEFAULTS[key] for key in filled}, **second}
     pass2 = r.values["mode"].setdefault("second_pass", {})
     for key, value in second.items():
         first = src.get(key)
         if key in PASS1_ONLY or key == "use_2nd_pass_settings" or _same(value, first):
             continue
         label = f"{PASS2}.{key}"
+        if key in filled:  # not in the table: TrainTrain's default, not pass 1's value
+            r.defaults.append(label)
         if key in SECOND_PASS_KEYS:
             name = SECOND_PASS_KEYS[key]
             try:

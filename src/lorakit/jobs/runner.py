@@ -290,7 +290,10 @@ def events(store: JobStore, job: Job) -> list[dict]:
                 seen.append(json.loads(line))
             except (json.JSONDecodeError, UnicodeDecodeError):
                 continue
-        _TAILS[path] = (inode, read + complete, seen)
+        if job.state in ("queued", "running"):
+            _TAILS[path] = (inode, read + complete, seen)
+        else:  # the job has ended: nothing more comes, and the UI keeps no run's events forever
+            _TAILS.pop(path, None)
         return list(seen)
 
 

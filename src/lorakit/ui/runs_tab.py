@@ -78,6 +78,7 @@ def build_runs_tab(lang: str, home: Path) -> None:
             summary = (t("runs.summary", lang, run=path.name, steps=len(losses), loss=f"{losses[-1]:.4f}")
                        if losses else t("runs.no_log", lang, run=path.name))
             final = final_lora(path)
+            final = final if final is not None and final.is_file() else None  # a peft folder is no download
             page = run_files.bench_page(path)
             links = [t("runs.bench", lang, url=file_url(page))] if page else []
             if final is None:
