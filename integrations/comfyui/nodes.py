@@ -255,29 +255,35 @@ def save_image(image: Any, folder: Path, label: str) -> Path:
     Image.fromarray(pixels).save(data, format="PNG")
     path = folder / f"{hashlib.sha256(data.getvalue()).hexdigest()[:16]}.png"
     if not path.exists():
+        from lorakit.io import atomic_path
+
         folder.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        partial.write_bytes(data.getvalue())
-        os.replace(partial, path)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data.getvalue())
     return path
 
 
-class LorakitQueueStatus:
-    """A job's state, run folder and message as text."""
+class _FollowsAJob:
+    """A node about one queued job: its id as input, re-run by ComfyUI whenever the job moves on."""
+
+    CATEGORY = CATEGORY
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {"job_id": ("INT", {"default": 1, "min": 1})}}
 
+    @classmethod
+    def IS_CHANGED(cls, job_id: int | None = None, **_: Any) -> str | float:
+        """ComfyUI re-runs a node when this value changes: the job's progress, not its (unchanged) id."""
+        return _state_key(job_id)
+
+
+class LorakitQueueStatus(_FollowsAJob):
+    """A job's state, run folder and message as text."""
+
     RETURN_TYPES = ("STRING",)
     RETURN_NAMES = ("status",)
     FUNCTION = "status"
-    CATEGORY = CATEGORY
-
-    @classmethod
-    def IS_CHANGED(cls, job_id: int | None) -> str | float:
-        """ComfyUI re-runs a node when this value changes: the job's progress, not its (unchanged) id."""
-        return _state_key(job_id)
 
     def status(self, job_id: int) -> tuple[str]:
         job = _job(job_id)
@@ -300,21 +306,12 @@ def _state_key(job_id: int | None) -> str | float:
     return f"{job.state}|{job.run_dir}|{job.message}"
 
 
-class LorakitLoadTrainedLoRA:
+class LorakitLoadTrainedLoRA(_FollowsAJob):
     """Copy a finished job's LoRA into ComfyUI's models/loras; outputs its file name (a LoraLoader's lora_name)."""
-
-    @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {"required": {"job_id": ("INT", {"default": 1, "min": 1})}}
 
     RETURN_TYPES = ("STRING",)
     RETURN_NAMES = ("lora_name",)
     FUNCTION = "load"
-    CATEGORY = CATEGORY
-
-    @classmethod
-    def IS_CHANGED(cls, job_id: int | None) -> str | float:
-        return _state_key(job_id)
 
     def load(self, job_id: int) -> tuple[str]:
         import folder_paths
@@ -343,7 +340,7 @@ class LorakitLoadTrainedLoRA:
         return (name,)
 
 
-class LorakitApplyTrainedLoRA:
+class LorakitApplyTrainedLoRA(_FollowsAJob):
     """A finished job's LoRA applied to a MODEL and CLIP, as ComfyUI's LoraLoader applies a file from models/loras
     (comfy.utils.load_torch_file, then comfy.sd.load_lora_for_models): no file name to pick by hand. The file is
     installed in models/loras first, under its content name (the Load node's rule)."""
@@ -351,17 +348,12 @@ class LorakitApplyTrainedLoRA:
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         strength = {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01}
-        return {"required": {"model": ("MODEL",), "clip": ("CLIP",), "job_id": ("INT", {"default": 1, "min": 1}),
+        return {"required": {"model": ("MODEL",), "clip": ("CLIP",), **super().INPUT_TYPES()["required"],
                              "strength_model": ("FLOAT", dict(strength)), "strength_clip": ("FLOAT", dict(strength))}}
 
     RETURN_TYPES = ("MODEL", "CLIP", "STRING")
     RETURN_NAMES = ("model", "clip", "lora_name")
     FUNCTION = "apply"
-    CATEGORY = CATEGORY
-
-    @classmethod
-    def IS_CHANGED(cls, job_id: int | None, **_: Any) -> str | float:
-        return _state_key(job_id)
 
     def apply(self, model: Any, clip: Any, job_id: int, strength_model: float,
               strength_clip: float) -> tuple[Any, Any, str]:

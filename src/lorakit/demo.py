@@ -264,7 +264,8 @@ def read_log(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def _number(value: object) -> float | None:
+def finite_number(value: object) -> float | None:
+    """A CSV cell as a finite float; empty, unreadable or non-finite cells are None."""
     try:
         x = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -276,7 +277,7 @@ def loss_points(rows: Iterable[Mapping[str, str]], column: str = "loss") -> list
     """(step, value) for rows whose `step` and `column` are numbers; validation rows (empty loss) are skipped."""
     points = []
     for row in rows:
-        step, value = _number(row.get("step")), _number(row.get(column))
+        step, value = finite_number(row.get("step")), finite_number(row.get(column))
         if step is not None and value is not None:
             points.append((step, value))
     return points

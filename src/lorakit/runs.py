@@ -58,6 +58,8 @@ def final_lora(run_dir: Path) -> Path | None:
     return max(files, key=lambda p: (p.stat().st_mtime, p.name)) if files else None
 
 
+COPY_MACHINE_SUFFIX = "_copy"  # Difference's pass 1 (the copy machine) is saved as <output_name>_copy
+
 # the trainer's intermediate saves: <output_name>-step<N:08d> and, at an epoch's end, <output_name>-<epoch:06d>;
 # "_peft" is the diffusers-format folder beside (or instead of) the .safetensors file
 STEP_SAVE = re.compile(r"-(step\d{8}|\d{6})(_peft)?$")
@@ -71,7 +73,7 @@ def _final_name(run_dir: Path) -> str | None:
     name, mode = config.get("output", {}).get("output_name"), config.get("mode", {})
     if not isinstance(name, str) or not name:
         return None
-    return f"{name}_copy" if mode.get("type") == "difference" and mode.get("first_pass_only") else name
+    return name + COPY_MACHINE_SUFFIX if mode.get("type") == "difference" and mode.get("first_pass_only") else name
 
 
 def install_lora(lora: Path, folder: Path) -> str:
@@ -95,8 +97,5 @@ def install_lora(lora: Path, folder: Path) -> str:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 # built-in model → family; a torch-free module, so validation does not import torch
 from ..families.names import BUILTIN_MODELS as BUILTIN_FAMILIES
+from ..runs import COPY_MACHINE_SUFFIX
 from .schema import LorakitConfig
 
 
@@ -157,7 +158,7 @@ def check_output_names(cfg: LorakitConfig) -> list[Finding]:
         limit = os.pathconf(probe, "PC_NAME_MAX")
     except (OSError, ValueError):
         limit = 255
-    copy = "_copy" if cfg.mode.type == "difference" else ""  # Difference's copy machine: <name>_copy-step…
+    copy = COPY_MACHINE_SUFFIX if cfg.mode.type == "difference" else ""  # Difference's copy machine: <name>_copy-step…
     names = {"output.output_name": (out.output_name, f"{out.output_name}{copy}-step00000000.safetensors")}
     if out.run_id:
         names["output.run_id"] = (out.run_id, out.run_id)

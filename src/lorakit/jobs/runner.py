@@ -76,11 +76,7 @@ class GpuLock:
 
 def runner_running(home: Path) -> bool:
     """Whether a queue runner holds this machine's (first) GPU lock."""
-    try:
-        with GpuLock(home, visible_gpus()[0]):
-            return False
-    except LorakitError:
-        return True
+    return _lock_held(home, visible_gpus()[0])
 
 
 def ensure_runner(home: Path) -> bool:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Iterator
 from ..config.plan import stage_steps
 from ..config.schema import DifferenceModeSection, LorakitConfig
 from ..data.buckets import cover_crop
+from ..runs import COPY_MACHINE_SUFFIX
 from ..data.example import Example, file_fingerprint
 from ..data.transforms import open_rgb
 from ..engine.mode import Stage
@@ -185,7 +186,8 @@ class DifferenceMode:
         if "mode.target_image" in self.images:  # first, so its cached latent is the same with or without pass 1
             run.encoder.prefill([self.images["mode.target_image"].example(mode.prompt)], 1, run.events.on_cache)
         if not self.loaded:
-            yield self._stage(cfg, self.images["mode.original_image"], PASS1, COPY, f"{cfg.output.output_name}_copy",
+            yield self._stage(cfg, self.images["mode.original_image"], PASS1, COPY,
+                              cfg.output.output_name + COPY_MACHINE_SUFFIX,
                               save=mode.save_first_pass or mode.first_pass_only, final=mode.first_pass_only)
             run.freeze(COPY)  # stays applied under pass 2, no longer trained
         if mode.first_pass_only:

@@ -8,8 +8,6 @@ val_loss,time), `train/<name>.safetensors` (the final LoRA; `-step<N>` files are
 
 from __future__ import annotations
 
-import csv
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -64,31 +62,21 @@ def list_runs(folders: Iterable[Path | str]) -> list[RunInfo]:
     return sorted(found.values(), key=lambda r: (-r.modified, r.name))
 
 
-def _number(text: str | None) -> float | None:
-    """A CSV cell as a float; empty or unreadable cells are None (validation rows leave loss and lr empty)."""
-    try:
-        value = float(text) if text not in (None, "") else None
-    except ValueError:
-        return None
-    return value if value is not None and math.isfinite(value) else None
-
-
 def read_log(path: Path) -> dict[str, list]:
     """A CsvLog file as columns: {"step": [...], "epoch": [...], "loss": [...], "lr": [...], "val_loss": [...],
     "time": [...]}, numbers as floats (step as int), empty cells as None; rows without a step are skipped.
     Missing file: every column empty."""
+    from ..demo import finite_number, read_log as rows
+
     columns: dict[str, list] = {name: [] for name in LOG_COLUMNS}
-    if not Path(path).is_file():
-        return columns
-    with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            step = _number(row.get("step"))
-            if step is None:
-                continue
-            columns["step"].append(int(step))
-            for name in ("epoch", "loss", "lr", "val_loss"):
-                columns[name].append(_number(row.get(name)))
-            columns["time"].append(row.get("time") or "")
+    for row in rows(Path(path)):
+        step = finite_number(row.get("step"))
+        if step is None:
+            continue
+        columns["step"].append(int(step))
+        for name in ("epoch", "loss", "lr", "val_loss"):
+            columns[name].append(finite_number(row.get(name)))
+        columns["time"].append(row.get("time") or "")
     return columns
 
 
