@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from ..config.loader import ResolvedConfig, read_toml
-from ..config.plan import build_plan, mode_plan_lines, render_plan
+from ..config.plan import plan_lines
 from ..config.provenance import DEFAULT_ORIGIN
 from ..config.schema import LorakitConfig
 from ..errors import ConfigError
@@ -229,8 +229,5 @@ def plan(
     from ..engine.distributed import launched_world
 
     resolved = resolve_options([*files, *config], add, preset, set_, check_paths=True, machine="warn")
-    cfg = resolved.config
-    lines = mode_plan_lines(cfg) if cfg.mode.type in ("ileco", "difference") else \
-        render_plan(build_plan(cfg, processes=processes or launched_world()))
-    for line in lines:
+    for line in plan_lines(resolved.config, processes or launched_world()):
         typer.echo(line)

@@ -428,6 +428,13 @@ def stage_steps(cfg: LorakitConfig) -> list[tuple[str, int]]:
     raise ValueError(f"mode {m.type!r} plans from its dataset (build_plan)")
 
 
+def plan_lines(cfg: LorakitConfig, processes: int = 1) -> list[str]:
+    """What `lorakit plan` prints: the image plan of a run on images, or the stage lines of iLECO / Difference."""
+    if cfg.mode.type in ("ileco", "difference"):
+        return mode_plan_lines(cfg)
+    return render_plan(build_plan(cfg, processes=processes))
+
+
 def mode_plan_lines(cfg: LorakitConfig, output: Path | None = None,
                     images: dict[str, str] | None = None) -> list[str]:
     """The plan of an ileco or difference run as console lines: what it trains on, its stages, the output. The run

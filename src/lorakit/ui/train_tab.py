@@ -48,11 +48,10 @@ def problems_markdown(exc: LorakitError, lang: str) -> str:
 
 def plan_text(resolved: ResolvedConfig) -> str:
     """What `lorakit plan` prints for this config (the config/plan.py functions it calls)."""
-    from ..config.plan import build_plan, mode_plan_lines, render_plan
+    from ..config.plan import plan_lines
 
-    cfg = resolved.config
     try:
-        lines = mode_plan_lines(cfg) if cfg.mode.type in ("ileco", "difference") else render_plan(build_plan(cfg))
+        lines = plan_lines(resolved.config)
     except (LorakitError, OSError, ValueError) as exc:
         lines = [f"(no plan: {exc})"]
     return "\n".join(lines + [f"warning: {w}" for w in resolved.warnings])
