@@ -14,7 +14,10 @@ import gradio as gr
 from ..errors import LorakitError
 from ..jobs.store import lorakit_home
 from .i18n import LANG_NAMES, LANGS, t
+from .data_tab import build_data_tab
+from .plot_tab import build_plot_tab
 from .queue_tab import build_queue_tab
+from .runs_tab import build_runs_tab
 from .train_tab import build_train_tab
 
 AUTH_ENV = "LORAKIT_UI_AUTH"
@@ -28,19 +31,6 @@ def lang_url(lang: str) -> str:
     return "/" if lang == "en" else f"/{lang}/"
 
 
-def _optional_tab(module: str, name: str, lang: str, *args: object) -> None:
-    """A tab another module builds; a clear placeholder tab while that module is missing."""
-    import importlib
-
-    try:
-        build: Callable[..., None] = getattr(importlib.import_module(f"lorakit.ui.{module}"), name)
-    except (ImportError, AttributeError) as exc:
-        with gr.Tab(module.removesuffix("_tab")):
-            gr.Markdown(t("app.tab_missing", lang, name=module, error=str(exc)))
-        return
-    build(lang, *args)
-
-
 def build_blocks(lang: str, home: Path) -> gr.Blocks:
     """The whole UI in one language."""
     with gr.Blocks(title=t("app.title", lang)) as blocks:
@@ -51,9 +41,9 @@ def build_blocks(lang: str, home: Path) -> gr.Blocks:
         with gr.Tabs():
             build_train_tab(lang, home)
             build_queue_tab(lang, home)
-            _optional_tab("runs_tab", "build_runs_tab", lang, home)
-            _optional_tab("plot_tab", "build_plot_tab", lang, home)
-            _optional_tab("data_tab", "build_data_tab", lang)
+            build_runs_tab(lang, home)
+            build_plot_tab(lang, home)
+            build_data_tab(lang)
     return blocks
 
 
